@@ -1,0 +1,165 @@
+//! `POST /open-apis/auth/v3/{tenant,app}_access_token/internal` and `/auth/v3/tenant_access_token`,
+//! plus the bearer check every other endpoint runs first.
+//!
+//! Token rules (spec §2.2): 2-hour tokens; asking again returns the same token with its remaining
+//! lifetime until less than 30 minutes remain, then a new one while the old stays valid. Tokens
+//! are stored, so they survive restarts. Failures answer HTTP 200 with a non-zero code.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::RawBody;
+use crate::domain::directory::{App, AppKind};
+use crate::domain::ids::{new_access_token, AppId, TenantKey};
+use crate::envelope::{top_level, ApiError, ApiResult};
+use crate::error::FeishuError;
+use crate::state::AppState;
+use crate::store::{TokenKind, TokenRecord};
+
+pub const TOKEN_LIFETIME_MS: i64 = 7200 * 1000;
+pub const REISSUE_BEFORE_MS: i64 = 30 * 60 * 1000;
+
+#[derive(Deserialize)]
+struct Credentials {
+    app_id: Option<String>,
+    app_secret: Option<String>,
+}
+
+/// Token endpoint failure: HTTP 200, non-zero code, `data: {}`.
+fn token_failure(code: i64, msg: &str) -> Response {
+    top_level(&json!({"code": code, "msg": msg, "data": {}}))
+}
+
+/// Checks app_id/app_secret; `Err` is the finished failure reply.
+fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, Response> {
+    let Ok(creds) = serde_json::from_slice::<Credentials>(body) else {
+        return Err(token_failure(10003, "invalid param"));
+    };
+    let (Some(app_id), Some(secret)) = (creds.app_id.filter(|s| !s.is_empty()), creds.app_secret.filter(|s| !s.is_empty()))
+    else {
+        return Err(token_failure(10003, "invalid param"));
+    };
+    let dir = state.directory();
+    let Some(app) = dir.app(&AppId(app_id)) else {
+        return Err(token_failure(10003, "invalid param"));
+    };
+    if app.app_secret != secret {
+        return Err(token_failure(10014, "app secret invalid"));
+    }
+    Ok(app.clone())
+}
+
+/// The live token for (app, tenant, kind), reused while at least 30 minutes remain, else a new one.
+async fn issue(state: &AppState, app_id: &AppId, tenant: &TenantKey, kind: TokenKind) -> Result<TokenRecord, ApiError> {
+    let now = state.clock.now_ms();
+    if let Some(t) = state.store.latest_token(app_id, tenant, kind).await? {
+        if t.expires_at_ms - now >= REISSUE_BEFORE_MS {
+            return Ok(t);
+        }
+    }
+    let record = TokenRecord {
+        token: new_access_token(),
+        kind,
+        app_id: app_id.clone(),
+        tenant_key: tenant.clone(),
+        issued_at_ms: now,
+        expires_at_ms: now + TOKEN_LIFETIME_MS,
+    };
+    state.store.put_token(record.clone()).await?;
+    state.token_cache.write().insert(record.token.clone(), record.clone());
+    Ok(record)
+}
+
+fn expire_secs(state: &AppState, t: &TokenRecord) -> i64 {
+    ((t.expires_at_ms - state.clock.now_ms()) / 1000).max(0)
+}
+
+/// Self-built apps get a token for their own tenant.
+/// Side effects: may store one new token.
+pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let app = match check_credentials(&state, &body) {
+        Ok(app) => app,
+        Err(reply) => return Ok(reply),
+    };
+    let Some(home) = app.home_tenant.clone().filter(|_| app.kind == AppKind::SelfBuilt) else {
+        // Store apps get tenant tokens through app_access_token + tenant_key.
+        return Ok(token_failure(10003, "invalid param"));
+    };
+    let t = issue(&state, &app.app_id, &home, TokenKind::Tenant).await?;
+    Ok(top_level(&json!({"code": 0, "msg": "ok", "tenant_access_token": t.token, "expire": expire_secs(&state, &t)})))
+}
+
+/// Any app gets an app token (store apps without an app_ticket: see docs/parity.md).
+/// Side effects: may store one new token.
+pub async fn app_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let app = match check_credentials(&state, &body) {
+        Ok(app) => app,
+        Err(reply) => return Ok(reply),
+    };
+    // App tokens are not tied to a tenant; they are stored under the empty tenant key.
+    let t = issue(&state, &app.app_id, &TenantKey(String::new()), TokenKind::App).await?;
+    Ok(top_level(&json!({"code": 0, "msg": "ok", "app_access_token": t.token, "expire": expire_secs(&state, &t)})))
+}
+
+#[derive(Deserialize)]
+struct StoreAppTenantToken {
+    app_access_token: Option<String>,
+    tenant_key: Option<String>,
+}
+
+/// A store app's tenant token for a tenant that installed it.
+/// Side effects: may store one new token.
+pub async fn tenant_access_token(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let Ok(req) = serde_json::from_slice::<StoreAppTenantToken>(&body) else {
+        return Ok(token_failure(10003, "invalid param"));
+    };
+    let (Some(app_token), Some(tenant_key)) = (req.app_access_token, req.tenant_key) else {
+        return Ok(token_failure(10003, "invalid param"));
+    };
+    let Some(app_record) = find_live_token(&state, &app_token).await?.filter(|t| t.kind == TokenKind::App) else {
+        return Ok(token_failure(10003, "invalid param"));
+    };
+    let tenant = TenantKey(tenant_key);
+    let installed = state.directory().app(&app_record.app_id).is_some_and(|a| a.installs.contains_key(&tenant));
+    if !installed {
+        return Ok(token_failure(10003, "invalid param"));
+    }
+    let t = issue(&state, &app_record.app_id, &tenant, TokenKind::Tenant).await?;
+    Ok(top_level(&json!({"code": 0, "msg": "ok", "tenant_access_token": t.token, "expire": expire_secs(&state, &t)})))
+}
+
+/// The stored token if it exists and has not expired by the larkstack clock.
+async fn find_live_token(state: &AppState, token: &str) -> Result<Option<TokenRecord>, ApiError> {
+    let cached = state.token_cache.read().get(token).cloned();
+    let record = match cached {
+        Some(r) => Some(r),
+        None => {
+            let found = state.store.find_token(token).await?;
+            if let Some(r) = &found {
+                state.token_cache.write().insert(r.token.clone(), r.clone());
+            }
+            found
+        }
+    };
+    Ok(record.filter(|r| r.expires_at_ms > state.clock.now_ms()))
+}
+
+/// The bearer check: missing → 99991661, unknown/expired/not a tenant token → 99991663.
+pub async fn tenant_token(state: &AppState, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError(FeishuError::missing_token()))?;
+    match find_live_token(state, token).await? {
+        Some(r) if r.kind == TokenKind::Tenant => Ok(r),
+        _ => Err(ApiError(FeishuError::invalid_token())),
+    }
+}

@@ -1,0 +1,97 @@
+//! Lenient request parsing, as the official SDKs need it: bodies are JSON whatever the
+//! Content-Type says (or when it is missing), an empty body is `{}`, query booleans are
+//! case-insensitive (`True` from Python), and oversized bodies get an envelope, not a bare 413.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_LENGTH;
+use serde::de::DeserializeOwned;
+
+use crate::envelope::ApiError;
+use crate::error::FeishuError;
+use crate::state::AppState;
+
+/// The raw body, at most the configured limit.
+pub struct RawBody(pub Bytes);
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError(FeishuError::new(413, format!("request body exceeds {limit} bytes")).with_status(413))
+}
+
+impl FromRequest<std::sync::Arc<AppState>> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, state: &std::sync::Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let limit = state.body_limit;
+        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        axum::body::to_bytes(req.into_body(), limit).await.map(RawBody).map_err(|_| too_large(limit))
+    }
+}
+
+/// Parses a JSON body; `invalid` builds the family's "invalid parameter" error from (field, reason).
+pub fn parse_json<T: DeserializeOwned>(
+    bytes: &[u8],
+    invalid: impl Fn(&str, String) -> FeishuError,
+) -> Result<T, FeishuError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_string() } else { path };
+        invalid(&field, e.into_inner().to_string())
+    })
+}
+
+/// The query string as key/value pairs.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    pub fn parse(query: Option<&str>) -> Self {
+        QueryParams(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// `true`/`True`/`TRUE`/`1` and their opposites; `Err` names a value that is neither.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, String> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(Some(true)),
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(Some(false)),
+            Some(v) => Err(v.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_are_case_insensitive() {
+        let q = QueryParams::parse(Some("a=True&b=false&c=yes&d=1"));
+        assert_eq!(q.bool("a"), Ok(Some(true)));
+        assert_eq!(q.bool("b"), Ok(Some(false)));
+        assert!(q.bool("c").is_err());
+        assert_eq!(q.bool("d"), Ok(Some(true)));
+        assert_eq!(q.bool("missing"), Ok(None));
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        #[derive(serde::Deserialize, Debug)]
+        struct B {
+            #[allow(dead_code)]
+            name: Option<String>,
+        }
+        let err = parse_json::<B>(br#"{"name": 5}"#, |f, why| FeishuError::im_invalid_param(f, None, why)).unwrap_err();
+        assert_eq!(err.field_violations[0].field, "name");
+        assert!(parse_json::<B>(b"", |f, why| FeishuError::im_invalid_param(f, None, why)).is_ok());
+        assert!(parse_json::<B>(b"{", |f, why| FeishuError::im_invalid_param(f, None, why)).is_err());
+    }
+}

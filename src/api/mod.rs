@@ -1,0 +1,5 @@
+//! HTTP handlers, one module per Feishu API family. Handlers are thin: parse → domain → store → answer.
+
+pub mod auth;
+pub mod extract;
+pub mod im;

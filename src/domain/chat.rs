@@ -1,0 +1,598 @@
+//! Group chats: the stored model and the rules of `POST /open-apis/im/v1/chats` (the seed page).
+//!
+//! `plan_create` is pure: it takes the parsed request, the caller and the directory, and returns
+//! either the chat to store or the Feishu error the seed documents. Check order (first failure wins):
+//! parameters → entitlements and scopes of the body → name rules → content review → owner → users →
+//! bots → combinations that depend on the final member set (external chats).
+
+use serde::{Deserialize, Serialize};
+
+use super::directory::{App, Directory, Tenant, User, UserIdType};
+use super::ids::{AppId, ChatId, TenantKey, Uid};
+use crate::error::{im, FeishuError};
+
+pub const DEFAULT_PRIVATE_NAME: &str = "(无主题)";
+pub const DEFAULT_AVATAR_KEY: &str = "default-avatar_44ae0ca3-e140-494b-956f-78091e348435";
+pub const MAX_USERS_PER_CREATE: usize = 50;
+pub const MAX_BOTS_PER_CREATE: usize = 5;
+pub const MAX_BOTS_PER_CHAT: usize = 15;
+pub const MAX_UUID_CHARS: usize = 50;
+/// How long `uuid` + `owner_id` deduplicates a create.
+pub const CREATE_DEDUP_WINDOW_MS: i64 = 10 * 3600 * 1000;
+
+/// Scope that lets an app set `labels` (not named by Feishu's page; larkstack's choice, see docs/parity.md).
+pub const LABEL_SCOPE: &str = "im:chat:label";
+/// Scope that lets an app tag a chat `ocic` (same caveat).
+pub const OCIC_SCOPE: &str = "im:chat:ocic";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct I18nNames {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zh_cn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub en_us: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ja_jp: Option<String>,
+}
+
+impl I18nNames {
+    fn values(&self) -> impl Iterator<Item = &str> {
+        [&self.zh_cn, &self.en_us, &self.ja_jp].into_iter().flatten().map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestrictedModeSetting {
+    pub status: bool,
+    pub screenshot_has_permission_setting: String,
+    pub download_has_permission_setting: String,
+    pub message_has_permission_setting: String,
+}
+
+/// Everything about a chat that is a setting rather than membership; stored as one JSON value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChatSettings {
+    pub avatar: String,
+    pub name: String,
+    pub description: String,
+    pub i18n_names: I18nNames,
+    pub chat_mode: String,
+    pub chat_type: String,
+    pub group_message_type: String,
+    pub join_message_visibility: String,
+    pub leave_message_visibility: String,
+    pub membership_approval: String,
+    pub restricted_mode_setting: RestrictedModeSetting,
+    pub urgent_setting: String,
+    pub video_conference_setting: String,
+    pub pin_manage_setting: String,
+    pub edit_permission: String,
+    pub hide_member_count_setting: String,
+    pub add_member_permission: String,
+    pub share_card_permission: String,
+    pub at_all_permission: String,
+    pub moderation_permission: String,
+    pub labels: Vec<String>,
+    pub toolkit_ids: Vec<String>,
+    pub chat_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Owner {
+    User(Uid),
+    Bot(AppId),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatStatus {
+    Normal,
+    Dissolved,
+}
+
+/// A group chat as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    pub chat_id: ChatId,
+    pub tenant_key: TenantKey,
+    pub creator_app: AppId,
+    pub owner: Owner,
+    pub external: bool,
+    pub status: ChatStatus,
+    pub created_at_ms: i64,
+    pub settings: ChatSettings,
+    /// Users in join order.
+    pub users: Vec<Uid>,
+    /// Bots (apps) in join order.
+    pub bots: Vec<AppId>,
+    pub user_managers: Vec<Uid>,
+    pub bot_managers: Vec<AppId>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request
+// ---------------------------------------------------------------------------------------------
+
+/// Query parameters of create-chat, already typed.
+#[derive(Debug, Clone)]
+pub struct CreateChatQuery {
+    pub user_id_type: UserIdType,
+    pub set_bot_manager: bool,
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RestrictedModeInput {
+    pub status: Option<bool>,
+    pub screenshot_has_permission_setting: Option<String>,
+    pub download_has_permission_setting: Option<String>,
+    pub message_has_permission_setting: Option<String>,
+}
+
+/// The JSON body; unknown fields are ignored and `null` means absent, as the SDKs expect.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateChatBody {
+    pub avatar: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub i18n_names: Option<I18nNames>,
+    pub owner_id: Option<String>,
+    pub user_id_list: Option<Vec<String>>,
+    pub bot_id_list: Option<Vec<String>>,
+    pub group_message_type: Option<String>,
+    pub chat_mode: Option<String>,
+    pub chat_type: Option<String>,
+    pub join_message_visibility: Option<String>,
+    pub leave_message_visibility: Option<String>,
+    pub membership_approval: Option<String>,
+    pub restricted_mode_setting: Option<RestrictedModeInput>,
+    pub urgent_setting: Option<String>,
+    pub video_conference_setting: Option<String>,
+    pub pin_manage_setting: Option<String>,
+    pub edit_permission: Option<String>,
+    pub hide_member_count_setting: Option<String>,
+    pub external: Option<bool>,
+    pub labels: Option<Vec<String>>,
+    pub toolkit_ids: Option<Vec<serde_json::Value>>,
+    pub chat_tags: Option<Vec<String>>,
+}
+
+/// Who is calling: an app acting in one tenant.
+pub struct Caller<'a> {
+    pub app: &'a App,
+    pub tenant: &'a Tenant,
+}
+
+const OWNER_OR_ALL: &[&str] = &["only_owner", "all_members"];
+const VISIBILITY: &[&str] = &["only_owner", "all_members", "not_anyone"];
+const ALLOW_OR_DENY: &[&str] = &["all_members", "not_anyone"];
+
+/// An optional enum field: absent → `default`, otherwise one of `allowed`.
+fn enum_field(field: &str, value: &Option<String>, allowed: &[&str], default: &str) -> Result<String, FeishuError> {
+    match value.as_deref() {
+        None | Some("") => Ok(default.to_string()),
+        Some(v) if allowed.contains(&v) => Ok(v.to_string()),
+        Some(v) => Err(FeishuError::im_invalid_param(
+            field,
+            Some(v),
+            format!("must be one of: {}", allowed.join(", ")),
+        )),
+    }
+}
+
+fn restricted_mode(input: &Option<RestrictedModeInput>) -> Result<RestrictedModeSetting, FeishuError> {
+    let input = input.clone().unwrap_or_default();
+    let field = |name: &str, v: &Option<String>| {
+        enum_field(&format!("restricted_mode_setting.{name}"), v, ALLOW_OR_DENY, "all_members")
+    };
+    let setting = RestrictedModeSetting {
+        status: input.status.unwrap_or(false),
+        screenshot_has_permission_setting: field(
+            "screenshot_has_permission_setting",
+            &input.screenshot_has_permission_setting,
+        )?,
+        download_has_permission_setting: field("download_has_permission_setting", &input.download_has_permission_setting)?,
+        message_has_permission_setting: field("message_has_permission_setting", &input.message_has_permission_setting)?,
+    };
+    let perms = [
+        &setting.screenshot_has_permission_setting,
+        &setting.download_has_permission_setting,
+        &setting.message_has_permission_setting,
+    ];
+    if setting.status && perms.iter().all(|p| *p == "all_members") {
+        return Err(FeishuError::im_invalid_param(
+            "restricted_mode_setting",
+            None,
+            "with status=true, the three permission settings can not all be all_members",
+        ));
+    }
+    if !setting.status && perms.iter().any(|p| *p == "not_anyone") {
+        return Err(FeishuError::im_invalid_param(
+            "restricted_mode_setting",
+            None,
+            "with status=false, no permission setting can be not_anyone",
+        ));
+    }
+    Ok(setting)
+}
+
+/// A chat ready to be stored, or the error Feishu answers. `now_ms` stamps the creation time.
+pub fn plan_create(
+    dir: &Directory,
+    caller: &Caller<'_>,
+    query: &CreateChatQuery,
+    body: &CreateChatBody,
+    chat_id: ChatId,
+    now_ms: i64,
+) -> Result<Chat, FeishuError> {
+    let app = caller.app;
+    let tenant = caller.tenant;
+
+    // 1. Shape of the parameters.
+    let user_ids = body.user_id_list.clone().unwrap_or_default();
+    if user_ids.len() > MAX_USERS_PER_CREATE {
+        return Err(FeishuError::im_invalid_param(
+            "user_id_list",
+            None,
+            format!("at most {MAX_USERS_PER_CREATE} users per request"),
+        ));
+    }
+    let bot_ids = body.bot_id_list.clone().unwrap_or_default();
+    if bot_ids.len() > MAX_BOTS_PER_CREATE {
+        return Err(FeishuError::im_invalid_param(
+            "bot_id_list",
+            None,
+            format!("at most {MAX_BOTS_PER_CREATE} bots per request"),
+        ));
+    }
+    let chat_mode = enum_field("chat_mode", &body.chat_mode, &["group"], "group")?;
+    let chat_type = enum_field("chat_type", &body.chat_type, &["private", "public"], "private")?;
+    let group_message_type = enum_field("group_message_type", &body.group_message_type, &["chat", "thread"], "chat")?;
+    let join_vis = enum_field("join_message_visibility", &body.join_message_visibility, VISIBILITY, "all_members")?;
+    let leave_vis = enum_field("leave_message_visibility", &body.leave_message_visibility, VISIBILITY, "all_members")?;
+    let approval = enum_field(
+        "membership_approval",
+        &body.membership_approval,
+        &["no_approval_required", "approval_required"],
+        "no_approval_required",
+    )?;
+    let urgent = enum_field("urgent_setting", &body.urgent_setting, OWNER_OR_ALL, "all_members")?;
+    let video = enum_field("video_conference_setting", &body.video_conference_setting, OWNER_OR_ALL, "all_members")?;
+    let pin = enum_field("pin_manage_setting", &body.pin_manage_setting, OWNER_OR_ALL, "all_members")?;
+    let edit = enum_field("edit_permission", &body.edit_permission, OWNER_OR_ALL, "all_members")?;
+    let hide_count = enum_field(
+        "hide_member_count_setting",
+        &body.hide_member_count_setting,
+        &["all_members", "only_owner"],
+        "all_members",
+    )?;
+    let restricted = restricted_mode(&body.restricted_mode_setting)?;
+    if query.user_id_type == UserIdType::UserId && app.kind == super::directory::AppKind::Store {
+        return Err(FeishuError::im_invalid_param(
+            "user_id_type",
+            Some("user_id"),
+            "store apps can not use user_id; use open_id or union_id",
+        ));
+    }
+    let toolkit_ids = body
+        .toolkit_ids
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => Ok(s),
+            serde_json::Value::Number(n) => Ok(n.to_string()),
+            other => Err(FeishuError::im_invalid_param("toolkit_ids", Some(&other.to_string()), "must be strings")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // 2. Tenant entitlements and body fields that need their own scope.
+    if chat_type == "public" && !tenant.public_chats {
+        return Err(im::public_not_allowed());
+    }
+    if restricted.status && !tenant.restricted_mode {
+        return Err(im::restricted_mode_not_allowed());
+    }
+    if hide_count == "only_owner" && !tenant.hide_member_count {
+        return Err(im::hide_member_count_not_allowed());
+    }
+    let labels = body.labels.clone().unwrap_or_default();
+    if !labels.is_empty() && !app.has_scope(LABEL_SCOPE) {
+        return Err(im::no_label_authority());
+    }
+    let chat_tags = body.chat_tags.clone().unwrap_or_default();
+    if chat_tags.iter().any(|t| t == "ocic") && !app.has_scope(OCIC_SCOPE) {
+        return Err(im::no_ocic_authority());
+    }
+
+    // 3. Name rules.
+    let raw_name = body.name.clone().unwrap_or_default();
+    let name = if chat_type == "public" {
+        if raw_name.trim().is_empty() {
+            return Err(im::public_name_empty());
+        }
+        if raw_name.chars().count() < 2 {
+            return Err(im::public_name_too_short());
+        }
+        raw_name
+    } else if raw_name.is_empty() {
+        DEFAULT_PRIVATE_NAME.to_string()
+    } else {
+        raw_name
+    };
+
+    // 4. Content review against the tenant's blocked words.
+    let description = body.description.clone().unwrap_or_default();
+    let i18n_names = body.i18n_names.clone().unwrap_or_default();
+    let reviewed = std::iter::once(name.as_str()).chain(std::iter::once(description.as_str())).chain(i18n_names.values());
+    for text in reviewed {
+        if tenant.blocked_words.iter().any(|w| !w.is_empty() && text.contains(w.as_str())) {
+            return Err(im::review_failed());
+        }
+    }
+
+    // 5. Owner.
+    let owner_user: Option<&User> = match body.owner_id.as_deref() {
+        None | Some("") => None,
+        Some(raw) => {
+            let user = dir
+                .resolve_user(app, &tenant.tenant_key, query.user_id_type, raw)
+                .ok_or_else(|| im::invalid_user_id().with_field("owner_id", Some(raw), "no such user for this app"))?;
+            if user.tenant_key != tenant.tenant_key {
+                return Err(im::owner_other_tenant());
+            }
+            if !user.is_active() {
+                return Err(im::user_resigned().with_field("owner_id", Some(raw), "the owner has resigned"));
+            }
+            if !app.can_see(user) {
+                return Err(im::unavailable_ids().with_field("owner_id", Some(raw), "outside the app's availability"));
+            }
+            Some(user)
+        }
+    };
+
+    // 6. Users: resolve all first so one answer names every unusable ID.
+    let mut users: Vec<Uid> = Vec::with_capacity(user_ids.len() + 1);
+    if let Some(owner) = owner_user {
+        users.push(owner.uid.clone());
+    }
+    let mut unavailable = im::unavailable_ids();
+    let mut resigned = im::user_resigned();
+    let mut external_members: Vec<&User> = Vec::new();
+    for raw in &user_ids {
+        let Some(user) = dir.resolve_user(app, &tenant.tenant_key, query.user_id_type, raw) else {
+            unavailable = unavailable.with_field("user_id_list", Some(raw), "no such user for this app");
+            continue;
+        };
+        if user.tenant_key != tenant.tenant_key {
+            external_members.push(user);
+        } else if !app.can_see(user) {
+            unavailable = unavailable.with_field("user_id_list", Some(raw), "outside the app's availability");
+            continue;
+        }
+        if !user.is_active() {
+            resigned = resigned.with_field("user_id_list", Some(raw), "resigned");
+            continue;
+        }
+        if !users.contains(&user.uid) {
+            users.push(user.uid.clone());
+        }
+    }
+    if !unavailable.field_violations.is_empty() {
+        return Err(unavailable);
+    }
+    if !resigned.field_violations.is_empty() {
+        return Err(resigned);
+    }
+
+    // 7. Bots: the caller joins by itself; invited ones must be real, bot-enabled and installed here.
+    let mut bots: Vec<AppId> = vec![app.app_id.clone()];
+    let mut invited_bots: Vec<&App> = Vec::new();
+    for raw in &bot_ids {
+        let id = AppId(raw.clone());
+        if id == app.app_id || bots.contains(&id) {
+            continue;
+        }
+        let bot = match dir.app(&id) {
+            Some(b) if b.bot => b,
+            _ => return Err(im::bot_not_found().with_field("bot_id_list", Some(raw), "no bot with this app_id")),
+        };
+        if !bot.enabled_in(&tenant.tenant_key) {
+            return Err(im::unavailable_ids().with_field("bot_id_list", Some(raw), "the bot is not available in this tenant"));
+        }
+        bots.push(id);
+        invited_bots.push(bot);
+    }
+    debug_assert!(bots.len() <= MAX_BOTS_PER_CHAT);
+
+    // 8. External chats: any member from another tenant.
+    let external = !external_members.is_empty();
+    if external {
+        if !app.external_chats || invited_bots.iter().any(|b| !b.external_chats) {
+            return Err(im::no_external_authority());
+        }
+        if chat_type == "public" {
+            return Err(im::external_cannot_be_public());
+        }
+        let Some(owner) = owner_user else {
+            return Err(FeishuError::im_invalid_param(
+                "owner_id",
+                None,
+                "an external chat needs a user as owner; a bot can not own it",
+            ));
+        };
+        let mut not_friends = im::unavailable_ids();
+        for u in &external_members {
+            if !owner.friends.contains(&u.uid) {
+                not_friends = not_friends.with_field(
+                    "user_id_list",
+                    Some(&dir.user_external_id(app, u, query.user_id_type)),
+                    "external users must be friends of the owner",
+                );
+            }
+        }
+        if !not_friends.field_violations.is_empty() {
+            return Err(not_friends);
+        }
+        if hide_count == "only_owner" {
+            return Err(im::hide_member_count_unsupported());
+        }
+    }
+
+    let owner = match owner_user {
+        Some(u) => Owner::User(u.uid.clone()),
+        None => Owner::Bot(app.app_id.clone()),
+    };
+    let bot_managers = if query.set_bot_manager && matches!(owner, Owner::User(_)) {
+        vec![app.app_id.clone()]
+    } else {
+        Vec::new()
+    };
+    Ok(Chat {
+        chat_id,
+        tenant_key: tenant.tenant_key.clone(),
+        creator_app: app.app_id.clone(),
+        owner,
+        external,
+        status: ChatStatus::Normal,
+        created_at_ms: now_ms,
+        settings: ChatSettings {
+            avatar: body.avatar.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_AVATAR_KEY.to_string()),
+            name,
+            description,
+            i18n_names,
+            chat_mode,
+            chat_type,
+            group_message_type,
+            join_message_visibility: join_vis,
+            leave_message_visibility: leave_vis,
+            membership_approval: approval,
+            restricted_mode_setting: restricted,
+            urgent_setting: urgent,
+            video_conference_setting: video,
+            pin_manage_setting: pin,
+            edit_permission: edit,
+            hide_member_count_setting: hide_count,
+            add_member_permission: "all_members".into(),
+            share_card_permission: "allowed".into(),
+            at_all_permission: "all_members".into(),
+            moderation_permission: "all_members".into(),
+            labels,
+            toolkit_ids,
+            chat_tags,
+        },
+        users,
+        bots,
+        user_managers: Vec::new(),
+        bot_managers,
+    })
+}
+
+/// The image-key → URL mapping Feishu applies to avatars in responses.
+pub fn avatar_url(key: &str) -> String {
+    format!("https://p3-lark-file.byteimg.com/img/lark-avatar-staging/{key}~100x100.jpg")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Directory {
+        Directory::demo()
+    }
+
+    fn run(dir: &Directory, app_key: &str, body: serde_json::Value) -> Result<Chat, FeishuError> {
+        run_q(dir, app_key, body, UserIdType::OpenId, false)
+    }
+
+    fn run_q(
+        dir: &Directory,
+        app_key: &str,
+        body: serde_json::Value,
+        t: UserIdType,
+        set_bot_manager: bool,
+    ) -> Result<Chat, FeishuError> {
+        let app = dir.apps().iter().find(|a| a.key == app_key).unwrap();
+        let tenant = dir.tenant(app.home_tenant.as_ref().unwrap()).unwrap();
+        let body: CreateChatBody = serde_json::from_value(body).unwrap();
+        let q = CreateChatQuery { user_id_type: t, set_bot_manager, uuid: None };
+        plan_create(dir, &Caller { app, tenant }, &q, &body, ChatId("oc_test".into()), 1)
+    }
+
+    fn open(dir: &Directory, app_key: &str, user_key: &str) -> String {
+        let app = dir.apps().iter().find(|a| a.key == app_key).unwrap();
+        let user = dir.users().iter().find(|u| u.key == user_key).unwrap();
+        dir.open_id(app, user).0
+    }
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let d = fixture();
+        let chat = run(&d, "demo-bot", serde_json::json!({})).unwrap();
+        assert_eq!(chat.settings.name, DEFAULT_PRIVATE_NAME);
+        assert_eq!(chat.settings.chat_type, "private");
+        assert_eq!(chat.settings.chat_mode, "group");
+        assert_eq!(chat.settings.group_message_type, "chat");
+        assert_eq!(chat.settings.membership_approval, "no_approval_required");
+        assert!(!chat.settings.restricted_mode_setting.status);
+        assert!(matches!(chat.owner, Owner::Bot(_)));
+        assert_eq!(chat.bots.len(), 1, "the creating bot joins");
+        assert!(chat.users.is_empty());
+    }
+
+    #[test]
+    fn owner_joins_and_bot_manager_only_with_user_owner() {
+        let d = fixture();
+        let alice = open(&d, "demo-bot", "alice");
+        let chat = run_q(&d, "demo-bot", serde_json::json!({"owner_id": alice}), UserIdType::OpenId, true).unwrap();
+        assert_eq!(chat.users.len(), 1);
+        assert_eq!(chat.bot_managers.len(), 1);
+        let chat = run_q(&d, "demo-bot", serde_json::json!({}), UserIdType::OpenId, true).unwrap();
+        assert!(chat.bot_managers.is_empty());
+    }
+
+    #[test]
+    fn each_rule_answers_its_code() {
+        let d = fixture();
+        let code = |app: &str, body| run(&d, app, body).unwrap_err().code;
+        let many: Vec<String> = (0..51).map(|i| format!("ou_{i}")).collect();
+        assert_eq!(code("demo-bot", serde_json::json!({"user_id_list": many})), 232001);
+        assert_eq!(code("demo-bot", serde_json::json!({"chat_mode": "topic"})), 232001);
+        assert_eq!(code("demo-bot", serde_json::json!({"restricted_mode_setting": {"status": true}})), 232001);
+        assert_eq!(
+            code("demo-bot", serde_json::json!({"restricted_mode_setting": {"message_has_permission_setting": "not_anyone"}})),
+            232001
+        );
+        assert_eq!(code("demo-bot", serde_json::json!({"chat_type": "public"})), 232042);
+        assert_eq!(code("demo-bot", serde_json::json!({"chat_type": "public", "name": "x"})), 232020);
+        assert_eq!(code("globex-bot", serde_json::json!({"chat_type": "public", "name": "xy"})), 232091);
+        assert_eq!(
+            code("globex-bot", serde_json::json!({"restricted_mode_setting": {"status": true, "screenshot_has_permission_setting": "not_anyone"}})),
+            232057
+        );
+        assert_eq!(code("globex-bot", serde_json::json!({"hide_member_count_setting": "only_owner"})), 232078);
+        assert_eq!(code("demo-bot", serde_json::json!({"name": "有违禁词的群"})), 232023);
+        assert_eq!(code("demo-bot", serde_json::json!({"owner_id": "ou_nobody"})), 232030);
+        assert_eq!(code("demo-bot", serde_json::json!({"user_id_list": [open(&d, "demo-bot", "dave")]})), 232022);
+        assert_eq!(code("demo-bot", serde_json::json!({"user_id_list": ["ou_nobody"]})), 232043);
+        assert_eq!(code("narrow-app", serde_json::json!({"user_id_list": [open(&d, "narrow-app", "carol")]})), 232043);
+        assert_eq!(code("demo-bot", serde_json::json!({"bot_id_list": ["cli_0000000000000000"]})), 232021);
+        assert_eq!(code("helper-bot", serde_json::json!({"labels": ["x"]})), 232037);
+        assert_eq!(code("demo-bot", serde_json::json!({"chat_tags": ["ocic"]})), 232095);
+        let gina = open(&d, "demo-bot", "gina");
+        let alice = open(&d, "demo-bot", "alice");
+        let bob = open(&d, "demo-bot", "bob");
+        assert_eq!(code("helper-bot", serde_json::json!({"user_id_list": [open(&d, "helper-bot", "gina")]})), 232033);
+        assert_eq!(code("demo-bot", serde_json::json!({"owner_id": alice, "user_id_list": [gina], "chat_type": "public", "name": "ext"})), 232069);
+        assert_eq!(code("demo-bot", serde_json::json!({"owner_id": bob, "user_id_list": [gina]})), 232043);
+        assert_eq!(code("demo-bot", serde_json::json!({"user_id_list": [gina]})), 232001);
+        assert_eq!(
+            code("demo-bot", serde_json::json!({"owner_id": alice, "user_id_list": [gina], "hide_member_count_setting": "only_owner"})),
+            232079
+        );
+        assert_eq!(code("demo-bot", serde_json::json!({"owner_id": open(&d, "demo-bot", "hank")})), 232032);
+        let ok = run(&d, "demo-bot", serde_json::json!({"owner_id": alice, "user_id_list": [gina]})).unwrap();
+        assert!(ok.external);
+    }
+}

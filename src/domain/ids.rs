@@ -1,0 +1,168 @@
+//! Feishu identifiers and how larkstack derives the ones a fixture does not pin.
+//!
+//! Derivation is a pure function of fixture keys, so every node and every restart agrees on
+//! every ID without coordination.
+
+use std::fmt;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// `oc_` + 32 hex: a group chat.
+    ChatId
+);
+id_type!(
+    /// A tenant, 16 hex.
+    TenantKey
+);
+id_type!(
+    /// `cli_` + 16 hex: an application (and its bot).
+    AppId
+);
+id_type!(
+    /// `ou_` + 32 hex: one user as seen by one app.
+    OpenId
+);
+id_type!(
+    /// `on_` + 32 hex: one user as seen by every app of one developer.
+    UnionId
+);
+id_type!(
+    /// A user's tenant-assigned ID, the same in every app of that tenant.
+    UserId
+);
+id_type!(
+    /// larkstack's own stable user handle: what member lists store. Never shown to clients.
+    Uid
+);
+id_type!(
+    /// An aPaaS (Kunlun) user ID: a numeric string.
+    KunlunId
+);
+
+/// Hex of SHA-256 over the parts joined by `|`.
+fn digest_hex(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b"|");
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+pub fn derive_tenant_key(tenant: &str) -> TenantKey {
+    TenantKey(digest_hex(&["tenant_key", tenant])[..16].to_string())
+}
+
+pub fn derive_app_id(app: &str) -> AppId {
+    AppId(format!("cli_{}", &digest_hex(&["app_id", app])[..16]))
+}
+
+pub fn derive_app_secret(app: &str) -> String {
+    // 32 alphanumerics, like Feishu's secrets.
+    let hex = digest_hex(&["app_secret", app]);
+    hex.chars()
+        .zip(digest_hex(&["app_secret_case", app]).chars())
+        .map(|(c, k)| if k > '7' { c.to_ascii_uppercase() } else { c })
+        .take(32)
+        .collect()
+}
+
+pub fn derive_uid(tenant: &str, user: &str) -> Uid {
+    Uid(format!("u{}", &digest_hex(&["uid", tenant, user])[..20]))
+}
+
+pub fn derive_user_id(tenant: &str, user: &str) -> UserId {
+    // Tenant-assigned user IDs look like `4d7a3c6g`: 8 lowercase alphanumerics.
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let bytes = Sha256::digest(format!("user_id|{tenant}|{user}").as_bytes());
+    UserId(bytes[..8].iter().map(|b| ALPHABET[(*b as usize) % 36] as char).collect())
+}
+
+pub fn derive_open_id(app_id: &AppId, uid: &Uid) -> OpenId {
+    OpenId(format!("ou_{}", &digest_hex(&["open_id", app_id.as_str(), uid.as_str()])[..32]))
+}
+
+pub fn derive_union_id(developer: &str, uid: &Uid) -> UnionId {
+    UnionId(format!("on_{}", &digest_hex(&["union_id", developer, uid.as_str()])[..32]))
+}
+
+pub fn derive_kunlun_id(uid: &Uid) -> KunlunId {
+    let bytes = Sha256::digest(format!("kunlun|{uid}").as_bytes());
+    let n = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")) % 1_000_000_000_000;
+    KunlunId(format!("178{n:013}"))
+}
+
+fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n.div_ceil(2)];
+    rand::rng().fill(&mut bytes[..]);
+    let mut s = hex::encode(bytes);
+    s.truncate(n);
+    s
+}
+
+pub fn new_chat_id() -> ChatId {
+    ChatId(format!("oc_{}", random_hex(32)))
+}
+
+/// `t-` + 40 characters, the shape of a current tenant_access_token.
+pub fn new_access_token() -> String {
+    format!("t-g{}", random_hex(39))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_and_shaped() {
+        let uid = derive_uid("acme", "alice");
+        assert_eq!(uid, derive_uid("acme", "alice"));
+        assert_ne!(uid, derive_uid("globex", "alice"));
+        let app = derive_app_id("bot");
+        assert!(app.0.starts_with("cli_") && app.0.len() == 20);
+        let open = derive_open_id(&app, &uid);
+        assert!(open.0.starts_with("ou_") && open.0.len() == 35);
+        assert_ne!(open, derive_open_id(&derive_app_id("other"), &uid), "open_id is per app");
+        assert_eq!(derive_union_id("dev", &uid), derive_union_id("dev", &uid));
+        assert_ne!(derive_union_id("dev", &uid), derive_union_id("dev2", &uid), "union_id is per developer");
+        assert_eq!(derive_user_id("acme", "alice").0.len(), 8);
+        assert_eq!(derive_tenant_key("acme").0.len(), 16);
+        assert_eq!(derive_app_secret("bot").len(), 32);
+        let k = derive_kunlun_id(&uid);
+        assert!(k.0.len() == 16 && k.0.chars().all(|c| c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn random_ids_have_feishu_shapes() {
+        let c = new_chat_id();
+        assert!(c.0.starts_with("oc_") && c.0.len() == 35);
+        let t = new_access_token();
+        assert!(t.starts_with("t-") && t.len() == 42);
+    }
+}

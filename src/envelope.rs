@@ -1,0 +1,119 @@
+//! The one place that builds Feishu's reply envelope and maps an error to its HTTP status.
+//!
+//! Success: `{"code":0,"msg":"success","data":{…}}`. Error: `{"code":N,"msg":"…","error":{"log_id":…}}`.
+//! Every reply is JSON with `Content-Type: application/json; charset=utf-8`; the log id of the
+//! request is in `X-Tt-Logid` and in `error.log_id`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::FeishuError;
+use crate::store::StoreError;
+
+tokio::task_local! {
+    /// The log id of the request being served.
+    pub static LOG_ID: String;
+}
+
+pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+
+/// `yyyyMMddHHmmss` + 20 uppercase hex, the shape Feishu's gateway uses.
+pub fn new_log_id(now_ms: i64) -> String {
+    let ts = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+    let suffix: u128 = rand::random();
+    format!("{}{:020X}", ts.format("%Y%m%d%H%M%S"), suffix & ((1u128 << 80) - 1))
+}
+
+pub fn current_log_id() -> String {
+    LOG_ID.try_with(|id| id.clone()).unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    resp
+}
+
+/// `{"code":0,"msg":"success","data":data}` under HTTP 200.
+pub fn ok<T: Serialize>(data: &T) -> Response {
+    #[derive(Serialize)]
+    struct Envelope<'a, T> {
+        code: i64,
+        msg: &'static str,
+        data: &'a T,
+    }
+    let body = serde_json::to_vec(&Envelope { code: 0, msg: "success", data }).expect("reply serialises");
+    json_response(StatusCode::OK, body)
+}
+
+/// A reply whose fields sit at the top level (the auth endpoints), under HTTP 200.
+pub fn top_level<T: Serialize>(body: &T) -> Response {
+    json_response(StatusCode::OK, serde_json::to_vec(body).expect("reply serialises"))
+}
+
+/// HTTP status of a Feishu error: business and gateway errors are 400, transport errors carry their own.
+fn status_of(err: &FeishuError) -> StatusCode {
+    err.http_status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+pub struct ApiError(pub FeishuError);
+
+impl From<FeishuError> for ApiError {
+    fn from(e: FeishuError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        ApiError(FeishuError::new(1, "internal error").with_status(500))
+    }
+}
+
+pub fn error_body(err: &FeishuError) -> serde_json::Value {
+    let log_id = current_log_id();
+    let mut error = serde_json::json!({
+        "log_id": log_id,
+        "troubleshooter": format!(
+            "排查建议查看(Troubleshooting suggestions): https://open.feishu.cn/search?from=openapi&log_id={log_id}&code={}",
+            err.code
+        ),
+    });
+    if !err.field_violations.is_empty() {
+        error["field_violations"] = serde_json::to_value(&err.field_violations).expect("serialises");
+    }
+    if !err.permission_violations.is_empty() {
+        error["permission_violations"] = serde_json::to_value(&err.permission_violations).expect("serialises");
+    }
+    serde_json::json!({"code": err.code, "msg": err.msg, "error": error})
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let err = self.0;
+        let mut resp = json_response(status_of(&err), serde_json::to_vec(&error_body(&err)).expect("serialises"));
+        if let Some(rl) = err.rate_limited {
+            let h = resp.headers_mut();
+            h.insert("x-ogw-ratelimit-limit", HeaderValue::from(rl.limit));
+            h.insert("x-ogw-ratelimit-reset", HeaderValue::from(rl.reset_secs));
+        }
+        resp
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_id_shape() {
+        let id = new_log_id(1_700_000_000_000);
+        assert_eq!(id.len(), 34);
+        assert!(id.starts_with("20231114"));
+        assert!(id[14..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+    }
+}

@@ -1,0 +1,13 @@
+//! larkstack: a Feishu/Lark Open Platform–compatible server for group chats.
+
+pub mod api;
+pub mod clock;
+pub mod domain;
+pub mod envelope;
+pub mod error;
+pub mod ratelimit;
+pub mod server;
+pub mod state;
+pub mod store;
+
+pub use server::app;

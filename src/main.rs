@@ -1,0 +1,155 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use larkstack::clock::Clock;
+use larkstack::domain::directory::{AppKind, Directory, DEMO_FIXTURE};
+use larkstack::state::{AppState, StateConfig};
+use larkstack::store::sqlite::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "larkstack", version, about = "A Feishu/Lark Open Platform-compatible server for group chats")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print the directory a fixture describes (apps with credentials, users with their IDs) as JSON.
+    Directory {
+        /// Fixture file; the bundled demo directory when absent.
+        #[arg(long, env = "LARKSTACK_FIXTURE")]
+        fixture: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "LARKSTACK_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the SQLite database and the active fixture are kept.
+    #[arg(long, env = "LARKSTACK_DATA_DIR", default_value = "./larkstack-data")]
+    data_dir: PathBuf,
+    /// Directory fixture (TOML, see docs/fixture.md). Without it: the data dir's, else the demo.
+    #[arg(long, env = "LARKSTACK_FIXTURE")]
+    fixture: Option<PathBuf>,
+    /// Rate limits: `on` (Feishu's limits) or `off` (for load tests).
+    #[arg(long, env = "LARKSTACK_RATE_LIMITS", default_value = "on", value_parser = ["on", "off"])]
+    rate_limits: String,
+}
+
+/// The fixture in force: the one given (which then becomes the data dir's), the data dir's, or the demo.
+fn load_fixture(data_dir: &Path, given: Option<&Path>) -> anyhow_like::Result<(String, &'static str)> {
+    let stored = data_dir.join("fixture.toml");
+    let (text, source) = match given {
+        Some(path) => (std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?, "the --fixture file"),
+        None => match std::fs::read_to_string(&stored) {
+            Ok(text) => (text, "the data dir's fixture.toml"),
+            Err(_) => (DEMO_FIXTURE.to_string(), "the demo directory"),
+        },
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    std::fs::write(&stored, &text).map_err(|e| format!("{}: {e}", stored.display()))?;
+    Ok((text, source))
+}
+
+mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+fn directory_json(dir: &Directory) -> serde_json::Value {
+    let apps: Vec<_> = dir
+        .apps()
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "key": a.key, "name": a.name, "app_id": a.app_id, "app_secret": a.app_secret,
+                "kind": if a.kind == AppKind::Store { "store" } else { "self_built" },
+                "bot": a.bot, "home_tenant_key": a.home_tenant, "scopes": a.scopes,
+            })
+        })
+        .collect();
+    let users: Vec<_> = dir
+        .users()
+        .iter()
+        .map(|u| {
+            let open_ids: serde_json::Map<_, _> =
+                dir.apps().iter().map(|a| (a.key.clone(), serde_json::json!(dir.open_id(a, u)))).collect();
+            let union_ids: serde_json::Map<_, _> = dir
+                .apps()
+                .iter()
+                .map(|a| (a.developer.clone(), serde_json::json!(dir.union_id(&a.developer, u))))
+                .collect();
+            serde_json::json!({
+                "key": u.key, "name": u.name, "tenant_key": u.tenant_key, "user_id": u.user_id,
+                "status": if u.is_active() { "active" } else { "resigned" },
+                "kunlun_id": u.kunlun_id, "open_ids": open_ids, "union_ids": union_ids,
+            })
+        })
+        .collect();
+    let tenants: Vec<_> = dir
+        .tenants()
+        .iter()
+        .map(|t| serde_json::json!({"key": t.key, "name": t.name, "tenant_key": t.tenant_key}))
+        .collect();
+    serde_json::json!({"tenants": tenants, "apps": apps, "users": users})
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LARKSTACK_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Directory { fixture } => print_directory(fixture.as_deref()),
+    };
+    if let Err(e) = result {
+        eprintln!("larkstack: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn print_directory(fixture: Option<&Path>) -> anyhow_like::Result<()> {
+    let text = match fixture {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => DEMO_FIXTURE.to_string(),
+    };
+    let dir = Directory::from_toml(&text).map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&directory_json(&dir)).expect("json"));
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
+    let (text, source) = load_fixture(&args.data_dir, args.fixture.as_deref())?;
+    let directory = Directory::from_toml(&text).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    println!("larkstack listening on http://{addr}");
+    println!("data dir: {} (directory from {source})", args.data_dir.display());
+    if args.rate_limits == "off" {
+        println!("rate limits: OFF");
+    }
+    println!("apps (use with lark.Client.builder().domain(\"http://{addr}\")):");
+    for app in directory.apps().iter().filter(|a| a.kind == AppKind::SelfBuilt && a.bot) {
+        println!("  {:<14} app_id={}  app_secret={}", app.key, app.app_id, app.app_secret);
+    }
+    let state = AppState::new(
+        Arc::new(store),
+        directory,
+        Arc::new(Clock::default()),
+        StateConfig { rate_limits: args.rate_limits == "on", ..StateConfig::default() },
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    larkstack::server::serve(listener, larkstack::app(state)).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,88 @@
+//! The router and the HTTP/1 server (title-case response headers, as the Python SDK's
+//! case-sensitive header lookups need).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use crate::api::{auth, im};
+use crate::envelope::{new_log_id, ApiError, LOG_ID};
+use crate::error::FeishuError;
+use crate::state::AppState;
+
+/// The whole HTTP surface; usable in-process from tests.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/open-apis/auth/v3/tenant_access_token/internal", post(auth::tenant_access_token_internal))
+        .route("/open-apis/auth/v3/tenant_access_token/internal/", post(auth::tenant_access_token_internal))
+        .route("/open-apis/auth/v3/app_access_token/internal", post(auth::app_access_token_internal))
+        .route("/open-apis/auth/v3/app_access_token/internal/", post(auth::app_access_token_internal))
+        .route("/open-apis/auth/v3/tenant_access_token", post(auth::tenant_access_token))
+        .route("/open-apis/im/v1/chats", post(im::chats::create))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))
+        .layer(middleware::from_fn_with_state(state.clone(), log_id_layer))
+        .with_state(state)
+}
+
+/// Gives every request a log id, visible to the handler and returned as `X-Tt-Logid`.
+async fn log_id_layer(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let log_id = new_log_id(state.clock.now_ms());
+    let mut resp = LOG_ID.scope(log_id.clone(), next.run(req)).await;
+    if let Ok(v) = HeaderValue::from_str(&log_id) {
+        resp.headers_mut().insert("x-tt-logid", v);
+    }
+    resp
+}
+
+async fn not_found(req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let msg = if path.starts_with("/open-apis/") {
+        format!("{} {path} is not implemented by larkstack", req.method())
+    } else {
+        format!("404 page not found: {path}")
+    };
+    ApiError(FeishuError::new(404, msg).with_status(404)).into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let msg = format!("method {} is not allowed on {}", req.method(), req.uri().path());
+    ApiError(FeishuError::new(405, msg).with_status(405)).into_response()
+}
+
+fn panic_reply(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError(FeishuError::new(1, "internal error").with_status(500)).into_response()
+}
+
+/// Serves `router` on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,78 @@
+//! Shared server state: the clock, the store, the directory, limits and caches.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::clock::Clock;
+use crate::domain::directory::Directory;
+use crate::ratelimit::RateLimits;
+use crate::store::{DedupKey, Store, TokenRecord};
+
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+pub struct AppState {
+    pub clock: Arc<Clock>,
+    pub store: Arc<dyn Store>,
+    directory: RwLock<Arc<Directory>>,
+    pub limits: RateLimits,
+    /// Tokens seen by this node; tokens are immutable, so a cached one never goes stale.
+    pub token_cache: RwLock<HashMap<String, TokenRecord>>,
+    /// Create requests with a dedup key that are between validation and commit.
+    pub creates_in_flight: Mutex<HashSet<DedupKey>>,
+    pub body_limit: usize,
+}
+
+pub struct StateConfig {
+    pub rate_limits: bool,
+    pub body_limit: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { rate_limits: true, body_limit: DEFAULT_BODY_LIMIT }
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
+        Arc::new(AppState {
+            limits: RateLimits::new(config.rate_limits, clock.clone()),
+            clock,
+            store,
+            directory: RwLock::new(Arc::new(directory)),
+            token_cache: RwLock::new(HashMap::new()),
+            creates_in_flight: Mutex::new(HashSet::new()),
+            body_limit: config.body_limit,
+        })
+    }
+
+    /// The directory as of now; a handler keeps using the snapshot it took.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.read().clone()
+    }
+
+    pub fn replace_directory(&self, directory: Directory) {
+        *self.directory.write() = Arc::new(directory);
+    }
+}
+
+/// Marks a dedup key as in flight for as long as it lives.
+pub struct InFlight<'a> {
+    state: &'a AppState,
+    key: DedupKey,
+}
+
+impl<'a> InFlight<'a> {
+    /// `None` when the same key is already being created.
+    pub fn claim(state: &'a AppState, key: DedupKey) -> Option<Self> {
+        state.creates_in_flight.lock().insert(key.clone()).then_some(InFlight { state, key })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.creates_in_flight.lock().remove(&self.key);
+    }
+}

@@ -1,0 +1,394 @@
+//! The embedded default: SQLite in WAL mode under the data dir.
+//!
+//! Writes go to one writer thread that drains whatever is queued and commits it as one
+//! transaction (group commit, `synchronous=FULL`): every caller's reply is sent only after the
+//! commit that holds its change has reached the disk. Reads use a small pool of connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Created, DedupKey, Store, StoreError, TokenKind, TokenRecord};
+use crate::domain::chat::{Chat, ChatStatus, Owner};
+use crate::domain::ids::{AppId, ChatId, TenantKey};
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+/// Most operations one commit carries; bounds latency of the first op in a burst.
+const MAX_BATCH: usize = 512;
+const READERS: usize = 4;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+enum WriteOp {
+    CreateChat { chat: Box<Chat>, dedup: Option<DedupKey>, window_start_ms: i64, reply: oneshot::Sender<Result<Created, StoreError>> },
+    PutToken { token: TokenRecord, reply: oneshot::Sender<Result<(), StoreError>> },
+}
+
+pub struct SqliteStore {
+    writer: mpsc::UnboundedSender<WriteOp>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+    path: PathBuf,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss too.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `larkstack.db` in `data_dir` and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Backend(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join("larkstack.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let readers = (0..READERS).map(|_| open_connection(&path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore { writer: tx, readers: Arc::new(readers), next_reader: AtomicUsize::new(0), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            // Take the first idle connection, starting at a rotating index; wait on one if all are busy.
+            for i in 0..readers.len() {
+                if let Some(conn) = readers[(start + i) % readers.len()].try_lock() {
+                    return f(&conn);
+                }
+            }
+            let conn = readers[start % readers.len()].lock();
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn write<T>(&self, op: WriteOp, rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.writer.send(op).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, &mut batch);
+    }
+}
+
+/// Applies every op in its own savepoint (one bad op does not sink the others), commits once,
+/// then answers. If the commit itself fails, every op in the batch fails.
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
+    enum Reply {
+        Created(oneshot::Sender<Result<Created, StoreError>>, Result<Created, StoreError>),
+        Token(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    let outcome = (|| -> Result<(), rusqlite::Error> {
+        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for op in batch.drain(..) {
+            match op {
+                WriteOp::CreateChat { chat, dedup, window_start_ms, reply } => {
+                    let r = in_savepoint(&mut tx, |sp| apply_create(sp, *chat, dedup.as_ref(), window_start_ms));
+                    replies.push(Reply::Created(reply, r));
+                }
+                WriteOp::PutToken { token, reply } => {
+                    let r = in_savepoint(&mut tx, |sp| apply_put_token(sp, &token));
+                    replies.push(Reply::Token(reply, r));
+                }
+            }
+        }
+        tx.commit()
+    })();
+    for reply in replies {
+        let failed = || StoreError::Backend(format!("commit failed: {}", outcome.as_ref().err().map(|e| e.to_string()).unwrap_or_default()));
+        match reply {
+            Reply::Created(tx, r) => {
+                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
+            }
+            Reply::Token(tx, r) => {
+                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
+            }
+        }
+    }
+    batch.clear();
+}
+
+fn in_savepoint<T>(
+    tx: &mut Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let sp = tx.savepoint()?;
+    match f(&sp) {
+        Ok(v) => {
+            sp.commit()?;
+            Ok(v)
+        }
+        Err(e) => Err(e), // dropping the savepoint rolls it back
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+
+fn apply_create(
+    tx: &Connection,
+    chat: Chat,
+    dedup: Option<&DedupKey>,
+    window_start_ms: i64,
+) -> Result<Created, StoreError> {
+    if let Some(key) = dedup {
+        let claimed = tx
+            .prepare_cached(
+                "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant_key, app_id, uuid, owner) DO UPDATE
+                 SET chat_id = excluded.chat_id, created_at = excluded.created_at
+                 WHERE chat_dedup.created_at < ?7",
+            )?
+            .execute(params![
+                key.tenant_key.0,
+                key.app_id.0,
+                key.uuid,
+                key.owner,
+                chat.chat_id.0,
+                chat.created_at_ms,
+                window_start_ms
+            ])?;
+        if claimed == 0 {
+            let existing = dedup_target(tx, key)?
+                .ok_or_else(|| StoreError::Corrupt(format!("dedup key {key:?} points at a missing chat")))?;
+            return Ok(Created::Existing(existing));
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings,
+                            users, bots, user_managers, bot_managers)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        chat.chat_id.0,
+        chat.tenant_key.0,
+        chat.creator_app.0,
+        to_json(&chat.owner),
+        chat.external,
+        status_str(chat.status),
+        chat.created_at_ms,
+        to_json(&chat.settings),
+        to_json(&chat.users),
+        to_json(&chat.bots),
+        to_json(&chat.user_managers),
+        to_json(&chat.bot_managers),
+    ])?;
+    Ok(Created::New(chat))
+}
+
+fn dedup_target(conn: &Connection, key: &DedupKey) -> Result<Option<Chat>, StoreError> {
+    let chat_id: Option<String> = conn
+        .prepare_cached("SELECT chat_id FROM chat_dedup WHERE tenant_key = ?1 AND app_id = ?2 AND uuid = ?3 AND owner = ?4")?
+        .query_row(params![key.tenant_key.0, key.app_id.0, key.uuid, key.owner], |r| r.get(0))
+        .optional()?;
+    match chat_id {
+        Some(id) => load_chat(conn, &ChatId(id)),
+        None => Ok(None),
+    }
+}
+
+fn apply_put_token(tx: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO tokens (token, kind, app_id, tenant_key, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![t.token, t.kind.as_str(), t.app_id.0, t.tenant_key.0, t.issued_at_ms, t.expires_at_ms])?;
+    Ok(())
+}
+
+fn status_str(s: ChatStatus) -> &'static str {
+    match s {
+        ChatStatus::Normal => "normal",
+        ChatStatus::Dissolved => "dissolved",
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+}
+
+fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
+    type Row = (String, String, String, bool, String, i64, String, String, String, String, String);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT tenant_key, creator_app, owner, external, status, created_at, settings, users, bots,
+                    user_managers, bot_managers FROM chats WHERE chat_id = ?1",
+        )?
+        .query_row(params![chat_id.0], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+            ))
+        })
+        .optional()?;
+    let Some((tenant, creator, owner, external, status, created_at, settings, users, bots, um, bm)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Chat {
+        chat_id: chat_id.clone(),
+        tenant_key: TenantKey(tenant),
+        creator_app: AppId(creator),
+        owner: from_json::<Owner>("owner", &owner)?,
+        external,
+        status: match status.as_str() {
+            "dissolved" => ChatStatus::Dissolved,
+            _ => ChatStatus::Normal,
+        },
+        created_at_ms: created_at,
+        settings: from_json("settings", &settings)?,
+        users: from_json("users", &users)?,
+        bots: from_json("bots", &bots)?,
+        user_managers: from_json("user_managers", &um)?,
+        bot_managers: from_json("bot_managers", &bm)?,
+    }))
+}
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn token_record(row: (String, String, String, String, i64, i64)) -> Result<TokenRecord, StoreError> {
+    let (token, kind, app, tenant, issued, expires) = row;
+    Ok(TokenRecord {
+        token,
+        kind: TokenKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("token kind {kind}")))?,
+        app_id: AppId(app),
+        tenant_key: TenantKey(tenant),
+        issued_at_ms: issued,
+        expires_at_ms: expires,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_chat(&self, chat: Chat, dedup: Option<DedupKey>, window_start_ms: i64) -> Result<Created, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::CreateChat { chat: Box::new(chat), dedup, window_start_ms, reply }, rx).await
+    }
+
+    async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
+        let key = key.clone();
+        self.read(move |conn| {
+            let live: Option<String> = conn
+                .prepare_cached(
+                    "SELECT chat_id FROM chat_dedup WHERE tenant_key = ?1 AND app_id = ?2 AND uuid = ?3 AND owner = ?4
+                     AND created_at >= ?5",
+                )?
+                .query_row(params![key.tenant_key.0, key.app_id.0, key.uuid, key.owner, window_start_ms], |r| r.get(0))
+                .optional()?;
+            match live {
+                Some(id) => load_chat(conn, &ChatId(id)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn get_chat(&self, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
+        let id = chat_id.clone();
+        self.read(move |conn| load_chat(conn, &id)).await
+    }
+
+    async fn count_chats(&self) -> Result<u64, StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM chats", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::PutToken { token, reply }, rx).await
+    }
+
+    async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let token = token.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens WHERE token = ?1",
+            )?
+            .query_row(params![token], token_from_row)
+            .optional()?
+            .map(token_record)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn latest_token(
+        &self,
+        app_id: &AppId,
+        tenant_key: &TenantKey,
+        kind: TokenKind,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let (app, tenant) = (app_id.0.clone(), tenant_key.0.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens
+                 WHERE app_id = ?1 AND tenant_key = ?2 AND kind = ?3 ORDER BY expires_at DESC LIMIT 1",
+            )?
+            .query_row(params![app, tenant, kind.as_str()], token_from_row)
+            .optional()?
+            .map(token_record)
+            .transpose()
+        })
+        .await
+    }
+}
