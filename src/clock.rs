@@ -43,6 +43,15 @@ impl Clock {
         });
     }
 
+    /// Jumps to `ms` (and keeps running from there unless frozen).
+    pub fn set_ms(&self, ms: i64) {
+        if self.is_frozen() {
+            self.frozen_at_ms.store(ms, Ordering::Release);
+        } else {
+            self.offset_ms.store(ms - system_ms(), Ordering::Release);
+        }
+    }
+
     /// Stops time at the current instant.
     pub fn freeze(&self) {
         let now = self.now_ms();

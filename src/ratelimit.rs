@@ -1,6 +1,9 @@
-//! Per-app, per-tenant request limits (GCRA, via governor) read through the larkstack clock.
+//! Per-app, per-tenant request limits, read through the larkstack clock.
 //!
-//! Each endpoint family declares its limits; each (app, tenant, family) gets its own cells.
+//! Feishu states limits as "50 次/秒" and "1000 次/分钟". The per-second limit is a GCRA cell
+//! (governor): bursts up to 50, refilled smoothly. The per-minute limit is a fixed window per clock
+//! minute: a GCRA with a 1000 burst would let ~2000 calls through in the first minute, which is not
+//! what "1000 per minute" promises a client.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -14,7 +17,7 @@ use crate::domain::directory::RateLimitSpec;
 use crate::domain::ids::{AppId, TenantKey};
 use crate::error::FeishuError;
 
-type Limiter = RateLimiter<
+type SecondCell = RateLimiter<
     governor::state::NotKeyed,
     governor::state::InMemoryState,
     GovernorClock,
@@ -36,27 +39,34 @@ impl Family {
     }
 }
 
-struct Windows {
+struct Budget {
     spec: RateLimitSpec,
-    per_second: Option<Limiter>,
-    per_minute: Option<Limiter>,
+    per_second: Option<SecondCell>,
+    /// (minute number, calls counted in it)
+    minute: Mutex<(i64, u32)>,
 }
 
 pub struct RateLimits {
     enabled: bool,
     clock: Arc<Clock>,
-    windows: Mutex<HashMap<(AppId, TenantKey, Family), Arc<Windows>>>,
+    budgets: Mutex<HashMap<(AppId, TenantKey, Family), Arc<Budget>>>,
 }
 
 impl RateLimits {
     pub fn new(enabled: bool, clock: Arc<Clock>) -> Self {
-        RateLimits { enabled, clock, windows: Mutex::new(HashMap::new()) }
+        RateLimits { enabled, clock, budgets: Mutex::new(HashMap::new()) }
     }
 
-    fn limiter(&self, n: u32, per: std::time::Duration) -> Option<Limiter> {
-        let n = NonZeroU32::new(n)?;
-        let quota = Quota::with_period(per / n.get())?.allow_burst(n);
-        Some(RateLimiter::direct_with_clock(quota, GovernorClock(self.clock.clone())))
+    fn budget(&self, key: (AppId, TenantKey, Family), spec: RateLimitSpec) -> Arc<Budget> {
+        let mut map = self.budgets.lock();
+        let budget = map.entry(key).or_insert_with(|| {
+            let per_second = NonZeroU32::new(spec.per_second).and_then(|n| {
+                let quota = Quota::with_period(std::time::Duration::from_secs(1) / n.get())?.allow_burst(n);
+                Some(RateLimiter::direct_with_clock(quota, GovernorClock(self.clock.clone())))
+            });
+            Arc::new(Budget { spec, per_second, minute: Mutex::new((i64::MIN, 0)) })
+        });
+        budget.clone()
     }
 
     /// Takes one request from the budget, or says how long to wait.
@@ -72,31 +82,28 @@ impl RateLimits {
             return Ok(());
         }
         let spec = app_override.unwrap_or_else(|| family.default_limits());
-        let windows = {
-            let mut map = self.windows.lock();
-            let entry = map.entry((app.clone(), tenant.clone(), family));
-            let w = entry.or_insert_with(|| {
-                Arc::new(Windows {
-                    spec,
-                    per_second: self.limiter(spec.per_second, std::time::Duration::from_secs(1)),
-                    per_minute: self.limiter(spec.per_minute, std::time::Duration::from_secs(60)),
-                })
-            });
-            w.clone()
-        };
-        let now = governor::clock::Clock::now(&GovernorClock(self.clock.clone()));
-        for (limiter, limit) in [
-            (&windows.per_minute, windows.spec.per_minute),
-            (&windows.per_second, windows.spec.per_second),
-        ] {
-            if let Some(l) = limiter {
-                if let Err(not_until) = l.check() {
-                    let wait = not_until.wait_time_from(now);
-                    let reset = wait.as_millis().div_ceil(1000).max(1) as u64;
-                    return Err(FeishuError::rate_limited(limit, reset));
-                }
+        let budget = self.budget((app.clone(), tenant.clone(), family), spec);
+        let now_ms = self.clock.now_ms();
+        let this_minute = now_ms.div_euclid(60_000);
+        {
+            let minute = budget.minute.lock();
+            if minute.0 == this_minute && minute.1 >= budget.spec.per_minute {
+                let reset = ((60_000 - now_ms.rem_euclid(60_000)) as u64).div_ceil(1000);
+                return Err(FeishuError::rate_limited(budget.spec.per_minute, reset.max(1)));
             }
         }
+        if let Some(cell) = &budget.per_second {
+            if let Err(not_until) = cell.check() {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&GovernorClock(self.clock.clone())));
+                let reset = wait.as_millis().div_ceil(1000).max(1) as u64;
+                return Err(FeishuError::rate_limited(budget.spec.per_second, reset));
+            }
+        }
+        let mut minute = budget.minute.lock();
+        if minute.0 != this_minute {
+            *minute = (this_minute, 0);
+        }
+        minute.1 += 1;
         Ok(())
     }
 }
@@ -105,10 +112,16 @@ impl RateLimits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fifty_per_second_then_refill_with_the_clock() {
+    fn frozen_at_minute_start() -> Arc<Clock> {
         let clock = Arc::new(Clock::default());
         clock.freeze();
+        clock.set_ms(1_800_000_000_000 - 1_800_000_000_000 % 60_000);
+        clock
+    }
+
+    #[test]
+    fn fifty_per_second_then_refill_with_the_clock() {
+        let clock = frozen_at_minute_start();
         let rl = RateLimits::new(true, clock.clone());
         let (a, t) = (AppId("cli_a".into()), TenantKey("t".into()));
         for _ in 0..50 {
@@ -124,19 +137,19 @@ mod tests {
     }
 
     #[test]
-    fn per_minute_budget_holds_across_seconds() {
-        let clock = Arc::new(Clock::default());
-        clock.freeze();
+    fn per_minute_budget_resets_at_the_minute() {
+        let clock = frozen_at_minute_start();
         let rl = RateLimits::new(true, clock.clone());
         let (a, t) = (AppId("cli_a".into()), TenantKey("t".into()));
         let spec = Some(RateLimitSpec { per_second: 1000, per_minute: 5 });
         for _ in 0..5 {
             rl.check(&a, &t, Family::CreateChat, spec).unwrap();
         }
+        clock.advance_ms(15_000);
         let err = rl.check(&a, &t, Family::CreateChat, spec).unwrap_err();
         assert_eq!(err.rate_limited.unwrap().limit, 5);
-        assert!(err.rate_limited.unwrap().reset_secs >= 1);
-        clock.advance_ms(12_000);
+        assert_eq!(err.rate_limited.unwrap().reset_secs, 45);
+        clock.advance_ms(45_000);
         rl.check(&a, &t, Family::CreateChat, spec).unwrap();
     }
 

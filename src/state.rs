@@ -67,7 +67,13 @@ pub struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     /// `None` when the same key is already being created.
     pub fn claim(state: &'a AppState, key: DedupKey) -> Option<Self> {
-        state.creates_in_flight.lock().insert(key.clone()).then_some(InFlight { state, key })
+        let fresh = state.creates_in_flight.lock().insert(key.clone());
+        // Built only when claimed: a dropped InFlight releases the key.
+        if fresh {
+            Some(InFlight { state, key })
+        } else {
+            None
+        }
     }
 }
 

@@ -73,7 +73,7 @@ pub struct TokenRecord {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores `chat`. With a dedup key, at most one chat exists per key among keys younger than
+    /// Stores `chat`. With a dedup key, at most one chat exists per key among keys created after
     /// `dedup_window_start_ms`; a repeat gets `Created::Existing` and stores nothing.
     async fn create_chat(
         &self,

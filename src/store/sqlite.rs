@@ -189,7 +189,7 @@ fn apply_create(
                 "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (tenant_key, app_id, uuid, owner) DO UPDATE
                  SET chat_id = excluded.chat_id, created_at = excluded.created_at
-                 WHERE chat_dedup.created_at < ?7",
+                 WHERE chat_dedup.created_at <= ?7",
             )?
             .execute(params![
                 key.tenant_key.0,
@@ -332,7 +332,7 @@ impl Store for SqliteStore {
             let live: Option<String> = conn
                 .prepare_cached(
                     "SELECT chat_id FROM chat_dedup WHERE tenant_key = ?1 AND app_id = ?2 AND uuid = ?3 AND owner = ?4
-                     AND created_at >= ?5",
+                     AND created_at > ?5",
                 )?
                 .query_row(params![key.tenant_key.0, key.app_id.0, key.uuid, key.owner, window_start_ms], |r| r.get(0))
                 .optional()?;

@@ -1,0 +1,11 @@
+//! The integration test binary: in-process tests through `larkstack::app(state)`, and black-box
+//! tests that spawn the real binary on port 0 with a fresh data dir.
+
+mod support;
+
+mod auth;
+mod create_chat;
+mod durability;
+mod idempotency;
+mod ratelimit;
+mod wire;

@@ -1,0 +1,198 @@
+//! Test harness: an in-process app over a temp data dir, and a spawned real server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use larkstack::clock::Clock;
+use larkstack::domain::directory::Directory;
+use larkstack::state::{AppState, StateConfig};
+use larkstack::store::sqlite::SqliteStore;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const DEMO_APP_ID: &str = "cli_a1b2c3d4e5f60718";
+pub const DEMO_SECRET: &str = "larkstackDemoSecret0000000000001";
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> i64 {
+        self.body["code"].as_i64().unwrap_or_else(|| panic!("no integer code in {}", self.body))
+    }
+
+    pub fn chat_id(&self) -> String {
+        self.body["data"]["chat_id"].as_str().unwrap_or_else(|| panic!("no chat_id in {}", self.body)).to_string()
+    }
+}
+
+pub struct TestApp {
+    pub state: Arc<AppState>,
+    pub router: Router,
+    pub dir: Arc<Directory>,
+    pub data: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn demo() -> Self {
+        Self::with(Directory::demo(), StateConfig::default())
+    }
+
+    pub fn with(directory: Directory, config: StateConfig) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        Self::on(data, directory, config, Arc::new(Clock::default()))
+    }
+
+    /// An app over an existing data dir, as after a restart.
+    pub fn on(data: tempfile::TempDir, directory: Directory, config: StateConfig, clock: Arc<Clock>) -> Self {
+        let store = SqliteStore::open(data.path()).unwrap();
+        let state = AppState::new(Arc::new(store), directory, clock, config);
+        TestApp { router: larkstack::app(state.clone()), dir: state.directory(), state, data }
+    }
+
+    pub async fn request(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.map(|b| Body::from(b.to_vec())).unwrap_or_else(Body::empty)).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        Reply { status, headers, body }
+    }
+
+    pub async fn post_json(&self, uri: &str, token: Option<&str>, body: &Value) -> Reply {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("content-type", "application/json; charset=utf-8")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        self.request(Method::POST, uri, &headers, Some(body.to_string().as_bytes())).await
+    }
+
+    pub fn app_id(&self, app_key: &str) -> String {
+        self.dir.apps().iter().find(|a| a.key == app_key).unwrap().app_id.0.clone()
+    }
+
+    pub fn secret(&self, app_key: &str) -> String {
+        self.dir.apps().iter().find(|a| a.key == app_key).unwrap().app_secret.clone()
+    }
+
+    /// A tenant token: self-built apps for their tenant, store apps (via an app token) for their first install.
+    pub async fn token(&self, app_key: &str) -> String {
+        let app = self.dir.apps().iter().find(|a| a.key == app_key).unwrap();
+        if app.kind == larkstack::domain::directory::AppKind::Store {
+            let r = self
+                .post_json(
+                    "/open-apis/auth/v3/app_access_token/internal",
+                    None,
+                    &serde_json::json!({"app_id": app.app_id, "app_secret": app.app_secret}),
+                )
+                .await;
+            let tenant = self.dir.tenants().iter().find(|t| app.installs.contains_key(&t.tenant_key)).unwrap();
+            let r = self
+                .post_json(
+                    "/open-apis/auth/v3/tenant_access_token",
+                    None,
+                    &serde_json::json!({"app_access_token": r.body["app_access_token"], "tenant_key": tenant.tenant_key}),
+                )
+                .await;
+            return r.body["tenant_access_token"].as_str().unwrap().to_string();
+        }
+        let r = self
+            .post_json(
+                "/open-apis/auth/v3/tenant_access_token/internal",
+                None,
+                &serde_json::json!({"app_id": self.app_id(app_key), "app_secret": self.secret(app_key)}),
+            )
+            .await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+        r.body["tenant_access_token"].as_str().unwrap().to_string()
+    }
+
+    /// `user`'s open_id as `app` sees it.
+    pub fn open_id(&self, app_key: &str, user_key: &str) -> String {
+        let app = self.dir.apps().iter().find(|a| a.key == app_key).unwrap();
+        let user = self.dir.users().iter().find(|u| u.key == user_key).unwrap();
+        self.dir.open_id(app, user).0
+    }
+
+    pub async fn create(&self, token: &str, query: &str, body: Value) -> Reply {
+        self.post_json(&format!("/open-apis/im/v1/chats{query}"), Some(token), &body).await
+    }
+}
+
+/// A fixture with one tenant, the demo-style bot, and `n` active users `user0`..`user{n-1}`.
+pub fn big_fixture(n: usize) -> String {
+    let mut s = format!(
+        "[[tenants]]\nkey = \"t\"\n\n[[apps]]\nkey = \"bot\"\ntenant = \"t\"\napp_id = \"{DEMO_APP_ID}\"\n\
+         app_secret = \"{DEMO_SECRET}\"\nscopes = [\"im:chat\"]\n"
+    );
+    for i in 0..n {
+        s.push_str(&format!("\n[[users]]\nkey = \"user{i}\"\ntenant = \"t\"\n"));
+    }
+    s
+}
+
+/// The real binary, serving on a free port with the given data dir.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn spawn(data_dir: &Path, fixture: Option<&Path>, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_larkstack"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra);
+        if let Some(f) = fixture {
+            cmd.arg("--fixture").arg(f);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines.next().expect("server exited before listening").unwrap();
+            if let Some(url) = line.strip_prefix("larkstack listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill9(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-9", &pid]).status().unwrap();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_fixture(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("test-fixture.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -1,0 +1,143 @@
+"""Fixtures for driving a real larkstack binary with the official Python SDK (lark-oapi).
+
+* ``directory``  – the demo directory as printed by ``larkstack directory`` (app credentials, user IDs).
+* ``larkstack``  – base URL of a freshly started ``larkstack serve`` (one server, one empty data dir
+                   per test module).
+* ``make_client`` – builds an unmodified ``lark.Client`` for a demo app, pointed at that server.
+"""
+
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+
+import lark_oapi as lark
+import pytest
+from lark_oapi.core.cache import LocalCache
+
+LISTENING = re.compile(r"^larkstack listening on (http://127\.0\.0\.1:\d+)\s*$")
+STARTUP_TIMEOUT = 30  # seconds
+
+
+@pytest.fixture(scope="session")
+def larkstack_bin():
+    path = os.environ.get("LARKSTACK_BIN", "target/debug/larkstack")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"larkstack binary not found at {path!r}; set LARKSTACK_BIN (tests/sdk/run.sh does)")
+    return path
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The demo directory: tenants, apps and users, looked up by their fixture ``key``."""
+
+    tenants: dict
+    apps: dict
+    users: dict
+
+    def app(self, key):
+        return self.apps[key]
+
+    def user(self, key):
+        return self.users[key]
+
+    def open_id(self, user, app="demo-bot"):
+        """open_ids are per app: the ID ``app`` sees for ``user``."""
+        return self.users[user]["open_ids"][app]
+
+    def union_id(self, user, developer="acme-dev"):
+        """union_ids are per developer (all apps of one developer share them)."""
+        return self.users[user]["union_ids"][developer]
+
+
+@pytest.fixture(scope="session")
+def directory(larkstack_bin):
+    out = subprocess.run([larkstack_bin, "directory"], check=True, capture_output=True, text=True).stdout
+    data = json.loads(out)
+    return Directory(
+        tenants={t["key"]: t for t in data["tenants"]},
+        apps={a["key"]: a for a in data["apps"]},
+        users={u["key"]: u for u in data["users"]},
+    )
+
+
+@dataclass
+class Server:
+    base_url: str
+    # The SDK caches tenant_access_tokens keyed only by app_id. Each server gets its own cache so a
+    # token issued by one server (data dir) is never presented to another.
+    token_cache: LocalCache
+
+
+def _read_lines(stream, lines):
+    for line in stream:
+        lines.put(line)
+    lines.put(None)  # EOF
+
+
+@pytest.fixture(scope="module")
+def larkstack(larkstack_bin, tmp_path_factory):
+    """Starts ``larkstack serve`` on a free port with a fresh data dir (so the demo directory is loaded)."""
+    data_dir = tmp_path_factory.mktemp("larkstack-data")
+    proc = subprocess.Popen(
+        [larkstack_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    # A reader thread keeps draining stdout, so the server never blocks on a full pipe.
+    lines = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        base_url = _wait_for_listening(proc, lines)
+        yield Server(base_url=base_url, token_cache=LocalCache())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for_listening(proc, lines):
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            break
+        seen.append(line)
+        match = LISTENING.match(line)
+        if match:
+            return match.group(1)
+    proc.kill()
+    raise RuntimeError(
+        f"larkstack did not report its address (exit code {proc.poll()}); stdout so far:\n{''.join(seen)}"
+    )
+
+
+@pytest.fixture
+def make_client(larkstack, directory):
+    """``make_client("demo-bot")`` → an SDK client for that demo app; ``app_secret=`` overrides the secret,
+    ``token_cache=`` the token cache (default: the server's)."""
+
+    def make(app_key, *, app_secret=None, token_cache=None):
+        app = directory.app(app_key)
+        return (
+            lark.Client.builder()
+            .app_id(app["app_id"])
+            .app_secret(app_secret if app_secret is not None else app["app_secret"])
+            .domain(larkstack.base_url)
+            .cache(token_cache if token_cache is not None else larkstack.token_cache)
+            .log_level(lark.LogLevel.WARNING)
+            .build()
+        )
+
+    return make
