@@ -100,6 +100,9 @@ fn directory_json(dir: &Directory) -> serde_json::Value {
     serde_json::json!({"tenants": tenants, "apps": apps, "users": users})
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()

@@ -18,7 +18,7 @@ pub struct AppState {
     directory: RwLock<Arc<Directory>>,
     pub limits: RateLimits,
     /// Tokens seen by this node; tokens are immutable, so a cached one never goes stale.
-    pub token_cache: RwLock<HashMap<String, TokenRecord>>,
+    pub token_cache: RwLock<HashMap<String, Arc<TokenRecord>>>,
     /// Create requests with a dedup key that are between validation and commit.
     pub creates_in_flight: Mutex<HashSet<DedupKey>>,
     pub body_limit: usize,

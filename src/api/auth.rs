@@ -71,7 +71,7 @@ async fn issue(state: &AppState, app_id: &AppId, tenant: &TenantKey, kind: Token
         expires_at_ms: now + TOKEN_LIFETIME_MS,
     };
     state.store.put_token(record.clone()).await?;
-    state.token_cache.write().insert(record.token.clone(), record.clone());
+    state.token_cache.write().insert(record.token.clone(), Arc::new(record.clone()));
     Ok(record)
 }
 
@@ -134,12 +134,12 @@ pub async fn tenant_access_token(State(state): State<Arc<AppState>>, RawBody(bod
 }
 
 /// The stored token if it exists and has not expired by the larkstack clock.
-async fn find_live_token(state: &AppState, token: &str) -> Result<Option<TokenRecord>, ApiError> {
+async fn find_live_token(state: &AppState, token: &str) -> Result<Option<Arc<TokenRecord>>, ApiError> {
     let cached = state.token_cache.read().get(token).cloned();
     let record = match cached {
         Some(r) => Some(r),
         None => {
-            let found = state.store.find_token(token).await?;
+            let found = state.store.find_token(token).await?.map(Arc::new);
             if let Some(r) = &found {
                 state.token_cache.write().insert(r.token.clone(), r.clone());
             }
@@ -150,7 +150,7 @@ async fn find_live_token(state: &AppState, token: &str) -> Result<Option<TokenRe
 }
 
 /// The bearer check: missing → 99991661, unknown/expired/not a tenant token → 99991663.
-pub async fn tenant_token(state: &AppState, headers: &HeaderMap) -> Result<TokenRecord, ApiError> {
+pub async fn tenant_token(state: &AppState, headers: &HeaderMap) -> Result<Arc<TokenRecord>, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -37,6 +37,10 @@ pub fn parse_json<T: DeserializeOwned>(
     invalid: impl Fn(&str, String) -> FeishuError,
 ) -> Result<T, FeishuError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    // The fast path parses once; only a failure pays for a second, path-tracking parse.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -36,6 +36,10 @@ pub struct I18nNames {
 }
 
 impl I18nNames {
+    pub fn is_empty(&self) -> bool {
+        self.zh_cn.is_none() && self.en_us.is_none() && self.ja_jp.is_none()
+    }
+
     fn values(&self) -> impl Iterator<Item = &str> {
         [&self.zh_cn, &self.en_us, &self.ja_jp].into_iter().flatten().map(String::as_str)
     }
@@ -49,32 +53,93 @@ pub struct RestrictedModeSetting {
     pub message_has_permission_setting: String,
 }
 
-/// Everything about a chat that is a setting rather than membership; stored as one JSON value.
+impl Default for RestrictedModeSetting {
+    fn default() -> Self {
+        RestrictedModeSetting {
+            status: false,
+            screenshot_has_permission_setting: all_members(),
+            download_has_permission_setting: all_members(),
+            message_has_permission_setting: all_members(),
+        }
+    }
+}
+
+impl RestrictedModeSetting {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Everything about a chat that is a setting rather than membership; stored as one JSON value in
+/// which settings at their default are left out (most chats store little more than their name).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChatSettings {
+    #[serde(default = "default_avatar", skip_serializing_if = "is_default_avatar")]
     pub avatar: String,
     pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    #[serde(default, skip_serializing_if = "I18nNames::is_empty")]
     pub i18n_names: I18nNames,
+    #[serde(default = "group", skip_serializing_if = "is_group")]
     pub chat_mode: String,
+    #[serde(default = "private", skip_serializing_if = "is_private")]
     pub chat_type: String,
+    #[serde(default = "chat", skip_serializing_if = "is_chat")]
     pub group_message_type: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub join_message_visibility: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub leave_message_visibility: String,
+    #[serde(default = "no_approval_required", skip_serializing_if = "is_no_approval_required")]
     pub membership_approval: String,
+    #[serde(default, skip_serializing_if = "RestrictedModeSetting::is_default")]
     pub restricted_mode_setting: RestrictedModeSetting,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub urgent_setting: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub video_conference_setting: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub pin_manage_setting: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub edit_permission: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub hide_member_count_setting: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub add_member_permission: String,
+    #[serde(default = "allowed", skip_serializing_if = "is_allowed")]
     pub share_card_permission: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub at_all_permission: String,
+    #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
     pub moderation_permission: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub toolkit_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chat_tags: Vec<String>,
+}
+
+macro_rules! string_default {
+    ($($make:ident / $test:ident = $value:expr;)*) => {$(
+        fn $make() -> String {
+            $value.to_string()
+        }
+        fn $test(s: &str) -> bool {
+            s == $value
+        }
+    )*};
+}
+
+string_default! {
+    default_avatar / is_default_avatar = DEFAULT_AVATAR_KEY;
+    group / is_group = "group";
+    private / is_private = "private";
+    chat / is_chat = "chat";
+    all_members / is_all_members = "all_members";
+    no_approval_required / is_no_approval_required = "no_approval_required";
+    allowed / is_allowed = "allowed";
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -181,8 +246,8 @@ fn enum_field(field: &str, value: &Option<String>, allowed: &[&str], default: &s
     }
 }
 
-fn restricted_mode(input: &Option<RestrictedModeInput>) -> Result<RestrictedModeSetting, FeishuError> {
-    let input = input.clone().unwrap_or_default();
+fn restricted_mode(input: Option<RestrictedModeInput>) -> Result<RestrictedModeSetting, FeishuError> {
+    let input = input.unwrap_or_default();
     let field = |name: &str, v: &Option<String>| {
         enum_field(&format!("restricted_mode_setting.{name}"), v, ALLOW_OR_DENY, "all_members")
     };
@@ -222,7 +287,7 @@ pub fn plan_create(
     dir: &Directory,
     caller: &Caller<'_>,
     query: &CreateChatQuery,
-    body: &CreateChatBody,
+    body: CreateChatBody,
     chat_id: ChatId,
     now_ms: i64,
 ) -> Result<Chat, FeishuError> {
@@ -230,7 +295,7 @@ pub fn plan_create(
     let tenant = caller.tenant;
 
     // 1. Shape of the parameters.
-    let user_ids = body.user_id_list.clone().unwrap_or_default();
+    let user_ids = body.user_id_list.unwrap_or_default();
     if user_ids.len() > MAX_USERS_PER_CREATE {
         return Err(FeishuError::im_invalid_param(
             "user_id_list",
@@ -238,7 +303,7 @@ pub fn plan_create(
             format!("at most {MAX_USERS_PER_CREATE} users per request"),
         ));
     }
-    let bot_ids = body.bot_id_list.clone().unwrap_or_default();
+    let bot_ids = body.bot_id_list.unwrap_or_default();
     if bot_ids.len() > MAX_BOTS_PER_CREATE {
         return Err(FeishuError::im_invalid_param(
             "bot_id_list",
@@ -267,7 +332,7 @@ pub fn plan_create(
         &["all_members", "only_owner"],
         "all_members",
     )?;
-    let restricted = restricted_mode(&body.restricted_mode_setting)?;
+    let restricted = restricted_mode(body.restricted_mode_setting)?;
     if query.user_id_type == UserIdType::UserId && app.kind == super::directory::AppKind::Store {
         return Err(FeishuError::im_invalid_param(
             "user_id_type",
@@ -277,7 +342,6 @@ pub fn plan_create(
     }
     let toolkit_ids = body
         .toolkit_ids
-        .clone()
         .unwrap_or_default()
         .into_iter()
         .map(|v| match v {
@@ -297,17 +361,17 @@ pub fn plan_create(
     if hide_count == "only_owner" && !tenant.hide_member_count {
         return Err(im::hide_member_count_not_allowed());
     }
-    let labels = body.labels.clone().unwrap_or_default();
+    let labels = body.labels.unwrap_or_default();
     if !labels.is_empty() && !app.has_scope(LABEL_SCOPE) {
         return Err(im::no_label_authority());
     }
-    let chat_tags = body.chat_tags.clone().unwrap_or_default();
+    let chat_tags = body.chat_tags.unwrap_or_default();
     if chat_tags.iter().any(|t| t == "ocic") && !app.has_scope(OCIC_SCOPE) {
         return Err(im::no_ocic_authority());
     }
 
     // 3. Name rules.
-    let raw_name = body.name.clone().unwrap_or_default();
+    let raw_name = body.name.unwrap_or_default();
     let name = if chat_type == "public" {
         if raw_name.trim().is_empty() {
             return Err(im::public_name_empty());
@@ -323,8 +387,8 @@ pub fn plan_create(
     };
 
     // 4. Content review against the tenant's blocked words.
-    let description = body.description.clone().unwrap_or_default();
-    let i18n_names = body.i18n_names.clone().unwrap_or_default();
+    let description = body.description.unwrap_or_default();
+    let i18n_names = body.i18n_names.unwrap_or_default();
     let reviewed = std::iter::once(name.as_str()).chain(std::iter::once(description.as_str())).chain(i18n_names.values());
     for text in reviewed {
         if tenant.blocked_words.iter().any(|w| !w.is_empty() && text.contains(w.as_str())) {
@@ -354,8 +418,10 @@ pub fn plan_create(
 
     // 6. Users: resolve all first so one answer names every unusable ID.
     let mut users: Vec<Uid> = Vec::with_capacity(user_ids.len() + 1);
+    let mut seen: std::collections::HashSet<&Uid> = std::collections::HashSet::with_capacity(user_ids.len() + 1);
     if let Some(owner) = owner_user {
         users.push(owner.uid.clone());
+        seen.insert(&owner.uid);
     }
     let mut unavailable = im::unavailable_ids();
     let mut resigned = im::user_resigned();
@@ -375,7 +441,7 @@ pub fn plan_create(
             resigned = resigned.with_field("user_id_list", Some(raw), "resigned");
             continue;
         }
-        if !users.contains(&user.uid) {
+        if seen.insert(&user.uid) {
             users.push(user.uid.clone());
         }
     }
@@ -458,7 +524,7 @@ pub fn plan_create(
         status: ChatStatus::Normal,
         created_at_ms: now_ms,
         settings: ChatSettings {
-            avatar: body.avatar.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_AVATAR_KEY.to_string()),
+            avatar: body.avatar.filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_AVATAR_KEY.to_string()),
             name,
             description,
             i18n_names,
@@ -517,7 +583,7 @@ mod tests {
         let tenant = dir.tenant(app.home_tenant.as_ref().unwrap()).unwrap();
         let body: CreateChatBody = serde_json::from_value(body).unwrap();
         let q = CreateChatQuery { user_id_type: t, set_bot_manager, uuid: None };
-        plan_create(dir, &Caller { app, tenant }, &q, &body, ChatId("oc_test".into()), 1)
+        plan_create(dir, &Caller { app, tenant }, &q, body, ChatId("oc_test".into()), 1)
     }
 
     fn open(dir: &Directory, app_key: &str, user_key: &str) -> String {
@@ -539,6 +605,16 @@ mod tests {
         assert!(matches!(chat.owner, Owner::Bot(_)));
         assert_eq!(chat.bots.len(), 1, "the creating bot joins");
         assert!(chat.users.is_empty());
+    }
+
+    #[test]
+    fn stored_settings_leave_out_defaults_and_read_back_whole() {
+        let d = fixture();
+        let chat = run(&d, "demo-bot", serde_json::json!({"name": "n", "edit_permission": "only_owner"})).unwrap();
+        let stored = serde_json::to_value(&chat.settings).unwrap();
+        assert_eq!(stored, serde_json::json!({"name": "n", "edit_permission": "only_owner"}));
+        let back: ChatSettings = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, chat.settings);
     }
 
     #[test]

@@ -492,11 +492,11 @@ impl Directory {
     /// and user_ids within the calling tenant.
     pub fn resolve_user(&self, app: &App, tenant: &TenantKey, id_type: UserIdType, raw: &str) -> Option<&User> {
         let idx = match id_type {
-            UserIdType::OpenId => match self.by_open_id.get(&OpenId(raw.to_string())) {
+            UserIdType::OpenId => match self.by_open_id.get(raw) {
                 Some((owner_app, idx)) if *owner_app == app.app_id => *idx,
                 _ => return None,
             },
-            UserIdType::UnionId => match self.by_union_id.get(&UnionId(raw.to_string())) {
+            UserIdType::UnionId => match self.by_union_id.get(raw) {
                 Some((dev, idx)) if *dev == app.developer => *idx,
                 _ => return None,
             },

@@ -22,6 +22,12 @@ macro_rules! id_type {
             }
         }
 
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -126,8 +132,25 @@ fn random_hex(n: usize) -> String {
     s
 }
 
-pub fn new_chat_id() -> ChatId {
-    ChatId(format!("oc_{}", random_hex(32)))
+/// `oc_` + 32 hex. The first 12 hex are the creation time in ms, so new ids sort after old ones:
+/// the store's id index then grows at its end instead of dirtying random pages on every insert.
+/// Clients see an opaque id of Feishu's shape either way.
+pub fn new_chat_id(now_ms: i64) -> ChatId {
+    ChatId(format!("oc_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, random_hex(20)))
+}
+
+impl Uid {
+    /// The 10 bytes behind a derived uid (`u` + 20 hex), for compact storage.
+    pub fn to_bytes(&self) -> Option<[u8; 10]> {
+        let hex = self.0.strip_prefix('u')?;
+        let mut out = [0u8; 10];
+        hex::decode_to_slice(hex, &mut out).ok()?;
+        Some(out)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Uid {
+        Uid(format!("u{}", hex::encode(bytes)))
+    }
 }
 
 /// `t-` + 40 characters, the shape of a current tenant_access_token.
@@ -160,8 +183,11 @@ mod tests {
 
     #[test]
     fn random_ids_have_feishu_shapes() {
-        let c = new_chat_id();
+        let c = new_chat_id(1_800_000_000_000);
         assert!(c.0.starts_with("oc_") && c.0.len() == 35);
+        assert!(new_chat_id(1_800_000_000_001) > c, "ids grow with time");
+        let uid = derive_uid("t", "u");
+        assert_eq!(Uid::from_bytes(&uid.to_bytes().unwrap()), uid);
         let t = new_access_token();
         assert!(t.starts_with("t-") && t.len() == 42);
     }

@@ -15,12 +15,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Created, DedupKey, Store, StoreError, TokenKind, TokenRecord};
 use crate::domain::chat::{Chat, ChatStatus, Owner};
-use crate::domain::ids::{AppId, ChatId, TenantKey};
+use crate::domain::ids::{AppId, ChatId, TenantKey, Uid};
 
 const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
 /// Most operations one commit carries; bounds latency of the first op in a burst.
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -38,6 +39,8 @@ pub struct SqliteStore {
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     path: PathBuf,
+    /// Dropping it ends the checkpoint thread.
+    _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -47,6 +50,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss too.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 64 MiB of page cache per connection: the writer keeps the hot end of the tables in memory.
+    conn.pragma_update(None, "cache_size", -65536)?;
+    // Checkpoints run on their own thread (see `checkpoint_loop`), never inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
 }
 
@@ -73,8 +80,20 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let checkpointer = open_connection(&path)?;
+        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         let readers = (0..READERS).map(|_| open_connection(&path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
-        Ok(SqliteStore { writer: tx, readers: Arc::new(readers), next_reader: AtomicUsize::new(0), path })
+        Ok(SqliteStore {
+            writer: tx,
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+            path,
+            _stop_checkpoints: stop_checkpoints,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -107,6 +126,19 @@ impl SqliteStore {
     }
 }
 
+/// Copies the WAL into the database in the background, so commits never stall on a checkpoint.
+/// PASSIVE never blocks the writer; once a checkpoint has caught up, the next commit starts the
+/// WAL over from its beginning. Ends when the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let wal_frames: Result<(i64, i64, i64), _> =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        if let Err(e) = wal_frames {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
 fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -121,7 +153,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
     }
 }
 
-/// Applies every op in its own savepoint (one bad op does not sink the others), commits once,
+/// Applies every op atomically on its own (one bad op does not sink the others), commits once,
 /// then answers. If the commit itself fails, every op in the batch fails.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     enum Reply {
@@ -133,12 +165,17 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for op in batch.drain(..) {
             match op {
-                WriteOp::CreateChat { chat, dedup, window_start_ms, reply } => {
-                    let r = in_savepoint(&mut tx, |sp| apply_create(sp, *chat, dedup.as_ref(), window_start_ms));
+                // A single statement is atomic by itself; only multi-statement ops pay for a savepoint.
+                WriteOp::CreateChat { chat, dedup: None, reply, .. } => {
+                    let r = apply_create(&tx, *chat, None, 0);
+                    replies.push(Reply::Created(reply, r));
+                }
+                WriteOp::CreateChat { chat, dedup: Some(key), window_start_ms, reply } => {
+                    let r = in_savepoint(&mut tx, |sp| apply_create(sp, *chat, Some(&key), window_start_ms));
                     replies.push(Reply::Created(reply, r));
                 }
                 WriteOp::PutToken { token, reply } => {
-                    let r = in_savepoint(&mut tx, |sp| apply_put_token(sp, &token));
+                    let r = apply_put_token(&tx, &token);
                     replies.push(Reply::Token(reply, r));
                 }
             }
@@ -220,9 +257,9 @@ fn apply_create(
         status_str(chat.status),
         chat.created_at_ms,
         to_json(&chat.settings),
-        to_json(&chat.users),
+        users_blob(&chat.users)?,
         to_json(&chat.bots),
-        to_json(&chat.user_managers),
+        users_blob(&chat.user_managers)?,
         to_json(&chat.bot_managers),
     ])?;
     Ok(Created::New(chat))
@@ -254,12 +291,28 @@ fn status_str(s: ChatStatus) -> &'static str {
     }
 }
 
+/// Users are stored as one blob of 10-byte uids, in join order.
+fn users_blob(users: &[Uid]) -> Result<Vec<u8>, StoreError> {
+    let mut blob = Vec::with_capacity(users.len() * 10);
+    for u in users {
+        blob.extend_from_slice(&u.to_bytes().ok_or_else(|| StoreError::Corrupt(format!("non-canonical uid {u}")))?);
+    }
+    Ok(blob)
+}
+
+fn users_from_blob(blob: &[u8]) -> Result<Vec<Uid>, StoreError> {
+    if blob.len() % 10 != 0 {
+        return Err(StoreError::Corrupt("users blob length".into()));
+    }
+    Ok(blob.chunks_exact(10).map(Uid::from_bytes).collect())
+}
+
 fn from_json<T: serde::de::DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
-    type Row = (String, String, String, bool, String, i64, String, String, String, String, String);
+    type Row = (String, String, String, bool, String, i64, String, Vec<u8>, String, Vec<u8>, String);
     let row: Option<Row> = conn
         .prepare_cached(
             "SELECT tenant_key, creator_app, owner, external, status, created_at, settings, users, bots,
@@ -296,9 +349,9 @@ fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreE
         },
         created_at_ms: created_at,
         settings: from_json("settings", &settings)?,
-        users: from_json("users", &users)?,
+        users: users_from_blob(&users)?,
         bots: from_json("bots", &bots)?,
-        user_managers: from_json("user_managers", &um)?,
+        user_managers: users_from_blob(&um)?,
         bot_managers: from_json("bot_managers", &bm)?,
     }))
 }

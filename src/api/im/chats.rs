@@ -164,7 +164,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
         None => None,
     };
 
-    let chat = plan_create(&dir, &Caller { app, tenant }, &query, &body, new_chat_id(), now)?;
+    let chat = plan_create(&dir, &Caller { app, tenant }, &query, body, new_chat_id(now), now)?;
     let stored = match state.store.create_chat(chat, dedup, window_start).await? {
         Created::New(chat) | Created::Existing(chat) => chat,
     };

@@ -1,5 +1,6 @@
--- Chats keep their members in the chat row itself (JSON arrays of larkstack uids / app_ids):
--- one compact row per chat instead of one row per member, so a 50-member create is one insert.
+-- Chats keep their members in the chat row itself: `users`/`user_managers` are blobs of 10-byte
+-- uids in join order, `bots`/`bot_managers` JSON arrays of app_ids. One compact row per chat
+-- instead of one row per member, so a 50-member create is one insert.
 CREATE TABLE chats (
     seq           INTEGER PRIMARY KEY,
     chat_id       TEXT    NOT NULL UNIQUE,
@@ -10,9 +11,9 @@ CREATE TABLE chats (
     status        TEXT    NOT NULL,
     created_at    INTEGER NOT NULL,
     settings      TEXT    NOT NULL,
-    users         TEXT    NOT NULL,
+    users         BLOB    NOT NULL,
     bots          TEXT    NOT NULL,
-    user_managers TEXT    NOT NULL,
+    user_managers BLOB    NOT NULL,
     bot_managers  TEXT    NOT NULL
 );
 
