@@ -24,17 +24,34 @@ type SecondCell = RateLimiter<
     governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
 >;
 
-/// A family of endpoints sharing one budget, e.g. "create chat".
+/// An endpoint with its own budget per app and tenant (Feishu limits each API separately),
+/// or `ChatMessages`, the budget of one chat shared by every bot posting into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     CreateChat,
+    GetChat,
+    UpdateChat,
+    DeleteChat,
+    ListChats,
+    SearchChats,
+    AddMembers,
+    RemoveMembers,
+    ListMembers,
+    IsInChat,
+    MeJoin,
+    Managers,
+    SendMessage,
+    ListMessages,
+    ChatMessages,
 }
 
 impl Family {
     /// Feishu's documented default for the family.
     pub fn default_limits(self) -> RateLimitSpec {
         match self {
-            Family::CreateChat => RateLimitSpec { per_second: 50, per_minute: 1000 },
+            // 5 QPS per chat, shared by all bots in it (spec §1.6).
+            Family::ChatMessages => RateLimitSpec { per_second: 5, per_minute: u32::MAX },
+            _ => RateLimitSpec { per_second: 50, per_minute: 1000 },
         }
     }
 }
@@ -49,7 +66,7 @@ struct Budget {
 pub struct RateLimits {
     enabled: bool,
     clock: Arc<Clock>,
-    budgets: Mutex<HashMap<(AppId, TenantKey, Family), Arc<Budget>>>,
+    budgets: Mutex<HashMap<(Family, String), Arc<Budget>>>,
 }
 
 impl RateLimits {
@@ -57,7 +74,7 @@ impl RateLimits {
         RateLimits { enabled, clock, budgets: Mutex::new(HashMap::new()) }
     }
 
-    fn budget(&self, key: (AppId, TenantKey, Family), spec: RateLimitSpec) -> Arc<Budget> {
+    fn budget(&self, key: (Family, String), spec: RateLimitSpec) -> Arc<Budget> {
         let mut map = self.budgets.lock();
         let budget = map.entry(key).or_insert_with(|| {
             let per_second = NonZeroU32::new(spec.per_second).and_then(|n| {
@@ -82,7 +99,19 @@ impl RateLimits {
             return Ok(());
         }
         let spec = app_override.unwrap_or_else(|| family.default_limits());
-        let budget = self.budget((app.clone(), tenant.clone(), family), spec);
+        self.take((family, format!("{app}|{tenant}")), spec)
+    }
+
+    /// The per-chat message budget (230020 when exhausted, decided by the caller).
+    pub fn check_chat_messages(&self, chat: &crate::domain::ids::ChatId) -> Result<(), FeishuError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.take((Family::ChatMessages, chat.0.clone()), Family::ChatMessages.default_limits())
+    }
+
+    fn take(&self, key: (Family, String), spec: RateLimitSpec) -> Result<(), FeishuError> {
+        let budget = self.budget(key, spec);
         let now_ms = self.clock.now_ms();
         let this_minute = now_ms.div_euclid(60_000);
         {

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, patch, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -26,7 +26,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/open-apis/auth/v3/app_access_token/internal", post(auth::app_access_token_internal))
         .route("/open-apis/auth/v3/app_access_token/internal/", post(auth::app_access_token_internal))
         .route("/open-apis/auth/v3/tenant_access_token", post(auth::tenant_access_token))
-        .route("/open-apis/im/v1/chats", post(im::chats::create))
+        .route("/open-apis/im/v1/chats", post(im::chats::create).get(im::chats::list))
+        .route("/open-apis/im/v1/chats/search", get(im::chats::search))
+        .route(
+            "/open-apis/im/v1/chats/{chat_id}",
+            get(im::chats::get).put(im::chats::update).delete(im::chats::delete),
+        )
+        .route(
+            "/open-apis/im/v1/chats/{chat_id}/members",
+            post(im::members::add).delete(im::members::remove).get(im::members::list),
+        )
+        .route("/open-apis/im/v1/chats/{chat_id}/members/is_in_chat", get(im::members::is_in_chat))
+        .route("/open-apis/im/v1/chats/{chat_id}/members/me_join", patch(im::members::me_join))
+        .route("/open-apis/im/v1/chats/{chat_id}/managers/add_managers", post(im::members::add_managers))
+        .route("/open-apis/im/v1/chats/{chat_id}/managers/delete_managers", post(im::members::delete_managers))
+        .route("/open-apis/im/v1/messages", post(im::messages::send).get(im::messages::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))

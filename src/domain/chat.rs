@@ -40,7 +40,7 @@ impl I18nNames {
         self.zh_cn.is_none() && self.en_us.is_none() && self.ja_jp.is_none()
     }
 
-    fn values(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &str> {
         [&self.zh_cn, &self.en_us, &self.ja_jp].into_iter().flatten().map(String::as_str)
     }
 }
@@ -173,7 +173,46 @@ pub struct Chat {
     pub bots: Vec<AppId>,
     pub user_managers: Vec<Uid>,
     pub bot_managers: Vec<AppId>,
+    /// Time of the last message (creation time until then): the ByActiveTimeDesc order.
+    pub last_active_at_ms: i64,
 }
+
+impl Chat {
+    pub fn is_group(&self) -> bool {
+        self.settings.chat_mode == "group"
+    }
+
+    pub fn is_dissolved(&self) -> bool {
+        self.status == ChatStatus::Dissolved
+    }
+
+    pub fn has_bot(&self, app: &AppId) -> bool {
+        self.bots.contains(app)
+    }
+
+    pub fn has_user(&self, uid: &Uid) -> bool {
+        self.users.contains(uid)
+    }
+
+    pub fn owned_by_bot(&self, app: &AppId) -> bool {
+        self.owner == Owner::Bot(app.clone())
+    }
+
+    /// Owner or manager rights for a bot: it owns the chat, manages it, or created it and holds
+    /// `im:chat:operate_as_owner`.
+    pub fn bot_has_owner_rights(&self, app: &App) -> bool {
+        self.owned_by_bot(&app.app_id)
+            || self.bot_managers.contains(&app.app_id)
+            || (self.creator_app == app.app_id && app.has_scope(OPERATE_AS_OWNER_SCOPE))
+    }
+
+    /// Strictly owner rights (disband, transfer, managers): owner, or creator with operate_as_owner.
+    pub fn bot_is_owner(&self, app: &App) -> bool {
+        self.owned_by_bot(&app.app_id) || (self.creator_app == app.app_id && app.has_scope(OPERATE_AS_OWNER_SCOPE))
+    }
+}
+
+pub const OPERATE_AS_OWNER_SCOPE: &str = "im:chat:operate_as_owner";
 
 // ---------------------------------------------------------------------------------------------
 // The request
@@ -229,12 +268,12 @@ pub struct Caller<'a> {
     pub tenant: &'a Tenant,
 }
 
-const OWNER_OR_ALL: &[&str] = &["only_owner", "all_members"];
-const VISIBILITY: &[&str] = &["only_owner", "all_members", "not_anyone"];
+pub(crate) const OWNER_OR_ALL: &[&str] = &["only_owner", "all_members"];
+pub(crate) const VISIBILITY: &[&str] = &["only_owner", "all_members", "not_anyone"];
 const ALLOW_OR_DENY: &[&str] = &["all_members", "not_anyone"];
 
 /// An optional enum field: absent → `default`, otherwise one of `allowed`.
-fn enum_field(field: &str, value: &Option<String>, allowed: &[&str], default: &str) -> Result<String, FeishuError> {
+pub(crate) fn enum_field(field: &str, value: &Option<String>, allowed: &[&str], default: &str) -> Result<String, FeishuError> {
     match value.as_deref() {
         None | Some("") => Ok(default.to_string()),
         Some(v) if allowed.contains(&v) => Ok(v.to_string()),
@@ -246,19 +285,32 @@ fn enum_field(field: &str, value: &Option<String>, allowed: &[&str], default: &s
     }
 }
 
-fn restricted_mode(input: Option<RestrictedModeInput>) -> Result<RestrictedModeSetting, FeishuError> {
+/// The restricted-mode setting `input` asks for on top of `base`, checked for consistency.
+pub(crate) fn restricted_mode(
+    input: Option<RestrictedModeInput>,
+    base: &RestrictedModeSetting,
+) -> Result<RestrictedModeSetting, FeishuError> {
     let input = input.unwrap_or_default();
-    let field = |name: &str, v: &Option<String>| {
-        enum_field(&format!("restricted_mode_setting.{name}"), v, ALLOW_OR_DENY, "all_members")
+    let field = |name: &str, v: &Option<String>, current: &str| {
+        enum_field(&format!("restricted_mode_setting.{name}"), v, ALLOW_OR_DENY, current)
     };
     let setting = RestrictedModeSetting {
-        status: input.status.unwrap_or(false),
+        status: input.status.unwrap_or(base.status),
         screenshot_has_permission_setting: field(
             "screenshot_has_permission_setting",
             &input.screenshot_has_permission_setting,
+            &base.screenshot_has_permission_setting,
         )?,
-        download_has_permission_setting: field("download_has_permission_setting", &input.download_has_permission_setting)?,
-        message_has_permission_setting: field("message_has_permission_setting", &input.message_has_permission_setting)?,
+        download_has_permission_setting: field(
+            "download_has_permission_setting",
+            &input.download_has_permission_setting,
+            &base.download_has_permission_setting,
+        )?,
+        message_has_permission_setting: field(
+            "message_has_permission_setting",
+            &input.message_has_permission_setting,
+            &base.message_has_permission_setting,
+        )?,
     };
     let perms = [
         &setting.screenshot_has_permission_setting,
@@ -280,6 +332,17 @@ fn restricted_mode(input: Option<RestrictedModeInput>) -> Result<RestrictedModeS
         ));
     }
     Ok(setting)
+}
+
+/// The tenant's content review of a chat's texts (232023).
+pub(crate) fn review(tenant: &Tenant, name: &str, description: &str, i18n_names: &I18nNames) -> Result<(), FeishuError> {
+    let texts = [name, description].into_iter().chain(i18n_names.values());
+    for text in texts {
+        if tenant.blocked_words.iter().any(|w| !w.is_empty() && text.contains(w.as_str())) {
+            return Err(im::review_failed());
+        }
+    }
+    Ok(())
 }
 
 /// A chat ready to be stored, or the error Feishu answers. `now_ms` stamps the creation time.
@@ -332,7 +395,7 @@ pub fn plan_create(
         &["all_members", "only_owner"],
         "all_members",
     )?;
-    let restricted = restricted_mode(body.restricted_mode_setting)?;
+    let restricted = restricted_mode(body.restricted_mode_setting, &RestrictedModeSetting::default())?;
     if query.user_id_type == UserIdType::UserId && app.kind == super::directory::AppKind::Store {
         return Err(FeishuError::im_invalid_param(
             "user_id_type",
@@ -389,12 +452,7 @@ pub fn plan_create(
     // 4. Content review against the tenant's blocked words.
     let description = body.description.unwrap_or_default();
     let i18n_names = body.i18n_names.unwrap_or_default();
-    let reviewed = std::iter::once(name.as_str()).chain(std::iter::once(description.as_str())).chain(i18n_names.values());
-    for text in reviewed {
-        if tenant.blocked_words.iter().any(|w| !w.is_empty() && text.contains(w.as_str())) {
-            return Err(im::review_failed());
-        }
-    }
+    review(tenant, &name, &description, &i18n_names)?;
 
     // 5. Owner.
     let owner_user: Option<&User> = match body.owner_id.as_deref() {
@@ -552,6 +610,7 @@ pub fn plan_create(
         bots,
         user_managers: Vec::new(),
         bot_managers,
+        last_active_at_ms: now_ms,
     })
 }
 

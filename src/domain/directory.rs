@@ -116,6 +116,8 @@ pub struct UserSpec {
     pub status: UserStatus,
     pub user_id: Option<String>,
     pub kunlun_id: Option<String>,
+    /// Work email, for `receive_id_type=email`.
+    pub email: Option<String>,
     /// Pinned open_ids, by app key.
     #[serde(default)]
     pub open_ids: HashMap<String, String>,
@@ -212,6 +214,7 @@ pub struct User {
     pub status: UserStatus,
     pub user_id: UserId,
     pub kunlun_id: KunlunId,
+    pub email: Option<String>,
     pub friends: HashSet<Uid>,
 }
 
@@ -263,6 +266,7 @@ pub struct Directory {
     union_id_of: HashMap<(String, Uid), UnionId>,
     by_user_id: HashMap<(TenantKey, UserId), usize>,
     by_kunlun_id: HashMap<(TenantKey, KunlunId), usize>,
+    by_email: HashMap<(TenantKey, String), usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +337,11 @@ impl Directory {
             if d.by_kunlun_id.insert((tk.clone(), kunlun_id.clone()), idx).is_some() {
                 return Err(invalid(format!("kunlun_id {kunlun_id} appears twice in tenant {}", u.tenant)));
             }
+            if let Some(email) = &u.email {
+                if d.by_email.insert((tk.clone(), email.to_lowercase()), idx).is_some() {
+                    return Err(invalid(format!("email {email} appears twice in tenant {}", u.tenant)));
+                }
+            }
             d.user_by_uid.insert(uid.clone(), idx);
             d.users.push(User {
                 key: u.key.clone(),
@@ -342,6 +351,7 @@ impl Directory {
                 status: u.status,
                 user_id,
                 kunlun_id,
+                email: u.email.clone(),
                 friends: HashSet::new(),
             });
         }
@@ -503,6 +513,11 @@ impl Directory {
             UserIdType::UserId => *self.by_user_id.get(&(tenant.clone(), UserId(raw.to_string())))?,
         };
         Some(&self.users[idx])
+    }
+
+    /// A user of `tenant` by work email (case-insensitive).
+    pub fn user_by_email(&self, tenant: &TenantKey, email: &str) -> Option<&User> {
+        self.by_email.get(&(tenant.clone(), email.to_lowercase())).map(|&i| &self.users[i])
     }
 
     /// The user's ID of `id_type` as `app` sees it.

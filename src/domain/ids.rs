@@ -41,6 +41,10 @@ id_type!(
     ChatId
 );
 id_type!(
+    /// `om_` + 32 hex: a message.
+    MessageId
+);
+id_type!(
     /// A tenant, 16 hex.
     TenantKey
 );
@@ -137,6 +141,11 @@ fn random_hex(n: usize) -> String {
 /// Clients see an opaque id of Feishu's shape either way.
 pub fn new_chat_id(now_ms: i64) -> ChatId {
     ChatId(format!("oc_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, random_hex(20)))
+}
+
+/// `om_` + 32 hex, time-ordered like chat ids.
+pub fn new_message_id(now_ms: i64) -> MessageId {
+    MessageId(format!("om_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, random_hex(20)))
 }
 
 impl Uid {

@@ -1,5 +1,7 @@
 //! Pure rules: identifiers, the directory, chat validation. No I/O.
 
 pub mod chat;
+pub mod chat_ops;
 pub mod directory;
 pub mod ids;
+pub mod message;

@@ -9,7 +9,9 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::domain::chat::Chat;
-use crate::domain::ids::{AppId, ChatId, TenantKey};
+use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::message::Message;
+use crate::error::FeishuError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +73,47 @@ pub struct TokenRecord {
     pub expires_at_ms: i64,
 }
 
+/// A change to one chat, run atomically against its latest stored state. Returning `Err` leaves
+/// the chat as it was. Backends serialise changes per chat, so none is lost and caps hold.
+pub type ChatChange = Box<dyn FnOnce(&mut Chat) -> Result<(), FeishuError> + Send>;
+
+/// Orders for listing a bot's chats; the cursor is the last item's position in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatOrder {
+    CreatedAsc,
+    ActiveDesc,
+}
+
+/// Where a page ends: (sort key, seq) of its last item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub key: i64,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOrder {
+    Asc,
+    Desc,
+}
+
+/// A page query over one chat's messages.
+#[derive(Debug, Clone)]
+pub struct MessageQuery {
+    pub chat_id: ChatId,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub order: MessageOrder,
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDedupKey {
+    pub app_id: AppId,
+    pub uuid: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `chat`. With a dedup key, at most one chat exists per key among keys created after
@@ -86,6 +129,49 @@ pub trait Store: Send + Sync + 'static {
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError>;
 
     async fn get_chat(&self, chat_id: &ChatId) -> Result<Option<Chat>, StoreError>;
+
+    /// Applies `change` to the chat atomically; `Ok(None)` when there is no such chat.
+    async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError>;
+
+    /// Chats of `tenant` that bot `app` is in, `limit` of them after `after` in `order`.
+    async fn chats_of_bot(
+        &self,
+        app: &AppId,
+        tenant: &TenantKey,
+        order: ChatOrder,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<(Cursor, Chat)>, StoreError>;
+
+    /// Chats of `tenant` whose name contains `query` (case-insensitively) that bot `app` is in,
+    /// or that are public, in creation order after `after_seq`.
+    async fn search_chats(
+        &self,
+        app: &AppId,
+        tenant: &TenantKey,
+        query: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Chat)>, StoreError>;
+
+    /// Whether another normal public chat of `tenant` is named `name`.
+    async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError>;
+
+    /// The p2p chat between bot `app` and user `uid`, creating it as `new` when there is none.
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError>;
+
+    /// Stores `message` and marks its chat active. With a dedup key live after `window_start_ms`,
+    /// stores nothing and returns the message sent first.
+    async fn create_message(
+        &self,
+        message: Message,
+        dedup: Option<MessageDedupKey>,
+        window_start_ms: i64,
+    ) -> Result<Message, StoreError>;
+
+    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError>;
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
 

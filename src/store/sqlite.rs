@@ -13,11 +13,17 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Created, DedupKey, Store, StoreError, TokenKind, TokenRecord};
+use super::{
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, MessageDedupKey, MessageOrder, MessageQuery, Store, StoreError,
+    TokenKind, TokenRecord,
+};
 use crate::domain::chat::{Chat, ChatStatus, Owner};
-use crate::domain::ids::{AppId, ChatId, TenantKey, Uid};
+use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::message::Message;
+use crate::error::FeishuError;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/sqlite/0001_init.sql"), include_str!("migrations/sqlite/0002_lifecycle.sql")];
 /// Most operations one commit carries; bounds latency of the first op in a burst.
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
@@ -32,6 +38,14 @@ impl From<rusqlite::Error> for StoreError {
 enum WriteOp {
     CreateChat { chat: Box<Chat>, dedup: Option<DedupKey>, window_start_ms: i64, reply: oneshot::Sender<Result<Created, StoreError>> },
     PutToken { token: TokenRecord, reply: oneshot::Sender<Result<(), StoreError>> },
+    Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
+    P2p { app: AppId, uid: Uid, new: Box<Chat>, reply: oneshot::Sender<Result<Chat, StoreError>> },
+    CreateMessage {
+        message: Box<Message>,
+        dedup: Option<MessageDedupKey>,
+        window_start_ms: i64,
+        reply: oneshot::Sender<Result<Message, StoreError>>,
+    },
 }
 
 pub struct SqliteStore {
@@ -159,6 +173,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
     enum Reply {
         Created(oneshot::Sender<Result<Created, StoreError>>, Result<Created, StoreError>),
         Token(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+        Modified(
+            oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>>,
+            Result<Option<Result<Chat, FeishuError>>, StoreError>,
+        ),
+        P2p(oneshot::Sender<Result<Chat, StoreError>>, Result<Chat, StoreError>),
+        Message(oneshot::Sender<Result<Message, StoreError>>, Result<Message, StoreError>),
     }
     let mut replies = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
@@ -178,6 +198,18 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                     let r = apply_put_token(&tx, &token);
                     replies.push(Reply::Token(reply, r));
                 }
+                WriteOp::Modify { chat_id, change, reply } => {
+                    let r = in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change));
+                    replies.push(Reply::Modified(reply, r));
+                }
+                WriteOp::P2p { app, uid, new, reply } => {
+                    let r = in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new));
+                    replies.push(Reply::P2p(reply, r));
+                }
+                WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => {
+                    let r = in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms));
+                    replies.push(Reply::Message(reply, r));
+                }
             }
         }
         tx.commit()
@@ -189,6 +221,15 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                 let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
             }
             Reply::Token(tx, r) => {
+                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
+            }
+            Reply::Modified(tx, r) => {
+                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
+            }
+            Reply::P2p(tx, r) => {
+                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
+            }
+            Reply::Message(tx, r) => {
                 let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
             }
         }
@@ -243,10 +284,15 @@ fn apply_create(
             return Ok(Created::Existing(existing));
         }
     }
+    insert_chat(tx, &chat)?;
+    Ok(Created::New(chat))
+}
+
+fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
     tx.prepare_cached(
         "INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings,
-                            users, bots, user_managers, bot_managers)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                            users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         chat.chat_id.0,
@@ -261,8 +307,106 @@ fn apply_create(
         to_json(&chat.bots),
         users_blob(&chat.user_managers)?,
         to_json(&chat.bot_managers),
+        chat.settings.name,
+        chat.settings.chat_type,
+        chat.settings.chat_mode,
+        chat.last_active_at_ms,
     ])?;
-    Ok(Created::New(chat))
+    let seq = tx.last_insert_rowid();
+    index_bots(tx, seq, &chat.bots)?;
+    Ok(seq)
+}
+
+fn index_bots(tx: &Connection, seq: i64, bots: &[AppId]) -> Result<(), StoreError> {
+    let mut insert = tx.prepare_cached("INSERT OR IGNORE INTO chat_bots (app_id, chat_seq) VALUES (?1, ?2)")?;
+    for bot in bots {
+        insert.execute(params![bot.0, seq])?;
+    }
+    Ok(())
+}
+
+fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
+    let Some((seq, mut chat)) = load_chat_where(tx, "chat_id = ?1", params![chat_id.0])?.pop() else {
+        return Ok(None);
+    };
+    let bots_before = chat.bots.clone();
+    if let Err(e) = change(&mut chat) {
+        return Ok(Some(Err(e)));
+    }
+    tx.prepare_cached(
+        "UPDATE chats SET owner = ?2, external = ?3, status = ?4, settings = ?5, users = ?6, bots = ?7,
+                          user_managers = ?8, bot_managers = ?9, name = ?10, chat_type = ?11, last_active_at = ?12
+         WHERE seq = ?1",
+    )?
+    .execute(params![
+        seq,
+        to_json(&chat.owner),
+        chat.external,
+        status_str(chat.status),
+        to_json(&chat.settings),
+        users_blob(&chat.users)?,
+        to_json(&chat.bots),
+        users_blob(&chat.user_managers)?,
+        to_json(&chat.bot_managers),
+        chat.settings.name,
+        chat.settings.chat_type,
+        chat.last_active_at_ms,
+    ])?;
+    if chat.bots != bots_before {
+        tx.prepare_cached("DELETE FROM chat_bots WHERE chat_seq = ?1")?.execute(params![seq])?;
+        index_bots(tx, seq, &chat.bots)?;
+    }
+    Ok(Some(Ok(chat)))
+}
+
+fn apply_p2p(tx: &Connection, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT chat_id FROM p2p_chats WHERE app_id = ?1 AND uid = ?2")?
+        .query_row(params![app.0, uid.0], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return load_chat(tx, &ChatId(id))?.ok_or_else(|| StoreError::Corrupt("p2p chat row missing".into()));
+    }
+    tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?
+        .execute(params![app.0, uid.0, new.chat_id.0])?;
+    insert_chat(tx, &new)?;
+    Ok(new)
+}
+
+fn apply_create_message(
+    tx: &Connection,
+    message: Message,
+    dedup: Option<&MessageDedupKey>,
+    window_start_ms: i64,
+) -> Result<Message, StoreError> {
+    if let Some(key) = dedup {
+        let claimed = tx
+            .prepare_cached(
+                "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app_id, uuid) DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at
+                 WHERE message_dedup.created_at <= ?5",
+            )?
+            .execute(params![key.app_id.0, key.uuid, message.message_id.0, message.created_at_ms, window_start_ms])?;
+        if claimed == 0 {
+            let first: String = tx
+                .prepare_cached("SELECT message_id FROM message_dedup WHERE app_id = ?1 AND uuid = ?2")?
+                .query_row(params![key.app_id.0, key.uuid], |r| r.get(0))?;
+            return load_message(tx, &MessageId(first))?.ok_or_else(|| StoreError::Corrupt("deduped message missing".into()));
+        }
+    }
+    tx.prepare_cached("INSERT INTO messages (message_id, chat_id, created_at, body) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![message.message_id.0, message.chat_id.0, message.created_at_ms, to_json(&message)])?;
+    tx.prepare_cached("UPDATE chats SET last_active_at = max(last_active_at, ?2) WHERE chat_id = ?1")?
+        .execute(params![message.chat_id.0, message.created_at_ms])?;
+    Ok(message)
+}
+
+fn load_message(conn: &Connection, id: &MessageId) -> Result<Option<Message>, StoreError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM messages WHERE message_id = ?1")?
+        .query_row(params![id.0], |r| r.get(0))
+        .optional()?;
+    body.map(|b| from_json("messages.body", &b)).transpose()
 }
 
 fn dedup_target(conn: &Connection, key: &DedupKey) -> Result<Option<Chat>, StoreError> {
@@ -311,49 +455,46 @@ fn from_json<T: serde::de::DeserializeOwned>(col: &str, s: &str) -> Result<T, St
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
-fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
-    type Row = (String, String, String, bool, String, i64, String, Vec<u8>, String, Vec<u8>, String);
-    let row: Option<Row> = conn
-        .prepare_cached(
-            "SELECT tenant_key, creator_app, owner, external, status, created_at, settings, users, bots,
-                    user_managers, bot_managers FROM chats WHERE chat_id = ?1",
-        )?
-        .query_row(params![chat_id.0], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-            ))
-        })
-        .optional()?;
-    let Some((tenant, creator, owner, external, status, created_at, settings, users, bots, um, bm)) = row else {
-        return Ok(None);
-    };
-    Ok(Some(Chat {
-        chat_id: chat_id.clone(),
-        tenant_key: TenantKey(tenant),
-        creator_app: AppId(creator),
-        owner: from_json::<Owner>("owner", &owner)?,
-        external,
+const CHAT_COLUMNS: &str = "seq, chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users, \
+                            bots, user_managers, bot_managers, last_active_at";
+
+fn chat_from_row(r: &rusqlite::Row<'_>) -> Result<(i64, Chat), StoreError> {
+    let status: String = r.get(6)?;
+    let chat = Chat {
+        chat_id: ChatId(r.get(1)?),
+        tenant_key: TenantKey(r.get(2)?),
+        creator_app: AppId(r.get(3)?),
+        owner: from_json::<Owner>("owner", &r.get::<_, String>(4)?)?,
+        external: r.get(5)?,
         status: match status.as_str() {
             "dissolved" => ChatStatus::Dissolved,
             _ => ChatStatus::Normal,
         },
-        created_at_ms: created_at,
-        settings: from_json("settings", &settings)?,
-        users: users_from_blob(&users)?,
-        bots: from_json("bots", &bots)?,
-        user_managers: users_from_blob(&um)?,
-        bot_managers: from_json("bot_managers", &bm)?,
-    }))
+        created_at_ms: r.get(7)?,
+        settings: from_json("settings", &r.get::<_, String>(8)?)?,
+        users: users_from_blob(&r.get::<_, Vec<u8>>(9)?)?,
+        bots: from_json("bots", &r.get::<_, String>(10)?)?,
+        user_managers: users_from_blob(&r.get::<_, Vec<u8>>(11)?)?,
+        bot_managers: from_json("bot_managers", &r.get::<_, String>(12)?)?,
+        last_active_at_ms: r.get(13)?,
+    };
+    Ok((r.get(0)?, chat))
+}
+
+/// Chats matching `condition` (SQL over the `chats` table, aliased `c`).
+fn load_chat_where(conn: &Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<(i64, Chat)>, StoreError> {
+    let sql = format!("SELECT {CHAT_COLUMNS} FROM chats c WHERE {condition}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(chat_from_row(row)?);
+    }
+    Ok(out)
+}
+
+fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
+    Ok(load_chat_where(conn, "chat_id = ?1", params![chat_id.0])?.pop().map(|(_, c)| c))
 }
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64, i64)> {
@@ -400,6 +541,149 @@ impl Store for SqliteStore {
     async fn get_chat(&self, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
         let id = chat_id.clone();
         self.read(move |conn| load_chat(conn, &id)).await
+    }
+
+    async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::Modify { chat_id: chat_id.clone(), change, reply }, rx).await
+    }
+
+    async fn chats_of_bot(
+        &self,
+        app: &AppId,
+        tenant: &TenantKey,
+        order: ChatOrder,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+        let (app, tenant) = (app.0.clone(), tenant.0.clone());
+        self.read(move |conn| {
+            let membership = "c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = ?1) AND c.tenant_key = ?2
+                              AND c.chat_mode = 'group' AND c.status = 'normal'";
+            let rows = match (order, after) {
+                (ChatOrder::CreatedAsc, None) => load_chat_where(
+                    conn,
+                    &format!("{membership} ORDER BY c.seq LIMIT ?3"),
+                    params![app, tenant, limit as i64],
+                )?,
+                (ChatOrder::CreatedAsc, Some(c)) => load_chat_where(
+                    conn,
+                    &format!("{membership} AND c.seq > ?4 ORDER BY c.seq LIMIT ?3"),
+                    params![app, tenant, limit as i64, c.seq],
+                )?,
+                (ChatOrder::ActiveDesc, None) => load_chat_where(
+                    conn,
+                    &format!("{membership} ORDER BY c.last_active_at DESC, c.seq DESC LIMIT ?3"),
+                    params![app, tenant, limit as i64],
+                )?,
+                (ChatOrder::ActiveDesc, Some(c)) => load_chat_where(
+                    conn,
+                    &format!(
+                        "{membership} AND (c.last_active_at < ?4 OR (c.last_active_at = ?4 AND c.seq < ?5))
+                         ORDER BY c.last_active_at DESC, c.seq DESC LIMIT ?3"
+                    ),
+                    params![app, tenant, limit as i64, c.key, c.seq],
+                )?,
+            };
+            Ok(rows
+                .into_iter()
+                .map(|(seq, chat)| {
+                    let key = match order {
+                        ChatOrder::CreatedAsc => seq,
+                        ChatOrder::ActiveDesc => chat.last_active_at_ms,
+                    };
+                    (Cursor { key, seq }, chat)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn search_chats(
+        &self,
+        app: &AppId,
+        tenant: &TenantKey,
+        query: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Chat)>, StoreError> {
+        let (app, tenant) = (app.0.clone(), tenant.0.clone());
+        // instr() over lower(): a plain substring match that needs no LIKE escaping; lower() folds ASCII
+        // and leaves CJK alone, which is what a substring search of CJK names needs.
+        let needle = query.to_lowercase();
+        self.read(move |conn| {
+            load_chat_where(
+                conn,
+                "c.tenant_key = ?2 AND c.status = 'normal' AND c.chat_mode = 'group' AND c.seq > ?4
+                 AND (c.chat_type = 'public' OR c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = ?1))
+                 AND instr(lower(c.name), ?3) > 0 ORDER BY c.seq LIMIT ?5",
+                params![app, tenant, needle, after_seq, limit as i64],
+            )
+        })
+        .await
+    }
+
+    async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
+        let (tenant, name, except) = (tenant.0.clone(), name.to_string(), except.0.clone());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM chats WHERE tenant_key = ?1 AND chat_type = 'public' AND name = ?2
+                     AND status = 'normal' AND chat_id != ?3 LIMIT 1",
+                )?
+                .exists(params![tenant, name, except])?)
+        })
+        .await
+    }
+
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::P2p { app: app.clone(), uid: uid.clone(), new: Box::new(new), reply }, rx).await
+    }
+
+    async fn create_message(
+        &self,
+        message: Message,
+        dedup: Option<MessageDedupKey>,
+        window_start_ms: i64,
+    ) -> Result<Message, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::CreateMessage { message: Box::new(message), dedup, window_start_ms, reply }, rx).await
+    }
+
+    async fn list_messages(&self, q: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
+        self.read(move |conn| {
+            let (cmp, dir) = match q.order {
+                MessageOrder::Asc => (">", "ASC"),
+                MessageOrder::Desc => ("<", "DESC"),
+            };
+            let sql = format!(
+                "SELECT created_at, seq, body FROM messages WHERE chat_id = ?1 AND created_at >= ?2 AND created_at <= ?3
+                 AND (?4 IS NULL OR created_at {cmp} ?4 OR (created_at = ?4 AND seq {cmp} ?5))
+                 ORDER BY created_at {dir}, seq {dir} LIMIT ?6"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![
+                q.chat_id.0,
+                q.start_ms.unwrap_or(i64::MIN),
+                q.end_ms.unwrap_or(i64::MAX),
+                q.after.map(|c| c.key),
+                q.after.map(|c| c.seq).unwrap_or(0),
+                q.limit as i64
+            ])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let cursor = Cursor { key: row.get(0)?, seq: row.get(1)? };
+                out.push((cursor, from_json("messages.body", &row.get::<_, String>(2)?)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| load_message(conn, &id)).await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {

@@ -1,20 +1,23 @@
-//! `POST /open-apis/im/v1/chats` — create a group chat (seed: im-create-chat.md).
+//! Chats: create (seed: im-create-chat.md), get, update, disband, list, search (spec §3.1–3.6).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use serde::Serialize;
 
-use super::im_caller;
-use crate::api::auth::tenant_token;
+use super::{
+    decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_id_type, user_ref, ImCall,
+};
 use crate::api::extract::{parse_json, QueryParams, RawBody};
+use crate::domain::chat_ops::{apply_disband, apply_update, public_name_used, usable_group, UpdateChatBody};
+use crate::store::{ChatOrder, Cursor};
 use crate::domain::chat::{
     avatar_url, plan_create, Caller, Chat, CreateChatBody, CreateChatQuery, I18nNames, Owner, RestrictedModeSetting,
     CREATE_DEDUP_WINDOW_MS, MAX_UUID_CHARS,
 };
 use crate::domain::directory::{App, Directory, UserIdType};
-use crate::domain::ids::new_chat_id;
+use crate::domain::ids::{new_chat_id, ChatId};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::{im, FeishuError};
 use crate::ratelimit::Family;
@@ -24,18 +27,39 @@ use crate::store::{Created, DedupKey};
 const CREATE_SCOPES: &[&str] = &["im:chat", "im:chat:create"];
 const USER_ID_SCOPE: &str = "contact:user.employee_id:readonly";
 
-/// The create reply's `data` (seed "响应体"). Owner fields are left out when a bot owns the chat.
-#[derive(Serialize)]
-pub struct CreatedChatView<'a> {
-    chat_id: &'a str,
+/// A chat as the API shows it. Create returns it with `chat_id`; get without `chat_id` but with
+/// counts, manager lists and `chat_status`. Owner fields are left out when a bot owns the chat.
+#[derive(Serialize, Default)]
+pub struct ChatView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_id: Option<&'a str>,
     avatar: String,
     name: &'a str,
-    description: &'a str,
-    i18n_names: &'a I18nNames,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    i18n_names: Option<&'a I18nNames>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_id_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_manager_id_list: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bot_manager_id_list: Option<Vec<&'a str>>,
+    #[serde(flatten)]
+    settings: Option<SettingsView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_count: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bot_count: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_status: Option<&'static str>,
+}
+
+/// The settings part of a chat's view, shown to members.
+#[derive(Serialize)]
+struct SettingsView<'a> {
     urgent_setting: &'a str,
     video_conference_setting: &'a str,
     pin_manage_setting: &'a str,
@@ -60,51 +84,95 @@ pub struct CreatedChatView<'a> {
     hide_member_count_setting: &'a str,
 }
 
-pub fn created_chat_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> CreatedChatView<'a> {
-    let s = &chat.settings;
+fn owner_fields(dir: &Directory, app: &App, chat: &Chat, id_type: UserIdType) -> (Option<String>, Option<&'static str>) {
     let owner_id = match &chat.owner {
-        Owner::User(uid) => dir.user(uid).map(|u| dir.user_external_id(app, u, id_type)),
+        Owner::User(uid) => user_ref(dir, app, uid, id_type),
         Owner::Bot(_) => None,
     };
-    CreatedChatView {
-        chat_id: chat.chat_id.as_str(),
+    let owner_type = owner_id.as_ref().map(|_| id_type.as_str());
+    (owner_id, owner_type)
+}
+
+fn full_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> ChatView<'a> {
+    let s = &chat.settings;
+    let (owner_id, owner_id_type) = owner_fields(dir, app, chat, id_type);
+    ChatView {
         avatar: avatar_url(&s.avatar),
         name: &s.name,
-        description: &s.description,
-        i18n_names: &s.i18n_names,
-        owner_id_type: owner_id.as_ref().map(|_| id_type.as_str()),
+        description: Some(&s.description),
+        i18n_names: Some(&s.i18n_names),
         owner_id,
-        urgent_setting: &s.urgent_setting,
-        video_conference_setting: &s.video_conference_setting,
-        pin_manage_setting: &s.pin_manage_setting,
-        add_member_permission: &s.add_member_permission,
-        share_card_permission: &s.share_card_permission,
-        at_all_permission: &s.at_all_permission,
-        edit_permission: &s.edit_permission,
-        group_message_type: &s.group_message_type,
-        chat_mode: &s.chat_mode,
-        chat_type: &s.chat_type,
-        chat_tag: (!chat.external).then_some("inner"),
-        external: chat.external,
-        tenant_key: chat.tenant_key.as_str(),
-        join_message_visibility: &s.join_message_visibility,
-        leave_message_visibility: &s.leave_message_visibility,
-        membership_approval: &s.membership_approval,
-        moderation_permission: &s.moderation_permission,
-        labels: &s.labels,
-        toolkit_ids: &s.toolkit_ids,
-        restricted_mode_setting: &s.restricted_mode_setting,
-        hide_member_count_setting: &s.hide_member_count_setting,
+        owner_id_type,
+        settings: Some(SettingsView {
+            urgent_setting: &s.urgent_setting,
+            video_conference_setting: &s.video_conference_setting,
+            pin_manage_setting: &s.pin_manage_setting,
+            add_member_permission: &s.add_member_permission,
+            share_card_permission: &s.share_card_permission,
+            at_all_permission: &s.at_all_permission,
+            edit_permission: &s.edit_permission,
+            group_message_type: &s.group_message_type,
+            chat_mode: &s.chat_mode,
+            chat_type: &s.chat_type,
+            chat_tag: (!chat.external && chat.is_group()).then_some("inner"),
+            external: chat.external,
+            tenant_key: chat.tenant_key.as_str(),
+            join_message_visibility: &s.join_message_visibility,
+            leave_message_visibility: &s.leave_message_visibility,
+            membership_approval: &s.membership_approval,
+            moderation_permission: &s.moderation_permission,
+            labels: &s.labels,
+            toolkit_ids: &s.toolkit_ids,
+            restricted_mode_setting: &s.restricted_mode_setting,
+            hide_member_count_setting: &s.hide_member_count_setting,
+        }),
+        ..ChatView::default()
+    }
+}
+
+/// The create reply's `data` (seed "响应体").
+pub fn created_chat_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> ChatView<'a> {
+    ChatView { chat_id: Some(chat.chat_id.as_str()), ..full_view(dir, app, chat, id_type) }
+}
+
+fn status_str(chat: &Chat) -> &'static str {
+    if chat.is_dissolved() {
+        "dissolved"
+    } else {
+        "normal"
+    }
+}
+
+/// The get reply's `data`: everything for a member bot, name/avatar/counts/status for others.
+/// Counts are strings, and hidden from non-managers when `hide_member_count_setting=only_owner`.
+fn get_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> ChatView<'a> {
+    let counts_visible = chat.settings.hide_member_count_setting != "only_owner" || chat.bot_has_owner_rights(app);
+    let counts = || counts_visible.then(|| (chat.users.len().to_string(), chat.bots.len().to_string()));
+    if !chat.has_bot(&app.app_id) {
+        let (user_count, bot_count) = counts().unzip();
+        return ChatView {
+            avatar: avatar_url(&chat.settings.avatar),
+            name: &chat.settings.name,
+            user_count,
+            bot_count,
+            chat_status: Some(status_str(chat)),
+            ..ChatView::default()
+        };
+    }
+    let (user_count, bot_count) = counts().unzip();
+    ChatView {
+        user_manager_id_list: Some(chat.user_managers.iter().filter_map(|u| user_ref(dir, app, u, id_type)).collect()),
+        bot_manager_id_list: Some(chat.bot_managers.iter().map(|b| b.as_str()).collect()),
+        user_count,
+        bot_count,
+        chat_status: Some(status_str(chat)),
+        ..full_view(dir, app, chat, id_type)
     }
 }
 
 fn parse_query(uri: &Uri) -> Result<CreateChatQuery, FeishuError> {
     let q = QueryParams::parse(uri.query());
-    let user_id_type = match q.get("user_id_type") {
-        None | Some("") => UserIdType::OpenId,
-        Some(v) => UserIdType::parse(v)
-            .ok_or_else(|| FeishuError::im_invalid_param("user_id_type", Some(v), "must be open_id, union_id or user_id"))?,
-    };
+    let user_id_type = user_id_type(q.get("user_id_type"))?;
     let set_bot_manager = q
         .bool("set_bot_manager")
         .map_err(|v| FeishuError::im_invalid_param("set_bot_manager", Some(&v), "must be a boolean"))?
@@ -126,11 +194,8 @@ fn parse_query(uri: &Uri) -> Result<CreateChatQuery, FeishuError> {
 /// 3. with `uuid`: a live (uuid, owner) key answers its original chat, an in-flight one 232068;
 /// 4. one durable write: the chat with all its members (and the dedup key), then the reply.
 pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, RawBody(body): RawBody) -> ApiResult {
-    let token = tenant_token(&state, &headers).await?;
-    let dir = state.directory();
-    let rate_override = dir.app(&token.app_id).and_then(|a| a.rate_limit);
-    state.limits.check(&token.app_id, &token.tenant_key, Family::CreateChat, rate_override)?;
-    let (app, tenant) = im_caller(&dir, &token, CREATE_SCOPES)?;
+    let call = ImCall::begin(&state, &headers, Family::CreateChat, CREATE_SCOPES).await?;
+    let (dir, (app, tenant)) = (&call.dir, call.caller()?);
     let query = parse_query(&uri)?;
     if query.user_id_type == UserIdType::UserId && !app.has_scope(USER_ID_SCOPE) {
         return Err(ApiError(FeishuError::scope_missing(&[USER_ID_SCOPE])));
@@ -157,16 +222,168 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
     let _in_flight = match &dedup {
         Some(key) => {
             if let Some(existing) = state.store.find_dedup(key, window_start).await? {
-                return Ok(ok(&created_chat_view(&dir, app, &existing, query.user_id_type)));
+                return Ok(ok(&created_chat_view(dir, app, &existing, query.user_id_type)));
             }
             Some(InFlight::claim(&state, key.clone()).ok_or_else(|| ApiError(im::being_created()))?)
         }
         None => None,
     };
 
-    let chat = plan_create(&dir, &Caller { app, tenant }, &query, body, new_chat_id(now), now)?;
+    let chat = plan_create(dir, &Caller { app, tenant }, &query, body, new_chat_id(now), now)?;
     let stored = match state.store.create_chat(chat, dedup, window_start).await? {
         Created::New(chat) | Created::Existing(chat) => chat,
     };
-    Ok(ok(&created_chat_view(&dir, app, &stored, query.user_id_type)))
+    Ok(ok(&created_chat_view(dir, app, &stored, query.user_id_type)))
+}
+
+const READ_SCOPES: &[&str] = &["im:chat", "im:chat:read", "im:chat:readonly", "im:chat.group_info:readonly"];
+const UPDATE_SCOPES: &[&str] = &["im:chat", "im:chat:update"];
+const DELETE_SCOPES: &[&str] = &["im:chat", "im:chat:delete"];
+const LIST_SCOPES: &[&str] = &["im:chat", "im:chat:read", "im:chat:readonly"];
+const MAX_SEARCH_QUERY_CHARS: usize = 64;
+
+/// Reads a chat. Side effects: one unit of the get-chat budget.
+pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, Path(chat_id): Path<String>) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::GetChat, READ_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let id_type = user_id_type(QueryParams::parse(uri.query()).get("user_id_type"))?;
+    let chat = existing_chat(&state, &chat_id).await?;
+    if chat.tenant_key != tenant.tenant_key && !chat.has_bot(&app.app_id) {
+        return Err(ApiError(crate::domain::chat_ops::other_tenant()));
+    }
+    Ok(ok(&get_view(&call.dir, app, &chat, id_type)))
+}
+
+/// Partially updates a chat (omitted fields unchanged), possibly transferring ownership.
+///
+/// Side effects, in order:
+/// 1. one unit of the update budget;
+/// 2. public-name uniqueness against other chats (232026);
+/// 3. one atomic change of the chat, re-checking every rule against its latest state.
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(chat_id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::UpdateChat, UPDATE_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let id_type = user_id_type(QueryParams::parse(uri.query()).get("user_id_type"))?;
+    let body: UpdateChatBody = parse_json(&body, |field, why| FeishuError::im_invalid_param(field, None, why))?;
+    let current = existing_chat(&state, &chat_id).await?;
+    usable_group(&current, tenant)?;
+    if body.name.is_some() || body.chat_type.is_some() {
+        if let Some(name) = body.resulting_public_name(&current) {
+            if state.store.public_name_taken(&tenant.tenant_key, name, &current.chat_id).await? {
+                return Err(ApiError(public_name_used()));
+            }
+        }
+    }
+    let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    let change = Box::new(move |chat: &mut Chat| apply_update(&dir, &app_c, &tenant_c, id_type, chat, body));
+    state.store.modify_chat(&current.chat_id, change).await?.ok_or_else(|| ApiError(invalid_chat()))??;
+    Ok(ok(&serde_json::json!({})))
+}
+
+fn invalid_chat() -> FeishuError {
+    crate::domain::chat_ops::invalid_chat_id()
+}
+
+/// Disbands a chat. The chat and its members stay stored with `chat_status` `dissolved`;
+/// later calls on it answer 232009. Side effects: one atomic change of the chat.
+pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::DeleteChat, DELETE_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let (app_c, tenant_c) = (app.clone(), tenant.clone());
+    let change = Box::new(move |chat: &mut Chat| apply_disband(&app_c, &tenant_c, chat));
+    state.store.modify_chat(&ChatId(chat_id), change).await?.ok_or_else(|| ApiError(invalid_chat()))??;
+    Ok(ok(&serde_json::json!({})))
+}
+
+/// An item of list and search replies.
+#[derive(Serialize)]
+struct ListItem<'a> {
+    chat_id: &'a str,
+    avatar: String,
+    name: &'a str,
+    description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_id_type: Option<&'static str>,
+    external: bool,
+    tenant_key: &'a str,
+    labels: &'a [String],
+    chat_status: &'static str,
+    chat_mode: &'a str,
+}
+
+fn list_item<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> ListItem<'a> {
+    let (owner_id, owner_id_type) = owner_fields(dir, app, chat, id_type);
+    ListItem {
+        chat_id: chat.chat_id.as_str(),
+        avatar: avatar_url(&chat.settings.avatar),
+        name: &chat.settings.name,
+        description: &chat.settings.description,
+        owner_id,
+        owner_id_type,
+        external: chat.external,
+        tenant_key: chat.tenant_key.as_str(),
+        labels: &chat.settings.labels,
+        chat_status: status_str(chat),
+        chat_mode: &chat.settings.chat_mode,
+    }
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_token: Option<String>,
+    has_more: bool,
+}
+
+/// Lists the group chats the calling bot is in. `ByActiveTimeDesc` pages by (last activity, seq),
+/// so the token stays valid while chats are created or become active between pages.
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::ListChats, LIST_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let q = QueryParams::parse(uri.query());
+    let id_type = user_id_type(q.get("user_id_type"))?;
+    let order = match q.get("sort_type") {
+        None | Some("") | Some("ByCreateTimeAsc") => ChatOrder::CreatedAsc,
+        Some("ByActiveTimeDesc") => ChatOrder::ActiveDesc,
+        Some(v) => return Err(ApiError(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
+    };
+    let size = page_size(q.get("page_size"), 20, 100, im_param)?;
+    let after = decode_cursor(q.get("page_token"), im_param)?;
+    let mut rows = state.store.chats_of_bot(&app.app_id, &tenant.tenant_key, order, after, size + 1).await?;
+    let has_more = rows.len() > size;
+    rows.truncate(size);
+    let page_token = has_more.then(|| rows.last().map(|(c, _)| encode_cursor(*c))).flatten();
+    let items = rows.iter().map(|(_, chat)| list_item(&call.dir, app, chat, id_type)).collect();
+    Ok(ok(&Page { items, page_token, has_more }))
+}
+
+/// Searches the calling bot's chats and the tenant's public chats by name.
+/// An empty query or one over 64 characters finds nothing.
+pub async fn search(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::SearchChats, READ_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let q = QueryParams::parse(uri.query());
+    let id_type = user_id_type(q.get("user_id_type"))?;
+    let size = page_size(q.get("page_size"), 20, 100, im_param)?;
+    let after = decode_cursor(q.get("page_token"), im_param)?;
+    let query = q.get("query").unwrap_or("").trim().trim_matches('"');
+    if query.is_empty() || query.chars().count() > MAX_SEARCH_QUERY_CHARS {
+        return Ok(ok(&Page::<ListItem> { items: Vec::new(), page_token: None, has_more: false }));
+    }
+    let after_seq = after.map(|c| c.seq).unwrap_or(0);
+    let mut rows = state.store.search_chats(&app.app_id, &tenant.tenant_key, query, after_seq, size + 1).await?;
+    let has_more = rows.len() > size;
+    rows.truncate(size);
+    let page_token = has_more.then(|| rows.last().map(|(seq, _)| encode_cursor(Cursor { key: *seq, seq: *seq }))).flatten();
+    let items = rows.iter().map(|(_, chat)| list_item(&call.dir, app, chat, id_type)).collect();
+    Ok(ok(&Page { items, page_token, has_more }))
 }

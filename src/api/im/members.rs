@@ -1,0 +1,260 @@
+//! Chat members and managers (spec §3.7–3.12).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
+use serde::{Deserialize, Serialize};
+
+use super::{decode_cursor, existing_chat, encode_cursor, im_param, page_size, user_ref, ImCall};
+use crate::api::extract::{parse_json, QueryParams, RawBody};
+use crate::domain::chat::Chat;
+use crate::domain::chat_ops::{
+    apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, invalid_chat_id, other_tenant, plan_add,
+    require_member, usable_group, AddPlan, MemberIdType,
+};
+use crate::domain::directory::UserIdType;
+use crate::domain::ids::{ChatId, Uid};
+use crate::envelope::{ok, ApiError, ApiResult};
+use crate::error::FeishuError;
+use crate::ratelimit::Family;
+use crate::state::AppState;
+use crate::store::Cursor;
+
+const WRITE_SCOPES: &[&str] = &["im:chat", "im:chat.members:write_only"];
+const READ_SCOPES: &[&str] = &["im:chat", "im:chat.group_info:readonly", "im:chat.members:read", "im:chat:readonly"];
+const MANAGER_SCOPES: &[&str] = &["im:chat", "im:chat.managers:write_only"];
+
+#[derive(Deserialize)]
+struct IdList {
+    #[serde(default)]
+    id_list: Vec<String>,
+}
+
+fn invalid(field: &str, why: String) -> FeishuError {
+    FeishuError::im_invalid_param(field, None, why)
+}
+
+/// Runs a change on the chat and turns "no such chat" into 232006.
+async fn change(state: &AppState, chat_id: &str, f: crate::store::ChatChange) -> Result<Chat, ApiError> {
+    let outcome = state.store.modify_chat(&ChatId(chat_id.to_string()), f).await?;
+    Ok(outcome.ok_or_else(|| ApiError(invalid_chat_id()))??)
+}
+
+#[derive(Serialize)]
+struct AddReply {
+    invalid_id_list: Vec<String>,
+    not_existed_id_list: Vec<String>,
+    pending_approval_id_list: Vec<String>,
+}
+
+/// Adds users (or bots, with `member_id_type=app_id`) to a chat.
+///
+/// Side effects, in order:
+/// 1. one unit of the add-members budget;
+/// 2. one atomic change of the chat: the IDs are judged against the directory and the chat's
+///    latest state (`succeed_type` decides what fails the call), then added within the caps.
+pub async fn add(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(chat_id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::AddMembers, WRITE_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let q = QueryParams::parse(uri.query());
+    let id_type = MemberIdType::parse(q.get("member_id_type"))?;
+    let succeed_type = match q.get("succeed_type") {
+        None | Some("") | Some("0") => 0,
+        Some("1") => 1,
+        Some("2") => 2,
+        Some(v) => return Err(ApiError(FeishuError::im_invalid_param("succeed_type", Some(v), "0, 1 or 2"))),
+    };
+    let body: IdList = parse_json(&body, invalid)?;
+    check_id_list(&body.id_list, id_type, "id_list")?;
+    let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    let outcome = Arc::new(parking_lot::Mutex::new(AddPlan::default()));
+    let sink = outcome.clone();
+    change(
+        &state,
+        &chat_id,
+        Box::new(move |chat: &mut Chat| {
+            let plan = plan_add(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list, succeed_type)?;
+            apply_add(chat, &plan)?;
+            *sink.lock() = plan;
+            Ok(())
+        }),
+    )
+    .await?;
+    let plan = std::mem::take(&mut *outcome.lock());
+    Ok(ok(&AddReply {
+        invalid_id_list: plan.invalid_id_list,
+        not_existed_id_list: plan.not_existed_id_list,
+        pending_approval_id_list: plan.pending_approval_id_list,
+    }))
+}
+
+/// Removes members; a bot removing itself leaves the chat.
+/// Side effects: one atomic change of the chat.
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(chat_id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::RemoveMembers, WRITE_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let id_type = MemberIdType::parse(QueryParams::parse(uri.query()).get("member_id_type"))?;
+    let body: IdList = parse_json(&body, invalid)?;
+    check_id_list(&body.id_list, id_type, "id_list")?;
+    let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    let invalid_ids = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = invalid_ids.clone();
+    change(
+        &state,
+        &chat_id,
+        Box::new(move |chat: &mut Chat| {
+            *sink.lock() = apply_remove(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list)?;
+            Ok(())
+        }),
+    )
+    .await?;
+    let invalid_id_list = std::mem::take(&mut *invalid_ids.lock());
+    Ok(ok(&serde_json::json!({ "invalid_id_list": invalid_id_list })))
+}
+
+#[derive(Serialize)]
+struct MemberItem {
+    member_id_type: &'static str,
+    member_id: String,
+    name: String,
+    tenant_key: String,
+}
+
+/// Lists the users of a chat in join order (bots are not listed; `member_total` counts users).
+/// The page token remembers the last user shown, so removals between pages skip nobody.
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, Path(chat_id): Path<String>) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::ListMembers, READ_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let q = QueryParams::parse(uri.query());
+    let id_type = match MemberIdType::parse(q.get("member_id_type"))? {
+        MemberIdType::User(t) => t,
+        MemberIdType::App => return Err(ApiError(FeishuError::im_invalid_param("member_id_type", Some("app_id"), "bots are not listed"))),
+    };
+    let size = page_size(q.get("page_size"), 20, 100, im_param)?;
+    let after = decode_cursor(q.get("page_token"), im_param)?;
+    let chat = existing_chat(&state, &chat_id).await?;
+    usable_group(&chat, tenant)?;
+    require_member(&chat, app)?;
+    // Cursor: key = position after the last user shown, seq = that user's uid as a number.
+    let start = match after {
+        None => 0,
+        Some(c) => chat
+            .users
+            .iter()
+            .position(|u| uid_number(u) == Some(c.seq))
+            .map(|i| i + 1)
+            .unwrap_or((c.key as usize).min(chat.users.len())),
+    };
+    let page: Vec<&Uid> = chat.users.iter().skip(start).take(size).collect();
+    let has_more = start + page.len() < chat.users.len();
+    let items: Vec<MemberItem> = page
+        .iter()
+        .filter_map(|uid| {
+            let user = call.dir.user(uid)?;
+            Some(MemberItem {
+                member_id_type: id_type.as_str(),
+                member_id: user_ref(&call.dir, app, uid, id_type)?,
+                name: user.name.clone(),
+                tenant_key: user.tenant_key.0.clone(),
+            })
+        })
+        .collect();
+    let page_token = if has_more {
+        page.last().and_then(|u| uid_number(u)).map(|n| encode_cursor(Cursor { key: (start + page.len()) as i64, seq: n }))
+    } else {
+        None
+    };
+    Ok(ok(&serde_json::json!({
+        "items": items,
+        "page_token": page_token,
+        "has_more": has_more,
+        "member_total": chat.users.len(),
+    })))
+}
+
+/// A uid's first 8 bytes as a number, to name it inside a page token.
+fn uid_number(uid: &Uid) -> Option<i64> {
+    uid.to_bytes().map(|b| i64::from_be_bytes(b[..8].try_into().expect("8 bytes")))
+}
+
+/// Whether the calling bot is in the chat.
+pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::IsInChat, READ_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let chat = existing_chat(&state, &chat_id).await?;
+    if chat.tenant_key != tenant.tenant_key && !chat.external {
+        return Err(ApiError(other_tenant()));
+    }
+    Ok(ok(&serde_json::json!({ "is_in_chat": chat.has_bot(&app.app_id) && !chat.is_dissolved() })))
+}
+
+/// The calling bot joins a public chat. Side effects: one atomic change of the chat.
+pub async fn me_join(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::MeJoin, WRITE_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let (app_c, tenant_c) = (app.clone(), tenant.clone());
+    change(&state, &chat_id, Box::new(move |chat: &mut Chat| apply_me_join(&app_c, &tenant_c, chat))).await?;
+    Ok(ok(&serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+struct ManagerIds {
+    #[serde(default)]
+    manager_ids: Vec<String>,
+}
+
+async fn managers(state: Arc<AppState>, headers: HeaderMap, uri: Uri, chat_id: String, body: &[u8], add: bool) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::Managers, MANAGER_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let id_type = MemberIdType::parse(QueryParams::parse(uri.query()).get("member_id_type"))?;
+    let body: ManagerIds = parse_json(body, invalid)?;
+    check_id_list(&body.manager_ids, id_type, "manager_ids")?;
+    let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    let chat = change(
+        &state,
+        &chat_id,
+        Box::new(move |chat: &mut Chat| apply_managers(&dir, &app_c, &tenant_c, chat, id_type, &body.manager_ids, add)),
+    )
+    .await?;
+    let user_type = match id_type {
+        MemberIdType::User(t) => t,
+        MemberIdType::App => UserIdType::OpenId,
+    };
+    let chat_managers: Vec<String> = chat.user_managers.iter().filter_map(|u| user_ref(&call.dir, app, u, user_type)).collect();
+    Ok(ok(&serde_json::json!({ "chat_managers": chat_managers, "chat_bot_managers": chat.bot_managers })))
+}
+
+/// Makes members managers (owner only, at most 10). Side effects: one atomic change of the chat.
+pub async fn add_managers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(chat_id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    managers(state, headers, uri, chat_id, &body, true).await
+}
+
+/// Takes manager rights away (owner only). Side effects: one atomic change of the chat.
+pub async fn delete_managers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(chat_id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    managers(state, headers, uri, chat_id, &body, false).await
+}

@@ -1,0 +1,230 @@
+//! Messages: send to a chat or a user, list a chat's history (spec §4).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use serde::{Deserialize, Serialize};
+
+use super::{decode_cursor, encode_cursor, page_size, user_ref, ImCall};
+use crate::api::extract::{parse_json, QueryParams, RawBody};
+use crate::domain::chat::{Chat, ChatSettings, ChatStatus, Owner, DEFAULT_AVATAR_KEY};
+use crate::domain::chat_ops::chat_dissolved;
+use crate::domain::directory::{App, Directory, Tenant, User, UserIdType};
+use crate::domain::ids::{new_chat_id, new_message_id, ChatId};
+use crate::domain::message::{
+    bot_not_in_chat, chat_rate_limited, invalid, user_unavailable, validate_content, Message, Sender, MESSAGE_DEDUP_WINDOW_MS,
+};
+use crate::envelope::{ok, ApiError, ApiResult};
+use crate::error::FeishuError;
+use crate::ratelimit::Family;
+use crate::state::AppState;
+use crate::store::{MessageDedupKey, MessageOrder, MessageQuery};
+
+const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
+const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
+const MAX_UUID_CHARS: usize = 50;
+
+#[derive(Deserialize)]
+struct SendBody {
+    receive_id: Option<String>,
+    msg_type: Option<String>,
+    content: Option<String>,
+    uuid: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SenderView {
+    id: String,
+    id_type: &'static str,
+    sender_type: &'static str,
+    tenant_key: String,
+}
+
+#[derive(Serialize)]
+struct BodyView<'a> {
+    content: &'a str,
+}
+
+/// A message as the API shows it (`create_time`/`update_time` are strings of milliseconds).
+#[derive(Serialize)]
+struct MessageView<'a> {
+    message_id: &'a str,
+    msg_type: &'a str,
+    create_time: String,
+    update_time: String,
+    deleted: bool,
+    updated: bool,
+    chat_id: &'a str,
+    sender: SenderView,
+    body: BodyView<'a>,
+    mentions: [(); 0],
+}
+
+fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message) -> MessageView<'a> {
+    let sender = match &m.sender {
+        Sender::App(app_id) => SenderView {
+            id: app_id.0.clone(),
+            id_type: "app_id",
+            sender_type: "app",
+            tenant_key: m.sender_tenant.0.clone(),
+        },
+        Sender::User(uid) => SenderView {
+            id: user_ref(dir, app, uid, UserIdType::OpenId).unwrap_or_default(),
+            id_type: "open_id",
+            sender_type: "user",
+            tenant_key: m.sender_tenant.0.clone(),
+        },
+    };
+    MessageView {
+        message_id: m.message_id.as_str(),
+        msg_type: &m.msg_type,
+        create_time: m.created_at_ms.to_string(),
+        update_time: m.created_at_ms.to_string(),
+        deleted: false,
+        updated: false,
+        chat_id: m.chat_id.as_str(),
+        sender,
+        body: BodyView { content: &m.content },
+        mentions: [],
+    }
+}
+
+/// The user a p2p send names, as the app may reach them.
+fn p2p_user<'d>(dir: &'d Directory, app: &App, tenant: &Tenant, id_type: &str, raw: &str) -> Result<&'d User, FeishuError> {
+    let user = match id_type {
+        "email" => dir.user_by_email(&tenant.tenant_key, raw),
+        other => UserIdType::parse(other).and_then(|t| dir.resolve_user(app, &tenant.tenant_key, t, raw)),
+    };
+    let user = user.ok_or_else(|| invalid("receive_id", "no such user for this app"))?;
+    if !user.is_active() || (user.tenant_key == tenant.tenant_key && !app.can_see(user)) {
+        return Err(user_unavailable());
+    }
+    Ok(user)
+}
+
+fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
+    let default: ChatSettings = serde_json::from_value(serde_json::json!({"name": ""})).expect("defaults");
+    Chat {
+        chat_id: new_chat_id(now_ms),
+        tenant_key: tenant.tenant_key.clone(),
+        creator_app: app.app_id.clone(),
+        owner: Owner::Bot(app.app_id.clone()),
+        external: user.tenant_key != tenant.tenant_key,
+        status: ChatStatus::Normal,
+        created_at_ms: now_ms,
+        settings: ChatSettings { chat_mode: "p2p".into(), avatar: DEFAULT_AVATAR_KEY.into(), ..default },
+        users: vec![user.uid.clone()],
+        bots: vec![app.app_id.clone()],
+        user_managers: Vec::new(),
+        bot_managers: Vec::new(),
+        last_active_at_ms: now_ms,
+    }
+}
+
+/// Sends a message as the calling bot.
+///
+/// Side effects, in order:
+/// 1. one unit of the app's send budget, then one of the target chat's (5/s, 230020);
+/// 2. for a user target: the bot↔user p2p chat is created if it does not exist;
+/// 3. one durable write of the message (a live `uuid` answers the first message instead).
+pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, RawBody(body): RawBody) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::SendMessage, SEND_SCOPES).await?;
+    let (app, tenant) = call.caller()?;
+    let q = QueryParams::parse(uri.query());
+    let receive_id_type = match q.get("receive_id_type") {
+        Some(t @ ("open_id" | "union_id" | "user_id" | "email" | "chat_id")) => t.to_string(),
+        _ => return Err(ApiError(invalid("receive_id_type", "open_id, union_id, user_id, email or chat_id is required"))),
+    };
+    let body: SendBody = parse_json(&body, |field, why| invalid(field, why))?;
+    let receive_id = body.receive_id.filter(|r| !r.is_empty()).ok_or_else(|| invalid("receive_id", "required"))?;
+    let msg_type = body.msg_type.filter(|m| !m.is_empty()).ok_or_else(|| invalid("msg_type", "required"))?;
+    let content = body.content.filter(|c| !c.is_empty()).ok_or_else(|| invalid("content", "required"))?;
+    if body.uuid.as_ref().is_some_and(|u| u.chars().count() > MAX_UUID_CHARS) {
+        return Err(ApiError(invalid("uuid", "at most 50 characters")));
+    }
+    validate_content(&msg_type, &content)?;
+    if msg_type == "system" && receive_id_type == "chat_id" {
+        return Err(ApiError(invalid("msg_type", "system messages go to p2p chats only")));
+    }
+
+    let now = state.clock.now_ms();
+    let chat = if receive_id_type == "chat_id" {
+        let chat = state
+            .store
+            .get_chat(&ChatId(receive_id.clone()))
+            .await?
+            .ok_or_else(|| ApiError(invalid("receive_id", "no such chat")))?;
+        if chat.is_dissolved() {
+            return Err(ApiError(chat_dissolved()));
+        }
+        if !chat.has_bot(&app.app_id) {
+            return Err(ApiError(bot_not_in_chat()));
+        }
+        chat
+    } else {
+        let user = p2p_user(&call.dir, app, tenant, &receive_id_type, &receive_id)?;
+        state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?
+    };
+    state.limits.check_chat_messages(&chat.chat_id).map_err(|_| ApiError(chat_rate_limited()))?;
+    let message = Message {
+        message_id: new_message_id(now),
+        chat_id: chat.chat_id.clone(),
+        msg_type,
+        content,
+        sender: Sender::App(app.app_id.clone()),
+        sender_tenant: tenant.tenant_key.clone(),
+        created_at_ms: now,
+    };
+    let dedup = body.uuid.filter(|u| !u.is_empty()).map(|uuid| MessageDedupKey { app_id: app.app_id.clone(), uuid });
+    let stored = state.store.create_message(message, dedup, now - MESSAGE_DEDUP_WINDOW_MS).await?;
+    Ok(ok(&message_view(&call.dir, app, &stored)))
+}
+
+fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<i64>().map(|secs| Some(secs * 1000)).map_err(|_| invalid(field, "seconds since the epoch")),
+    }
+}
+
+/// Lists a chat's messages (the bot must be in the chat), oldest or newest first, by time range.
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
+    let call = ImCall::begin(&state, &headers, Family::ListMessages, READ_SCOPES).await?;
+    let (app, _) = call.caller()?;
+    let q = QueryParams::parse(uri.query());
+    if q.get("container_id_type") != Some("chat") {
+        return Err(ApiError(invalid("container_id_type", "larkstack lists chat containers (container_id_type=chat)")));
+    }
+    let chat_id = q.get("container_id").filter(|c| !c.is_empty()).ok_or_else(|| ApiError(invalid("container_id", "required")))?;
+    let order = match q.get("sort_type") {
+        None | Some("") | Some("ByCreateTimeAsc") => MessageOrder::Asc,
+        Some("ByCreateTimeDesc") => MessageOrder::Desc,
+        Some(_) => return Err(ApiError(invalid("sort_type", "ByCreateTimeAsc or ByCreateTimeDesc"))),
+    };
+    let size = page_size(q.get("page_size"), 20, 50, |f, w| invalid(f, w))?;
+    let after = decode_cursor(q.get("page_token"), |f, w| invalid(f, w))?;
+    let start_ms = seconds("start_time", q.get("start_time"))?;
+    // end_time is inclusive to the second.
+    let end_ms = seconds("end_time", q.get("end_time"))?.map(|ms| ms + 999);
+    let chat = state
+        .store
+        .get_chat(&ChatId(chat_id.to_string()))
+        .await?
+        .ok_or_else(|| ApiError(invalid("container_id", "no such chat")))?;
+    if chat.is_dissolved() {
+        return Err(ApiError(chat_dissolved()));
+    }
+    if !chat.has_bot(&app.app_id) {
+        return Err(ApiError(bot_not_in_chat()));
+    }
+    let mut rows = state
+        .store
+        .list_messages(MessageQuery { chat_id: chat.chat_id.clone(), start_ms, end_ms, order, after, limit: size + 1 })
+        .await?;
+    let has_more = rows.len() > size;
+    rows.truncate(size);
+    let page_token = has_more.then(|| rows.last().map(|(c, _)| encode_cursor(*c))).flatten();
+    let items: Vec<MessageView> = rows.iter().map(|(_, m)| message_view(&call.dir, app, m)).collect();
+    Ok(ok(&serde_json::json!({ "items": items, "page_token": page_token, "has_more": has_more })))
+}

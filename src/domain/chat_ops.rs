@@ -1,0 +1,624 @@
+//! Rules for changing an existing chat: update, members, managers, disband (spec §3.3–3.12).
+//!
+//! Everything here is pure and runs inside the store's atomic change of one chat, against the
+//! chat's latest state: caps and permissions are checked where no concurrent change can slip past.
+
+use serde::Deserialize;
+
+use super::chat::{
+    enum_field, restricted_mode, review, Chat, ChatStatus, I18nNames, Owner, RestrictedModeInput, LABEL_SCOPE,
+    OWNER_OR_ALL, VISIBILITY,
+};
+use super::directory::{App, Directory, Tenant, User, UserIdType};
+use super::ids::{AppId, Uid};
+use crate::error::{im, FeishuError};
+
+pub const MAX_USERS_PER_CHAT: usize = 5000;
+pub const MAX_BOTS_PER_CHAT: usize = super::chat::MAX_BOTS_PER_CHAT;
+pub const MAX_USERS_PER_CALL: usize = 50;
+pub const MAX_BOTS_PER_CALL: usize = 5;
+pub const MAX_MANAGERS: usize = 10;
+
+pub fn chat_dissolved() -> FeishuError {
+    FeishuError::new(232009, "Your request specifies a chat which has already been dissolved.")
+}
+pub fn unsupported_chat() -> FeishuError {
+    FeishuError::new(232008, "The chat mode or chat type of this chat is not supported for this operation.")
+}
+pub fn invalid_chat_id() -> FeishuError {
+    FeishuError::new(232006, "Your request specifies a chat_id which is invalid.")
+}
+pub fn other_tenant() -> FeishuError {
+    FeishuError::new(232010, "Operator and chat can NOT be in different tenants.")
+}
+pub fn not_in_chat() -> FeishuError {
+    FeishuError::new(232011, "Operator can NOT be out of the chat.")
+}
+pub fn owner_not_in_chat() -> FeishuError {
+    FeishuError::new(232012, "The new owner must be in the chat.")
+}
+pub fn member_limit() -> FeishuError {
+    FeishuError::new(232013, "The number of members in the chat reaches the limit.")
+}
+pub fn only_owner_may_edit() -> FeishuError {
+    FeishuError::new(232002, "Only the chat owner or chat managers can edit the chat information.")
+}
+pub fn basic_fields_only() -> FeishuError {
+    FeishuError::new(
+        232016,
+        "Operators who are not the owner or managers can only edit avatar, name, description and i18n_names.",
+    )
+}
+pub fn not_owner() -> FeishuError {
+    FeishuError::new(232017, "The operator is neither the chat owner nor the chat creator with the scope.")
+}
+pub fn public_name_used() -> FeishuError {
+    FeishuError::new(232026, "The name of the public chat has already been used.")
+}
+pub fn no_valid_members() -> FeishuError {
+    FeishuError::new(232027, "There are no valid members in the id list.")
+}
+pub fn owner_cross_tenant() -> FeishuError {
+    FeishuError::new(232031, "The owner can NOT be transferred to a user of another tenant.")
+}
+pub fn managers_owner_only() -> FeishuError {
+    FeishuError::new(232038, "Only the chat owner can operate chat managers.")
+}
+pub fn manager_limit() -> FeishuError {
+    FeishuError::new(232040, "The number of chat managers reaches the limit.")
+}
+pub fn join_needs_approval() -> FeishuError {
+    FeishuError::new(232075, "The public chat requires approval to join.")
+}
+
+/// Checks every operation on an existing group chat shares, in Feishu's order:
+/// dissolved (232009) → not a group (232008) → another tenant (232010).
+pub fn usable_group(chat: &Chat, tenant: &Tenant) -> Result<(), FeishuError> {
+    if chat.status == ChatStatus::Dissolved {
+        return Err(chat_dissolved());
+    }
+    if !chat.is_group() {
+        return Err(unsupported_chat());
+    }
+    if chat.tenant_key != tenant.tenant_key {
+        return Err(other_tenant());
+    }
+    Ok(())
+}
+
+pub fn require_member(chat: &Chat, app: &App) -> Result<(), FeishuError> {
+    if chat.has_bot(&app.app_id) {
+        Ok(())
+    } else {
+        Err(not_in_chat())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update
+// ---------------------------------------------------------------------------------------------
+
+/// `PUT /open-apis/im/v1/chats/:chat_id` body: every field optional, omitted = unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UpdateChatBody {
+    pub avatar: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub i18n_names: Option<I18nNames>,
+    pub add_member_permission: Option<String>,
+    pub share_card_permission: Option<String>,
+    pub at_all_permission: Option<String>,
+    pub edit_permission: Option<String>,
+    pub owner_id: Option<String>,
+    pub join_message_visibility: Option<String>,
+    pub leave_message_visibility: Option<String>,
+    pub membership_approval: Option<String>,
+    pub labels: Option<Vec<String>>,
+    pub toolkit_ids: Option<Vec<serde_json::Value>>,
+    pub restricted_mode_setting: Option<RestrictedModeInput>,
+    pub chat_type: Option<String>,
+    pub group_message_type: Option<String>,
+    pub urgent_setting: Option<String>,
+    pub video_conference_setting: Option<String>,
+    pub pin_manage_setting: Option<String>,
+    pub hide_member_count_setting: Option<String>,
+}
+
+impl UpdateChatBody {
+    /// Whether the body touches anything beyond what every member may edit.
+    fn touches_more_than_basics(&self) -> bool {
+        let UpdateChatBody {
+            avatar: _,
+            name: _,
+            description: _,
+            i18n_names: _,
+            add_member_permission,
+            share_card_permission,
+            at_all_permission,
+            edit_permission,
+            owner_id,
+            join_message_visibility,
+            leave_message_visibility,
+            membership_approval,
+            labels,
+            toolkit_ids,
+            restricted_mode_setting,
+            chat_type,
+            group_message_type,
+            urgent_setting,
+            video_conference_setting,
+            pin_manage_setting,
+            hide_member_count_setting,
+        } = self;
+        [
+            add_member_permission,
+            share_card_permission,
+            at_all_permission,
+            edit_permission,
+            owner_id,
+            join_message_visibility,
+            leave_message_visibility,
+            membership_approval,
+            chat_type,
+            group_message_type,
+            urgent_setting,
+            video_conference_setting,
+            pin_manage_setting,
+            hide_member_count_setting,
+        ]
+        .iter()
+        .any(|f| f.is_some())
+            || labels.is_some()
+            || toolkit_ids.is_some()
+            || restricted_mode_setting.is_some()
+    }
+
+    /// The chat type and name the update leads to, for the public-name uniqueness check.
+    pub fn resulting_public_name<'a>(&'a self, chat: &'a Chat) -> Option<&'a str> {
+        let chat_type = self.chat_type.as_deref().unwrap_or(&chat.settings.chat_type);
+        let name = self.name.as_deref().unwrap_or(&chat.settings.name);
+        (chat_type == "public").then_some(name)
+    }
+}
+
+/// Applies an update to `chat` as `app` (calling in `tenant`) asks for it.
+pub fn apply_update(
+    dir: &Directory,
+    app: &App,
+    tenant: &Tenant,
+    id_type: UserIdType,
+    chat: &mut Chat,
+    body: UpdateChatBody,
+) -> Result<(), FeishuError> {
+    usable_group(chat, tenant)?;
+    require_member(chat, app)?;
+    if !chat.bot_has_owner_rights(app) {
+        if chat.settings.edit_permission == "only_owner" {
+            return Err(only_owner_may_edit());
+        }
+        if body.touches_more_than_basics() {
+            return Err(basic_fields_only());
+        }
+    }
+    let s = chat.settings.clone();
+    let mut next = s.clone();
+    let keep = |v: &Option<String>, field: &str, allowed: &[&str], current: &str| enum_field(field, v, allowed, current);
+    next.chat_type = keep(&body.chat_type, "chat_type", &["private", "public"], &s.chat_type)?;
+    next.group_message_type = keep(&body.group_message_type, "group_message_type", &["chat", "thread"], &s.group_message_type)?;
+    next.at_all_permission = keep(&body.at_all_permission, "at_all_permission", OWNER_OR_ALL, &s.at_all_permission)?;
+    next.edit_permission = keep(&body.edit_permission, "edit_permission", OWNER_OR_ALL, &s.edit_permission)?;
+    next.join_message_visibility =
+        keep(&body.join_message_visibility, "join_message_visibility", VISIBILITY, &s.join_message_visibility)?;
+    next.leave_message_visibility =
+        keep(&body.leave_message_visibility, "leave_message_visibility", VISIBILITY, &s.leave_message_visibility)?;
+    next.membership_approval = keep(
+        &body.membership_approval,
+        "membership_approval",
+        &["no_approval_required", "approval_required"],
+        &s.membership_approval,
+    )?;
+    next.urgent_setting = keep(&body.urgent_setting, "urgent_setting", OWNER_OR_ALL, &s.urgent_setting)?;
+    next.video_conference_setting =
+        keep(&body.video_conference_setting, "video_conference_setting", OWNER_OR_ALL, &s.video_conference_setting)?;
+    next.pin_manage_setting = keep(&body.pin_manage_setting, "pin_manage_setting", OWNER_OR_ALL, &s.pin_manage_setting)?;
+    next.hide_member_count_setting = keep(
+        &body.hide_member_count_setting,
+        "hide_member_count_setting",
+        &["all_members", "only_owner"],
+        &s.hide_member_count_setting,
+    )?;
+    // add_member_permission and share_card_permission travel together: only_owner ↔ not_allowed.
+    let add = body.add_member_permission.as_deref().map(|v| enum_field("add_member_permission", &Some(v.into()), OWNER_OR_ALL, "")).transpose()?;
+    let share = body
+        .share_card_permission
+        .as_deref()
+        .map(|v| enum_field("share_card_permission", &Some(v.into()), &["allowed", "not_allowed"], ""))
+        .transpose()?;
+    let paired = |add: &str| if add == "only_owner" { "not_allowed" } else { "allowed" };
+    match (add, share) {
+        (Some(a), Some(sh)) if paired(&a) != sh => {
+            return Err(FeishuError::im_invalid_param(
+                "share_card_permission",
+                Some(&sh),
+                "must pair with add_member_permission: only_owner↔not_allowed, all_members↔allowed",
+            ))
+        }
+        (Some(a), _) => {
+            next.share_card_permission = paired(&a).to_string();
+            next.add_member_permission = a;
+        }
+        (None, Some(sh)) => {
+            next.add_member_permission = if sh == "not_allowed" { "only_owner" } else { "all_members" }.to_string();
+            next.share_card_permission = sh;
+        }
+        (None, None) => {}
+    }
+    next.restricted_mode_setting = restricted_mode(body.restricted_mode_setting, &s.restricted_mode_setting)?;
+    if let Some(avatar) = body.avatar.filter(|a| !a.is_empty()) {
+        next.avatar = avatar;
+    }
+    if let Some(name) = body.name {
+        next.name = name;
+    }
+    if let Some(description) = body.description {
+        next.description = description;
+    }
+    if let Some(i18n) = body.i18n_names {
+        next.i18n_names = i18n;
+    }
+    if let Some(labels) = body.labels {
+        if !labels.is_empty() && !app.has_scope(LABEL_SCOPE) {
+            return Err(im::no_label_authority());
+        }
+        next.labels = labels;
+    }
+    if let Some(ids) = body.toolkit_ids {
+        next.toolkit_ids = ids.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect();
+    }
+
+    // Entitlements and the rules that depend on the resulting chat.
+    if next.chat_type == "public" && s.chat_type != "public" {
+        if !tenant.public_chats {
+            return Err(im::public_not_allowed());
+        }
+        if chat.external {
+            return Err(im::external_cannot_be_public());
+        }
+    }
+    if next.chat_type == "public" {
+        if next.name.trim().is_empty() {
+            return Err(im::public_name_empty());
+        }
+        if next.name.chars().count() < 2 {
+            return Err(im::public_name_too_short());
+        }
+    } else if next.name.is_empty() {
+        next.name = super::chat::DEFAULT_PRIVATE_NAME.to_string();
+    }
+    if next.restricted_mode_setting.status && !s.restricted_mode_setting.status && !tenant.restricted_mode {
+        return Err(im::restricted_mode_not_allowed());
+    }
+    if next.hide_member_count_setting == "only_owner" && s.hide_member_count_setting != "only_owner" {
+        if !tenant.hide_member_count {
+            return Err(im::hide_member_count_not_allowed());
+        }
+        if chat.external {
+            return Err(im::hide_member_count_unsupported());
+        }
+    }
+    review(tenant, &next.name, &next.description, &next.i18n_names)?;
+
+    // Owner transfer: owner rights only; the new owner is an active member of this tenant.
+    if let Some(raw) = body.owner_id.filter(|o| !o.is_empty()) {
+        if !chat.bot_is_owner(app) {
+            return Err(basic_fields_only());
+        }
+        let user = dir
+            .resolve_user(app, &tenant.tenant_key, id_type, &raw)
+            .ok_or_else(|| im::invalid_user_id().with_field("owner_id", Some(&raw), "no such user for this app"))?;
+        if user.tenant_key != chat.tenant_key {
+            return Err(owner_cross_tenant());
+        }
+        if !user.is_active() {
+            return Err(im::user_resigned().with_field("owner_id", Some(&raw), "the new owner has resigned"));
+        }
+        if !chat.has_user(&user.uid) {
+            return Err(owner_not_in_chat());
+        }
+        chat.owner = Owner::User(user.uid.clone());
+        chat.user_managers.retain(|m| *m != user.uid);
+    }
+    chat.settings = next;
+    Ok(())
+}
+
+/// Disbanding: owner rights in the strict sense (owner, or creator with operate_as_owner).
+pub fn apply_disband(app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
+    usable_group(chat, tenant)?;
+    if !chat.bot_is_owner(app) {
+        return Err(not_owner());
+    }
+    chat.status = ChatStatus::Dissolved;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Members
+// ---------------------------------------------------------------------------------------------
+
+/// `member_id_type`: a user ID type, or `app_id` for bots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberIdType {
+    User(UserIdType),
+    App,
+}
+
+impl MemberIdType {
+    pub fn parse(s: Option<&str>) -> Result<Self, FeishuError> {
+        match s {
+            None | Some("") => Ok(MemberIdType::User(UserIdType::OpenId)),
+            Some("app_id") => Ok(MemberIdType::App),
+            Some(v) => UserIdType::parse(v).map(MemberIdType::User).ok_or_else(|| {
+                FeishuError::im_invalid_param("member_id_type", Some(v), "must be open_id, union_id, user_id or app_id")
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberIdType::User(t) => t.as_str(),
+            MemberIdType::App => "app_id",
+        }
+    }
+}
+
+pub fn check_id_list(ids: &[String], id_type: MemberIdType, field: &str) -> Result<(), FeishuError> {
+    let max = if id_type == MemberIdType::App { MAX_BOTS_PER_CALL } else { MAX_USERS_PER_CALL };
+    if ids.is_empty() {
+        return Err(FeishuError::im_invalid_param(field, None, "must not be empty"));
+    }
+    if ids.len() > max {
+        return Err(FeishuError::im_invalid_param(field, None, format!("at most {max} per request for {}", id_type.as_str())));
+    }
+    Ok(())
+}
+
+/// What an add-members call will do, decided against the directory before touching the chat.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AddPlan {
+    pub users: Vec<Uid>,
+    pub bots: Vec<AppId>,
+    pub invalid_id_list: Vec<String>,
+    pub not_existed_id_list: Vec<String>,
+    pub pending_approval_id_list: Vec<String>,
+}
+
+enum Verdict<'a> {
+    Usable(&'a User),
+    Resigned,
+    Unusable,
+    Unknown,
+}
+
+fn judge_user<'d>(dir: &'d Directory, app: &App, tenant: &Tenant, chat: &Chat, t: UserIdType, raw: &str) -> Verdict<'d> {
+    let Some(user) = dir.resolve_user(app, &tenant.tenant_key, t, raw) else {
+        return Verdict::Unknown;
+    };
+    if !user.is_active() {
+        return Verdict::Resigned;
+    }
+    let external = user.tenant_key != chat.tenant_key;
+    if (external && (!chat.external || !app.external_chats)) || (!external && !app.can_see(user)) {
+        return Verdict::Unusable;
+    }
+    Verdict::Usable(user)
+}
+
+/// Decides an add-members call. `succeed_type` 0: unknown or unusable IDs fail the call (232043),
+/// resigned users are skipped and reported; 1: every usable ID is added and the rest reported;
+/// 2: any unusable ID fails the call.
+pub fn plan_add(
+    dir: &Directory,
+    app: &App,
+    tenant: &Tenant,
+    chat: &Chat,
+    id_type: MemberIdType,
+    ids: &[String],
+    succeed_type: u8,
+) -> Result<AddPlan, FeishuError> {
+    usable_group(chat, tenant)?;
+    require_member(chat, app)?;
+    let rights = chat.bot_has_owner_rights(app);
+    if chat.settings.add_member_permission == "only_owner" && !rights {
+        return Err(not_owner());
+    }
+    let mut plan = AddPlan::default();
+    let mut failing = im::unavailable_ids();
+    for raw in ids {
+        match id_type {
+            MemberIdType::App => match dir.app(&AppId(raw.clone())) {
+                Some(bot) if bot.bot && bot.enabled_in(&chat.tenant_key) => {
+                    if !plan.bots.contains(&bot.app_id) {
+                        plan.bots.push(bot.app_id.clone());
+                    }
+                }
+                Some(bot) if bot.bot => {
+                    plan.invalid_id_list.push(raw.clone());
+                    failing = failing.with_field("id_list", Some(raw), "the bot is not available in this tenant");
+                }
+                _ => {
+                    plan.not_existed_id_list.push(raw.clone());
+                    failing = failing.with_field("id_list", Some(raw), "no bot with this app_id");
+                }
+            },
+            MemberIdType::User(t) => match judge_user(dir, app, tenant, chat, t, raw) {
+                Verdict::Usable(user) => {
+                    if chat.settings.membership_approval == "approval_required" && !rights {
+                        plan.pending_approval_id_list.push(raw.clone());
+                    } else if !plan.users.contains(&user.uid) {
+                        plan.users.push(user.uid.clone());
+                    }
+                }
+                Verdict::Resigned => {
+                    plan.invalid_id_list.push(raw.clone());
+                    if succeed_type == 2 {
+                        failing = failing.with_field("id_list", Some(raw), "resigned");
+                    }
+                }
+                Verdict::Unusable => {
+                    plan.invalid_id_list.push(raw.clone());
+                    failing = failing.with_field("id_list", Some(raw), "outside the app's availability or another tenant");
+                }
+                Verdict::Unknown => {
+                    plan.not_existed_id_list.push(raw.clone());
+                    failing = failing.with_field("id_list", Some(raw), "no such user for this app");
+                }
+            },
+        }
+    }
+    if succeed_type != 1 && !failing.field_violations.is_empty() {
+        return Err(failing);
+    }
+    let nothing_usable = plan.users.is_empty() && plan.bots.is_empty() && plan.pending_approval_id_list.is_empty();
+    if succeed_type == 0 && nothing_usable {
+        return Err(no_valid_members());
+    }
+    Ok(plan)
+}
+
+/// Adds the planned members to the chat's latest state; the caps are checked here.
+pub fn apply_add(chat: &mut Chat, plan: &AddPlan) -> Result<(), FeishuError> {
+    let new_users: Vec<&Uid> = plan.users.iter().filter(|u| !chat.has_user(u)).collect();
+    let new_bots: Vec<&AppId> = plan.bots.iter().filter(|b| !chat.has_bot(b)).collect();
+    if chat.users.len() + new_users.len() > MAX_USERS_PER_CHAT || chat.bots.len() + new_bots.len() > MAX_BOTS_PER_CHAT {
+        return Err(member_limit());
+    }
+    chat.users.extend(new_users.into_iter().cloned());
+    chat.bots.extend(new_bots.into_iter().cloned());
+    Ok(())
+}
+
+/// Removes members. Others may be removed by owner/managers only; anyone may remove itself;
+/// the owner can not be removed (transfer first). Unknown, non-member and protected IDs are
+/// reported in `invalid_id_list`.
+pub fn apply_remove(
+    dir: &Directory,
+    app: &App,
+    tenant: &Tenant,
+    chat: &mut Chat,
+    id_type: MemberIdType,
+    ids: &[String],
+) -> Result<Vec<String>, FeishuError> {
+    usable_group(chat, tenant)?;
+    require_member(chat, app)?;
+    let rights = chat.bot_has_owner_rights(app);
+    let mut invalid = Vec::new();
+    for raw in ids {
+        match id_type {
+            MemberIdType::App => {
+                let bot = AppId(raw.clone());
+                let allowed = rights || bot == app.app_id;
+                if !chat.has_bot(&bot) || chat.owner == Owner::Bot(bot.clone()) || !allowed {
+                    invalid.push(raw.clone());
+                    continue;
+                }
+                chat.bots.retain(|b| *b != bot);
+                chat.bot_managers.retain(|b| *b != bot);
+            }
+            MemberIdType::User(t) => {
+                let Some(user) = dir.resolve_user(app, &tenant.tenant_key, t, raw) else {
+                    invalid.push(raw.clone());
+                    continue;
+                };
+                if !chat.has_user(&user.uid) || chat.owner == Owner::User(user.uid.clone()) || !rights {
+                    invalid.push(raw.clone());
+                    continue;
+                }
+                chat.users.retain(|u| *u != user.uid);
+                chat.user_managers.retain(|u| *u != user.uid);
+            }
+        }
+    }
+    Ok(invalid)
+}
+
+/// A bot joins a public chat by itself.
+pub fn apply_me_join(app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
+    usable_group(chat, tenant)?;
+    if chat.settings.chat_type != "public" {
+        return Err(unsupported_chat());
+    }
+    if chat.has_bot(&app.app_id) {
+        return Ok(());
+    }
+    if chat.settings.membership_approval == "approval_required" {
+        return Err(join_needs_approval());
+    }
+    if chat.bots.len() >= MAX_BOTS_PER_CHAT {
+        return Err(member_limit());
+    }
+    chat.bots.push(app.app_id.clone());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Managers
+// ---------------------------------------------------------------------------------------------
+
+/// Adds (`add = true`) or removes managers. Owner only; managers must be members; at most 10.
+pub fn apply_managers(
+    dir: &Directory,
+    app: &App,
+    tenant: &Tenant,
+    chat: &mut Chat,
+    id_type: MemberIdType,
+    ids: &[String],
+    add: bool,
+) -> Result<(), FeishuError> {
+    usable_group(chat, tenant)?;
+    require_member(chat, app)?;
+    if !chat.bot_is_owner(app) {
+        return Err(managers_owner_only());
+    }
+    let mut not_members = no_valid_members();
+    let mut users = Vec::new();
+    let mut bots = Vec::new();
+    for raw in ids {
+        match id_type {
+            MemberIdType::App => {
+                let bot = AppId(raw.clone());
+                if chat.has_bot(&bot) {
+                    bots.push(bot);
+                } else {
+                    not_members = not_members.with_field("manager_ids", Some(raw), "not a bot of this chat");
+                }
+            }
+            MemberIdType::User(t) => match dir.resolve_user(app, &tenant.tenant_key, t, raw) {
+                Some(u) if chat.has_user(&u.uid) => users.push(u.uid.clone()),
+                _ => not_members = not_members.with_field("manager_ids", Some(raw), "not a member of this chat"),
+            },
+        }
+    }
+    if add {
+        if !not_members.field_violations.is_empty() {
+            return Err(not_members);
+        }
+        for u in users {
+            if chat.owner != Owner::User(u.clone()) && !chat.user_managers.contains(&u) {
+                chat.user_managers.push(u);
+            }
+        }
+        for b in bots {
+            if chat.owner != Owner::Bot(b.clone()) && !chat.bot_managers.contains(&b) {
+                chat.bot_managers.push(b);
+            }
+        }
+        if chat.user_managers.len() + chat.bot_managers.len() > MAX_MANAGERS {
+            return Err(manager_limit());
+        }
+    } else {
+        chat.user_managers.retain(|u| !users.contains(u));
+        chat.bot_managers.retain(|b| !bots.contains(b));
+    }
+    Ok(())
+}
