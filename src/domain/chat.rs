@@ -169,6 +169,9 @@ pub struct Chat {
     pub settings: ChatSettings,
     /// Users in join order.
     pub users: Vec<Uid>,
+    /// Join order of `users`, index for index: join time in ms × 1000 + position within the call
+    /// that added them. Unlike a position in `users`, removals do not change it.
+    pub user_join_keys: Vec<i64>,
     /// Bots (apps) in join order.
     pub bots: Vec<AppId>,
     pub user_managers: Vec<Uid>,
@@ -194,6 +197,30 @@ impl Chat {
         self.users.contains(uid)
     }
 
+    /// Adds users who join together at `at_ms`, in the given order.
+    pub fn add_users(&mut self, uids: impl IntoIterator<Item = Uid>, at_ms: i64) {
+        for (i, uid) in uids.into_iter().enumerate() {
+            self.users.push(uid);
+            self.user_join_keys.push(join_key(at_ms, i));
+        }
+    }
+
+    pub fn remove_user(&mut self, uid: &Uid) {
+        if let Some(i) = self.users.iter().position(|u| u == uid) {
+            self.users.remove(i);
+            self.user_join_keys.remove(i);
+        }
+        self.user_managers.retain(|u| u != uid);
+    }
+
+    /// Users ordered by (join key, uid): a total order that removals do not disturb, so page
+    /// cursors over it stay valid.
+    pub fn users_in_join_order(&self) -> Vec<(i64, &Uid)> {
+        let mut v: Vec<(i64, &Uid)> = self.user_join_keys.iter().copied().zip(self.users.iter()).collect();
+        v.sort();
+        v
+    }
+
     pub fn owned_by_bot(&self, app: &AppId) -> bool {
         self.owner == Owner::Bot(app.clone())
     }
@@ -213,6 +240,10 @@ impl Chat {
 }
 
 pub const OPERATE_AS_OWNER_SCOPE: &str = "im:chat:operate_as_owner";
+
+pub fn join_key(at_ms: i64, position: usize) -> i64 {
+    at_ms.saturating_mul(1000) + (position as i64 % 1000)
+}
 
 // ---------------------------------------------------------------------------------------------
 // The request
@@ -606,6 +637,7 @@ pub fn plan_create(
             toolkit_ids,
             chat_tags,
         },
+        user_join_keys: (0..users.len()).map(|i| join_key(now_ms, i)).collect(),
         users,
         bots,
         user_managers: Vec::new(),

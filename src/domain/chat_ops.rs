@@ -486,14 +486,14 @@ pub fn plan_add(
     Ok(plan)
 }
 
-/// Adds the planned members to the chat's latest state; the caps are checked here.
-pub fn apply_add(chat: &mut Chat, plan: &AddPlan) -> Result<(), FeishuError> {
+/// Adds the planned members to the chat's latest state at `now_ms`; the caps are checked here.
+pub fn apply_add(chat: &mut Chat, plan: &AddPlan, now_ms: i64) -> Result<(), FeishuError> {
     let new_users: Vec<&Uid> = plan.users.iter().filter(|u| !chat.has_user(u)).collect();
     let new_bots: Vec<&AppId> = plan.bots.iter().filter(|b| !chat.has_bot(b)).collect();
     if chat.users.len() + new_users.len() > MAX_USERS_PER_CHAT || chat.bots.len() + new_bots.len() > MAX_BOTS_PER_CHAT {
         return Err(member_limit());
     }
-    chat.users.extend(new_users.into_iter().cloned());
+    chat.add_users(new_users.into_iter().cloned(), now_ms);
     chat.bots.extend(new_bots.into_iter().cloned());
     Ok(())
 }
@@ -534,8 +534,7 @@ pub fn apply_remove(
                     invalid.push(raw.clone());
                     continue;
                 }
-                chat.users.retain(|u| *u != user.uid);
-                chat.user_managers.retain(|u| *u != user.uid);
+                chat.remove_user(&user.uid);
             }
         }
     }

@@ -17,7 +17,7 @@ use super::{
     ChatChange, ChatOrder, Created, Cursor, DedupKey, MessageDedupKey, MessageOrder, MessageQuery, Store, StoreError,
     TokenKind, TokenRecord,
 };
-use crate::domain::chat::{Chat, ChatStatus, Owner};
+use crate::domain::chat::{join_key, Chat, ChatStatus, Owner};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -291,8 +291,8 @@ fn apply_create(
 fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
     tx.prepare_cached(
         "INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings,
-                            users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                            users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         chat.chat_id.0,
@@ -311,6 +311,7 @@ fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
         chat.settings.chat_type,
         chat.settings.chat_mode,
         chat.last_active_at_ms,
+        joined_blob(chat),
     ])?;
     let seq = tx.last_insert_rowid();
     index_bots(tx, seq, &chat.bots)?;
@@ -335,7 +336,8 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
     }
     tx.prepare_cached(
         "UPDATE chats SET owner = ?2, external = ?3, status = ?4, settings = ?5, users = ?6, bots = ?7,
-                          user_managers = ?8, bot_managers = ?9, name = ?10, chat_type = ?11, last_active_at = ?12
+                          user_managers = ?8, bot_managers = ?9, name = ?10, chat_type = ?11, last_active_at = ?12,
+                          user_joined = ?13
          WHERE seq = ?1",
     )?
     .execute(params![
@@ -351,6 +353,7 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
         chat.settings.name,
         chat.settings.chat_type,
         chat.last_active_at_ms,
+        joined_blob(&chat),
     ])?;
     if chat.bots != bots_before {
         tx.prepare_cached("DELETE FROM chat_bots WHERE chat_seq = ?1")?.execute(params![seq])?;
@@ -444,6 +447,26 @@ fn users_blob(users: &[Uid]) -> Result<Vec<u8>, StoreError> {
     Ok(blob)
 }
 
+/// Join keys: one blob of 8-byte little-endian keys. A chat whose members all joined at creation
+/// (the common case) stores an empty blob.
+fn joined_blob(chat: &Chat) -> Vec<u8> {
+    let at_creation = chat.user_join_keys.iter().enumerate().all(|(i, k)| *k == join_key(chat.created_at_ms, i));
+    if at_creation {
+        return Vec::new();
+    }
+    chat.user_join_keys.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+fn joined_from_blob(blob: &[u8], users: usize, created_at_ms: i64) -> Result<Vec<i64>, StoreError> {
+    if blob.is_empty() {
+        return Ok((0..users).map(|i| join_key(created_at_ms, i)).collect());
+    }
+    if blob.len() != users * 8 {
+        return Err(StoreError::Corrupt("user_joined blob length".into()));
+    }
+    Ok(blob.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
 fn users_from_blob(blob: &[u8]) -> Result<Vec<Uid>, StoreError> {
     if blob.len() % 10 != 0 {
         return Err(StoreError::Corrupt("users blob length".into()));
@@ -456,10 +479,13 @@ fn from_json<T: serde::de::DeserializeOwned>(col: &str, s: &str) -> Result<T, St
 }
 
 const CHAT_COLUMNS: &str = "seq, chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users, \
-                            bots, user_managers, bot_managers, last_active_at";
+                            bots, user_managers, bot_managers, last_active_at, user_joined";
 
 fn chat_from_row(r: &rusqlite::Row<'_>) -> Result<(i64, Chat), StoreError> {
     let status: String = r.get(6)?;
+    let created_at_ms: i64 = r.get(7)?;
+    let users = users_from_blob(&r.get::<_, Vec<u8>>(9)?)?;
+    let user_join_keys = joined_from_blob(&r.get::<_, Vec<u8>>(14)?, users.len(), created_at_ms)?;
     let chat = Chat {
         chat_id: ChatId(r.get(1)?),
         tenant_key: TenantKey(r.get(2)?),
@@ -470,9 +496,10 @@ fn chat_from_row(r: &rusqlite::Row<'_>) -> Result<(i64, Chat), StoreError> {
             "dissolved" => ChatStatus::Dissolved,
             _ => ChatStatus::Normal,
         },
-        created_at_ms: r.get(7)?,
+        created_at_ms,
         settings: from_json("settings", &r.get::<_, String>(8)?)?,
-        users: users_from_blob(&r.get::<_, Vec<u8>>(9)?)?,
+        users,
+        user_join_keys,
         bots: from_json("bots", &r.get::<_, String>(10)?)?,
         user_managers: users_from_blob(&r.get::<_, Vec<u8>>(11)?)?,
         bot_managers: from_json("bot_managers", &r.get::<_, String>(12)?)?,

@@ -7,5 +7,8 @@ mod auth;
 mod create_chat;
 mod durability;
 mod idempotency;
+mod lifecycle;
+mod members;
+mod messages;
 mod ratelimit;
 mod wire;

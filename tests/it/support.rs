@@ -132,6 +132,20 @@ impl TestApp {
     pub async fn create(&self, token: &str, query: &str, body: Value) -> Reply {
         self.post_json(&format!("/open-apis/im/v1/chats{query}"), Some(token), &body).await
     }
+
+    /// Any method with a bearer token and an optional JSON body.
+    pub async fn call(&self, method: Method, uri: &str, token: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        self.request(method, uri, &[("authorization", auth.as_str())], bytes.as_deref()).await
+    }
+
+    /// Creates a chat that must succeed and returns its id.
+    pub async fn new_chat(&self, token: &str, body: Value) -> String {
+        let r = self.create(token, "", body).await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+        r.chat_id()
+    }
 }
 
 /// A fixture with one tenant, the demo-style bot, and `n` active users `user0`..`user{n-1}`.

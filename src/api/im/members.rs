@@ -15,6 +15,7 @@ use crate::domain::chat_ops::{
 };
 use crate::domain::directory::UserIdType;
 use crate::domain::ids::{ChatId, Uid};
+
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::FeishuError;
 use crate::ratelimit::Family;
@@ -74,6 +75,7 @@ pub async fn add(
     let body: IdList = parse_json(&body, invalid)?;
     check_id_list(&body.id_list, id_type, "id_list")?;
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    let now = state.clock.now_ms();
     let outcome = Arc::new(parking_lot::Mutex::new(AddPlan::default()));
     let sink = outcome.clone();
     change(
@@ -81,7 +83,7 @@ pub async fn add(
         &chat_id,
         Box::new(move |chat: &mut Chat| {
             let plan = plan_add(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list, succeed_type)?;
-            apply_add(chat, &plan)?;
+            apply_add(chat, &plan, now)?;
             *sink.lock() = plan;
             Ok(())
         }),
@@ -148,21 +150,17 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let chat = existing_chat(&state, &chat_id).await?;
     usable_group(&chat, tenant)?;
     require_member(&chat, app)?;
-    // Cursor: key = position after the last user shown, seq = that user's uid as a number.
+    // Order (join time, uid); the cursor is the last user shown, by (join time, uid number).
+    let ordered = chat.users_in_join_order();
     let start = match after {
         None => 0,
-        Some(c) => chat
-            .users
-            .iter()
-            .position(|u| uid_number(u) == Some(c.seq))
-            .map(|i| i + 1)
-            .unwrap_or((c.key as usize).min(chat.users.len())),
+        Some(c) => ordered.partition_point(|(joined, uid)| (*joined, uid_number(uid).unwrap_or(i64::MIN)) <= (c.key, c.seq)),
     };
-    let page: Vec<&Uid> = chat.users.iter().skip(start).take(size).collect();
-    let has_more = start + page.len() < chat.users.len();
+    let page = &ordered[start.min(ordered.len())..(start + size).min(ordered.len())];
+    let has_more = start + page.len() < ordered.len();
     let items: Vec<MemberItem> = page
         .iter()
-        .filter_map(|uid| {
+        .filter_map(|(_, uid)| {
             let user = call.dir.user(uid)?;
             Some(MemberItem {
                 member_id_type: id_type.as_str(),
@@ -172,10 +170,9 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
             })
         })
         .collect();
-    let page_token = if has_more {
-        page.last().and_then(|u| uid_number(u)).map(|n| encode_cursor(Cursor { key: (start + page.len()) as i64, seq: n }))
-    } else {
-        None
+    let page_token = match page.last() {
+        Some((joined, uid)) if has_more => uid_number(uid).map(|n| encode_cursor(Cursor { key: *joined, seq: n })),
+        _ => None,
     };
     Ok(ok(&serde_json::json!({
         "items": items,

@@ -115,6 +115,7 @@ fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
         created_at_ms: now_ms,
         settings: ChatSettings { chat_mode: "p2p".into(), avatar: DEFAULT_AVATAR_KEY.into(), ..default },
         users: vec![user.uid.clone()],
+        user_join_keys: vec![crate::domain::chat::join_key(now_ms, 0)],
         bots: vec![app.app_id.clone()],
         user_managers: Vec::new(),
         bot_managers: Vec::new(),

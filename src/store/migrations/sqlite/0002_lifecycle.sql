@@ -3,6 +3,9 @@ ALTER TABLE chats ADD COLUMN name TEXT NOT NULL DEFAULT '';
 ALTER TABLE chats ADD COLUMN chat_type TEXT NOT NULL DEFAULT 'private';
 ALTER TABLE chats ADD COLUMN chat_mode TEXT NOT NULL DEFAULT 'group';
 ALTER TABLE chats ADD COLUMN last_active_at INTEGER NOT NULL DEFAULT 0;
+-- Join keys of `users` (ms × 1000 + position in the joining call), 8 bytes little-endian each;
+-- empty = everyone joined at creation.
+ALTER TABLE chats ADD COLUMN user_joined BLOB NOT NULL DEFAULT x'';
 UPDATE chats SET name = json_extract(settings, '$.name'),
                  chat_type = coalesce(json_extract(settings, '$.chat_type'), 'private'),
                  chat_mode = coalesce(json_extract(settings, '$.chat_mode'), 'group'),
