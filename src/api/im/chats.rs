@@ -27,18 +27,17 @@ use crate::store::{Created, DedupKey};
 const CREATE_SCOPES: &[&str] = &["im:chat", "im:chat:create"];
 const USER_ID_SCOPE: &str = "contact:user.employee_id:readonly";
 
-/// A chat as the API shows it. Create returns it with `chat_id`; get without `chat_id` but with
-/// counts, manager lists and `chat_status`. Owner fields are left out when a bot owns the chat.
-#[derive(Serialize, Default)]
+/// A chat as the API shows it to members. Create returns it with `chat_id`; get without
+/// `chat_id` but with counts, manager lists and `chat_status`. Owner fields are left out when a
+/// bot owns the chat.
+#[derive(Serialize)]
 pub struct ChatView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     chat_id: Option<&'a str>,
     avatar: String,
     name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    i18n_names: Option<&'a I18nNames>,
+    description: &'a str,
+    i18n_names: &'a I18nNames,
     #[serde(skip_serializing_if = "Option::is_none")]
     owner_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,19 +46,6 @@ pub struct ChatView<'a> {
     user_manager_id_list: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bot_manager_id_list: Option<Vec<&'a str>>,
-    #[serde(flatten)]
-    settings: Option<SettingsView<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_count: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bot_count: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chat_status: Option<&'static str>,
-}
-
-/// The settings part of a chat's view, shown to members.
-#[derive(Serialize)]
-struct SettingsView<'a> {
     urgent_setting: &'a str,
     video_conference_setting: &'a str,
     pin_manage_setting: &'a str,
@@ -82,6 +68,24 @@ struct SettingsView<'a> {
     toolkit_ids: &'a [String],
     restricted_mode_setting: &'a RestrictedModeSetting,
     hide_member_count_setting: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_count: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bot_count: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_status: Option<&'static str>,
+}
+
+/// What a bot outside the chat sees of it.
+#[derive(Serialize)]
+struct OutsiderChatView<'a> {
+    avatar: String,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_count: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bot_count: Option<String>,
+    chat_status: &'static str,
 }
 
 fn owner_fields(dir: &Directory, app: &App, chat: &Chat, id_type: UserIdType) -> (Option<String>, Option<&'static str>) {
@@ -97,36 +101,39 @@ fn full_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType
     let s = &chat.settings;
     let (owner_id, owner_id_type) = owner_fields(dir, app, chat, id_type);
     ChatView {
+        chat_id: None,
         avatar: avatar_url(&s.avatar),
         name: &s.name,
-        description: Some(&s.description),
-        i18n_names: Some(&s.i18n_names),
+        description: &s.description,
+        i18n_names: &s.i18n_names,
         owner_id,
         owner_id_type,
-        settings: Some(SettingsView {
-            urgent_setting: &s.urgent_setting,
-            video_conference_setting: &s.video_conference_setting,
-            pin_manage_setting: &s.pin_manage_setting,
-            add_member_permission: &s.add_member_permission,
-            share_card_permission: &s.share_card_permission,
-            at_all_permission: &s.at_all_permission,
-            edit_permission: &s.edit_permission,
-            group_message_type: &s.group_message_type,
-            chat_mode: &s.chat_mode,
-            chat_type: &s.chat_type,
-            chat_tag: (!chat.external && chat.is_group()).then_some("inner"),
-            external: chat.external,
-            tenant_key: chat.tenant_key.as_str(),
-            join_message_visibility: &s.join_message_visibility,
-            leave_message_visibility: &s.leave_message_visibility,
-            membership_approval: &s.membership_approval,
-            moderation_permission: &s.moderation_permission,
-            labels: &s.labels,
-            toolkit_ids: &s.toolkit_ids,
-            restricted_mode_setting: &s.restricted_mode_setting,
-            hide_member_count_setting: &s.hide_member_count_setting,
-        }),
-        ..ChatView::default()
+        user_manager_id_list: None,
+        bot_manager_id_list: None,
+        urgent_setting: &s.urgent_setting,
+        video_conference_setting: &s.video_conference_setting,
+        pin_manage_setting: &s.pin_manage_setting,
+        add_member_permission: &s.add_member_permission,
+        share_card_permission: &s.share_card_permission,
+        at_all_permission: &s.at_all_permission,
+        edit_permission: &s.edit_permission,
+        group_message_type: &s.group_message_type,
+        chat_mode: &s.chat_mode,
+        chat_type: &s.chat_type,
+        chat_tag: (!chat.external && chat.is_group()).then_some("inner"),
+        external: chat.external,
+        tenant_key: chat.tenant_key.as_str(),
+        join_message_visibility: &s.join_message_visibility,
+        leave_message_visibility: &s.leave_message_visibility,
+        membership_approval: &s.membership_approval,
+        moderation_permission: &s.moderation_permission,
+        labels: &s.labels,
+        toolkit_ids: &s.toolkit_ids,
+        restricted_mode_setting: &s.restricted_mode_setting,
+        hide_member_count_setting: &s.hide_member_count_setting,
+        user_count: None,
+        bot_count: None,
+        chat_status: None,
     }
 }
 
@@ -145,29 +152,27 @@ fn status_str(chat: &Chat) -> &'static str {
 
 /// The get reply's `data`: everything for a member bot, name/avatar/counts/status for others.
 /// Counts are strings, and hidden from non-managers when `hide_member_count_setting=only_owner`.
-fn get_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> ChatView<'a> {
+fn get_view(dir: &Directory, app: &App, chat: &Chat, id_type: UserIdType) -> axum::response::Response {
     let counts_visible = chat.settings.hide_member_count_setting != "only_owner" || chat.bot_has_owner_rights(app);
-    let counts = || counts_visible.then(|| (chat.users.len().to_string(), chat.bots.len().to_string()));
+    let (user_count, bot_count) =
+        counts_visible.then(|| (chat.users.len().to_string(), chat.bots.len().to_string())).unzip();
     if !chat.has_bot(&app.app_id) {
-        let (user_count, bot_count) = counts().unzip();
-        return ChatView {
+        return ok(&OutsiderChatView {
             avatar: avatar_url(&chat.settings.avatar),
             name: &chat.settings.name,
             user_count,
             bot_count,
-            chat_status: Some(status_str(chat)),
-            ..ChatView::default()
-        };
+            chat_status: status_str(chat),
+        });
     }
-    let (user_count, bot_count) = counts().unzip();
-    ChatView {
+    ok(&ChatView {
         user_manager_id_list: Some(chat.user_managers.iter().filter_map(|u| user_ref(dir, app, u, id_type)).collect()),
         bot_manager_id_list: Some(chat.bot_managers.iter().map(|b| b.as_str()).collect()),
         user_count,
         bot_count,
         chat_status: Some(status_str(chat)),
         ..full_view(dir, app, chat, id_type)
-    }
+    })
 }
 
 fn parse_query(uri: &Uri) -> Result<CreateChatQuery, FeishuError> {
@@ -251,7 +256,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Ur
     if chat.tenant_key != tenant.tenant_key && !chat.has_bot(&app.app_id) {
         return Err(ApiError(crate::domain::chat_ops::other_tenant()));
     }
-    Ok(ok(&get_view(&call.dir, app, &chat, id_type)))
+    Ok(get_view(&call.dir, app, &chat, id_type))
 }
 
 /// Partially updates a chat (omitted fields unchanged), possibly transferring ownership.

@@ -10,7 +10,8 @@ UPDATE chats SET name = json_extract(settings, '$.name'),
                  chat_type = coalesce(json_extract(settings, '$.chat_type'), 'private'),
                  chat_mode = coalesce(json_extract(settings, '$.chat_mode'), 'group'),
                  last_active_at = created_at;
-CREATE INDEX chats_by_tenant_type_name ON chats (tenant_key, chat_type, name);
+-- Public chats by name (uniqueness on update, search); private chats stay out of it.
+CREATE INDEX chats_public_by_name ON chats (tenant_key, name) WHERE chat_type = 'public';
 
 -- Which chats a bot is in (list/search for tenant tokens). Kept in step with chats.bots.
 CREATE TABLE chat_bots (
