@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Create-chat benchmark: larkstack (fresh data dir, durable commits, rate limits off) against a
-# baseline server that only parses the same JSON body, same load, same run.
+# Benchmarks larkstack (fresh data dir, durable commits, rate limits off) against a baseline server
+# that only parses the same JSON body and returns a fixed answer (examples/bench_baseline.rs, same
+# HTTP stack), with the same wrk load in the same run.
 #
-#   scripts/bench.sh [seconds=10] [connections=64]
+#   scripts/bench.sh [create] [seconds=10] [connections=64]
+#       create-chat with 50 members
+#   scripts/bench.sh chats [seconds=10] [connections=64] [stored_chats=1000000]
+#       get-chat and add-members on random chats, after storing `stored_chats` chats
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-secs="${1:-10}"
-conns="${2:-64}"
+scenario="${1:-create}"
+secs="${2:-10}"
+conns="${3:-64}"
+stored="${4:-1000000}"
 members=50
 larkstack_port=18810
 baseline_port=18811
@@ -26,15 +32,12 @@ trap cleanup EXIT
     printf '[[tenants]]\nkey = "bench"\n\n[[apps]]\nkey = "bot"\ntenant = "bench"\nscopes = ["im:chat"]\n'
     for i in $(seq 0 $((members + 9))); do printf '\n[[users]]\nkey = "user%d"\ntenant = "bench"\n' "$i"; done
 } > "$work/fixture.toml"
-dir_json="$("$bin" directory --fixture "$work/fixture.toml")"
-read -r app_id app_secret body < <(python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-app = d["apps"][0]
-ids = [u["open_ids"]["bot"] for u in d["users"]][:'"$members"']
-body = json.dumps({"name": "bench 群", "description": "load", "user_id_list": ids}, ensure_ascii=False, separators=(",", ":"))
-print(app["app_id"], app["app_secret"], body)
-' <<<"$dir_json")
+"$bin" directory --fixture "$work/fixture.toml" > "$work/directory.json"
+py() { python3 -c "import json; d = json.load(open('$work/directory.json')); $1"; }
+app_id="$(py 'print(d["apps"][0]["app_id"])')"
+app_secret="$(py 'print(d["apps"][0]["app_secret"])')"
+py 'print("\n".join(u["open_ids"]["bot"] for u in d["users"]))' > "$work/users.txt"
+body_with() { py "print(json.dumps({'name': 'bench 群', 'description': 'load', 'user_id_list': [u['open_ids']['bot'] for u in d['users']][:$1]}, ensure_ascii=False, separators=(',', ':')))"; }
 
 "$bin" serve --listen "127.0.0.1:$larkstack_port" --data-dir "$work/data" --fixture "$work/fixture.toml" --rate-limits off >/dev/null &
 pids+=($!)
@@ -45,13 +48,8 @@ for port in $larkstack_port $baseline_port; do
 done
 token="$(curl -s -X POST "http://127.0.0.1:$larkstack_port/open-apis/auth/v3/tenant_access_token/internal" \
     -d "{\"app_id\":\"$app_id\",\"app_secret\":\"$app_secret\"}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["tenant_access_token"])')"
-check="$(curl -s -X POST "http://127.0.0.1:$larkstack_port/open-apis/im/v1/chats" -H "Authorization: Bearer $token" -d "$body" | python3 -c 'import json,sys;print(json.load(sys.stdin)["code"])')"
-[[ "$check" == 0 ]] || { echo "bench: create-chat does not answer code 0 ($check)" >&2; exit 1; }
+export BENCH_TOKEN="$token"
 
-run() { # name port
-    BENCH_BODY="$body" BENCH_TOKEN="$token" wrk -t2 -c"$conns" -d"${secs}s" --latency -s bench/create_chat.lua \
-        "http://127.0.0.1:$2/open-apis/im/v1/chats" > "$work/$1.txt"
-}
 to_ms() { python3 -c '
 import sys
 v = sys.argv[1]
@@ -59,24 +57,49 @@ for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
     if v.endswith(unit):
         print(round(float(v[: -len(unit)]) * f, 2)); break
 ' "$1"; }
-summary() { # name -> "rps p50 p99 errors"
+# wrk_run NAME PORT PATH SCRIPT → $work/NAME.txt
+wrk_run() { wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$4" "http://127.0.0.1:$2$3" > "$work/$1.txt"; }
+row() { # NAME
     local f="$work/$1.txt"
-    local rps p50 p99 errs
-    rps="$(awk '/Requests\/sec/ {print $2}' "$f")"
-    p50="$(to_ms "$(awk '$1=="50%" {print $2}' "$f")")"
-    p99="$(to_ms "$(awk '$1=="99%" {print $2}' "$f")")"
-    errs="$(awk '/Non-2xx|Socket errors/ {print}' "$f" | tr '\n' ' ')"
-    echo "$rps $p50 $p99 ${errs:-none}"
+    printf '%-22s %12s %10s %10s  %s\n' "$1" "$(awk '/Requests\/sec/ {print $2}' "$f")" \
+        "$(to_ms "$(awk '$1=="50%" {print $2}' "$f")")" "$(to_ms "$(awk '$1=="99%" {print $2}' "$f")")" \
+        "$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' "$f")"
 }
+ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % (sys.argv[3], float(sys.argv[1]) / float(sys.argv[2])))" \
+    "$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")" "$(awk '/Requests\/sec/ {print $2}' "$work/$2.txt")" "$3"; }
+header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
+count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
 
-echo "create-chat, ${members} members, ${conns} connections, ${secs}s each, keep-alive"
-run baseline $baseline_port
-run larkstack $larkstack_port
-read -r b_rps b_p50 b_p99 b_err <<<"$(summary baseline)"
-read -r l_rps l_p50 l_p99 l_err <<<"$(summary larkstack)"
-chats="$(sqlite3 "$work/data/larkstack.db" 'select count(*) from chats' 2>/dev/null || echo '?')"
-printf '%-10s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors
-printf '%-10s %12s %10s %10s  %s\n' baseline "$b_rps" "$b_p50" "$b_p99" "$b_err"
-printf '%-10s %12s %10s %10s  %s\n' larkstack "$l_rps" "$l_p50" "$l_p99" "$l_err"
-python3 -c "import sys; print('ratio larkstack/baseline: %.3f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$l_rps" "$b_rps"
-echo "chats stored by larkstack: $chats (durable: WAL, synchronous=FULL)"
+case "$scenario" in
+create)
+    export BENCH_BODY="$(body_with $members)"
+    echo "create-chat, ${members} members, ${conns} connections, ${secs}s each, keep-alive"
+    wrk_run baseline $baseline_port /open-apis/im/v1/chats bench/create_chat.lua
+    wrk_run larkstack $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
+    header; row baseline; row larkstack
+    ratio larkstack baseline create-chat
+    echo "chats stored by larkstack: $(count_chats) (durable: WAL, synchronous=FULL)"
+    ;;
+chats)
+    # Store the chats first (3 users each), through the API.
+    export BENCH_BODY="$(body_with 3)"
+    while (( $(count_chats) < stored )); do
+        wrk -t2 -c64 -d5s -s bench/create_chat.lua "http://127.0.0.1:$larkstack_port/open-apis/im/v1/chats" >/dev/null
+    done
+    echo "stored chats: $(count_chats)"
+    # Measure the steady state: let the WAL of the load phase reach the database first.
+    sqlite3 "$work/data/larkstack.db" 'PRAGMA wal_checkpoint(PASSIVE)' >/dev/null
+    sqlite3 "$work/data/larkstack.db" "select chat_id from chats where seq in (select abs(random()) % (select max(seq) from chats) + 1 from generate_series(1, 20000))" > "$work/ids.txt" 2>/dev/null \
+        || sqlite3 "$work/data/larkstack.db" "select chat_id from chats order by random() limit 20000" > "$work/ids.txt"
+    export BENCH_IDS="$work/ids.txt" BENCH_USERS="$work/users.txt"
+    echo "get-chat and add-members (1 user) on random chats of $(wc -l < "$work/ids.txt") sampled, ${conns} connections, ${secs}s each"
+    BENCH_MODE=get wrk_run baseline-get $baseline_port / bench/random_chat.lua
+    BENCH_MODE=get wrk_run larkstack-get $larkstack_port / bench/random_chat.lua
+    BENCH_MODE=add wrk_run baseline-add $baseline_port / bench/random_chat.lua
+    BENCH_MODE=add wrk_run larkstack-add $larkstack_port / bench/random_chat.lua
+    header; row baseline-get; row larkstack-get; row baseline-add; row larkstack-add
+    ratio larkstack-get baseline-get get-chat
+    ratio larkstack-add baseline-add add-members
+    ;;
+*) echo "unknown scenario $scenario (create | chats)" >&2; exit 2 ;;
+esac

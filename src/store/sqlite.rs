@@ -5,11 +5,8 @@
 //! commit that holds its change has reached the disk. Reads use a small pool of connections.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,10 +45,13 @@ enum WriteOp {
     },
 }
 
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 pub struct SqliteStore {
     writer: mpsc::UnboundedSender<WriteOp>,
-    readers: Arc<Vec<Mutex<Connection>>>,
-    next_reader: AtomicUsize,
+    /// Jobs for the reader threads, each of which owns one connection. A fixed pool keeps the
+    /// number of threads doing SQLite reads at the pool size, however many requests wait.
+    readers: crossbeam_channel::Sender<ReadJob>,
     path: PathBuf,
     /// Dropping it ends the checkpoint thread.
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
@@ -66,6 +66,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // 64 MiB of page cache per connection: the writer keeps the hot end of the tables in memory.
     conn.pragma_update(None, "cache_size", -65536)?;
+    // Random reads of a large database through the OS page cache without a syscall each.
+    conn.pragma_update(None, "mmap_size", 4i64 << 30)?;
     // Checkpoints run on their own thread (see `checkpoint_loop`), never inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
@@ -100,11 +102,23 @@ impl SqliteStore {
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, stopped))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        let readers = (0..READERS).map(|_| open_connection(&path).map(Mutex::new)).collect::<Result<Vec<_>, _>>()?;
+        let (readers, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        for i in 0..READERS {
+            let conn = open_connection(&path)?;
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || {
+                    // Ends when the store (the sending side) is dropped.
+                    for job in jobs {
+                        job(&conn);
+                    }
+                })
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
         Ok(SqliteStore {
             writer: tx,
-            readers: Arc::new(readers),
-            next_reader: AtomicUsize::new(0),
+            readers,
             path,
             _stop_checkpoints: stop_checkpoints,
         })
@@ -118,20 +132,12 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let readers = self.readers.clone();
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            // Take the first idle connection, starting at a rotating index; wait on one if all are busy.
-            for i in 0..readers.len() {
-                if let Some(conn) = readers[(start + i) % readers.len()].try_lock() {
-                    return f(&conn);
-                }
-            }
-            let conn = readers[start % readers.len()].lock();
-            f(&conn)
-        })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        let (reply, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(f(conn));
+        });
+        self.readers.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn write<T>(&self, op: WriteOp, rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
