@@ -176,71 +176,48 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
 /// Applies every op atomically on its own (one bad op does not sink the others), commits once,
 /// then answers. If the commit itself fails, every op in the batch fails.
 fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
-    enum Reply {
-        Created(oneshot::Sender<Result<Created, StoreError>>, Result<Created, StoreError>),
-        Token(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
-        Modified(
-            oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>>,
-            Result<Option<Result<Chat, FeishuError>>, StoreError>,
-        ),
-        P2p(oneshot::Sender<Result<Chat, StoreError>>, Result<Chat, StoreError>),
-        Message(oneshot::Sender<Result<Message, StoreError>>, Result<Message, StoreError>),
-    }
-    let mut replies = Vec::with_capacity(batch.len());
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for op in batch.drain(..) {
-            match op {
+            replies.push(match op {
                 // A single statement is atomic by itself; only multi-statement ops pay for a savepoint.
-                WriteOp::CreateChat { chat, dedup: None, reply, .. } => {
-                    let r = apply_create(&tx, *chat, None, 0);
-                    replies.push(Reply::Created(reply, r));
-                }
-                WriteOp::CreateChat { chat, dedup: Some(key), window_start_ms, reply } => {
-                    let r = in_savepoint(&mut tx, |sp| apply_create(sp, *chat, Some(&key), window_start_ms));
-                    replies.push(Reply::Created(reply, r));
-                }
-                WriteOp::PutToken { token, reply } => {
-                    let r = apply_put_token(&tx, &token);
-                    replies.push(Reply::Token(reply, r));
-                }
+                WriteOp::CreateChat { chat, dedup: None, reply, .. } => deliver(reply, apply_create(&tx, *chat, None, 0)),
+                WriteOp::CreateChat { chat, dedup: Some(key), window_start_ms, reply } => deliver(
+                    reply,
+                    in_savepoint(&mut tx, |sp| apply_create(sp, *chat, Some(&key), window_start_ms)),
+                ),
+                WriteOp::PutToken { token, reply } => deliver(reply, apply_put_token(&tx, &token)),
                 WriteOp::Modify { chat_id, change, reply } => {
-                    let r = in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change));
-                    replies.push(Reply::Modified(reply, r));
+                    deliver(reply, in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change)))
                 }
-                WriteOp::P2p { app, uid, new, reply } => {
-                    let r = in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new));
-                    replies.push(Reply::P2p(reply, r));
-                }
-                WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => {
-                    let r = in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms));
-                    replies.push(Reply::Message(reply, r));
-                }
-            }
+                WriteOp::P2p { app, uid, new, reply } => deliver(reply, in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new))),
+                WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => deliver(
+                    reply,
+                    in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms)),
+                ),
+            });
         }
         tx.commit()
     })();
+    let commit_error = outcome.err().map(|e| e.to_string());
     for reply in replies {
-        let failed = || StoreError::Backend(format!("commit failed: {}", outcome.as_ref().err().map(|e| e.to_string()).unwrap_or_default()));
-        match reply {
-            Reply::Created(tx, r) => {
-                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
-            }
-            Reply::Token(tx, r) => {
-                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
-            }
-            Reply::Modified(tx, r) => {
-                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
-            }
-            Reply::P2p(tx, r) => {
-                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
-            }
-            Reply::Message(tx, r) => {
-                let _ = tx.send(if outcome.is_ok() { r } else { Err(failed()) });
-            }
-        }
+        reply(commit_error.as_deref());
     }
+    // Ops never reached (the transaction did not begin) are dropped: their callers get `Closed`.
     batch.clear();
+}
+
+/// Sends an op's result once the batch's commit is known; a failed commit fails every op.
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn deliver<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, result: Result<T, StoreError>) -> Reply {
+    Box::new(move |commit_error| {
+        let _ = reply.send(match commit_error {
+            None => result,
+            Some(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+        });
+    })
 }
 
 fn in_savepoint<T>(
