@@ -6,6 +6,7 @@
 * ``make_client`` – builds an unmodified ``lark.Client`` for a demo app, pointed at that server.
 """
 
+import contextlib
 import json
 import os
 import queue
@@ -79,21 +80,18 @@ def _read_lines(stream, lines):
     lines.put(None)  # EOF
 
 
-@pytest.fixture(scope="module")
-def larkstack(larkstack_bin, tmp_path_factory):
-    """Starts ``larkstack serve`` on a free port with a fresh data dir (so the demo directory is loaded)."""
-    data_dir = tmp_path_factory.mktemp("larkstack-data")
-    proc = subprocess.Popen(
-        [larkstack_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+@contextlib.contextmanager
+def running_larkstack(larkstack_bin, data_dir, fixture=None):
+    """Runs ``larkstack serve`` on a free port with ``data_dir`` (and ``fixture``), yielding a ``Server``."""
+    cmd = [larkstack_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
+    if fixture is not None:
+        cmd += ["--fixture", str(fixture)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     # A reader thread keeps draining stdout, so the server never blocks on a full pipe.
     lines = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
     try:
-        base_url = _wait_for_listening(proc, lines)
-        yield Server(base_url=base_url, token_cache=LocalCache())
+        yield Server(base_url=_wait_for_listening(proc, lines), token_cache=LocalCache())
     finally:
         proc.terminate()
         try:
@@ -101,6 +99,13 @@ def larkstack(larkstack_bin, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def larkstack(larkstack_bin, tmp_path_factory):
+    """Starts ``larkstack serve`` on a free port with a fresh data dir (so the demo directory is loaded)."""
+    with running_larkstack(larkstack_bin, tmp_path_factory.mktemp("larkstack-data")) as server:
+        yield server
 
 
 def _wait_for_listening(proc, lines):

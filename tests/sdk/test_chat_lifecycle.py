@@ -6,9 +6,7 @@ IDs of users are always demo-bot's open_ids unless a test says otherwise (open_i
 """
 
 import json
-import queue
 import subprocess
-import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
@@ -42,7 +40,7 @@ from lark_oapi.api.im.v1 import (
 from lark_oapi.core.cache import LocalCache
 
 # conftest's server plumbing, reused for the one test that needs a bigger directory than the demo's.
-from conftest import Directory, Server, _read_lines, _wait_for_listening
+from conftest import Directory, running_larkstack
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -407,22 +405,8 @@ def crowded(larkstack_bin, tmp_path_factory):
         users={u["key"]: u for u in d["users"]},
     )
 
-    proc = subprocess.Popen(
-        [larkstack_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp / "data"), "--fixture", str(fixture)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines = queue.Queue()
-    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        yield Server(base_url=_wait_for_listening(proc, lines), token_cache=LocalCache()), directory
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_larkstack(larkstack_bin, tmp / "data", fixture) as server:
+        yield server, directory
 
 
 def test_eleventh_manager_is_refused(crowded):

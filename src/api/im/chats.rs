@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Uri};
 use serde::Serialize;
 
 use super::{
-    decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_id_type, user_ref, ImCall,
+    change_chat, decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_id_type, user_ref, ImCall,
 };
 use crate::api::extract::{parse_json, QueryParams, RawBody};
 use crate::domain::chat_ops::{apply_disband, apply_update, public_name_used, usable_group, UpdateChatBody};
@@ -287,12 +287,8 @@ pub async fn update(
     }
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
     let change = Box::new(move |chat: &mut Chat| apply_update(&dir, &app_c, &tenant_c, id_type, chat, body));
-    state.store.modify_chat(&current.chat_id, change).await?.ok_or_else(|| ApiError(invalid_chat()))??;
+    change_chat(&state, &current.chat_id, change).await?;
     Ok(ok(&serde_json::json!({})))
-}
-
-fn invalid_chat() -> FeishuError {
-    crate::domain::chat_ops::invalid_chat_id()
 }
 
 /// Disbands a chat. The chat and its members stay stored with `chat_status` `dissolved`;
@@ -302,7 +298,7 @@ pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, Path
     let (app, tenant) = call.caller()?;
     let (app_c, tenant_c) = (app.clone(), tenant.clone());
     let change = Box::new(move |chat: &mut Chat| apply_disband(&app_c, &tenant_c, chat));
-    state.store.modify_chat(&ChatId(chat_id), change).await?.ok_or_else(|| ApiError(invalid_chat()))??;
+    change_chat(&state, &ChatId(chat_id), change).await?;
     Ok(ok(&serde_json::json!({})))
 }
 

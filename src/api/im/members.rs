@@ -6,11 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use serde::{Deserialize, Serialize};
 
-use super::{decode_cursor, existing_chat, encode_cursor, im_param, page_size, user_ref, ImCall};
+use super::{change_chat, decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_ref, ImCall};
 use crate::api::extract::{parse_json, QueryParams, RawBody};
 use crate::domain::chat::Chat;
 use crate::domain::chat_ops::{
-    apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, invalid_chat_id, other_tenant, plan_add,
+    apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, other_tenant, plan_add,
     require_member, usable_group, AddPlan, MemberIdType,
 };
 use crate::domain::directory::UserIdType;
@@ -36,10 +36,8 @@ fn invalid(field: &str, why: String) -> FeishuError {
     FeishuError::im_invalid_param(field, None, why)
 }
 
-/// Runs a change on the chat and turns "no such chat" into 232006.
 async fn change(state: &AppState, chat_id: &str, f: crate::store::ChatChange) -> Result<Chat, ApiError> {
-    let outcome = state.store.modify_chat(&ChatId(chat_id.to_string()), f).await?;
-    Ok(outcome.ok_or_else(|| ApiError(invalid_chat_id()))??)
+    change_chat(state, &ChatId(chat_id.to_string()), f).await
 }
 
 #[derive(Serialize)]

@@ -68,6 +68,12 @@ pub async fn existing_chat(state: &AppState, chat_id: &str) -> Result<Chat, ApiE
     state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| ApiError(invalid_chat_id()))
 }
 
+/// Runs an atomic change on the chat; "no such chat" is 232006, a refused change its own error.
+pub async fn change_chat(state: &AppState, chat_id: &ChatId, change: crate::store::ChatChange) -> Result<Chat, ApiError> {
+    let outcome = state.store.modify_chat(chat_id, change).await?;
+    Ok(outcome.ok_or_else(|| ApiError(invalid_chat_id()))??)
+}
+
 /// `user_id_type` from the query: open_id when absent, else one of the three (232001).
 pub fn user_id_type(value: Option<&str>) -> Result<UserIdType, FeishuError> {
     match value {
