@@ -37,7 +37,6 @@ from lark_oapi.api.im.v1 import (
     UpdateChatRequest,
     UpdateChatRequestBody,
 )
-from lark_oapi.core.cache import LocalCache
 
 # conftest's server plumbing, reused for the one test that needs a bigger directory than the demo's.
 from conftest import Directory, running_larkstack
