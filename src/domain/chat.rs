@@ -257,7 +257,7 @@ pub struct CreateChatQuery {
     pub uuid: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct RestrictedModeInput {
     pub status: Option<bool>,
     pub screenshot_has_permission_setting: Option<String>,

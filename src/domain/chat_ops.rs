@@ -99,7 +99,7 @@ pub fn require_member(chat: &Chat, app: &App) -> Result<(), FeishuError> {
 // ---------------------------------------------------------------------------------------------
 
 /// `PUT /open-apis/im/v1/chats/:chat_id` body: every field optional, omitted = unchanged.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct UpdateChatBody {
     pub avatar: Option<String>,
     pub name: Option<String>,
@@ -127,50 +127,8 @@ pub struct UpdateChatBody {
 impl UpdateChatBody {
     /// Whether the body touches anything beyond what every member may edit.
     fn touches_more_than_basics(&self) -> bool {
-        let UpdateChatBody {
-            avatar: _,
-            name: _,
-            description: _,
-            i18n_names: _,
-            add_member_permission,
-            share_card_permission,
-            at_all_permission,
-            edit_permission,
-            owner_id,
-            join_message_visibility,
-            leave_message_visibility,
-            membership_approval,
-            labels,
-            toolkit_ids,
-            restricted_mode_setting,
-            chat_type,
-            group_message_type,
-            urgent_setting,
-            video_conference_setting,
-            pin_manage_setting,
-            hide_member_count_setting,
-        } = self;
-        [
-            add_member_permission,
-            share_card_permission,
-            at_all_permission,
-            edit_permission,
-            owner_id,
-            join_message_visibility,
-            leave_message_visibility,
-            membership_approval,
-            chat_type,
-            group_message_type,
-            urgent_setting,
-            video_conference_setting,
-            pin_manage_setting,
-            hide_member_count_setting,
-        ]
-        .iter()
-        .any(|f| f.is_some())
-            || labels.is_some()
-            || toolkit_ids.is_some()
-            || restricted_mode_setting.is_some()
+        let beyond_basics = UpdateChatBody { avatar: None, name: None, description: None, i18n_names: None, ..self.clone() };
+        beyond_basics != UpdateChatBody::default()
     }
 
     /// The chat type and name the update leads to, for the public-name uniqueness check.

@@ -4,7 +4,7 @@
 //! transaction (group commit, `synchronous=FULL`): every caller's reply is sent only after the
 //! commit that holds its change has reached the disk. Reads use a small pool of connections.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -52,7 +52,6 @@ pub struct SqliteStore {
     /// Jobs for the reader threads, each of which owns one connection. A fixed pool keeps the
     /// number of threads doing SQLite reads at the pool size, however many requests wait.
     readers: crossbeam_channel::Sender<ReadJob>,
-    path: PathBuf,
     /// Dropping it ends the checkpoint thread.
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
@@ -119,13 +118,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             readers,
-            path,
             _stop_checkpoints: stop_checkpoints,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     async fn read<T: Send + 'static>(
