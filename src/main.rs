@@ -97,7 +97,24 @@ fn directory_json(dir: &Directory) -> serde_json::Value {
         .iter()
         .map(|t| serde_json::json!({"key": t.key, "name": t.name, "tenant_key": t.tenant_key}))
         .collect();
-    serde_json::json!({"tenants": tenants, "apps": apps, "users": users})
+    let key_of = |uid: &larkstack::domain::ids::Uid| dir.user(uid).map(|u| u.key.clone());
+    let tasks: Vec<_> = dir
+        .apaas()
+        .tasks
+        .iter()
+        .map(|t| {
+            let w = dir.apaas().workflow_of(t);
+            serde_json::json!({
+                "key": t.key, "task_id": t.task_id, "tenant_key": w.tenant_key, "status": t.status,
+                "workflow_instance": {"key": w.key, "id": w.id, "api_id": w.api_id, "label": w.label, "status": w.status},
+                "initiator": key_of(&w.initiator),
+                "assignees": t.assignees.iter().map(key_of).collect::<Vec<_>>(),
+                "cc": t.cc.iter().map(key_of).collect::<Vec<_>>(),
+                "start_time_ms": t.start_time_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({"tenants": tenants, "apps": apps, "users": users, "tasks": tasks})
 }
 
 #[global_allocator]

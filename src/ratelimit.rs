@@ -43,6 +43,8 @@ pub enum Family {
     SendMessage,
     ListMessages,
     ChatMessages,
+    ApaasChatGroup,
+    ApaasTaskQuery,
 }
 
 impl Family {
@@ -51,6 +53,8 @@ impl Family {
         match self {
             // 5 QPS per chat, shared by all bots in it (spec §1.6).
             Family::ChatMessages => RateLimitSpec { per_second: 5, per_minute: u32::MAX },
+            // aPaaS user-task endpoints: "100 次/分钟" only (spec §1.6).
+            Family::ApaasChatGroup | Family::ApaasTaskQuery => RateLimitSpec { per_second: 100, per_minute: 100 },
             _ => RateLimitSpec { per_second: 50, per_minute: 1000 },
         }
     }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::api::{auth, im};
+use crate::api::{apaas, auth, im};
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
 use crate::error::FeishuError;
 use crate::state::AppState;
@@ -41,6 +41,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/open-apis/im/v1/chats/{chat_id}/managers/add_managers", post(im::members::add_managers))
         .route("/open-apis/im/v1/chats/{chat_id}/managers/delete_managers", post(im::members::delete_managers))
         .route("/open-apis/im/v1/messages", post(im::messages::send).get(im::messages::list))
+        .route("/open-apis/apaas/v1/user_tasks/{task_id}/chat_group", post(apaas::chat_group))
+        .route("/open-apis/apaas/v1/user_task/query", post(apaas::query))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))

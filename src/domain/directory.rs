@@ -27,6 +27,10 @@ pub struct Fixture {
     pub apps: Vec<AppSpec>,
     #[serde(default)]
     pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub workflows: Vec<super::apaas::WorkflowSpec>,
+    #[serde(default)]
+    pub tasks: Vec<super::apaas::TaskSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -267,6 +271,7 @@ pub struct Directory {
     by_user_id: HashMap<(TenantKey, UserId), usize>,
     by_kunlun_id: HashMap<(TenantKey, KunlunId), usize>,
     by_email: HashMap<(TenantKey, String), usize>,
+    apaas: super::apaas::Apaas,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -434,6 +439,15 @@ impl Directory {
             });
         }
 
+        let apaas = super::apaas::Apaas::build(
+            f.workflows,
+            f.tasks,
+            |key| tenant_of_key.get(key).cloned(),
+            |key| uid_of_key.get(key).map(|uid| (uid.clone(), d.users[d.user_by_uid[uid]].tenant_key.clone())),
+        )
+        .map_err(invalid)?;
+        d.apaas = apaas;
+
         // Per-app and per-developer identities of every user, pinned or derived.
         let developer_list: HashSet<String> = d.apps.iter().map(|a| a.developer.clone()).collect();
         for (idx, spec) in f.users.iter().enumerate() {
@@ -479,6 +493,10 @@ impl Directory {
 
     pub fn users(&self) -> &[User] {
         &self.users
+    }
+
+    pub fn apaas(&self) -> &super::apaas::Apaas {
+        &self.apaas
     }
 
     pub fn tenant(&self, key: &TenantKey) -> Option<&Tenant> {

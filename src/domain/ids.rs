@@ -128,6 +128,13 @@ pub fn derive_kunlun_id(uid: &Uid) -> KunlunId {
     KunlunId(format!("178{n:013}"))
 }
 
+/// A 16-digit numeric ID for a fixture object of `kind` (aPaaS workflows and tasks).
+pub fn derive_numeric_id(kind: &str, key: &str) -> String {
+    let bytes = Sha256::digest(format!("{kind}|{key}").as_bytes());
+    let n = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")) % 1_000_000_000_000;
+    format!("179{n:013}")
+}
+
 fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n.div_ceil(2)];
     rand::rng().fill(&mut bytes[..]);

@@ -1,5 +1,6 @@
 //! Pure rules: identifiers, the directory, chat validation. No I/O.
 
+pub mod apaas;
 pub mod chat;
 pub mod chat_ops;
 pub mod directory;

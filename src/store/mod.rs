@@ -114,6 +114,23 @@ pub struct MessageDedupKey {
     pub uuid: String,
 }
 
+/// A chat's link to an aPaaS user task, made by `app_id` at `at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLink {
+    pub task_id: String,
+    pub app_id: AppId,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedChat {
+    pub chat_id: ChatId,
+    pub app_id: AppId,
+    /// Whether the chat was created from the task (rather than an existing chat pulled in).
+    pub started_here: bool,
+    pub linked_at_ms: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `chat`. With a dedup key, at most one chat exists per key among keys created after
@@ -172,6 +189,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError>;
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
+
+    /// The chat `link.app_id` started from `link.task_id`, if it is not dissolved; otherwise
+    /// stores `new` as that chat. Atomic, so concurrent first calls start one chat.
+    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError>;
+
+    /// Records that an existing chat is linked to the task (a repeat link changes nothing).
+    async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError>;
+
+    /// Chats linked to the task, in the order they were linked.
+    async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError>;
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
 

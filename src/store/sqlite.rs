@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, MessageDedupKey, MessageOrder, MessageQuery, Store, StoreError,
-    TokenKind, TokenRecord,
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, LinkedChat, MessageDedupKey, MessageOrder, MessageQuery, Store,
+    StoreError, TaskLink, TokenKind, TokenRecord,
 };
 use crate::domain::chat::{join_key, Chat, ChatStatus, Owner};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
@@ -20,7 +20,11 @@ use crate::domain::message::Message;
 use crate::error::FeishuError;
 
 const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/sqlite/0001_init.sql"), include_str!("migrations/sqlite/0002_lifecycle.sql")];
+    &[
+    include_str!("migrations/sqlite/0001_init.sql"),
+    include_str!("migrations/sqlite/0002_lifecycle.sql"),
+    include_str!("migrations/sqlite/0003_task_chats.sql"),
+];
 /// Most operations one commit carries; bounds latency of the first op in a burst.
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
@@ -37,6 +41,8 @@ enum WriteOp {
     PutToken { token: TokenRecord, reply: oneshot::Sender<Result<(), StoreError>> },
     Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
     P2p { app: AppId, uid: Uid, new: Box<Chat>, reply: oneshot::Sender<Result<Chat, StoreError>> },
+    TaskChat { link: TaskLink, new: Box<Chat>, reply: oneshot::Sender<Result<Created, StoreError>> },
+    LinkTaskChat { link: TaskLink, chat_id: ChatId, reply: oneshot::Sender<Result<(), StoreError>> },
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -186,6 +192,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                     deliver(reply, in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change)))
                 }
                 WriteOp::P2p { app, uid, new, reply } => deliver(reply, in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new))),
+                WriteOp::TaskChat { link, new, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| apply_task_chat(sp, &link, *new)))
+                }
+                WriteOp::LinkTaskChat { link, chat_id, reply } => {
+                    deliver(reply, insert_task_link(&tx, &link, &chat_id, false))
+                }
                 WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => deliver(
                     reply,
                     in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms)),
@@ -351,6 +363,32 @@ fn apply_p2p(tx: &Connection, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat,
         .execute(params![app.0, uid.0, new.chat_id.0])?;
     insert_chat(tx, &new)?;
     Ok(new)
+}
+
+fn apply_task_chat(tx: &Connection, link: &TaskLink, new: Chat) -> Result<Created, StoreError> {
+    let started: Option<String> = tx
+        .prepare_cached(
+            "SELECT chat_id FROM task_chats WHERE task_id = ?1 AND app_id = ?2 AND started_here = 1
+             ORDER BY linked_at DESC LIMIT 1",
+        )?
+        .query_row(params![link.task_id, link.app_id.0], |r| r.get(0))
+        .optional()?;
+    if let Some(chat) = started.map(|id| load_chat(tx, &ChatId(id))).transpose()?.flatten() {
+        if !chat.is_dissolved() {
+            return Ok(Created::Existing(chat));
+        }
+    }
+    insert_chat(tx, &new)?;
+    insert_task_link(tx, link, &new.chat_id, true)?;
+    Ok(Created::New(new))
+}
+
+fn insert_task_link(tx: &Connection, link: &TaskLink, chat_id: &ChatId, started_here: bool) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO task_chats (task_id, app_id, chat_id, started_here, linked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![link.task_id, link.app_id.0, chat_id.0, started_here, link.at_ms])?;
+    Ok(())
 }
 
 fn apply_create_message(
@@ -688,6 +726,35 @@ impl Store for SqliteStore {
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
         let id = id.clone();
         self.read(move |conn| load_message(conn, &id)).await
+    }
+
+    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::TaskChat { link, new: Box::new(new), reply }, rx).await
+    }
+
+    async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::LinkTaskChat { link, chat_id: chat_id.clone(), reply }, rx).await
+    }
+
+    async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError> {
+        let task_id = task_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT chat_id, app_id, started_here, linked_at FROM task_chats WHERE task_id = ?1 ORDER BY linked_at, chat_id",
+            )?;
+            let rows = stmt.query_map(params![task_id], |r| {
+                Ok(LinkedChat {
+                    chat_id: ChatId(r.get(0)?),
+                    app_id: AppId(r.get(1)?),
+                    started_here: r.get(2)?,
+                    linked_at_ms: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod apaas;
 mod auth;
 mod create_chat;
 mod durability;

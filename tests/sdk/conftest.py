@@ -1,6 +1,7 @@
 """Fixtures for driving a real larkstack binary with the official Python SDK (lark-oapi).
 
-* ``directory``  – the demo directory as printed by ``larkstack directory`` (app credentials, user IDs).
+* ``directory``  – the demo directory as printed by ``larkstack directory`` (app credentials, user IDs,
+                   aPaaS tasks).
 * ``larkstack``  – base URL of a freshly started ``larkstack serve`` (one server, one empty data dir
                    per test module).
 * ``make_client`` – builds an unmodified ``lark.Client`` for a demo app, pointed at that server.
@@ -39,6 +40,20 @@ class Directory:
     tenants: dict
     apps: dict
     users: dict
+    tasks: dict
+
+    @classmethod
+    def from_json(cls, data):
+        """From the JSON ``larkstack directory`` prints."""
+        return cls(**{part: {item["key"]: item for item in data[part]} for part in ("tenants", "apps", "users", "tasks")})
+
+    def task(self, key):
+        """An aPaaS user task by fixture key (``task_id``, ``initiator``, ``assignees``, ``cc`` …)."""
+        return self.tasks[key]
+
+    def kunlun_id(self, user):
+        """aPaaS names people by Kunlun user ID."""
+        return self.users[user]["kunlun_id"]
 
     def app(self, key):
         return self.apps[key]
@@ -58,12 +73,7 @@ class Directory:
 @pytest.fixture(scope="session")
 def directory(larkstack_bin):
     out = subprocess.run([larkstack_bin, "directory"], check=True, capture_output=True, text=True).stdout
-    data = json.loads(out)
-    return Directory(
-        tenants={t["key"]: t for t in data["tenants"]},
-        apps={a["key"]: a for a in data["apps"]},
-        users={u["key"]: u for u in data["users"]},
-    )
+    return Directory.from_json(json.loads(out))
 
 
 @dataclass

@@ -397,12 +397,7 @@ def crowded(larkstack_bin, tmp_path_factory):
     out = subprocess.run(
         [larkstack_bin, "directory", "--fixture", str(fixture)], check=True, capture_output=True, text=True
     ).stdout
-    d = json.loads(out)
-    directory = Directory(
-        tenants={t["key"]: t for t in d["tenants"]},
-        apps={a["key"]: a for a in d["apps"]},
-        users={u["key"]: u for u in d["users"]},
-    )
+    directory = Directory.from_json(json.loads(out))
 
     with running_larkstack(larkstack_bin, tmp / "data", fixture) as server:
         yield server, directory

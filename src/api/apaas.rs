@@ -1,0 +1,173 @@
+//! aPaaS user tasks (spec §6): start a group chat from a task (seed: apaas-user-task-chat-group.md)
+//! and the task query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::json;
+
+use super::auth::tenant_token;
+use super::extract::{parse_json, RawBody};
+use crate::domain::apaas::{
+    apply_pull, param_invalid, plan_chat_group, query_tasks, ChatGroupBody, ChatGroupPlan, ChatTarget, TaskQueryBody,
+    READ_SCOPE, WRITE_SCOPE,
+};
+use crate::domain::chat::{plan_create, Caller, CreateChatBody, CreateChatQuery};
+use crate::domain::directory::{App, AppKind, Directory, Tenant, UserIdType};
+use crate::domain::ids::{new_chat_id, ChatId, Uid};
+use crate::envelope::{ok, ApiError, ApiResult};
+use crate::error::{im, FeishuError};
+use crate::ratelimit::Family;
+use crate::state::AppState;
+use crate::store::{Created, TaskLink, TokenRecord};
+
+/// An authenticated aPaaS call: bearer → the endpoint's rate budget → the app is still there and
+/// enabled (99991663 otherwise), self-built and holding `scope` (99991672: store apps can not be
+/// granted aPaaS scopes).
+async fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    family: Family,
+    scope: &'static str,
+) -> Result<(Arc<Directory>, Arc<TokenRecord>), ApiError> {
+    let token = tenant_token(state, headers).await?;
+    let dir = state.directory();
+    let rate_override = dir.app(&token.app_id).and_then(|a| a.rate_limit);
+    state.limits.check(&token.app_id, &token.tenant_key, family, rate_override)?;
+    caller(&dir, &token, scope)?;
+    Ok((dir, token))
+}
+
+fn caller<'d>(dir: &'d Directory, token: &TokenRecord, scope: &'static str) -> Result<(&'d App, &'d Tenant), ApiError> {
+    let app = dir.app(&token.app_id).filter(|a| a.enabled_in(&token.tenant_key));
+    let tenant = dir.tenant(&token.tenant_key);
+    let (Some(app), Some(tenant)) = (app, tenant) else {
+        return Err(ApiError(FeishuError::invalid_token()));
+    };
+    if app.kind != AppKind::SelfBuilt || !app.has_scope(scope) {
+        return Err(ApiError(FeishuError::scope_missing(&[scope])));
+    }
+    Ok((app, tenant))
+}
+
+fn invalid_body(field: &str, why: String) -> FeishuError {
+    param_invalid().with_field(field, None, why)
+}
+
+/// Starts a group chat from a user task, or pulls people into an existing chat.
+///
+/// Side effects, in order:
+/// 1. bearer check, then one unit of the app's chat_group budget (100/min);
+/// 2. app checks, then every request field (one 2320001 naming each bad field; nothing stored);
+/// 3. `chat_id` given: one atomic change pulling the invitees into that chat, then its link to the task;
+/// 4. `chat_id` empty: the chat this app started from the task before, if not disbanded, gets the
+///    invitees; otherwise one write stores a new chat (operator owns it; invitees and the bot are
+///    members) together with its link to the task.
+pub async fn chat_group(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(task_id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let (dir, token) = begin(&state, &headers, Family::ApaasChatGroup, WRITE_SCOPE).await?;
+    let (app, tenant) = caller(&dir, &token, WRITE_SCOPE)?;
+    let body: ChatGroupBody = parse_json(&body, invalid_body)?;
+    let plan = plan_chat_group(&dir, app, tenant, &task_id, body)?;
+    let now = state.clock.now_ms();
+    let link = TaskLink { task_id: plan.task.task_id.clone(), app_id: app.app_id.clone(), at_ms: now };
+    let invitees: Vec<Uid> = plan.invitees.iter().map(|u| u.uid.clone()).collect();
+
+    let chat_id = match &plan.target {
+        ChatTarget::Existing(raw) => {
+            let chat_id = ChatId(raw.clone());
+            pull(&state, &chat_id, tenant, &plan, invitees, "chat_id").await?;
+            state.store.link_task_chat(link, &chat_id).await?;
+            chat_id
+        }
+        ChatTarget::New { name } => {
+            if !app.bot {
+                return Err(ApiError(im::bot_ability_inactive()));
+            }
+            let chat = new_chat(&dir, app, tenant, &plan, name, now)?;
+            match state.store.task_chat(link, chat).await? {
+                Created::New(chat) => chat.chat_id,
+                Created::Existing(chat) => {
+                    pull(&state, &chat.chat_id, tenant, &plan, invitees, "task_id").await?;
+                    chat.chat_id
+                }
+            }
+        }
+    };
+    Ok(ok(&json!({ "chat_id": chat_id })))
+}
+
+async fn pull(
+    state: &AppState,
+    chat_id: &ChatId,
+    tenant: &Tenant,
+    plan: &ChatGroupPlan<'_>,
+    invitees: Vec<Uid>,
+    field: &'static str,
+) -> Result<(), ApiError> {
+    let (tenant_key, operator, now) = (tenant.tenant_key.clone(), plan.operator.uid.clone(), state.clock.now_ms());
+    let change = Box::new(move |chat: &mut crate::domain::chat::Chat| {
+        apply_pull(chat, &tenant_key, &operator, &invitees, field, now)
+    });
+    match state.store.modify_chat(chat_id, change).await? {
+        Some(outcome) => outcome.map(|_| ()).map_err(ApiError),
+        None => Err(ApiError(param_invalid().with_field(field, Some(chat_id.as_str()), "no such chat"))),
+    }
+}
+
+/// The chat as create-chat would build it for the bot, with the operator as owner, so every
+/// create-chat rule applies; its refusals come back as 2320001 in the aPaaS request's terms.
+fn new_chat(
+    dir: &Directory,
+    app: &App,
+    tenant: &Tenant,
+    plan: &ChatGroupPlan<'_>,
+    name: &str,
+    now_ms: i64,
+) -> Result<crate::domain::chat::Chat, FeishuError> {
+    let open_id = |u: &crate::domain::directory::User| dir.open_id(app, u).0;
+    let kunlun_of: HashMap<String, String> =
+        plan.invitees.iter().chain([&plan.operator]).map(|u| (open_id(u), u.kunlun_id.0.clone())).collect();
+    let body = CreateChatBody {
+        name: Some(name.to_string()),
+        owner_id: Some(open_id(plan.operator)),
+        user_id_list: Some(plan.invitees.iter().map(|u| open_id(u)).collect()),
+        ..Default::default()
+    };
+    let query = CreateChatQuery { user_id_type: UserIdType::OpenId, set_bot_manager: false, uuid: None };
+    plan_create(dir, &Caller { app, tenant }, &query, body, new_chat_id(now_ms), now_ms)
+        .map_err(|e| in_apaas_terms(e, &kunlun_of))
+}
+
+/// A create-chat refusal as 2320001, with fields and IDs renamed to the aPaaS request's.
+fn in_apaas_terms(e: FeishuError, kunlun_of: &HashMap<String, String>) -> FeishuError {
+    let mut out = param_invalid();
+    for v in &e.field_violations {
+        let field = match v.field.as_str() {
+            "owner_id" => "operator_user_id",
+            "user_id_list" => "invite_user_ids",
+            "name" => "chat_name",
+            other => other,
+        };
+        let value = v.value.as_ref().map(|raw| kunlun_of.get(raw).unwrap_or(raw).as_str());
+        out = out.with_field(field, value, format!("{} ({})", v.description, e.msg));
+    }
+    if out.field_violations.is_empty() {
+        // Codes without fields here are about the chat's texts (review, name rules).
+        out = out.with_field("chat_name", None, e.msg.to_string());
+    }
+    out
+}
+
+/// Lists the user tasks a Kunlun user is part of. Side effects: one unit of the query budget.
+pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> ApiResult {
+    let (dir, token) = begin(&state, &headers, Family::ApaasTaskQuery, READ_SCOPE).await?;
+    let body: TaskQueryBody = parse_json(&body, invalid_body)?;
+    Ok(ok(&query_tasks(&dir, &token.tenant_key, &body)?))
+}
