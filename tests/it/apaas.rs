@@ -322,3 +322,44 @@ async fn query_answers_the_documented_shapes() {
         assert_eq!(violation(&r).0, field, "{body}");
     }
 }
+
+#[tokio::test]
+async fn users_outside_the_apps_availability_are_invalid() {
+    let fixture = r#"
+[[tenants]]
+key = "t"
+[[apps]]
+key = "narrow"
+tenant = "t"
+scopes = ["app_engine:approval:write"]
+availability = ["ann", "ben"]
+[[users]]
+key = "ann"
+tenant = "t"
+[[users]]
+key = "ben"
+tenant = "t"
+[[users]]
+key = "cat"
+tenant = "t"
+[[workflows]]
+key = "w"
+tenant = "t"
+initiator = "ann"
+[[tasks]]
+key = "task"
+workflow = "w"
+assignees = ["ben", "cat"]
+start_time_ms = 1
+"#;
+    let dir = larkstack::domain::directory::Directory::from_toml(fixture).unwrap();
+    let task = dir.apaas().tasks[0].task_id.clone();
+    let app = TestApp::with(dir, larkstack::state::StateConfig::default());
+    let t = app.token("narrow").await;
+    let r = app.chat_group(&t, &task, json!({"operator_user_id": app.kunlun("ann"), "invite_user_ids": [app.kunlun("cat")]})).await;
+    assert_eq!(violation(&r), ("invite_user_ids".into(), Some(app.kunlun("cat"))));
+    let r = app.chat_group(&t, &task, json!({"operator_user_id": app.kunlun("cat")})).await;
+    assert_eq!(violation(&r).0, "operator_user_id");
+    let r = app.chat_group(&t, &task, json!({"operator_user_id": app.kunlun("ann"), "invite_user_ids": [app.kunlun("ben")]})).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+}
