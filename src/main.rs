@@ -41,6 +41,29 @@ struct ServeArgs {
     /// Rate limits: `on` (Feishu's limits) or `off` (for load tests).
     #[arg(long, env = "LARKSTACK_RATE_LIMITS", default_value = "on", value_parser = ["on", "off"])]
     rate_limits: String,
+    /// Token for the control API (/_larkstack/) and the console. Default: one generated on first
+    /// start and kept in the data dir.
+    #[arg(long, env = "LARKSTACK_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// How many /open-apis calls the request journal keeps (0: none).
+    #[arg(long, env = "LARKSTACK_JOURNAL_SIZE", default_value_t = larkstack::control::journal::DEFAULT_JOURNAL_SIZE)]
+    journal_size: usize,
+}
+
+/// The given admin token, else the data dir's, else a new one kept there.
+fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow_like::Result<String> {
+    if let Some(t) = given.filter(|t| !t.trim().is_empty()) {
+        return Ok(t.trim().to_string());
+    }
+    let file = data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let token = larkstack::state::new_admin_token();
+    std::fs::write(&file, &token).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(token)
 }
 
 /// The fixture in force: the one given (which then becomes the data dir's), the data dir's, or the demo.
@@ -62,60 +85,6 @@ mod anyhow_like {
     pub type Result<T> = std::result::Result<T, String>;
 }
 
-fn directory_json(dir: &Directory) -> serde_json::Value {
-    let apps: Vec<_> = dir
-        .apps()
-        .iter()
-        .map(|a| {
-            serde_json::json!({
-                "key": a.key, "name": a.name, "app_id": a.app_id, "app_secret": a.app_secret,
-                "kind": if a.kind == AppKind::Store { "store" } else { "self_built" },
-                "bot": a.bot, "home_tenant_key": a.home_tenant, "scopes": a.scopes,
-            })
-        })
-        .collect();
-    let users: Vec<_> = dir
-        .users()
-        .iter()
-        .map(|u| {
-            let open_ids: serde_json::Map<_, _> =
-                dir.apps().iter().map(|a| (a.key.clone(), serde_json::json!(dir.open_id(a, u)))).collect();
-            let union_ids: serde_json::Map<_, _> = dir
-                .apps()
-                .iter()
-                .map(|a| (a.developer.clone(), serde_json::json!(dir.union_id(&a.developer, u))))
-                .collect();
-            serde_json::json!({
-                "key": u.key, "name": u.name, "tenant_key": u.tenant_key, "user_id": u.user_id,
-                "status": if u.is_active() { "active" } else { "resigned" },
-                "kunlun_id": u.kunlun_id, "open_ids": open_ids, "union_ids": union_ids,
-            })
-        })
-        .collect();
-    let tenants: Vec<_> = dir
-        .tenants()
-        .iter()
-        .map(|t| serde_json::json!({"key": t.key, "name": t.name, "tenant_key": t.tenant_key}))
-        .collect();
-    let key_of = |uid: &larkstack::domain::ids::Uid| dir.user(uid).map(|u| u.key.clone());
-    let tasks: Vec<_> = dir
-        .apaas()
-        .tasks
-        .iter()
-        .map(|t| {
-            let w = dir.apaas().workflow_of(t);
-            serde_json::json!({
-                "key": t.key, "task_id": t.task_id, "tenant_key": w.tenant_key, "status": t.status,
-                "workflow_instance": {"key": w.key, "id": w.id, "api_id": w.api_id, "label": w.label, "status": w.status},
-                "initiator": key_of(&w.initiator),
-                "assignees": t.assignees.iter().map(key_of).collect::<Vec<_>>(),
-                "cc": t.cc.iter().map(key_of).collect::<Vec<_>>(),
-                "start_time_ms": t.start_time_ms,
-            })
-        })
-        .collect();
-    serde_json::json!({"tenants": tenants, "apps": apps, "users": users, "tasks": tasks})
-}
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -143,13 +112,14 @@ fn print_directory(fixture: Option<&Path>) -> anyhow_like::Result<()> {
         None => DEMO_FIXTURE.to_string(),
     };
     let dir = Directory::from_toml(&text).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string_pretty(&directory_json(&dir)).expect("json"));
+    println!("{}", serde_json::to_string_pretty(&larkstack::control::directory_json(&dir)).expect("json"));
     Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let (text, source) = load_fixture(&args.data_dir, args.fixture.as_deref())?;
     let directory = Directory::from_toml(&text).map_err(|e| e.to_string())?;
+    let admin_token = admin_token(&args.data_dir, args.admin_token)?;
     let store = SqliteStore::open(&args.data_dir).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -159,6 +129,8 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     if args.rate_limits == "off" {
         println!("rate limits: OFF");
     }
+    println!("console: http://{addr}/#token={admin_token}");
+    println!("control API: http://{addr}/_larkstack/ (Authorization: Bearer {admin_token})");
     println!("apps (use with lark.Client.builder().domain(\"http://{addr}\")):");
     for app in directory.apps().iter().filter(|a| a.kind == AppKind::SelfBuilt && a.bot) {
         println!("  {:<14} app_id={}  app_secret={}", app.key, app.app_id, app.app_secret);
@@ -167,7 +139,14 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         Arc::new(store),
         directory,
         Arc::new(Clock::default()),
-        StateConfig { rate_limits: args.rate_limits == "on", ..StateConfig::default() },
+        StateConfig {
+            rate_limits: args.rate_limits == "on",
+            admin_token,
+            journal_size: args.journal_size,
+            fixture_text: Some(text),
+            fixture_file: Some(args.data_dir.join("fixture.toml")),
+            ..StateConfig::default()
+        },
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();

@@ -90,6 +90,11 @@ impl RateLimits {
         budget.clone()
     }
 
+    /// Forgets every window (control API reset).
+    pub fn clear(&self) {
+        self.budgets.lock().clear();
+    }
+
     /// Takes one request from the budget, or says how long to wait.
     /// `app_override` is the fixture's per-app setting; it replaces the family default.
     pub fn check(

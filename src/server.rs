@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::api::{apaas, auth, im};
+use crate::control;
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
 use crate::error::FeishuError;
 use crate::state::AppState;
@@ -43,9 +43,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/open-apis/im/v1/messages", post(im::messages::send).get(im::messages::list))
         .route("/open-apis/apaas/v1/user_tasks/{task_id}/chat_group", post(apaas::chat_group))
         .route("/open-apis/apaas/v1/user_task/query", post(apaas::query))
+        .route("/healthz", get(control::healthz))
+        .merge(control::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))
+        .layer(middleware::from_fn_with_state(state.clone(), control::intercept::intercept))
         .layer(middleware::from_fn_with_state(state.clone(), log_id_layer))
         .with_state(state)
 }
@@ -80,6 +83,17 @@ fn panic_reply(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError(FeishuError::new(1, "internal error").with_status(500)).into_response()
 }
 
+#[derive(Debug)]
+struct FaultDrop;
+
+impl std::fmt::Display for FaultDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by a larkstack fault")
+    }
+}
+
+impl std::error::Error for FaultDrop {}
+
 /// Serves `router` on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
     loop {
@@ -93,7 +107,21 @@ pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()>
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        // A reply marked `DropConnection` (fault injection) closes the connection unanswered.
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let router = router.clone();
+            async move {
+                let resp = match tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
+                if resp.extensions().get::<control::intercept::DropConnection>().is_some() {
+                    return Err(FaultDrop);
+                }
+                Ok(resp)
+            }
+        });
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .title_case_headers(true)

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::clock::Clock;
+use crate::control::faults::Faults;
+use crate::control::journal::{Journal, DEFAULT_JOURNAL_SIZE};
 use crate::domain::directory::Directory;
 use crate::ratelimit::RateLimits;
 use crate::store::{DedupKey, Store, TokenRecord};
@@ -22,17 +24,43 @@ pub struct AppState {
     /// Create requests with a dedup key that are between validation and commit.
     pub creates_in_flight: Mutex<HashSet<DedupKey>>,
     pub body_limit: usize,
+    /// The only credential the control API accepts (and one /open-apis never accepts).
+    pub admin_token: String,
+    pub journal: Journal,
+    pub faults: Faults,
+    /// The TOML the directory was built from, when known: exported with the state.
+    pub fixture_text: RwLock<Option<String>>,
+    /// Where a fixture loaded at run time is kept for the next start.
+    pub fixture_file: Option<std::path::PathBuf>,
 }
 
 pub struct StateConfig {
     pub rate_limits: bool,
     pub body_limit: usize,
+    pub admin_token: String,
+    pub journal_size: usize,
+    pub fixture_text: Option<String>,
+    pub fixture_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { rate_limits: true, body_limit: DEFAULT_BODY_LIMIT }
+        StateConfig {
+            rate_limits: true,
+            body_limit: DEFAULT_BODY_LIMIT,
+            admin_token: new_admin_token(),
+            journal_size: DEFAULT_JOURNAL_SIZE,
+            fixture_text: None,
+            fixture_file: None,
+        }
     }
+}
+
+/// A fresh random admin token.
+pub fn new_admin_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    format!("lsadm-{}", hex::encode(bytes))
 }
 
 impl AppState {
@@ -45,6 +73,11 @@ impl AppState {
             token_cache: RwLock::new(HashMap::new()),
             creates_in_flight: Mutex::new(HashSet::new()),
             body_limit: config.body_limit,
+            admin_token: config.admin_token,
+            journal: Journal::new(config.journal_size),
+            faults: Faults::default(),
+            fixture_text: RwLock::new(config.fixture_text),
+            fixture_file: config.fixture_file,
         })
     }
 

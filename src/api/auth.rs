@@ -134,7 +134,7 @@ pub async fn tenant_access_token(State(state): State<Arc<AppState>>, RawBody(bod
 }
 
 /// The stored token if it exists and has not expired by the larkstack clock.
-async fn find_live_token(state: &AppState, token: &str) -> Result<Option<Arc<TokenRecord>>, ApiError> {
+pub(crate) async fn find_live_token(state: &AppState, token: &str) -> Result<Option<Arc<TokenRecord>>, ApiError> {
     let cached = state.token_cache.read().get(token).cloned();
     let record = match cached {
         Some(r) => Some(r),

@@ -14,7 +14,7 @@ use crate::state::AppState;
 /// The raw body, at most the configured limit.
 pub struct RawBody(pub Bytes);
 
-fn too_large(limit: usize) -> ApiError {
+pub(crate) fn too_large(limit: usize) -> ApiError {
     ApiError(FeishuError::new(413, format!("request body exceeds {limit} bytes")).with_status(413))
 }
 

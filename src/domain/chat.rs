@@ -157,7 +157,7 @@ pub enum ChatStatus {
 }
 
 /// A group chat as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chat {
     pub chat_id: ChatId,
     pub tenant_key: TenantKey,

@@ -7,6 +7,7 @@
 pub mod sqlite;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::chat::Chat;
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
@@ -24,7 +25,7 @@ pub enum StoreError {
 }
 
 /// What makes two creates "the same request": Feishu's `uuid` + `owner_id`, scoped to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DedupKey {
     pub tenant_key: TenantKey,
     pub app_id: AppId,
@@ -40,7 +41,8 @@ pub enum Created {
     Existing(Chat),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TokenKind {
     Tenant,
     App,
@@ -63,7 +65,7 @@ impl TokenKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub token: String,
     pub kind: TokenKind,
@@ -122,13 +124,64 @@ pub struct TaskLink {
     pub at_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkedChat {
     pub chat_id: ChatId,
     pub app_id: AppId,
     /// Whether the chat was created from the task (rather than an existing chat pulled in).
     pub started_here: bool,
     pub linked_at_ms: i64,
+}
+
+/// Everything a store holds, as one document: the control API's export and import. Chats and
+/// messages are in the order they were stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub chats: Vec<Chat>,
+    pub chat_dedup: Vec<DedupRecord>,
+    pub p2p_chats: Vec<P2pRecord>,
+    pub messages: Vec<Message>,
+    pub message_dedup: Vec<MessageDedupRecord>,
+    pub task_chats: Vec<TaskChatRecord>,
+    pub tokens: Vec<TokenRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    #[serde(flatten)]
+    pub key: DedupKey,
+    pub chat_id: ChatId,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct P2pRecord {
+    pub app_id: AppId,
+    pub uid: Uid,
+    pub chat_id: ChatId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDedupRecord {
+    pub app_id: AppId,
+    pub uuid: String,
+    pub message_id: MessageId,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskChatRecord {
+    pub task_id: String,
+    #[serde(flatten)]
+    pub link: LinkedChat,
+}
+
+/// Sizes for /metrics and the console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    pub chats: u64,
+    pub members: u64,
+    pub messages: u64,
 }
 
 #[async_trait]
@@ -201,6 +254,20 @@ pub trait Store: Send + Sync + 'static {
     async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError>;
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
+
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Every chat of every tenant, in creation order after `after_seq` (the console's view).
+    async fn all_chats(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError>;
+
+    /// A consistent copy of everything stored.
+    async fn export(&self) -> Result<Snapshot, StoreError>;
+
+    /// Replaces everything stored with `snapshot`, atomically.
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Removes every chat, message, dedup key and task link; tokens stay valid.
+    async fn clear(&self) -> Result<(), StoreError>;
 
     async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError>;
 

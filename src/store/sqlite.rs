@@ -11,8 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, LinkedChat, MessageDedupKey, MessageOrder, MessageQuery, Store,
-    StoreError, TaskLink, TokenKind, TokenRecord,
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey, MessageDedupRecord,
+    MessageOrder, MessageQuery, P2pRecord, Snapshot, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenKind,
+    TokenRecord,
 };
 use crate::domain::chat::{join_key, Chat, ChatStatus, Owner};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
@@ -43,6 +44,8 @@ enum WriteOp {
     P2p { app: AppId, uid: Uid, new: Box<Chat>, reply: oneshot::Sender<Result<Chat, StoreError>> },
     TaskChat { link: TaskLink, new: Box<Chat>, reply: oneshot::Sender<Result<Created, StoreError>> },
     LinkTaskChat { link: TaskLink, chat_id: ChatId, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// `Some`: replace everything with the snapshot; `None`: clear all but tokens.
+    Replace { snapshot: Option<Box<Snapshot>>, reply: oneshot::Sender<Result<(), StoreError>> },
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -197,6 +200,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                 }
                 WriteOp::LinkTaskChat { link, chat_id, reply } => {
                     deliver(reply, insert_task_link(&tx, &link, &chat_id, false))
+                }
+                WriteOp::Replace { snapshot, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| apply_replace(sp, snapshot.map(|s| *s))))
                 }
                 WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => deliver(
                     reply,
@@ -389,6 +395,97 @@ fn insert_task_link(tx: &Connection, link: &TaskLink, chat_id: &ChatId, started_
     )?
     .execute(params![link.task_id, link.app_id.0, chat_id.0, started_here, link.at_ms])?;
     Ok(())
+}
+
+const STATE_TABLES: &[&str] = &["task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+
+fn apply_replace(tx: &Connection, snapshot: Option<Snapshot>) -> Result<(), StoreError> {
+    for table in STATE_TABLES {
+        tx.execute(&format!("DELETE FROM {table}"), [])?;
+    }
+    let Some(s) = snapshot else {
+        return Ok(());
+    };
+    tx.execute("DELETE FROM tokens", [])?;
+    for chat in &s.chats {
+        insert_chat(tx, chat)?;
+    }
+    let mut dedup = tx.prepare_cached(
+        "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for d in &s.chat_dedup {
+        dedup.execute(params![d.key.tenant_key.0, d.key.app_id.0, d.key.uuid, d.key.owner, d.chat_id.0, d.created_at_ms])?;
+    }
+    let mut p2p = tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?;
+    for p in &s.p2p_chats {
+        p2p.execute(params![p.app_id.0, p.uid.0, p.chat_id.0])?;
+    }
+    let mut message = tx.prepare_cached("INSERT INTO messages (message_id, chat_id, created_at, body) VALUES (?1, ?2, ?3, ?4)")?;
+    for m in &s.messages {
+        message.execute(params![m.message_id.0, m.chat_id.0, m.created_at_ms, to_json(m)])?;
+    }
+    let mut mdedup =
+        tx.prepare_cached("INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES (?1, ?2, ?3, ?4)")?;
+    for d in &s.message_dedup {
+        mdedup.execute(params![d.app_id.0, d.uuid, d.message_id.0, d.created_at_ms])?;
+    }
+    for t in &s.task_chats {
+        let link = TaskLink { task_id: t.task_id.clone(), app_id: t.link.app_id.clone(), at_ms: t.link.linked_at_ms };
+        insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here)?;
+    }
+    for token in &s.tokens {
+        apply_put_token(tx, token)?;
+    }
+    Ok(())
+}
+
+/// Reads everything in one read transaction, so the copy is consistent.
+fn read_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let chats = load_chat_where(&tx, "1 ORDER BY seq", [])?.into_iter().map(|(_, c)| c).collect();
+    let chat_dedup = tx
+        .prepare("SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id")?
+        .query_map([], |r| {
+            Ok(DedupRecord {
+                key: DedupKey { tenant_key: TenantKey(r.get(0)?), app_id: AppId(r.get(1)?), uuid: r.get(2)?, owner: r.get(3)? },
+                chat_id: ChatId(r.get(4)?),
+                created_at_ms: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let p2p_chats = tx
+        .prepare("SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid")?
+        .query_map([], |r| Ok(P2pRecord { app_id: AppId(r.get(0)?), uid: Uid(r.get(1)?), chat_id: ChatId(r.get(2)?) }))?
+        .collect::<Result<_, _>>()?;
+    let mut messages = Vec::new();
+    let mut stmt = tx.prepare("SELECT body FROM messages ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        messages.push(from_json("messages.body", &row.get::<_, String>(0)?)?);
+    }
+    let message_dedup = tx
+        .prepare("SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id")?
+        .query_map([], |r| {
+            Ok(MessageDedupRecord { app_id: AppId(r.get(0)?), uuid: r.get(1)?, message_id: MessageId(r.get(2)?), created_at_ms: r.get(3)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    let task_chats = tx
+        .prepare("SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id")?
+        .query_map([], |r| {
+            Ok(TaskChatRecord {
+                task_id: r.get(0)?,
+                link: LinkedChat { chat_id: ChatId(r.get(1)?), app_id: AppId(r.get(2)?), started_here: r.get(3)?, linked_at_ms: r.get(4)? },
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let tokens = tx
+        .prepare("SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens ORDER BY issued_at, token")?
+        .query_map([], token_from_row)?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(token_record)
+        .collect::<Result<_, _>>()?;
+    Ok(Snapshot { chats, chat_dedup, p2p_chats, messages, message_dedup, task_chats, tokens })
 }
 
 fn apply_create_message(
@@ -759,6 +856,34 @@ impl Store for SqliteStore {
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
         self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM chats", [], |r| r.get::<_, i64>(0))? as u64)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.read(|conn| {
+            let (chats, members): (i64, i64) =
+                conn.query_row("SELECT count(*), coalesce(sum(length(users)), 0) / 10 FROM chats", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let messages: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+            Ok(StoreStats { chats: chats as u64, members: members as u64, messages: messages as u64 })
+        })
+        .await
+    }
+
+    async fn all_chats(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError> {
+        self.read(move |conn| load_chat_where(conn, "seq > ?1 ORDER BY seq LIMIT ?2", params![after_seq, limit as i64])).await
+    }
+
+    async fn export(&self) -> Result<Snapshot, StoreError> {
+        self.read(read_snapshot).await
+    }
+
+    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::Replace { snapshot: Some(Box::new(snapshot)), reply }, rx).await
+    }
+
+    async fn clear(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::Replace { snapshot: None, reply }, rx).await
     }
 
     async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ mod support;
 
 mod apaas;
 mod auth;
+mod control;
 mod create_chat;
 mod durability;
 mod idempotency;

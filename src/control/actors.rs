@@ -1,0 +1,261 @@
+//! Control endpoints that look inside (chats, tasks) and that act as a person would in the
+//! Feishu client: post into a chat, join it, leave it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{control_error, json_body};
+use crate::api::extract::RawBody;
+use crate::domain::chat::{Chat, ChatStatus, Owner};
+use crate::domain::directory::{Directory, User};
+use crate::domain::ids::{new_message_id, ChatId, Uid};
+use crate::domain::message::{validate_content, Message, Sender};
+use crate::envelope::{ok, ApiError, ApiResult};
+use crate::state::AppState;
+use crate::store::MessageOrder;
+
+const MAX_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+pub struct Page {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+fn person(dir: &Directory, uid: &Uid) -> serde_json::Value {
+    match dir.user(uid) {
+        Some(u) => json!({"key": u.key, "name": u.name, "tenant_key": u.tenant_key, "kunlun_id": u.kunlun_id}),
+        None => json!({"key": null, "uid": uid}),
+    }
+}
+
+fn bot(dir: &Directory, app_id: &crate::domain::ids::AppId) -> serde_json::Value {
+    json!({"app_id": app_id, "name": dir.app(app_id).map(|a| a.name.as_str())})
+}
+
+fn summary(dir: &Directory, seq: i64, chat: &Chat) -> serde_json::Value {
+    json!({
+        "seq": seq,
+        "chat_id": chat.chat_id,
+        "name": chat.settings.name,
+        "tenant_key": chat.tenant_key,
+        "chat_mode": chat.settings.chat_mode,
+        "chat_type": chat.settings.chat_type,
+        "external": chat.external,
+        "status": chat.status,
+        "created_at_ms": chat.created_at_ms,
+        "last_active_at_ms": chat.last_active_at_ms,
+        "user_count": chat.users.len(),
+        "bot_count": chat.bots.len(),
+        "owner": match &chat.owner {
+            Owner::User(uid) => json!({"user": person(dir, uid)}),
+            Owner::Bot(app) => json!({"bot": bot(dir, app)}),
+        },
+        "creator": bot(dir, &chat.creator_app),
+    })
+}
+
+/// Every chat of every tenant, oldest first, `limit` (≤ 500, default 100) after `after`.
+pub async fn list_chats(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> ApiResult {
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let chats = state.store.all_chats(page.after.unwrap_or(0), limit).await?;
+    let dir = state.directory();
+    let next = chats.last().map(|(seq, _)| *seq).filter(|_| chats.len() == limit);
+    let items: Vec<_> = chats.iter().map(|(seq, c)| summary(&dir, *seq, c)).collect();
+    Ok(ok(&json!({ "items": items, "next_after": next, "stats": state.store.stats().await? })))
+}
+
+async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> {
+    state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| control_error(404, format!("no chat {chat_id}")))
+}
+
+/// One chat with its settings, members, managers, the tasks it is linked to and its latest 100 messages.
+pub async fn chat_detail(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>) -> ApiResult {
+    let chat = chat_or_404(&state, &chat_id).await?;
+    let dir = state.directory();
+    let messages = state
+        .store
+        .list_messages(crate::store::MessageQuery {
+            chat_id: chat.chat_id.clone(),
+            start_ms: None,
+            end_ms: None,
+            order: MessageOrder::Desc,
+            after: None,
+            limit: 100,
+        })
+        .await?;
+    let messages: Vec<_> = messages
+        .into_iter()
+        .rev()
+        .map(|(_, m)| {
+            let sender = match &m.sender {
+                Sender::App(app) => json!({"bot": bot(&dir, app)}),
+                Sender::User(uid) => json!({"user": person(&dir, uid)}),
+            };
+            json!({"message_id": m.message_id, "msg_type": m.msg_type, "content": m.content, "sender": sender, "created_at_ms": m.created_at_ms})
+        })
+        .collect();
+    let tasks: Vec<_> = {
+        let mut linked = Vec::new();
+        for task in &dir.apaas().tasks {
+            if state.store.task_chats(&task.task_id).await?.iter().any(|l| l.chat_id == chat.chat_id) {
+                linked.push(json!({"task_id": task.task_id, "key": task.key}));
+            }
+        }
+        linked
+    };
+    Ok(ok(&json!({
+        "chat": summary(&dir, 0, &chat),
+        "settings": chat.settings,
+        "members": chat.users.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
+        "bots": chat.bots.iter().map(|b| bot(&dir, b)).collect::<Vec<_>>(),
+        "user_managers": chat.user_managers.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
+        "bot_managers": chat.bot_managers.iter().map(|b| bot(&dir, b)).collect::<Vec<_>>(),
+        "tasks": tasks,
+        "messages": messages,
+    })))
+}
+
+/// aPaaS tasks with the chats linked to them.
+pub async fn tasks(State(state): State<Arc<AppState>>) -> ApiResult {
+    let dir = state.directory();
+    let mut items = Vec::new();
+    for task in &dir.apaas().tasks {
+        let w = dir.apaas().workflow_of(task);
+        let links = state.store.task_chats(&task.task_id).await?;
+        items.push(json!({
+            "key": task.key,
+            "task_id": task.task_id,
+            "status": task.status,
+            "tenant_key": w.tenant_key,
+            "workflow_instance": {"id": w.id, "label": w.label, "status": w.status, "api_id": w.api_id},
+            "initiator": person(&dir, &w.initiator),
+            "assignees": task.assignees.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
+            "cc": task.cc.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
+            "start_time_ms": task.start_time_ms,
+            "chats": links,
+        }));
+    }
+    Ok(ok(&json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+struct ActAs {
+    /// The fixture key of the user.
+    user: String,
+    text: Option<String>,
+    msg_type: Option<String>,
+    /// A JSON string, as in the message API.
+    content: Option<String>,
+}
+
+fn user_by_key<'d>(dir: &'d Directory, key: &str) -> Result<&'d User, ApiError> {
+    dir.users().iter().find(|u| u.key == key).ok_or_else(|| control_error(400, format!("no user with key {key:?}")))
+}
+
+fn usable(chat: &Chat) -> Result<(), ApiError> {
+    if chat.status == ChatStatus::Dissolved {
+        return Err(control_error(400, "the chat has been disbanded"));
+    }
+    Ok(())
+}
+
+/// Posts a message as a user, as from the Feishu client. Body: `{user, text}` or `{user, msg_type, content}`.
+pub async fn post_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>, RawBody(body): RawBody) -> ApiResult {
+    let act: ActAs = json_body(&body)?;
+    let dir = state.directory();
+    let user = user_by_key(&dir, &act.user)?;
+    let chat = chat_or_404(&state, &chat_id).await?;
+    usable(&chat)?;
+    if !chat.has_user(&user.uid) {
+        return Err(control_error(400, format!("{} is not in the chat", user.key)));
+    }
+    let (msg_type, content) = match (act.text, act.msg_type, act.content) {
+        (Some(text), None, None) => ("text".to_string(), json!({ "text": text }).to_string()),
+        (None, Some(t), Some(c)) => (t, c),
+        _ => return Err(control_error(400, "give `text`, or `msg_type` and `content`")),
+    };
+    validate_content(&msg_type, &content).map_err(|e| control_error(400, format!("{}: {:?}", e.msg, e.field_violations)))?;
+    let now = state.clock.now_ms();
+    let message = Message {
+        message_id: new_message_id(now),
+        chat_id: chat.chat_id.clone(),
+        msg_type,
+        content,
+        sender: Sender::User(user.uid.clone()),
+        sender_tenant: user.tenant_key.clone(),
+        created_at_ms: now,
+    };
+    let stored = state.store.create_message(message, None, 0).await?;
+    Ok(ok(&json!({ "message_id": stored.message_id, "chat_id": stored.chat_id })))
+}
+
+#[derive(Deserialize)]
+struct Someone {
+    user: String,
+}
+
+/// A user joins the chat (someone shared it with them). Users of other tenants only join external chats.
+pub async fn join_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>, RawBody(body): RawBody) -> ApiResult {
+    let who: Someone = json_body(&body)?;
+    let dir = state.directory();
+    let user = user_by_key(&dir, &who.user)?;
+    if !user.is_active() {
+        return Err(control_error(400, format!("{} has resigned", user.key)));
+    }
+    let (uid, tenant, now) = (user.uid.clone(), user.tenant_key.clone(), state.clock.now_ms());
+    change(&state, &chat_id, move |chat| {
+        if chat.status == ChatStatus::Dissolved {
+            return Err("the chat has been disbanded".into());
+        }
+        if chat.tenant_key != tenant && !chat.external {
+            return Err("users of another tenant only join external chats".into());
+        }
+        if chat.users.len() >= crate::domain::chat_ops::MAX_USERS_PER_CHAT {
+            return Err("the chat is full".into());
+        }
+        if !chat.has_user(&uid) {
+            chat.add_users([uid], now);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A user leaves the chat. The owner has to hand the chat over first, as in the client.
+pub async fn leave_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>, RawBody(body): RawBody) -> ApiResult {
+    let who: Someone = json_body(&body)?;
+    let dir = state.directory();
+    let uid = user_by_key(&dir, &who.user)?.uid.clone();
+    change(&state, &chat_id, move |chat| {
+        if chat.status == ChatStatus::Dissolved {
+            return Err("the chat has been disbanded".into());
+        }
+        if !chat.has_user(&uid) {
+            return Err("the user is not in the chat".into());
+        }
+        if chat.owner == Owner::User(uid.clone()) {
+            return Err("the owner can not leave; transfer the chat first".into());
+        }
+        chat.remove_user(&uid);
+        Ok(())
+    })
+    .await
+}
+
+/// Runs an atomic change; a refusal (a plain message) is a 400.
+async fn change(
+    state: &AppState,
+    chat_id: &str,
+    f: impl FnOnce(&mut Chat) -> Result<(), String> + Send + 'static,
+) -> ApiResult {
+    let change = Box::new(move |chat: &mut Chat| f(chat).map_err(|why| control_error(400, why).0));
+    match state.store.modify_chat(&ChatId(chat_id.to_string()), change).await? {
+        None => Err(control_error(404, format!("no chat {chat_id}"))),
+        Some(Ok(chat)) => Ok(ok(&json!({ "chat_id": chat.chat_id, "user_count": chat.users.len() }))),
+        Some(Err(e)) => Err(ApiError(e)),
+    }
+}

@@ -1,0 +1,325 @@
+//! The control API under `/_larkstack/`: what a test harness needs to set larkstack up, look
+//! inside, break it on purpose and move time. Only the admin token opens it; /open-apis never
+//! accepts that token.
+//!
+//! Replies use the Feishu envelope (`code` 0 on success; 400/401/404 with the HTTP status).
+
+pub mod actors;
+pub mod faults;
+pub mod intercept;
+pub mod journal;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::extract::RawBody;
+use crate::domain::directory::{AppKind, Directory};
+use crate::domain::ids::Uid;
+use crate::envelope::{ok, ApiError, ApiResult};
+use crate::error::FeishuError;
+use crate::state::AppState;
+use crate::store::Snapshot;
+
+/// Format version of exported state documents.
+pub const STATE_FORMAT: u32 = 1;
+
+pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/_larkstack/directory", get(directory))
+        .route("/_larkstack/reset", post(reset))
+        .route("/_larkstack/fixture", get(get_fixture).put(load_fixture))
+        .route("/_larkstack/state", get(export).put(import))
+        .route("/_larkstack/journal", get(journal).delete(clear_journal))
+        .route("/_larkstack/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/_larkstack/faults/{id}", delete(remove_fault))
+        .route("/_larkstack/clock", get(clock).post(set_clock))
+        .route("/_larkstack/chats", get(actors::list_chats))
+        .route("/_larkstack/chats/{chat_id}", get(actors::chat_detail))
+        .route("/_larkstack/chats/{chat_id}/messages", post(actors::post_as_user))
+        .route("/_larkstack/chats/{chat_id}/join", post(actors::join_as_user))
+        .route("/_larkstack/chats/{chat_id}/leave", post(actors::leave_as_user))
+        .route("/_larkstack/tasks", get(actors::tasks))
+        .route_layer(middleware::from_fn_with_state(state, require_admin))
+}
+
+pub fn control_error(status: u16, msg: impl Into<String>) -> ApiError {
+    ApiError(FeishuError::new(status as i64, msg.into()).with_status(status))
+}
+
+/// Admits only `Authorization: Bearer <admin token>` (or `X-Larkstack-Admin-Token`).
+async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-larkstack-admin-token").and_then(|v| v.to_str().ok()));
+    if given.map(str::trim) == Some(state.admin_token.as_str()) {
+        next.run(req).await
+    } else {
+        control_error(401, "the control API needs the admin token larkstack printed at start").into_response()
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(bytes).map_err(|e| control_error(400, format!("invalid JSON body: {e}")))
+}
+
+/// Tenants, apps with credentials, users with every ID per app, and aPaaS tasks.
+pub fn directory_json(dir: &Directory) -> serde_json::Value {
+    let apps: Vec<_> = dir
+        .apps()
+        .iter()
+        .map(|a| {
+            json!({
+                "key": a.key, "name": a.name, "app_id": a.app_id, "app_secret": a.app_secret,
+                "kind": if a.kind == AppKind::Store { "store" } else { "self_built" },
+                "bot": a.bot, "home_tenant_key": a.home_tenant, "scopes": a.scopes,
+                "installed_tenant_keys": a.installs.keys().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let users: Vec<_> = dir
+        .users()
+        .iter()
+        .map(|u| {
+            let open_ids: serde_json::Map<_, _> = dir.apps().iter().map(|a| (a.key.clone(), json!(dir.open_id(a, u)))).collect();
+            let union_ids: serde_json::Map<_, _> =
+                dir.apps().iter().map(|a| (a.developer.clone(), json!(dir.union_id(&a.developer, u)))).collect();
+            json!({
+                "key": u.key, "name": u.name, "tenant_key": u.tenant_key, "user_id": u.user_id,
+                "status": if u.is_active() { "active" } else { "resigned" }, "email": u.email,
+                "kunlun_id": u.kunlun_id, "open_ids": open_ids, "union_ids": union_ids,
+            })
+        })
+        .collect();
+    let tenants: Vec<_> = dir.tenants().iter().map(|t| json!({"key": t.key, "name": t.name, "tenant_key": t.tenant_key})).collect();
+    let key_of = |uid: &Uid| dir.user(uid).map(|u| u.key.clone());
+    let tasks: Vec<_> = dir
+        .apaas()
+        .tasks
+        .iter()
+        .map(|t| {
+            let w = dir.apaas().workflow_of(t);
+            json!({
+                "key": t.key, "task_id": t.task_id, "tenant_key": w.tenant_key, "status": t.status,
+                "workflow_instance": {"key": w.key, "id": w.id, "api_id": w.api_id, "label": w.label, "status": w.status},
+                "initiator": key_of(&w.initiator),
+                "assignees": t.assignees.iter().map(key_of).collect::<Vec<_>>(),
+                "cc": t.cc.iter().map(key_of).collect::<Vec<_>>(),
+                "start_time_ms": t.start_time_ms,
+            })
+        })
+        .collect();
+    json!({"tenants": tenants, "apps": apps, "users": users, "tasks": tasks})
+}
+
+async fn directory(State(state): State<Arc<AppState>>) -> ApiResult {
+    Ok(ok(&directory_json(&state.directory())))
+}
+
+/// Forgets everything that happened since start: chats, messages, dedup keys, task links, the
+/// journal, faults and rate windows. The directory, tokens and the clock stay.
+async fn reset(State(state): State<Arc<AppState>>) -> ApiResult {
+    clear_runtime(&state).await?;
+    Ok(ok(&json!({})))
+}
+
+async fn clear_runtime(state: &AppState) -> Result<(), ApiError> {
+    state.store.clear().await?;
+    state.journal.clear();
+    state.faults.clear();
+    state.limits.clear();
+    Ok(())
+}
+
+async fn get_fixture(State(state): State<Arc<AppState>>) -> ApiResult {
+    Ok(ok(&json!({ "fixture": *state.fixture_text.read() })))
+}
+
+/// Loads a fixture (TOML body) as the directory, then resets like `/_larkstack/reset`: chats of
+/// the old directory would name people who may no longer exist. Kept for the next start.
+async fn load_fixture(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let text = String::from_utf8(body.to_vec()).map_err(|_| control_error(400, "the fixture must be UTF-8 TOML"))?;
+    install_fixture(&state, text).await?;
+    clear_runtime(&state).await?;
+    Ok(ok(&directory_json(&state.directory())))
+}
+
+async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError> {
+    let directory = Directory::from_toml(&text).map_err(|e| control_error(400, e.to_string()))?;
+    if let Some(file) = &state.fixture_file {
+        std::fs::write(file, &text).map_err(|e| control_error(500, format!("{}: {e}", file.display())))?;
+    }
+    state.replace_directory(directory);
+    *state.fixture_text.write() = Some(text);
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateDocument {
+    larkstack_state: u32,
+    /// The directory's fixture, when larkstack knows its text.
+    fixture: Option<String>,
+    store: Snapshot,
+}
+
+async fn export(State(state): State<Arc<AppState>>) -> ApiResult {
+    let store = state.store.export().await?;
+    let doc = StateDocument { larkstack_state: STATE_FORMAT, fixture: state.fixture_text.read().clone(), store };
+    Ok(ok(&doc))
+}
+
+/// Replaces the whole state with an exported document (its fixture too, when it carries one).
+/// Tokens not in the document stop working.
+async fn import(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    // Accepts the export reply as is, or just its `data`.
+    let value: serde_json::Value = json_body(&body)?;
+    let value = match value.get("data") {
+        Some(data) if value.get("code").is_some() => data.clone(),
+        _ => value,
+    };
+    let doc: StateDocument = serde_json::from_value(value).map_err(|e| control_error(400, format!("not a larkstack state document: {e}")))?;
+    if doc.larkstack_state != STATE_FORMAT {
+        return Err(control_error(400, format!("state format {} is not {STATE_FORMAT}", doc.larkstack_state)));
+    }
+    if let Some(text) = doc.fixture.filter(|t| state.fixture_text.read().as_ref() != Some(t)) {
+        install_fixture(&state, text).await?;
+    }
+    state.store.import(doc.store).await?;
+    state.token_cache.write().clear();
+    state.limits.clear();
+    Ok(ok(&json!({})))
+}
+
+async fn journal(State(state): State<Arc<AppState>>, Query(filter): Query<journal::JournalFilter>) -> ApiResult {
+    Ok(ok(&json!({ "capacity": state.journal.capacity(), "items": state.journal.list(&filter) })))
+}
+
+async fn clear_journal(State(state): State<Arc<AppState>>) -> ApiResult {
+    state.journal.clear();
+    Ok(ok(&json!({})))
+}
+
+async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult {
+    Ok(ok(&json!({ "items": state.faults.list(), "presets": faults::PRESETS })))
+}
+
+async fn add_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let spec: faults::FaultSpec = json_body(&body)?;
+    let rule = state.faults.add(spec).map_err(|e| control_error(400, e))?;
+    Ok(ok(&rule))
+}
+
+async fn remove_fault(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+    let id: u64 = id.parse().map_err(|_| control_error(404, "no such fault"))?;
+    if !state.faults.remove(id) {
+        return Err(control_error(404, "no such fault"));
+    }
+    Ok(ok(&json!({})))
+}
+
+async fn clear_faults(State(state): State<Arc<AppState>>) -> ApiResult {
+    state.faults.clear();
+    Ok(ok(&json!({})))
+}
+
+fn clock_view(state: &AppState) -> serde_json::Value {
+    json!({ "now_ms": state.clock.now_ms(), "frozen": state.clock.is_frozen() })
+}
+
+async fn clock(State(state): State<Arc<AppState>>) -> ApiResult {
+    Ok(ok(&clock_view(&state)))
+}
+
+/// Clock changes, applied in this order: `freeze`, `set_ms`, `advance_ms` / `advance` ("10h30m").
+#[derive(Deserialize)]
+struct ClockChange {
+    freeze: Option<bool>,
+    set_ms: Option<i64>,
+    advance_ms: Option<i64>,
+    advance: Option<String>,
+}
+
+async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let change: ClockChange = json_body(&body)?;
+    let advance = match &change.advance {
+        Some(text) => Some(parse_duration_ms(text).ok_or_else(|| control_error(400, format!("{text:?} is not a duration like 90s, 10m, 10h30m, 2d")))?),
+        None => None,
+    };
+    match change.freeze {
+        Some(true) => state.clock.freeze(),
+        Some(false) => state.clock.unfreeze(),
+        None => {}
+    }
+    if let Some(ms) = change.set_ms {
+        state.clock.set_ms(ms);
+    }
+    let by = change.advance_ms.unwrap_or(0) + advance.unwrap_or(0);
+    if by != 0 {
+        state.clock.advance_ms(by);
+    }
+    Ok(ok(&clock_view(&state)))
+}
+
+/// `1d2h3m4s500ms`-style durations (a leading `-` goes back in time).
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let (sign, mut rest) = match text.trim().strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, text.trim()),
+    };
+    let mut total: i64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let ms = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(ms)?)?;
+        rest = &rest[unit..];
+    }
+    Some(sign * total)
+}
+
+/// `GET /healthz`: the store answers.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.count_chats().await {
+        Ok(_) => ok(&json!({"status": "ok"})),
+        Err(e) => control_error(503, format!("store unavailable: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("10h"), Some(36_000_000));
+        assert_eq!(parse_duration_ms("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration_ms("2d"), Some(172_800_000));
+        assert_eq!(parse_duration_ms("1s500ms"), Some(1_500));
+        assert_eq!(parse_duration_ms("-1m"), Some(-60_000));
+        assert_eq!(parse_duration_ms("10"), None);
+        assert_eq!(parse_duration_ms("h"), None);
+        assert_eq!(parse_duration_ms(""), None);
+    }
+}
