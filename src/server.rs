@@ -45,6 +45,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/open-apis/apaas/v1/user_task/query", post(apaas::query))
         .route("/healthz", get(control::healthz))
         .merge(control::router(state.clone()))
+        .merge(control::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))

@@ -5,6 +5,7 @@
 //! Replies use the Feishu envelope (`code` 0 on success; 400/401/404 with the HTTP status).
 
 pub mod actors;
+pub mod console;
 pub mod faults;
 pub mod intercept;
 pub mod journal;
