@@ -35,6 +35,15 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     resp
 }
 
+/// The Feishu `code` of a reply, kept beside it for metrics (no body parsing on the way out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeishuCode(pub i64);
+
+fn with_code(mut resp: Response, code: i64) -> Response {
+    resp.extensions_mut().insert(FeishuCode(code));
+    resp
+}
+
 /// `{"code":0,"msg":"success","data":data}` under HTTP 200.
 pub fn ok<T: Serialize>(data: &T) -> Response {
     #[derive(Serialize)]
@@ -44,12 +53,13 @@ pub fn ok<T: Serialize>(data: &T) -> Response {
         data: &'a T,
     }
     let body = serde_json::to_vec(&Envelope { code: 0, msg: "success", data }).expect("reply serialises");
-    json_response(StatusCode::OK, body)
+    with_code(json_response(StatusCode::OK, body), 0)
 }
 
 /// A reply whose fields sit at the top level (the auth endpoints), under HTTP 200.
-pub fn top_level<T: Serialize>(body: &T) -> Response {
-    json_response(StatusCode::OK, serde_json::to_vec(body).expect("reply serialises"))
+pub fn top_level(body: &serde_json::Value) -> Response {
+    let code = body.get("code").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    with_code(json_response(StatusCode::OK, serde_json::to_vec(body).expect("reply serialises")), code)
 }
 
 /// HTTP status of a Feishu error: business and gateway errors are 400, transport errors carry their own.
@@ -93,7 +103,8 @@ pub fn error_body(err: &FeishuError) -> serde_json::Value {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let err = self.0;
-        let mut resp = json_response(status_of(&err), serde_json::to_vec(&error_body(&err)).expect("serialises"));
+        let resp = json_response(status_of(&err), serde_json::to_vec(&error_body(&err)).expect("serialises"));
+        let mut resp = with_code(resp, err.code);
         if let Some(rl) = err.rate_limited {
             let h = resp.headers_mut();
             h.insert("x-ogw-ratelimit-limit", HeaderValue::from(rl.limit));

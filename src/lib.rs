@@ -6,6 +6,7 @@ pub mod control;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod metrics;
 pub mod ratelimit;
 pub mod server;
 pub mod state;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{apaas, auth, im};
 use crate::control;
+use crate::metrics;
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
 use crate::error::FeishuError;
 use crate::state::AppState;
@@ -44,8 +45,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/open-apis/apaas/v1/user_tasks/{task_id}/chat_group", post(apaas::chat_group))
         .route("/open-apis/apaas/v1/user_task/query", post(apaas::query))
         .route("/healthz", get(control::healthz))
+        .route("/metrics", get(metrics::render))
         .merge(control::router(state.clone()))
         .merge(control::console::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))
@@ -64,7 +67,8 @@ async fn log_id_layer(State(state): State<Arc<AppState>>, req: Request, next: Ne
     resp
 }
 
-async fn not_found(req: Request) -> Response {
+async fn not_found(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    state.metrics.observe("unmatched", req.method().as_str(), 404, 0.0);
     let path = req.uri().path().to_string();
     let msg = if path.starts_with("/open-apis/") {
         format!("{} {path} is not implemented by larkstack", req.method())
@@ -74,7 +78,8 @@ async fn not_found(req: Request) -> Response {
     ApiError(FeishuError::new(404, msg).with_status(404)).into_response()
 }
 
-async fn method_not_allowed(req: Request) -> Response {
+async fn method_not_allowed(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    state.metrics.observe("unmatched", req.method().as_str(), 405, 0.0);
     let msg = format!("method {} is not allowed on {}", req.method(), req.uri().path());
     ApiError(FeishuError::new(405, msg).with_status(405)).into_response()
 }

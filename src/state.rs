@@ -32,6 +32,7 @@ pub struct AppState {
     pub fixture_text: RwLock<Option<String>>,
     /// Where a fixture loaded at run time is kept for the next start.
     pub fixture_file: Option<std::path::PathBuf>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub struct StateConfig {
@@ -67,6 +68,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
         Arc::new(AppState {
             limits: RateLimits::new(config.rate_limits, clock.clone()),
+            metrics: crate::metrics::Metrics::new(store.commit_latency()),
             clock,
             store,
             directory: RwLock::new(Arc::new(directory)),

@@ -186,6 +186,11 @@ pub struct StoreStats {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Commit latency, for /metrics, when the backend measures it.
+    fn commit_latency(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        None
+    }
+
     /// Stores `chat`. With a dedup key, at most one chat exists per key among keys created after
     /// `dedup_window_start_ms`; a repeat gets `Created::Existing` and stores nothing.
     async fn create_chat(

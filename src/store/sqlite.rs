@@ -8,6 +8,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
@@ -63,6 +64,7 @@ pub struct SqliteStore {
     readers: crossbeam_channel::Sender<ReadJob>,
     /// Dropping it ends the checkpoint thread.
     _stop_checkpoints: std::sync::mpsc::Sender<()>,
+    commit_seconds: Histogram,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -100,9 +102,11 @@ impl SqliteStore {
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let commit_seconds = crate::metrics::latency_histogram();
+        let timer = commit_seconds.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, timer))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let checkpointer = open_connection(&path)?;
         let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
@@ -128,6 +132,7 @@ impl SqliteStore {
             writer: tx,
             readers,
             _stop_checkpoints: stop_checkpoints,
+            commit_seconds,
         })
     }
 
@@ -162,7 +167,7 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, commit_seconds: Histogram) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -172,7 +177,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         commit_batch(&mut conn, &mut batch);
+        commit_seconds.observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -654,6 +661,10 @@ fn token_record(row: (String, String, String, String, i64, i64)) -> Result<Token
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn commit_latency(&self) -> Option<Histogram> {
+        Some(self.commit_seconds.clone())
+    }
+
     async fn create_chat(&self, chat: Chat, dedup: Option<DedupKey>, window_start_ms: i64) -> Result<Created, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.write(WriteOp::CreateChat { chat: Box::new(chat), dedup, window_start_ms, reply }, rx).await

@@ -298,3 +298,35 @@ async fn act_as_users_post_join_and_leave() {
     assert_eq!(listed["items"][0]["chat_id"], chat);
     assert_eq!(listed["stats"]["messages"], 1);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_endpoint_and_code() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::spawn(data.path(), None, &[]);
+    let client = reqwest::Client::new();
+    let creds = json!({"app_id": "cli_a1b2c3d4e5f60718", "app_secret": "larkstackDemoSecret0000000000001"});
+    let token: Value = client.post(server.url("/open-apis/auth/v3/tenant_access_token/internal")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let t = token["tenant_access_token"].as_str().unwrap();
+    for body in [json!({"name": "指标"}), json!({"chat_mode": "topic"})] {
+        client.post(server.url("/open-apis/im/v1/chats")).bearer_auth(t).json(&body).send().await.unwrap();
+    }
+    client.get(server.url("/open-apis/nothing/here")).send().await.unwrap();
+    let resp = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = resp.text().await.unwrap();
+    for line in [
+        r#"larkstack_requests_total{endpoint="/open-apis/im/v1/chats",method="POST",code="0"} 1"#,
+        r#"larkstack_requests_total{endpoint="/open-apis/im/v1/chats",method="POST",code="232001"} 1"#,
+        r#"larkstack_requests_total{endpoint="/open-apis/auth/v3/tenant_access_token/internal",method="POST",code="0"} 1"#,
+        r#"larkstack_requests_total{endpoint="unmatched",method="GET",code="404"} 1"#,
+        r#"larkstack_request_duration_seconds_count{endpoint="/open-apis/im/v1/chats"} 2"#,
+        "larkstack_chats 1",
+        "larkstack_members 0",
+        "larkstack_messages 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    let commits = text.lines().find(|l| l.starts_with("larkstack_store_commit_duration_seconds_count")).unwrap();
+    assert!(commits.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 2, "{commits}");
+}
