@@ -1,5 +1,6 @@
-//! The web console: static files compiled into the binary, served at `/`. It talks to the
-//! control API with the admin token it finds in the page's `#token=` fragment.
+//! The web console: static files compiled into the binary, served at `/` and `/console/*`. It
+//! talks only to the control API (and `/healthz`) with the admin token it finds in the page's
+//! `#token=` fragment (then keeps in the browser's localStorage).
 
 use std::sync::Arc;
 
@@ -11,11 +12,23 @@ use axum::Router;
 use crate::state::AppState;
 
 const INDEX_HTML: &str = include_str!("../../console/index.html");
+const APP_JS: &str = include_str!("../../console/app.js");
+const STYLE_CSS: &str = include_str!("../../console/style.css");
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/", get(index))
+    Router::new()
+        .route("/", get(|| file(HTML, INDEX_HTML)))
+        .route("/console/app.js", get(|| file(JS, APP_JS)))
+        .route("/console/style.css", get(|| file(CSS, STYLE_CSS)))
 }
 
-async fn index() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/html; charset=utf-8"), (CACHE_CONTROL, "no-cache")], INDEX_HTML)
+async fn file(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
+    )
 }
