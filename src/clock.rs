@@ -39,7 +39,8 @@ impl Clock {
     pub fn advance_ms(&self, by: i64) {
         self.offset_ms.fetch_add(by, Ordering::AcqRel);
         let _ = self.frozen_at_ms.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
-            (f != NOT_FROZEN).then_some(f + by)
+            // Lazily: `then_some(f + by)` would compute i64::MIN + by (overflow) while running.
+            (f != NOT_FROZEN).then(|| f + by)
         });
     }
 
@@ -79,7 +80,7 @@ impl governor::clock::Clock for GovernorClock {
     type Instant = governor::nanos::Nanos;
 
     fn now(&self) -> Self::Instant {
-        governor::nanos::Nanos::from((self.0.now_ms().max(0) as u64) * 1_000_000)
+        governor::nanos::Nanos::from((self.0.now_ms().max(0) as u64).saturating_mul(1_000_000))
     }
 }
 
@@ -98,6 +99,15 @@ mod tests {
         assert_eq!(c.now_ms(), t + 3_600_000);
         c.unfreeze();
         assert!(c.now_ms() >= t + 3_600_000);
+        assert!(!c.is_frozen());
+    }
+
+    #[test]
+    fn going_back_while_running() {
+        let c = Clock::default();
+        let t = c.now_ms();
+        c.advance_ms(-3_600_000);
+        assert!(c.now_ms() < t);
         assert!(!c.is_frozen());
     }
 }

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod envelope;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod server;
 pub mod state;

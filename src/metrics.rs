@@ -83,6 +83,17 @@ pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next)
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics (OpenMetrics text)",
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        crate::openapi::ErrorResponse,
+    ),
+)]
 pub async fn render(State(state): State<Arc<AppState>>) -> Response {
     match state.store.stats().await {
         Ok(stats) => {

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::api::{apaas, auth, im};
 use crate::control;
 use crate::metrics;
+use crate::openapi;
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
 use crate::error::FeishuError;
 use crate::state::AppState;
@@ -46,8 +47,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/open-apis/apaas/v1/user_task/query", post(apaas::query))
         .route("/healthz", get(control::healthz))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/coverage", get(openapi::coverage))
         .merge(control::router(state.clone()))
         .merge(control::console::router())
+        // Inside `track`, so a panicking handler is counted (code 1) like any other reply.
+        .route_layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::json;
 
 use super::auth::tenant_token;
-use super::extract::{parse_json, RawBody};
+use super::extract::{parse_json, PathParam, RawBody};
 use crate::domain::apaas::{
     apply_pull, param_invalid, plan_chat_group, query_tasks, ChatGroupBody, ChatGroupPlan, ChatTarget, TaskQueryBody,
     READ_SCOPE, WRITE_SCOPE,
@@ -65,10 +65,21 @@ fn invalid_body(field: &str, why: String) -> FeishuError {
 /// 4. `chat_id` empty: the chat this app started from the task before, if not disbanded, gets the
 ///    invitees; otherwise one write stores a new chat (operator owns it; invitees and the bot are
 ///    members) together with its link to the task.
+#[utoipa::path(
+    post,
+    path = "/open-apis/apaas/v1/user_tasks/{task_id}/chat_group",
+    operation_id = "task_chat_group",
+    tag = "apaas",
+    summary = "Start a group chat from a user task",
+    params(("task_id" = String, Path, description = "The user task")),
+    request_body(content = ChatGroupBody, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn chat_group(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(task_id): Path<String>,
+    PathParam(task_id): PathParam,
     RawBody(body): RawBody,
 ) -> ApiResult {
     let (dir, token) = begin(&state, &headers, Family::ApaasChatGroup, WRITE_SCOPE).await?;
@@ -166,6 +177,16 @@ fn in_apaas_terms(e: FeishuError, kunlun_of: &HashMap<String, String>) -> Feishu
 }
 
 /// Lists the user tasks a Kunlun user is part of. Side effects: one unit of the query budget.
+#[utoipa::path(
+    post,
+    path = "/open-apis/apaas/v1/user_task/query",
+    operation_id = "query_user_tasks",
+    tag = "apaas",
+    summary = "Query user tasks",
+    request_body(content = TaskQueryBody, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn query(State(state): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> ApiResult {
     let (dir, token) = begin(&state, &headers, Family::ApaasTaskQuery, READ_SCOPE).await?;
     let body: TaskQueryBody = parse_json(&body, invalid_body)?;

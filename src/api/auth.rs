@@ -24,7 +24,8 @@ use crate::store::{TokenKind, TokenRecord};
 pub const TOKEN_LIFETIME_MS: i64 = 7200 * 1000;
 pub const REISSUE_BEFORE_MS: i64 = 30 * 60 * 1000;
 
-#[derive(Deserialize)]
+/// App credentials.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Credentials {
     app_id: Option<String>,
     app_secret: Option<String>,
@@ -81,6 +82,17 @@ fn expire_secs(state: &AppState, t: &TokenRecord) -> i64 {
 
 /// Self-built apps get a token for their own tenant.
 /// Side effects: may store one new token.
+#[utoipa::path(
+    post,
+    path = "/open-apis/auth/v3/tenant_access_token/internal",
+    tag = "auth",
+    summary = "Tenant access token of a self-built app",
+    request_body(content = Credentials, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`code` 0 with the token, else 10003 or 10014", body = crate::openapi::TenantTokenReply),
+        crate::openapi::ErrorResponse,
+    ),
+)]
 pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let app = match check_credentials(&state, &body) {
         Ok(app) => app,
@@ -96,6 +108,17 @@ pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, Ra
 
 /// Any app gets an app token (store apps without an app_ticket: see docs/parity.md).
 /// Side effects: may store one new token.
+#[utoipa::path(
+    post,
+    path = "/open-apis/auth/v3/app_access_token/internal",
+    tag = "auth",
+    summary = "App access token",
+    request_body(content = Credentials, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`code` 0 with the token, else 10003 or 10014", body = crate::openapi::AppTokenReply),
+        crate::openapi::ErrorResponse,
+    ),
+)]
 pub async fn app_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let app = match check_credentials(&state, &body) {
         Ok(app) => app,
@@ -106,7 +129,8 @@ pub async fn app_access_token_internal(State(state): State<Arc<AppState>>, RawBo
     Ok(top_level(&json!({"code": 0, "msg": "ok", "app_access_token": t.token, "expire": expire_secs(&state, &t)})))
 }
 
-#[derive(Deserialize)]
+/// A store app's app token and the tenant that installed it.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct StoreAppTenantToken {
     app_access_token: Option<String>,
     tenant_key: Option<String>,
@@ -114,6 +138,17 @@ struct StoreAppTenantToken {
 
 /// A store app's tenant token for a tenant that installed it.
 /// Side effects: may store one new token.
+#[utoipa::path(
+    post,
+    path = "/open-apis/auth/v3/tenant_access_token",
+    tag = "auth",
+    summary = "Tenant access token of a store app",
+    request_body(content = StoreAppTenantToken, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`code` 0 with the token, else 10003", body = crate::openapi::TenantTokenReply),
+        crate::openapi::ErrorResponse,
+    ),
+)]
 pub async fn tenant_access_token(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let Ok(req) = serde_json::from_slice::<StoreAppTenantToken>(&body) else {
         return Ok(token_failure(10003, "invalid param"));

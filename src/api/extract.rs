@@ -3,8 +3,9 @@
 //! case-insensitive (`True` from Python), and oversized bodies get an envelope, not a bare 413.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_LENGTH;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::envelope::ApiError;
@@ -28,6 +29,21 @@ impl FromRequest<std::sync::Arc<AppState>> for RawBody {
             return Err(too_large(limit));
         }
         axum::body::to_bytes(req.into_body(), limit).await.map(RawBody).map_err(|_| too_large(limit))
+    }
+}
+
+/// The route's one path parameter. A bad one (percent-encoded bytes that are not UTF-8) gets an
+/// envelope with HTTP 400, not axum's plain-text rejection.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(e) => Err(ApiError(FeishuError::new(400, e.body_text()).with_status(400))),
+        }
     }
 }
 

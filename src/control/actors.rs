@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{control_error, json_body};
-use crate::api::extract::RawBody;
+use crate::api::extract::{PathParam, RawBody};
 use crate::domain::chat::{Chat, ChatStatus, Owner};
 use crate::domain::directory::{Directory, User};
 use crate::domain::ids::{new_message_id, ChatId, Uid};
@@ -59,7 +59,21 @@ fn summary(dir: &Directory, seq: i64, chat: &Chat) -> serde_json::Value {
 }
 
 /// Every chat of every tenant, oldest first, `limit` (≤ 500, default 100) after `after`.
-pub async fn list_chats(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/chats",
+    operation_id = "control_list_chats",
+    tag = "control",
+    summary = "Every chat of every tenant, oldest first",
+    params(
+        ("after" = Option<i64>, Query, description = "Chats after this seq"),
+        ("limit" = Option<u64>, Query, description = "At most 500, default 100"),
+    ),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn list_chats(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiResult {
+    let page: Page = super::query(&uri)?;
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let chats = state.store.all_chats(page.after.unwrap_or(0), limit).await?;
     let dir = state.directory();
@@ -73,7 +87,17 @@ async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> 
 }
 
 /// One chat with its settings, members, managers, the tasks it is linked to and its latest 100 messages.
-pub async fn chat_detail(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/chats/{chat_id}",
+    operation_id = "control_chat_detail",
+    tag = "control",
+    summary = "One chat with members, managers, tasks and latest messages",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam) -> ApiResult {
     let chat = chat_or_404(&state, &chat_id).await?;
     let dir = state.directory();
     let messages = state
@@ -120,6 +144,14 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, Path(chat_id): Path
 }
 
 /// aPaaS tasks with the chats linked to them.
+#[utoipa::path(
+    get,
+    path = "/_larkstack/tasks",
+    tag = "control",
+    summary = "aPaaS tasks with their linked chats",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn tasks(State(state): State<Arc<AppState>>) -> ApiResult {
     let dir = state.directory();
     let mut items = Vec::new();
@@ -142,7 +174,8 @@ pub async fn tasks(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&json!({ "items": items })))
 }
 
-#[derive(Deserialize)]
+/// A message from a user: `{user, text}` or `{user, msg_type, content}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ActAs {
     /// The fixture key of the user.
     user: String,
@@ -164,7 +197,17 @@ fn usable(chat: &Chat) -> Result<(), ApiError> {
 }
 
 /// Posts a message as a user, as from the Feishu client. Body: `{user, text}` or `{user, msg_type, content}`.
-pub async fn post_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/_larkstack/chats/{chat_id}/messages",
+    tag = "control",
+    summary = "Post a message as a user",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    request_body(content = ActAs, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam, RawBody(body): RawBody) -> ApiResult {
     let act: ActAs = json_body(&body)?;
     let dir = state.directory();
     let user = user_by_key(&dir, &act.user)?;
@@ -193,13 +236,24 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Pat
     Ok(ok(&json!({ "message_id": stored.message_id, "chat_id": stored.chat_id })))
 }
 
-#[derive(Deserialize)]
+/// A user, by fixture key.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Someone {
     user: String,
 }
 
 /// A user joins the chat (someone shared it with them). Users of other tenants only join external chats.
-pub async fn join_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/_larkstack/chats/{chat_id}/join",
+    tag = "control",
+    summary = "A user joins the chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    request_body(content = Someone, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn join_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam, RawBody(body): RawBody) -> ApiResult {
     let who: Someone = json_body(&body)?;
     let dir = state.directory();
     let user = user_by_key(&dir, &who.user)?;
@@ -226,7 +280,17 @@ pub async fn join_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Pat
 }
 
 /// A user leaves the chat. The owner has to hand the chat over first, as in the client.
-pub async fn leave_as_user(State(state): State<Arc<AppState>>, Path(chat_id): Path<String>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/_larkstack/chats/{chat_id}/leave",
+    tag = "control",
+    summary = "A user leaves the chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    request_body(content = Someone, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn leave_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam, RawBody(body): RawBody) -> ApiResult {
     let who: Someone = json_body(&body)?;
     let dir = state.directory();
     let uid = user_by_key(&dir, &who.user)?.uid.clone();

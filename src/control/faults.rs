@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FeishuError;
 
 /// What a matching call gets instead of (or before) its real answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Effect {
     /// A Feishu error envelope. With code 99991400 the rate-limit headers are sent too.
@@ -39,7 +39,7 @@ pub fn preset(name: &str) -> Option<Effect> {
 pub const PRESETS: &[&str] = &["token_invalid", "rate_limited", "chat_throttled", "internal_error", "unavailable", "slow", "drop"];
 
 /// A rule as the control API takes it: `effect` or `preset`, which calls it applies to, how often.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct FaultSpec {
     /// HTTP method; any when absent.
     pub method: Option<String>,

@@ -12,7 +12,7 @@ pub mod journal;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -20,7 +20,7 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::api::extract::RawBody;
+use crate::api::extract::{PathParam, RawBody};
 use crate::domain::directory::{AppKind, Directory};
 use crate::domain::ids::Uid;
 use crate::envelope::{ok, ApiError, ApiResult};
@@ -67,6 +67,11 @@ async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: N
     } else {
         control_error(401, "the control API needs the admin token larkstack printed at start").into_response()
     }
+}
+
+/// The query string as `T`; a bad one is a 400 envelope (axum's own rejection is plain text).
+pub(crate) fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri).map(|Query(q)| q).map_err(|e| control_error(400, e.body_text()))
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -123,13 +128,31 @@ pub fn directory_json(dir: &Directory) -> serde_json::Value {
     json!({"tenants": tenants, "apps": apps, "users": users, "tasks": tasks})
 }
 
-async fn directory(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/directory",
+    operation_id = "get_directory",
+    tag = "control",
+    summary = "Tenants, apps with credentials, users with their IDs, aPaaS tasks",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn directory(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&directory_json(&state.directory())))
 }
 
 /// Forgets everything that happened since start: chats, messages, dedup keys, task links, the
 /// journal, faults and rate windows. The directory, tokens and the clock stay.
-async fn reset(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/_larkstack/reset",
+    operation_id = "reset_state",
+    tag = "control",
+    summary = "Forget chats, messages, dedup keys, task links, the journal, faults and rate windows",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn reset(State(state): State<Arc<AppState>>) -> ApiResult {
     clear_runtime(&state).await?;
     Ok(ok(&json!({})))
 }
@@ -142,13 +165,30 @@ async fn clear_runtime(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn get_fixture(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/fixture",
+    tag = "control",
+    summary = "The directory fixture (TOML)",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn get_fixture(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&json!({ "fixture": *state.fixture_text.read() })))
 }
 
 /// Loads a fixture (TOML body) as the directory, then resets like `/_larkstack/reset`: chats of
 /// the old directory would name people who may no longer exist. Kept for the next start.
-async fn load_fixture(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    put,
+    path = "/_larkstack/fixture",
+    tag = "control",
+    summary = "Load a fixture as the directory, then reset",
+    request_body(content = String, content_type = "application/toml", description = "A fixture (docs/fixture.md)"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn load_fixture(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let text = String::from_utf8(body.to_vec()).map_err(|_| control_error(400, "the fixture must be UTF-8 TOML"))?;
     install_fixture(&state, text).await?;
     clear_runtime(&state).await?;
@@ -165,15 +205,26 @@ async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError>
     Ok(())
 }
 
-#[derive(Serialize, Deserialize)]
+/// An exported state (or the whole export reply, `{code, msg, data: <document>}`).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 struct StateDocument {
     larkstack_state: u32,
     /// The directory's fixture, when larkstack knows its text.
     fixture: Option<String>,
+    #[schema(value_type = Object)]
     store: Snapshot,
 }
 
-async fn export(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/state",
+    operation_id = "export_state",
+    tag = "control",
+    summary = "Export the whole state",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn export(State(state): State<Arc<AppState>>) -> ApiResult {
     let store = state.store.export().await?;
     let doc = StateDocument { larkstack_state: STATE_FORMAT, fixture: state.fixture_text.read().clone(), store };
     Ok(ok(&doc))
@@ -181,7 +232,17 @@ async fn export(State(state): State<Arc<AppState>>) -> ApiResult {
 
 /// Replaces the whole state with an exported document (its fixture too, when it carries one).
 /// Tokens not in the document stop working.
-async fn import(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    put,
+    path = "/_larkstack/state",
+    operation_id = "import_state",
+    tag = "control",
+    summary = "Replace the whole state with an exported document",
+    request_body(content = StateDocument, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn import(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     // Accepts the export reply as is, or just its `data`.
     let value: serde_json::Value = json_body(&body)?;
     let value = match value.get("data") {
@@ -201,26 +262,78 @@ async fn import(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> A
     Ok(ok(&json!({})))
 }
 
-async fn journal(State(state): State<Arc<AppState>>, Query(filter): Query<journal::JournalFilter>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/journal",
+    operation_id = "get_journal",
+    tag = "control",
+    summary = "The latest /open-apis calls, newest first",
+    params(
+        ("app_id" = Option<String>, Query, description = "Calls of this app"),
+        ("path" = Option<String>, Query, description = "Substring of the path"),
+        ("method" = Option<String>, Query),
+        ("code" = Option<i64>, Query, description = "Feishu code of the reply"),
+        ("after" = Option<u64>, Query, description = "Entries after this seq (for polling)"),
+        ("limit" = Option<u64>, Query),
+    ),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn journal(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiResult {
+    let filter: journal::JournalFilter = query(&uri)?;
     Ok(ok(&json!({ "capacity": state.journal.capacity(), "items": state.journal.list(&filter) })))
 }
 
-async fn clear_journal(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    delete,
+    path = "/_larkstack/journal",
+    tag = "control",
+    summary = "Empty the journal",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn clear_journal(State(state): State<Arc<AppState>>) -> ApiResult {
     state.journal.clear();
     Ok(ok(&json!({})))
 }
 
-async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/faults",
+    tag = "control",
+    summary = "Fault rules and presets",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&json!({ "items": state.faults.list(), "presets": faults::PRESETS })))
 }
 
-async fn add_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/_larkstack/faults",
+    tag = "control",
+    summary = "Add a fault rule",
+    request_body(content = faults::FaultSpec, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn add_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let spec: faults::FaultSpec = json_body(&body)?;
     let rule = state.faults.add(spec).map_err(|e| control_error(400, e))?;
     Ok(ok(&rule))
 }
 
-async fn remove_fault(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    delete,
+    path = "/_larkstack/faults/{id}",
+    tag = "control",
+    summary = "Remove a fault rule",
+    params(("id" = String, Path, description = "The rule's id")),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn remove_fault(State(state): State<Arc<AppState>>, PathParam(id): PathParam) -> ApiResult {
     let id: u64 = id.parse().map_err(|_| control_error(404, "no such fault"))?;
     if !state.faults.remove(id) {
         return Err(control_error(404, "no such fault"));
@@ -228,7 +341,15 @@ async fn remove_fault(State(state): State<Arc<AppState>>, Path(id): Path<String>
     Ok(ok(&json!({})))
 }
 
-async fn clear_faults(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    delete,
+    path = "/_larkstack/faults",
+    tag = "control",
+    summary = "Remove every fault rule",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn clear_faults(State(state): State<Arc<AppState>>) -> ApiResult {
     state.faults.clear();
     Ok(ok(&json!({})))
 }
@@ -237,25 +358,57 @@ fn clock_view(state: &AppState) -> serde_json::Value {
     json!({ "now_ms": state.clock.now_ms(), "frozen": state.clock.is_frozen() })
 }
 
-async fn clock(State(state): State<Arc<AppState>>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/_larkstack/clock",
+    operation_id = "get_clock",
+    tag = "control",
+    summary = "The larkstack clock",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn clock(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&clock_view(&state)))
 }
 
+/// The latest time the clock may show: 2399-12-31T23:59:59.999Z (the rate limiter counts
+/// nanoseconds in a u64, which ends in 2554).
+pub const MAX_CLOCK_MS: i64 = 13_569_465_599_999;
+
 /// Clock changes, applied in this order: `freeze`, `set_ms`, `advance_ms` / `advance` ("10h30m").
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ClockChange {
     freeze: Option<bool>,
+    #[schema(minimum = 0, maximum = 13_569_465_599_999_i64)]
     set_ms: Option<i64>,
     advance_ms: Option<i64>,
     advance: Option<String>,
 }
 
-async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+#[utoipa::path(
+    post,
+    path = "/_larkstack/clock",
+    tag = "control",
+    summary = "Freeze, set or advance the clock",
+    request_body(content = ClockChange, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let change: ClockChange = json_body(&body)?;
     let advance = match &change.advance {
         Some(text) => Some(parse_duration_ms(text).ok_or_else(|| control_error(400, format!("{text:?} is not a duration like 90s, 10m, 10h30m, 2d")))?),
         None => None,
     };
+    // Times before 1970 or after 2399 (or sums that overflow) are refused before anything changes:
+    // the clock's arithmetic (token expiry, windows, log ids) assumes sane milliseconds.
+    let by = change.advance_ms.unwrap_or(0).checked_add(advance.unwrap_or(0));
+    let target = by.and_then(|by| change.set_ms.unwrap_or_else(|| state.clock.now_ms()).checked_add(by));
+    let in_range = |ms: i64| (0..=MAX_CLOCK_MS).contains(&ms);
+    if !(target.is_some_and(in_range) && change.set_ms.is_none_or(in_range)) {
+        return Err(control_error(400, format!("the clock must stay between 0 and {MAX_CLOCK_MS} ms (1970 to 2399)")));
+    }
+    let by = by.unwrap_or(0);
     match change.freeze {
         Some(true) => state.clock.freeze(),
         Some(false) => state.clock.unfreeze(),
@@ -264,7 +417,6 @@ async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -
     if let Some(ms) = change.set_ms {
         state.clock.set_ms(ms);
     }
-    let by = change.advance_ms.unwrap_or(0) + advance.unwrap_or(0);
     if by != 0 {
         state.clock.advance_ms(by);
     }
@@ -301,6 +453,13 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
 }
 
 /// `GET /healthz`: the store answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    summary = "Whether the store answers",
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.count_chats().await {
         Ok(_) => ok(&json!({"status": "ok"})),

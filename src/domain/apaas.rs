@@ -271,7 +271,7 @@ pub fn default_chat_name(workflow: &Workflow, task: &UserTask) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// `POST /open-apis/apaas/v1/user_tasks/:task_id/chat_group` body; absent and `null` are the same.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ChatGroupBody {
     pub operator_user_id: Option<String>,
     pub invite_user_ids: Option<Vec<String>>,
@@ -427,7 +427,7 @@ pub fn apply_pull(
 // ---------------------------------------------------------------------------------------------
 
 /// `POST /open-apis/apaas/v1/user_task/query` body: numbers travel as strings.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct TaskQueryBody {
     pub kunlun_user_id: Option<String>,
     #[serde(rename = "type")]

@@ -25,7 +25,7 @@ pub const LABEL_SCOPE: &str = "im:chat:label";
 /// Scope that lets an app tag a chat `ocic` (same caveat).
 pub const OCIC_SCOPE: &str = "im:chat:ocic";
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct I18nNames {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zh_cn: Option<String>,
@@ -257,7 +257,7 @@ pub struct CreateChatQuery {
     pub uuid: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RestrictedModeInput {
     pub status: Option<bool>,
     pub screenshot_has_permission_setting: Option<String>,
@@ -266,7 +266,7 @@ pub struct RestrictedModeInput {
 }
 
 /// The JSON body; unknown fields are ignored and `null` means absent, as the SDKs expect.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct CreateChatBody {
     pub avatar: Option<String>,
     pub name: Option<String>,

@@ -99,7 +99,7 @@ pub fn require_member(chat: &Chat, app: &App) -> Result<(), FeishuError> {
 // ---------------------------------------------------------------------------------------------
 
 /// `PUT /open-apis/im/v1/chats/:chat_id` body: every field optional, omitted = unchanged.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct UpdateChatBody {
     pub avatar: Option<String>,
     pub name: Option<String>,

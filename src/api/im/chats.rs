@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use serde::Serialize;
 
 use super::{
     change_chat, decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_id_type, user_ref, ImCall,
 };
-use crate::api::extract::{parse_json, QueryParams, RawBody};
+use crate::api::extract::{parse_json, PathParam, QueryParams, RawBody};
 use crate::domain::chat_ops::{apply_disband, apply_update, public_name_used, usable_group, UpdateChatBody};
 use crate::store::{ChatOrder, Cursor};
 use crate::domain::chat::{
@@ -198,6 +198,21 @@ fn parse_query(uri: &Uri) -> Result<CreateChatQuery, FeishuError> {
 /// 2. app, scope and parameter checks (nothing stored on failure);
 /// 3. with `uuid`: a live (uuid, owner) key answers its original chat, an in-flight one 232068;
 /// 4. one durable write: the chat with all its members (and the dedup key), then the reply.
+#[utoipa::path(
+    post,
+    path = "/open-apis/im/v1/chats",
+    operation_id = "create_chat",
+    tag = "im",
+    summary = "Create a group chat",
+    params(
+        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("set_bot_manager" = Option<bool>, Query, description = "Make the calling bot a manager"),
+        ("uuid" = Option<String>, Query, max_length = 50, description = "Deduplicates creates with the same owner for 10 hours"),
+    ),
+    request_body(content = CreateChatBody, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, RawBody(body): RawBody) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::CreateChat, CREATE_SCOPES).await?;
     let (dir, (app, tenant)) = (&call.dir, call.caller()?);
@@ -248,7 +263,20 @@ const LIST_SCOPES: &[&str] = &["im:chat", "im:chat:read", "im:chat:readonly"];
 const MAX_SEARCH_QUERY_CHARS: usize = 64;
 
 /// Reads a chat. Side effects: one unit of the get-chat budget.
-pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, Path(chat_id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/open-apis/im/v1/chats/{chat_id}",
+    operation_id = "get_chat",
+    tag = "im",
+    summary = "Get a chat",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+    ),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::GetChat, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let id_type = user_id_type(QueryParams::parse(uri.query()).get("user_id_type"))?;
@@ -265,11 +293,25 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Ur
 /// 1. one unit of the update budget;
 /// 2. public-name uniqueness against other chats (232026);
 /// 3. one atomic change of the chat, re-checking every rule against its latest state.
+#[utoipa::path(
+    put,
+    path = "/open-apis/im/v1/chats/{chat_id}",
+    operation_id = "update_chat",
+    tag = "im",
+    summary = "Update a chat",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+    ),
+    request_body(content = UpdateChatBody, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(chat_id): Path<String>,
+    PathParam(chat_id): PathParam,
     RawBody(body): RawBody,
 ) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::UpdateChat, UPDATE_SCOPES).await?;
@@ -293,7 +335,17 @@ pub async fn update(
 
 /// Disbands a chat. The chat and its members stay stored with `chat_status` `dissolved`;
 /// later calls on it answer 232009. Side effects: one atomic change of the chat.
-pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    delete,
+    path = "/open-apis/im/v1/chats/{chat_id}",
+    operation_id = "delete_chat",
+    tag = "im",
+    summary = "Disband a chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::DeleteChat, DELETE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (app_c, tenant_c) = (app.clone(), tenant.clone());
@@ -347,6 +399,21 @@ struct Page<T> {
 
 /// Lists the group chats the calling bot is in. `ByActiveTimeDesc` pages by (last activity, seq),
 /// so the token stays valid while chats are created or become active between pages.
+#[utoipa::path(
+    get,
+    path = "/open-apis/im/v1/chats",
+    operation_id = "list_chats",
+    tag = "im",
+    summary = "List the chats the bot is in",
+    params(
+        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("sort_type" = inline(Option<crate::openapi::ChatSortType>), Query, description = "Default ByCreateTimeAsc"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
+        ("page_token" = Option<String>, Query, description = "From the previous page"),
+    ),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::ListChats, LIST_SCOPES).await?;
     let (app, tenant) = call.caller()?;
@@ -369,6 +436,21 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
 
 /// Searches the calling bot's chats and the tenant's public chats by name.
 /// An empty query or one over 64 characters finds nothing.
+#[utoipa::path(
+    get,
+    path = "/open-apis/im/v1/chats/search",
+    operation_id = "search_chats",
+    tag = "im",
+    summary = "Search chats by name",
+    params(
+        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("query" = Option<String>, Query, description = "Name to look for; empty or over 64 characters finds nothing"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
+        ("page_token" = Option<String>, Query, description = "From the previous page"),
+    ),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn search(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::SearchChats, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;

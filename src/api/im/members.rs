@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use serde::{Deserialize, Serialize};
 
 use super::{change_chat, decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_ref, ImCall};
-use crate::api::extract::{parse_json, QueryParams, RawBody};
+use crate::api::extract::{parse_json, PathParam, QueryParams, RawBody};
 use crate::domain::chat::Chat;
 use crate::domain::chat_ops::{
     apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, other_tenant, plan_add,
@@ -26,7 +26,8 @@ const WRITE_SCOPES: &[&str] = &["im:chat", "im:chat.members:write_only"];
 const READ_SCOPES: &[&str] = &["im:chat", "im:chat.group_info:readonly", "im:chat.members:read", "im:chat:readonly"];
 const MANAGER_SCOPES: &[&str] = &["im:chat", "im:chat.managers:write_only"];
 
-#[derive(Deserialize)]
+/// The members to add or remove.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct IdList {
     #[serde(default)]
     id_list: Vec<String>,
@@ -53,11 +54,26 @@ struct AddReply {
 /// 1. one unit of the add-members budget;
 /// 2. one atomic change of the chat: the IDs are judged against the directory and the chat's
 ///    latest state (`succeed_type` decides what fails the call), then added within the caps.
+#[utoipa::path(
+    post,
+    path = "/open-apis/im/v1/chats/{chat_id}/members",
+    operation_id = "add_members",
+    tag = "im",
+    summary = "Add members to a chat",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+        ("succeed_type" = Option<i32>, Query, minimum = 0, maximum = 2, description = "0: skip unusable IDs; 1: add the usable, list the rest; 2: fail on any unusable ID"),
+    ),
+    request_body(content = IdList, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn add(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(chat_id): Path<String>,
+    PathParam(chat_id): PathParam,
     RawBody(body): RawBody,
 ) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::AddMembers, WRITE_SCOPES).await?;
@@ -97,11 +113,25 @@ pub async fn add(
 
 /// Removes members; a bot removing itself leaves the chat.
 /// Side effects: one atomic change of the chat.
+#[utoipa::path(
+    delete,
+    path = "/open-apis/im/v1/chats/{chat_id}/members",
+    operation_id = "remove_members",
+    tag = "im",
+    summary = "Remove members from a chat",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+    ),
+    request_body(content = IdList, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(chat_id): Path<String>,
+    PathParam(chat_id): PathParam,
     RawBody(body): RawBody,
 ) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::RemoveMembers, WRITE_SCOPES).await?;
@@ -135,7 +165,22 @@ struct MemberItem {
 
 /// Lists the users of a chat in join order (bots are not listed; `member_total` counts users).
 /// The page token remembers the last user shown, so removals between pages skip nobody.
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, Path(chat_id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/open-apis/im/v1/chats/{chat_id}/members",
+    operation_id = "list_members",
+    tag = "im",
+    summary = "List a chat's members",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("member_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
+        ("page_token" = Option<String>, Query, description = "From the previous page"),
+    ),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::ListMembers, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
@@ -186,7 +231,16 @@ fn uid_number(uid: &Uid) -> Option<i64> {
 }
 
 /// Whether the calling bot is in the chat.
-pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    get,
+    path = "/open-apis/im/v1/chats/{chat_id}/members/is_in_chat",
+    tag = "im",
+    summary = "Whether the bot is in a chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::IsInChat, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let chat = existing_chat(&state, &chat_id).await?;
@@ -197,7 +251,16 @@ pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, 
 }
 
 /// The calling bot joins a public chat. Side effects: one atomic change of the chat.
-pub async fn me_join(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(chat_id): Path<String>) -> ApiResult {
+#[utoipa::path(
+    patch,
+    path = "/open-apis/im/v1/chats/{chat_id}/members/me_join",
+    tag = "im",
+    summary = "The bot joins a public chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn me_join(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::MeJoin, WRITE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (app_c, tenant_c) = (app.clone(), tenant.clone());
@@ -205,7 +268,8 @@ pub async fn me_join(State(state): State<Arc<AppState>>, headers: HeaderMap, Pat
     Ok(ok(&serde_json::json!({})))
 }
 
-#[derive(Deserialize)]
+/// The members whose manager rights change.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ManagerIds {
     #[serde(default)]
     manager_ids: Vec<String>,
@@ -233,22 +297,48 @@ async fn managers(state: Arc<AppState>, headers: HeaderMap, uri: Uri, chat_id: S
 }
 
 /// Makes members managers (owner only, at most 10). Side effects: one atomic change of the chat.
+#[utoipa::path(
+    post,
+    path = "/open-apis/im/v1/chats/{chat_id}/managers/add_managers",
+    tag = "im",
+    summary = "Make members managers",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+    ),
+    request_body(content = ManagerIds, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn add_managers(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(chat_id): Path<String>,
+    PathParam(chat_id): PathParam,
     RawBody(body): RawBody,
 ) -> ApiResult {
     managers(state, headers, uri, chat_id, &body, true).await
 }
 
 /// Takes manager rights away (owner only). Side effects: one atomic change of the chat.
+#[utoipa::path(
+    post,
+    path = "/open-apis/im/v1/chats/{chat_id}/managers/delete_managers",
+    tag = "im",
+    summary = "Take manager rights away",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+    ),
+    request_body(content = ManagerIds, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn delete_managers(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     uri: Uri,
-    Path(chat_id): Path<String>,
+    PathParam(chat_id): PathParam,
     RawBody(body): RawBody,
 ) -> ApiResult {
     managers(state, headers, uri, chat_id, &body, false).await

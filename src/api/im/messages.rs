@@ -25,7 +25,8 @@ const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:messa
 const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
 const MAX_UUID_CHARS: usize = 50;
 
-#[derive(Deserialize)]
+/// A message to send; `content` is a JSON string whose shape depends on `msg_type`.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SendBody {
     receive_id: Option<String>,
     msg_type: Option<String>,
@@ -129,6 +130,19 @@ fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
 /// 1. one unit of the app's send budget, then one of the target chat's (5/s, 230020);
 /// 2. for a user target: the bot↔user p2p chat is created if it does not exist;
 /// 3. one durable write of the message (a live `uuid` answers the first message instead).
+#[utoipa::path(
+    post,
+    path = "/open-apis/im/v1/messages",
+    operation_id = "send_message",
+    tag = "im",
+    summary = "Send a message",
+    params(
+        ("receive_id_type" = inline(crate::openapi::ReceiveIdType), Query, description = "What `receive_id` names"),
+    ),
+    request_body(content = SendBody, content_type = "application/json"),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri, RawBody(body): RawBody) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::SendMessage, SEND_SCOPES).await?;
     let (app, tenant) = call.caller()?;
@@ -185,11 +199,35 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
 fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
     match v {
         None | Some("") => Ok(None),
-        Some(s) => s.parse::<i64>().map(|secs| Some(secs * 1000)).map_err(|_| invalid(field, "seconds since the epoch")),
+        // Seconds whose milliseconds do not fit in an i64 are no time at all (not a panic).
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| secs.checked_mul(1000))
+            .map(Some)
+            .ok_or_else(|| invalid(field, "seconds since the epoch")),
     }
 }
 
 /// Lists a chat's messages (the bot must be in the chat), oldest or newest first, by time range.
+#[utoipa::path(
+    get,
+    path = "/open-apis/im/v1/messages",
+    operation_id = "list_messages",
+    tag = "im",
+    summary = "List a chat's messages",
+    params(
+        ("container_id_type" = inline(crate::openapi::ContainerIdType), Query, description = "Only chat"),
+        ("container_id" = String, Query, description = "The chat (oc_…)"),
+        ("start_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive"),
+        ("end_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive"),
+        ("sort_type" = inline(Option<crate::openapi::MessageSortType>), Query, description = "Default ByCreateTimeAsc"),
+        ("page_size" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Default 20"),
+        ("page_token" = Option<String>, Query, description = "From the previous page"),
+    ),
+    security(("tenant_access_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
 pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::ListMessages, READ_SCOPES).await?;
     let (app, _) = call.caller()?;
@@ -207,7 +245,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let after = decode_cursor(q.get("page_token"), |f, w| invalid(f, w))?;
     let start_ms = seconds("start_time", q.get("start_time"))?;
     // end_time is inclusive to the second.
-    let end_ms = seconds("end_time", q.get("end_time"))?.map(|ms| ms + 999);
+    let end_ms = seconds("end_time", q.get("end_time"))?.map(|ms| ms.saturating_add(999));
     let chat = state
         .store
         .get_chat(&ChatId(chat_id.to_string()))
