@@ -87,7 +87,7 @@ pub fn directory_json(dir: &Directory) -> serde_json::Value {
         .map(|a| {
             json!({
                 "key": a.key, "name": a.name, "app_id": a.app_id, "app_secret": a.app_secret,
-                "kind": if a.kind == AppKind::Store { "store" } else { "self_built" },
+                "kind": if a.kind == AppKind::Store { "store" } else { "self_built" }, "developer": a.developer,
                 "bot": a.bot, "home_tenant_key": a.home_tenant, "scopes": a.scopes,
                 "installed_tenant_keys": a.installs.keys().collect::<Vec<_>>(),
             })
