@@ -31,14 +31,14 @@ pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: N
     let (parts, body) = req.into_parts();
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |p| p.to_string());
-    let headers = parts.headers.clone();
+    let bearer_token = bearer(&parts.headers).map(str::to_string);
     let (request_body, response) = match axum::body::to_bytes(body, state.body_limit).await {
         Err(_) => (Bytes::new(), too_large(state.body_limit).into_response()),
         Ok(bytes) => {
             let effect = if state.faults.is_empty() {
                 None
             } else {
-                let app = caller_app(&state, &headers, &bytes).await;
+                let app = caller_app(&state, bearer_token.as_deref(), &bytes).await;
                 state.faults.take(&method, parts.uri.path(), app.as_deref())
             };
             let response = match effect {
@@ -66,7 +66,7 @@ pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: N
     state.journal.record(JournalEntry {
         seq: 0,
         at_ms,
-        app_id: cached_app(&state, &headers, &request_body),
+        app_id: cached_app(&state, bearer_token.as_deref(), &request_body),
         method,
         path,
         status: rparts.status.as_u16(),
@@ -94,16 +94,16 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The app behind the call: its token's app, or the `app_id` of a token request's body.
-async fn caller_app(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    match bearer(headers) {
+async fn caller_app(state: &AppState, bearer_token: Option<&str>, body: &[u8]) -> Option<String> {
+    match bearer_token {
         Some(token) => find_live_token(state, token).await.ok().flatten().map(|t| t.app_id.0.clone()),
         None => app_id_in_body(body),
     }
 }
 
 /// Like `caller_app`, from what the handler has already looked up (no store read).
-fn cached_app(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    match bearer(headers) {
+fn cached_app(state: &AppState, bearer_token: Option<&str>, body: &[u8]) -> Option<String> {
+    match bearer_token {
         Some(token) => state.token_cache.read().get(token).map(|t| t.app_id.0.clone()),
         None => app_id_in_body(body),
     }
