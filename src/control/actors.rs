@@ -122,15 +122,12 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id):
             json!({"message_id": m.message_id, "msg_type": m.msg_type, "content": m.content, "sender": sender, "created_at_ms": m.created_at_ms})
         })
         .collect();
-    let tasks: Vec<_> = {
-        let mut linked = Vec::new();
-        for task in &dir.apaas().tasks {
-            if state.store.task_chats(&task.task_id).await?.iter().any(|l| l.chat_id == chat.chat_id) {
-                linked.push(json!({"task_id": task.task_id, "key": task.key}));
-            }
-        }
-        linked
-    };
+    let links = state.store.task_links().await?;
+    let tasks: Vec<_> = links
+        .iter()
+        .filter(|l| l.link.chat_id == chat.chat_id)
+        .map(|l| json!({"task_id": l.task_id, "key": dir.apaas().task(&l.task_id).map(|t| t.key.as_str())}))
+        .collect();
     Ok(ok(&json!({
         "chat": summary(&dir, 0, &chat),
         "settings": chat.settings,
@@ -154,10 +151,11 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id):
 )]
 pub async fn tasks(State(state): State<Arc<AppState>>) -> ApiResult {
     let dir = state.directory();
+    let links = state.store.task_links().await?;
     let mut items = Vec::new();
     for task in &dir.apaas().tasks {
         let w = dir.apaas().workflow_of(task);
-        let links = state.store.task_chats(&task.task_id).await?;
+        let chats: Vec<_> = links.iter().filter(|l| l.task_id == task.task_id).map(|l| &l.link).collect();
         items.push(json!({
             "key": task.key,
             "task_id": task.task_id,
@@ -168,7 +166,7 @@ pub async fn tasks(State(state): State<Arc<AppState>>) -> ApiResult {
             "assignees": task.assignees.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
             "cc": task.cc.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
             "start_time_ms": task.start_time_ms,
-            "chats": links,
+            "chats": chats,
         }));
     }
     Ok(ok(&json!({ "items": items })))

@@ -75,8 +75,7 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Re
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    serde_json::from_slice(bytes).map_err(|e| control_error(400, format!("invalid JSON body: {e}")))
+    Ok(crate::api::extract::parse_json(bytes, |field, why| control_error(400, format!("invalid JSON body at {field}: {why}")).0)?)
 }
 
 /// Tenants, apps with credentials, users with every ID per app, and aPaaS tasks.

@@ -256,7 +256,12 @@ pub trait Store: Send + Sync + 'static {
     async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError>;
 
     /// Chats linked to the task, in the order they were linked.
-    async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError>;
+    async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError> {
+        Ok(self.task_links().await?.into_iter().filter(|l| l.task_id == task_id).map(|l| l.link).collect())
+    }
+
+    /// Every task link, in the order they were made.
+    async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError>;
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
 

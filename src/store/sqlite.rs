@@ -476,15 +476,7 @@ fn read_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
             Ok(MessageDedupRecord { app_id: AppId(r.get(0)?), uuid: r.get(1)?, message_id: MessageId(r.get(2)?), created_at_ms: r.get(3)? })
         })?
         .collect::<Result<_, _>>()?;
-    let task_chats = tx
-        .prepare("SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id")?
-        .query_map([], |r| {
-            Ok(TaskChatRecord {
-                task_id: r.get(0)?,
-                link: LinkedChat { chat_id: ChatId(r.get(1)?), app_id: AppId(r.get(2)?), started_here: r.get(3)?, linked_at_ms: r.get(4)? },
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let task_chats = read_task_links(&tx)?;
     let tokens = tx
         .prepare("SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens ORDER BY issued_at, token")?
         .query_map([], token_from_row)?
@@ -493,6 +485,19 @@ fn read_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         .map(token_record)
         .collect::<Result<_, _>>()?;
     Ok(Snapshot { chats, chat_dedup, p2p_chats, messages, message_dedup, task_chats, tokens })
+}
+
+fn read_task_links(conn: &Connection) -> Result<Vec<TaskChatRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(TaskChatRecord {
+            task_id: r.get(0)?,
+            link: LinkedChat { chat_id: ChatId(r.get(1)?), app_id: AppId(r.get(2)?), started_here: r.get(3)?, linked_at_ms: r.get(4)? },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn apply_create_message(
@@ -846,23 +851,8 @@ impl Store for SqliteStore {
         self.write(WriteOp::LinkTaskChat { link, chat_id: chat_id.clone(), reply }, rx).await
     }
 
-    async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError> {
-        let task_id = task_id.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT chat_id, app_id, started_here, linked_at FROM task_chats WHERE task_id = ?1 ORDER BY linked_at, chat_id",
-            )?;
-            let rows = stmt.query_map(params![task_id], |r| {
-                Ok(LinkedChat {
-                    chat_id: ChatId(r.get(0)?),
-                    app_id: AppId(r.get(1)?),
-                    started_here: r.get(2)?,
-                    linked_at_ms: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+    async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
+        self.read(read_task_links).await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
