@@ -70,6 +70,21 @@ impl Clock {
     pub fn is_frozen(&self) -> bool {
         self.frozen_at_ms.load(Ordering::Acquire) != NOT_FROZEN
     }
+
+    /// The state other nodes adopt to read the same time: "offset frozen_at" (frozen_at is
+    /// i64::MIN while running). Offsets are from the system clock, which nodes share via NTP.
+    pub fn shared_state(&self) -> String {
+        format!("{} {}", self.offset_ms.load(Ordering::Acquire), self.frozen_at_ms.load(Ordering::Acquire))
+    }
+
+    /// Takes the state another node published; malformed input changes nothing.
+    pub fn adopt_shared_state(&self, state: &str) {
+        let mut parts = state.split(' ').map(str::parse::<i64>);
+        if let (Some(Ok(offset)), Some(Ok(frozen)), None) = (parts.next(), parts.next(), parts.next()) {
+            self.offset_ms.store(offset, Ordering::Release);
+            self.frozen_at_ms.store(frozen, Ordering::Release);
+        }
+    }
 }
 
 /// The clock as the rate limiter (governor) reads it.
@@ -100,6 +115,23 @@ mod tests {
         c.unfreeze();
         assert!(c.now_ms() >= t + 3_600_000);
         assert!(!c.is_frozen());
+    }
+
+    #[test]
+    fn shared_state_round_trip() {
+        let a = Clock::default();
+        a.freeze();
+        a.advance_ms(86_400_000);
+        let b = Clock::default();
+        b.adopt_shared_state(&a.shared_state());
+        assert_eq!(b.now_ms(), a.now_ms());
+        assert!(b.is_frozen());
+        a.unfreeze();
+        b.adopt_shared_state(&a.shared_state());
+        assert!(!b.is_frozen());
+        assert!((b.now_ms() - a.now_ms()).abs() < 1000);
+        b.adopt_shared_state("garbage");
+        assert!(!b.is_frozen());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod control;
 pub mod domain;
 pub mod envelope;

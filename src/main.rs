@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 use larkstack::clock::Clock;
 use larkstack::domain::directory::{AppKind, Directory, DEMO_FIXTURE};
 use larkstack::state::{AppState, StateConfig};
+use larkstack::cluster::Redis;
+use larkstack::store::postgres::PostgresStore;
 use larkstack::store::sqlite::SqliteStore;
+use larkstack::store::Store;
 
 #[derive(Parser)]
 #[command(name = "larkstack", version, about = "A Feishu/Lark Open Platform-compatible server for group chats")]
@@ -48,6 +51,21 @@ struct ServeArgs {
     /// How many /open-apis calls the request journal keeps (0: none).
     #[arg(long, env = "LARKSTACK_JOURNAL_SIZE", default_value_t = larkstack::control::journal::DEFAULT_JOURNAL_SIZE)]
     journal_size: usize,
+    /// A PostgreSQL URL (postgres://user@host:port/db) to keep the state there instead of in the
+    /// data dir's SQLite database: the way to run several nodes on one state.
+    #[arg(long, env = "LARKSTACK_DATABASE")]
+    database: Option<String>,
+    /// The PostgreSQL schema larkstack's tables live in (created if missing). Also names the
+    /// Redis key namespace, so deployments with different schemas can share both servers.
+    #[arg(long, env = "LARKSTACK_DATABASE_SCHEMA", default_value = "public")]
+    database_schema: String,
+    /// Connections this node keeps to PostgreSQL.
+    #[arg(long, env = "LARKSTACK_DATABASE_POOL", default_value_t = larkstack::store::postgres::DEFAULT_POOL_SIZE)]
+    database_pool: usize,
+    /// A Redis URL (redis://host:port/db): rate-limit windows, creates in flight and the clock
+    /// are then shared with every node that uses the same Redis and schema.
+    #[arg(long, env = "LARKSTACK_REDIS")]
+    redis: Option<String>,
 }
 
 /// The given admin token, else the data dir's, else a new one kept there.
@@ -120,12 +138,37 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let (text, source) = load_fixture(&args.data_dir, args.fixture.as_deref())?;
     let directory = Directory::from_toml(&text).map_err(|e| e.to_string())?;
     let admin_token = admin_token(&args.data_dir, args.admin_token)?;
-    let store = SqliteStore::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let (store, store_line): (Arc<dyn Store>, String) = match &args.database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PostgresStore::open(url, &args.database_schema, args.database_pool)
+                .await
+                .map_err(|e| format!("--database: {e}"))?;
+            (Arc::new(store), format!("PostgreSQL, schema {}", args.database_schema))
+        }
+        Some(other) => return Err(format!("--database: expected a postgres:// URL, got {other:?}")),
+        None => (
+            Arc::new(SqliteStore::open(&args.data_dir).map_err(|e| e.to_string())?),
+            format!("SQLite in {}", args.data_dir.display()),
+        ),
+    };
+    let clock = Arc::new(Clock::default());
+    let redis = match &args.redis {
+        Some(url) => {
+            let redis = Redis::connect(url, &args.database_schema).await.map_err(|e| format!("--redis: {e}"))?;
+            redis.follow_clock(clock.clone()).await.map_err(|e| format!("--redis: {e}"))?;
+            Some(Arc::new(redis))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
     println!("larkstack listening on http://{addr}");
     println!("data dir: {} (directory from {source})", args.data_dir.display());
+    println!("store: {store_line}");
+    if redis.is_some() {
+        println!("shared through Redis: rate-limit windows, creates in flight, the clock");
+    }
     if args.rate_limits == "off" {
         println!("rate limits: OFF");
     }
@@ -136,15 +179,16 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         println!("  {:<14} app_id={}  app_secret={}", app.key, app.app_id, app.app_secret);
     }
     let state = AppState::new(
-        Arc::new(store),
+        store,
         directory,
-        Arc::new(Clock::default()),
+        clock,
         StateConfig {
             rate_limits: args.rate_limits == "on",
             admin_token,
             journal_size: args.journal_size,
             fixture_text: Some(text),
             fixture_file: Some(args.data_dir.join("fixture.toml")),
+            redis,
             ..StateConfig::default()
         },
     );

@@ -13,6 +13,7 @@ use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 
 use crate::clock::{Clock, GovernorClock};
+use crate::cluster::Redis;
 use crate::domain::directory::RateLimitSpec;
 use crate::domain::ids::{AppId, TenantKey};
 use crate::error::FeishuError;
@@ -71,11 +72,13 @@ pub struct RateLimits {
     enabled: bool,
     clock: Arc<Clock>,
     budgets: Mutex<HashMap<(Family, String), Arc<Budget>>>,
+    /// With several nodes the budgets live in Redis instead, shared by all of them.
+    shared: Option<Arc<Redis>>,
 }
 
 impl RateLimits {
-    pub fn new(enabled: bool, clock: Arc<Clock>) -> Self {
-        RateLimits { enabled, clock, budgets: Mutex::new(HashMap::new()) }
+    pub fn new(enabled: bool, clock: Arc<Clock>, shared: Option<Arc<Redis>>) -> Self {
+        RateLimits { enabled, clock, budgets: Mutex::new(HashMap::new()), shared }
     }
 
     fn budget(&self, key: (Family, String), spec: RateLimitSpec) -> Arc<Budget> {
@@ -91,13 +94,17 @@ impl RateLimits {
     }
 
     /// Forgets every window (control API reset).
-    pub fn clear(&self) {
+    pub async fn clear(&self) -> Result<(), FeishuError> {
         self.budgets.lock().clear();
+        match &self.shared {
+            Some(redis) => redis.clear_limits().await,
+            None => Ok(()),
+        }
     }
 
     /// Takes one request from the budget, or says how long to wait.
     /// `app_override` is the fixture's per-app setting; it replaces the family default.
-    pub fn check(
+    pub async fn check(
         &self,
         app: &AppId,
         tenant: &TenantKey,
@@ -108,18 +115,29 @@ impl RateLimits {
             return Ok(());
         }
         let spec = app_override.unwrap_or_else(|| family.default_limits());
-        self.take((family, format!("{app}|{tenant}")), spec)
+        self.take((family, format!("{app}|{tenant}")), spec).await
     }
 
     /// The per-chat message budget (230020 when exhausted, decided by the caller).
-    pub fn check_chat_messages(&self, chat: &crate::domain::ids::ChatId) -> Result<(), FeishuError> {
+    pub async fn check_chat_messages(&self, chat: &crate::domain::ids::ChatId) -> Result<(), FeishuError> {
         if !self.enabled {
             return Ok(());
         }
-        self.take((Family::ChatMessages, chat.0.clone()), Family::ChatMessages.default_limits())
+        self.take((Family::ChatMessages, chat.0.clone()), Family::ChatMessages.default_limits()).await
     }
 
-    fn take(&self, key: (Family, String), spec: RateLimitSpec) -> Result<(), FeishuError> {
+    async fn take(&self, key: (Family, String), spec: RateLimitSpec) -> Result<(), FeishuError> {
+        if let Some(redis) = &self.shared {
+            let budget = format!("{:?}:{}", key.0, key.1);
+            return match redis.take(&budget, self.clock.now_ms(), spec.per_second, spec.per_minute).await? {
+                None => Ok(()),
+                Some((limit, reset_secs)) => Err(FeishuError::rate_limited(limit, reset_secs)),
+            };
+        }
+        self.take_here(key, spec)
+    }
+
+    fn take_here(&self, key: (Family, String), spec: RateLimitSpec) -> Result<(), FeishuError> {
         let budget = self.budget(key, spec);
         let now_ms = self.clock.now_ms();
         let this_minute = now_ms.div_euclid(60_000);
@@ -157,45 +175,66 @@ mod tests {
         clock
     }
 
-    #[test]
-    fn fifty_per_second_then_refill_with_the_clock() {
-        let clock = frozen_at_minute_start();
-        let rl = RateLimits::new(true, clock.clone());
-        let (a, t) = (AppId("cli_a".into()), TenantKey("t".into()));
-        for _ in 0..50 {
-            rl.check(&a, &t, Family::CreateChat, None).unwrap();
-        }
-        let err = rl.check(&a, &t, Family::CreateChat, None).unwrap_err();
-        assert_eq!(err.code, 99991400);
-        assert_eq!(err.rate_limited.unwrap().limit, 50);
-        // Another app has its own budget.
-        rl.check(&AppId("cli_b".into()), &t, Family::CreateChat, None).unwrap();
-        clock.advance_ms(1000);
-        rl.check(&a, &t, Family::CreateChat, None).unwrap();
+    /// The in-process limiter, and the Redis one (LARKSTACK_REDIS, default the local server) in
+    /// a namespace of its own: both must keep the same rules.
+    async fn limiters(clock: &Arc<Clock>) -> Vec<RateLimits> {
+        let url = std::env::var("LARKSTACK_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let namespace = format!("unit_{}", crate::state::new_admin_token().replace('-', "_"));
+        let redis = Redis::connect(&url, &namespace).await.expect("Redis for the shared limiter tests");
+        vec![RateLimits::new(true, clock.clone(), None), RateLimits::new(true, clock.clone(), Some(Arc::new(redis)))]
     }
 
-    #[test]
-    fn per_minute_budget_resets_at_the_minute() {
+    #[tokio::test]
+    async fn fifty_per_second_then_refill_with_the_clock() {
         let clock = frozen_at_minute_start();
-        let rl = RateLimits::new(true, clock.clone());
-        let (a, t) = (AppId("cli_a".into()), TenantKey("t".into()));
-        let spec = Some(RateLimitSpec { per_second: 1000, per_minute: 5 });
-        for _ in 0..5 {
-            rl.check(&a, &t, Family::CreateChat, spec).unwrap();
+        for rl in limiters(&clock).await {
+            let (a, t) = (AppId("cli_a".into()), TenantKey("t".into()));
+            for _ in 0..50 {
+                rl.check(&a, &t, Family::CreateChat, None).await.unwrap();
+            }
+            let err = rl.check(&a, &t, Family::CreateChat, None).await.unwrap_err();
+            assert_eq!(err.code, 99991400);
+            assert_eq!(err.rate_limited.unwrap().limit, 50);
+            // Another app has its own budget.
+            rl.check(&AppId("cli_b".into()), &t, Family::CreateChat, None).await.unwrap();
+            clock.advance_ms(1000);
+            for _ in 0..50 {
+                rl.check(&a, &t, Family::CreateChat, None).await.unwrap();
+            }
+            assert!(rl.check(&a, &t, Family::CreateChat, None).await.is_err());
+            // A budget refills at 50/s: 20 ms later one call, not two.
+            clock.advance_ms(20);
+            rl.check(&a, &t, Family::CreateChat, None).await.unwrap();
+            assert!(rl.check(&a, &t, Family::CreateChat, None).await.is_err());
+            rl.clear().await.unwrap();
+            rl.check(&a, &t, Family::CreateChat, None).await.unwrap();
         }
-        clock.advance_ms(15_000);
-        let err = rl.check(&a, &t, Family::CreateChat, spec).unwrap_err();
-        assert_eq!(err.rate_limited.unwrap().limit, 5);
-        assert_eq!(err.rate_limited.unwrap().reset_secs, 45);
-        clock.advance_ms(45_000);
-        rl.check(&a, &t, Family::CreateChat, spec).unwrap();
     }
 
-    #[test]
-    fn disabled_never_limits() {
-        let rl = RateLimits::new(false, Arc::new(Clock::default()));
+    #[tokio::test]
+    async fn per_minute_budget_resets_at_the_minute() {
+        let clock = frozen_at_minute_start();
+        for rl in limiters(&clock).await {
+            let (a, t) = (AppId("cli_a".into()), TenantKey("t".into()));
+            let spec = Some(RateLimitSpec { per_second: 1000, per_minute: 5 });
+            for _ in 0..5 {
+                rl.check(&a, &t, Family::CreateChat, spec).await.unwrap();
+            }
+            clock.advance_ms(15_000);
+            let err = rl.check(&a, &t, Family::CreateChat, spec).await.unwrap_err();
+            assert_eq!(err.rate_limited.unwrap().limit, 5);
+            assert_eq!(err.rate_limited.unwrap().reset_secs, 45);
+            clock.advance_ms(45_000);
+            rl.check(&a, &t, Family::CreateChat, spec).await.unwrap();
+            clock.advance_ms(-60_000);
+        }
+    }
+
+    #[tokio::test]
+    async fn disabled_never_limits() {
+        let rl = RateLimits::new(false, Arc::new(Clock::default()), None);
         for _ in 0..200 {
-            rl.check(&AppId("a".into()), &TenantKey("t".into()), Family::CreateChat, None).unwrap();
+            rl.check(&AppId("a".into()), &TenantKey("t".into()), Family::CreateChat, None).await.unwrap();
         }
     }
 }

@@ -4,8 +4,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use sha2::Digest;
 
 use crate::clock::Clock;
+use crate::cluster::Redis;
+use crate::error::FeishuError;
 use crate::control::faults::Faults;
 use crate::control::journal::{Journal, DEFAULT_JOURNAL_SIZE};
 use crate::domain::directory::Directory;
@@ -33,6 +36,8 @@ pub struct AppState {
     /// Where a fixture loaded at run time is kept for the next start.
     pub fixture_file: Option<std::path::PathBuf>,
     pub metrics: crate::metrics::Metrics,
+    /// What this node shares with others through Redis, when it runs as one of several.
+    pub shared: Option<Arc<Redis>>,
 }
 
 pub struct StateConfig {
@@ -42,6 +47,7 @@ pub struct StateConfig {
     pub journal_size: usize,
     pub fixture_text: Option<String>,
     pub fixture_file: Option<std::path::PathBuf>,
+    pub redis: Option<Arc<Redis>>,
 }
 
 impl Default for StateConfig {
@@ -53,6 +59,7 @@ impl Default for StateConfig {
             journal_size: DEFAULT_JOURNAL_SIZE,
             fixture_text: None,
             fixture_file: None,
+            redis: None,
         }
     }
 }
@@ -67,7 +74,8 @@ pub fn new_admin_token() -> String {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
         Arc::new(AppState {
-            limits: RateLimits::new(config.rate_limits, clock.clone()),
+            limits: RateLimits::new(config.rate_limits, clock.clone(), config.redis.clone()),
+            shared: config.redis,
             metrics: crate::metrics::Metrics::new(store.commit_latency()),
             clock,
             store,
@@ -93,27 +101,45 @@ impl AppState {
     }
 }
 
-/// Marks a dedup key as in flight for as long as it lives.
-pub struct InFlight<'a> {
-    state: &'a AppState,
-    key: DedupKey,
+/// Marks a dedup key as in flight for as long as it lives: in this process, or in Redis for all
+/// nodes when they share one.
+pub enum InFlight<'a> {
+    Here { state: &'a AppState, key: DedupKey },
+    Shared { redis: Arc<Redis>, key: String, claim: String },
 }
 
 impl<'a> InFlight<'a> {
     /// `None` when the same key is already being created.
-    pub fn claim(state: &'a AppState, key: DedupKey) -> Option<Self> {
+    pub async fn claim(state: &'a AppState, key: DedupKey) -> Result<Option<Self>, FeishuError> {
+        if let Some(redis) = &state.shared {
+            let digest = sha2::Sha256::digest(serde_json::to_vec(&key).expect("plain data serialises"));
+            let (key, claim) = (hex::encode(digest), new_admin_token());
+            return Ok(redis.claim(&key, &claim).await?.then(|| InFlight::Shared { redis: redis.clone(), key, claim }));
+        }
         let fresh = state.creates_in_flight.lock().insert(key.clone());
         // Built only when claimed: a dropped InFlight releases the key.
-        if fresh {
-            Some(InFlight { state, key })
-        } else {
-            None
+        Ok(fresh.then_some(InFlight::Here { state, key }))
+    }
+
+    /// Releases the key now rather than in the background (dropping releases a shared key
+    /// asynchronously; releasing twice is harmless, a claim only deletes its own key).
+    pub async fn release(self) {
+        if let InFlight::Shared { redis, key, claim } = &self {
+            redis.release(key, claim).await;
         }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.state.creates_in_flight.lock().remove(&self.key);
+        match self {
+            InFlight::Here { state, key } => {
+                state.creates_in_flight.lock().remove(key);
+            }
+            InFlight::Shared { redis, key, claim } => {
+                let (redis, key, claim) = (redis.clone(), std::mem::take(key), std::mem::take(claim));
+                tokio::spawn(async move { redis.release(&key, &claim).await });
+            }
+        }
     }
 }

@@ -35,7 +35,7 @@ async fn begin(
     let token = tenant_token(state, headers).await?;
     let dir = state.directory();
     let rate_override = dir.app(&token.app_id).and_then(|a| a.rate_limit);
-    state.limits.check(&token.app_id, &token.tenant_key, family, rate_override)?;
+    state.limits.check(&token.app_id, &token.tenant_key, family, rate_override).await?;
     caller(&dir, &token, scope)?;
     Ok((dir, token))
 }

@@ -58,12 +58,7 @@ fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, Response> {
 /// The live token for (app, tenant, kind), reused while at least 30 minutes remain, else a new one.
 async fn issue(state: &AppState, app_id: &AppId, tenant: &TenantKey, kind: TokenKind) -> Result<TokenRecord, ApiError> {
     let now = state.clock.now_ms();
-    if let Some(t) = state.store.latest_token(app_id, tenant, kind).await? {
-        if t.expires_at_ms - now >= REISSUE_BEFORE_MS {
-            return Ok(t);
-        }
-    }
-    let record = TokenRecord {
+    let fresh = TokenRecord {
         token: new_access_token(),
         kind,
         app_id: app_id.clone(),
@@ -71,7 +66,8 @@ async fn issue(state: &AppState, app_id: &AppId, tenant: &TenantKey, kind: Token
         issued_at_ms: now,
         expires_at_ms: now + TOKEN_LIFETIME_MS,
     };
-    state.store.put_token(record.clone()).await?;
+    // Reused while at least REISSUE_BEFORE_MS remain, i.e. expiring at or after now + that.
+    let record = state.store.rotate_token(fresh, now + REISSUE_BEFORE_MS - 1).await?;
     state.token_cache.write().insert(record.token.clone(), Arc::new(record.clone()));
     Ok(record)
 }

@@ -160,7 +160,7 @@ async fn clear_runtime(state: &AppState) -> Result<(), ApiError> {
     state.store.clear().await?;
     state.journal.clear();
     state.faults.clear();
-    state.limits.clear();
+    state.limits.clear().await?;
     Ok(())
 }
 
@@ -257,7 +257,7 @@ pub(crate) async fn import(State(state): State<Arc<AppState>>, RawBody(body): Ra
     }
     state.store.import(doc.store).await?;
     state.token_cache.write().clear();
-    state.limits.clear();
+    state.limits.clear().await?;
     Ok(ok(&json!({})))
 }
 
@@ -418,6 +418,9 @@ pub(crate) async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body):
     }
     if by != 0 {
         state.clock.advance_ms(by);
+    }
+    if let Some(redis) = &state.shared {
+        redis.publish_clock(&state.clock).await?;
     }
     Ok(ok(&clock_view(&state)))
 }

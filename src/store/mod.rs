@@ -4,6 +4,8 @@
 //! is enforced by constraints, so a backend with many concurrent writers keeps the same guarantees.
 //! A call that returns `Ok` has been committed durably.
 
+mod codec;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -279,15 +281,10 @@ pub trait Store: Send + Sync + 'static {
     /// Removes every chat, message, dedup key and task link; tokens stay valid.
     async fn clear(&self) -> Result<(), StoreError>;
 
-    async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+    /// The token of `fresh.kind` for `fresh`'s (app, tenant) that expires last, if it expires after
+    /// `reuse_after_ms`; otherwise stores and returns `fresh`. Atomic, so concurrent callers on
+    /// any number of nodes rotate to one new token.
+    async fn rotate_token(&self, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError>;
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
-
-    /// The token of this kind for (app, tenant) that expires last.
-    async fn latest_token(
-        &self,
-        app_id: &AppId,
-        tenant_key: &TenantKey,
-        kind: TokenKind,
-    ) -> Result<Option<TokenRecord>, StoreError>;
 }

@@ -13,10 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey, MessageDedupRecord,
-    MessageOrder, MessageQuery, P2pRecord, Snapshot, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenKind,
+    MessageOrder, MessageQuery, P2pRecord, Snapshot, Store, StoreError, StoreStats, TaskChatRecord, TaskLink,
     TokenRecord,
 };
-use crate::domain::chat::{join_key, Chat, ChatStatus, Owner};
+use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS};
+use crate::domain::chat::Chat;
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -40,7 +41,7 @@ impl From<rusqlite::Error> for StoreError {
 
 enum WriteOp {
     CreateChat { chat: Box<Chat>, dedup: Option<DedupKey>, window_start_ms: i64, reply: oneshot::Sender<Result<Created, StoreError>> },
-    PutToken { token: TokenRecord, reply: oneshot::Sender<Result<(), StoreError>> },
+    RotateToken { fresh: TokenRecord, reuse_after_ms: i64, reply: oneshot::Sender<Result<TokenRecord, StoreError>> },
     Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
     P2p { app: AppId, uid: Uid, new: Box<Chat>, reply: oneshot::Sender<Result<Chat, StoreError>> },
     TaskChat { link: TaskLink, new: Box<Chat>, reply: oneshot::Sender<Result<Created, StoreError>> },
@@ -197,7 +198,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                     reply,
                     in_savepoint(&mut tx, |sp| apply_create(sp, *chat, Some(&key), window_start_ms)),
                 ),
-                WriteOp::PutToken { token, reply } => deliver(reply, apply_put_token(&tx, &token)),
+                WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
+                    deliver(reply, apply_rotate_token(&tx, fresh, reuse_after_ms))
+                }
                 WriteOp::Modify { chat_id, change, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change)))
                 }
@@ -253,10 +256,6 @@ fn in_savepoint<T>(
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serialises")
-}
-
 fn apply_create(
     tx: &Connection,
     chat: Chat,
@@ -291,29 +290,30 @@ fn apply_create(
 }
 
 fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
+    let row = ChatRow::encode(chat)?;
     tx.prepare_cached(
         "INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings,
                             users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
-        chat.chat_id.0,
-        chat.tenant_key.0,
-        chat.creator_app.0,
-        to_json(&chat.owner),
-        chat.external,
-        status_str(chat.status),
-        chat.created_at_ms,
-        to_json(&chat.settings),
-        users_blob(&chat.users)?,
-        to_json(&chat.bots),
-        users_blob(&chat.user_managers)?,
-        to_json(&chat.bot_managers),
+        row.chat_id,
+        row.tenant_key,
+        row.creator_app,
+        row.owner,
+        row.external,
+        row.status,
+        row.created_at,
+        row.settings,
+        row.users,
+        row.bots,
+        row.user_managers,
+        row.bot_managers,
         chat.settings.name,
         chat.settings.chat_type,
         chat.settings.chat_mode,
-        chat.last_active_at_ms,
-        joined_blob(chat),
+        row.last_active_at,
+        row.user_joined,
     ])?;
     let seq = tx.last_insert_rowid();
     index_bots(tx, seq, &chat.bots)?;
@@ -336,6 +336,7 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
     if let Err(e) = change(&mut chat) {
         return Ok(Some(Err(e)));
     }
+    let row = ChatRow::encode(&chat)?;
     tx.prepare_cached(
         "UPDATE chats SET owner = ?2, external = ?3, status = ?4, settings = ?5, users = ?6, bots = ?7,
                           user_managers = ?8, bot_managers = ?9, name = ?10, chat_type = ?11, last_active_at = ?12,
@@ -344,18 +345,18 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
     )?
     .execute(params![
         seq,
-        to_json(&chat.owner),
-        chat.external,
-        status_str(chat.status),
-        to_json(&chat.settings),
-        users_blob(&chat.users)?,
-        to_json(&chat.bots),
-        users_blob(&chat.user_managers)?,
-        to_json(&chat.bot_managers),
+        row.owner,
+        row.external,
+        row.status,
+        row.settings,
+        row.users,
+        row.bots,
+        row.user_managers,
+        row.bot_managers,
         chat.settings.name,
         chat.settings.chat_type,
-        chat.last_active_at_ms,
-        joined_blob(&chat),
+        row.last_active_at,
+        row.user_joined,
     ])?;
     if chat.bots != bots_before {
         tx.prepare_cached("DELETE FROM chat_bots WHERE chat_seq = ?1")?.execute(params![seq])?;
@@ -547,6 +548,26 @@ fn dedup_target(conn: &Connection, key: &DedupKey) -> Result<Option<Chat>, Store
     }
 }
 
+/// Runs in the writer, which serialises it against every other rotation.
+fn apply_rotate_token(tx: &Connection, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {
+    let latest = tx
+        .prepare_cached(
+            "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens
+             WHERE app_id = ?1 AND tenant_key = ?2 AND kind = ?3 ORDER BY expires_at DESC LIMIT 1",
+        )?
+        .query_row(params![fresh.app_id.0, fresh.tenant_key.0, fresh.kind.as_str()], token_from_row)
+        .optional()?
+        .map(token_record)
+        .transpose()?;
+    match latest {
+        Some(t) if t.expires_at_ms > reuse_after_ms => Ok(t),
+        _ => {
+            apply_put_token(tx, &fresh)?;
+            Ok(fresh)
+        }
+    }
+}
+
 fn apply_put_token(tx: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO tokens (token, kind, app_id, tenant_key, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -555,81 +576,24 @@ fn apply_put_token(tx: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn status_str(s: ChatStatus) -> &'static str {
-    match s {
-        ChatStatus::Normal => "normal",
-        ChatStatus::Dissolved => "dissolved",
-    }
-}
-
-/// Users are stored as one blob of 10-byte uids, in join order.
-fn users_blob(users: &[Uid]) -> Result<Vec<u8>, StoreError> {
-    let mut blob = Vec::with_capacity(users.len() * 10);
-    for u in users {
-        blob.extend_from_slice(&u.to_bytes().ok_or_else(|| StoreError::Corrupt(format!("non-canonical uid {u}")))?);
-    }
-    Ok(blob)
-}
-
-/// Join keys: one blob of 8-byte little-endian keys. A chat whose members all joined at creation
-/// (the common case) stores an empty blob.
-fn joined_blob(chat: &Chat) -> Vec<u8> {
-    let at_creation = chat.user_join_keys.iter().enumerate().all(|(i, k)| *k == join_key(chat.created_at_ms, i));
-    if at_creation {
-        return Vec::new();
-    }
-    chat.user_join_keys.iter().flat_map(|t| t.to_le_bytes()).collect()
-}
-
-fn joined_from_blob(blob: &[u8], users: usize, created_at_ms: i64) -> Result<Vec<i64>, StoreError> {
-    if blob.is_empty() {
-        return Ok((0..users).map(|i| join_key(created_at_ms, i)).collect());
-    }
-    if blob.len() != users * 8 {
-        return Err(StoreError::Corrupt("user_joined blob length".into()));
-    }
-    Ok(blob.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
-}
-
-fn users_from_blob(blob: &[u8]) -> Result<Vec<Uid>, StoreError> {
-    if blob.len() % 10 != 0 {
-        return Err(StoreError::Corrupt("users blob length".into()));
-    }
-    Ok(blob.chunks_exact(10).map(Uid::from_bytes).collect())
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(col: &str, s: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
-}
-
-const CHAT_COLUMNS: &str = "seq, chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users, \
-                            bots, user_managers, bot_managers, last_active_at, user_joined";
-
 fn chat_from_row(r: &rusqlite::Row<'_>) -> Result<(i64, Chat), StoreError> {
-    let status: String = r.get(6)?;
-    let created_at_ms: i64 = r.get(7)?;
-    let users = users_from_blob(&r.get::<_, Vec<u8>>(9)?)?;
-    let user_join_keys = joined_from_blob(&r.get::<_, Vec<u8>>(14)?, users.len(), created_at_ms)?;
-    let chat = Chat {
-        chat_id: ChatId(r.get(1)?),
-        tenant_key: TenantKey(r.get(2)?),
-        creator_app: AppId(r.get(3)?),
-        owner: from_json::<Owner>("owner", &r.get::<_, String>(4)?)?,
+    let row = ChatRow {
+        chat_id: r.get(1)?,
+        tenant_key: r.get(2)?,
+        creator_app: r.get(3)?,
+        owner: r.get(4)?,
         external: r.get(5)?,
-        status: match status.as_str() {
-            "dissolved" => ChatStatus::Dissolved,
-            _ => ChatStatus::Normal,
-        },
-        created_at_ms,
-        settings: from_json("settings", &r.get::<_, String>(8)?)?,
-        users,
-        user_join_keys,
-        bots: from_json("bots", &r.get::<_, String>(10)?)?,
-        user_managers: users_from_blob(&r.get::<_, Vec<u8>>(11)?)?,
-        bot_managers: from_json("bot_managers", &r.get::<_, String>(12)?)?,
-        last_active_at_ms: r.get(13)?,
+        status: codec::status_from(&r.get::<_, String>(6)?),
+        created_at: r.get(7)?,
+        settings: r.get(8)?,
+        users: r.get(9)?,
+        bots: r.get(10)?,
+        user_managers: r.get(11)?,
+        bot_managers: r.get(12)?,
+        last_active_at: r.get(13)?,
+        user_joined: r.get(14)?,
     };
-    Ok((r.get(0)?, chat))
+    Ok((r.get(0)?, row.decode()?))
 }
 
 /// Chats matching `condition` (SQL over the `chats` table, aliased `c`).
@@ -648,20 +612,8 @@ fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreE
     Ok(load_chat_where(conn, "chat_id = ?1", params![chat_id.0])?.pop().map(|(_, c)| c))
 }
 
-fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, i64, i64)> {
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-}
-
-fn token_record(row: (String, String, String, String, i64, i64)) -> Result<TokenRecord, StoreError> {
-    let (token, kind, app, tenant, issued, expires) = row;
-    Ok(TokenRecord {
-        token,
-        kind: TokenKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("token kind {kind}")))?,
-        app_id: AppId(app),
-        tenant_key: TenantKey(tenant),
-        issued_at_ms: issued,
-        expires_at_ms: expires,
-    })
 }
 
 #[async_trait]
@@ -887,9 +839,9 @@ impl Store for SqliteStore {
         self.write(WriteOp::Replace { snapshot: None, reply }, rx).await
     }
 
-    async fn put_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+    async fn rotate_token(&self, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::PutToken { token, reply }, rx).await
+        self.write(WriteOp::RotateToken { fresh, reuse_after_ms, reply }, rx).await
     }
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -899,26 +851,6 @@ impl Store for SqliteStore {
                 "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens WHERE token = ?1",
             )?
             .query_row(params![token], token_from_row)
-            .optional()?
-            .map(token_record)
-            .transpose()
-        })
-        .await
-    }
-
-    async fn latest_token(
-        &self,
-        app_id: &AppId,
-        tenant_key: &TenantKey,
-        kind: TokenKind,
-    ) -> Result<Option<TokenRecord>, StoreError> {
-        let (app, tenant) = (app_id.0.clone(), tenant_key.0.clone());
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens
-                 WHERE app_id = ?1 AND tenant_key = ?2 AND kind = ?3 ORDER BY expires_at DESC LIMIT 1",
-            )?
-            .query_row(params![app, tenant, kind.as_str()], token_from_row)
             .optional()?
             .map(token_record)
             .transpose()

@@ -49,7 +49,7 @@ fn violation(r: &Reply) -> (String, Option<String>) {
 
 #[tokio::test]
 async fn new_chat_owned_by_the_operator_with_invitees_and_the_bot() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let o = |u: &str| app.open_id("demo-bot", u);
     let r = app
@@ -74,7 +74,7 @@ async fn new_chat_owned_by_the_operator_with_invitees_and_the_bot() {
 
 #[tokio::test]
 async fn chat_name_and_repeat_calls_reuse_the_tasks_chat() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let o = |u: &str| app.open_id("demo-bot", u);
     let first = app
@@ -104,7 +104,7 @@ async fn chat_name_and_repeat_calls_reuse_the_tasks_chat() {
 
 #[tokio::test]
 async fn concurrent_first_calls_start_one_chat() {
-    let app = std::sync::Arc::new(TestApp::demo());
+    let app = std::sync::Arc::new(TestApp::demo().await);
     let t = app.token("demo-bot").await;
     let calls = (0..8).map(|_| {
         let (app, t) = (app.clone(), t.clone());
@@ -126,7 +126,7 @@ async fn futures_join(handles: impl Iterator<Item = tokio::task::JoinHandle<Stri
 
 #[tokio::test]
 async fn existing_chat_gains_the_invitees() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let o = |u: &str| app.open_id("demo-bot", u);
     let chat_id = app.new_chat(&t, json!({"owner_id": o("alice"), "user_id_list": [o("bob")]})).await;
@@ -162,7 +162,7 @@ async fn existing_chat_gains_the_invitees() {
 
 #[tokio::test]
 async fn every_invalid_input_is_2320001_naming_the_field() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let k = |u: &str| app.kunlun(u);
     let op = k("alice");
@@ -226,7 +226,7 @@ async fn every_invalid_input_is_2320001_naming_the_field() {
 
 #[tokio::test]
 async fn only_self_built_apps_with_the_scope_and_a_token() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let body = json!({"operator_user_id": app.kunlun("alice")});
     let r = app.post_json(&chat_group_url(LEAVE_TASK), None, &body).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, 99991661));
@@ -244,7 +244,7 @@ async fn only_self_built_apps_with_the_scope_and_a_token() {
 
 #[tokio::test]
 async fn a_hundred_per_minute_per_app() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     app.state.clock.set_ms(1_800_000_000_000 - 1_800_000_000_000 % 60_000);
     let t = app.token("demo-bot").await;
@@ -266,7 +266,7 @@ async fn a_hundred_per_minute_per_app() {
 
 #[tokio::test]
 async fn query_answers_the_documented_shapes() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let url = "/open-apis/apaas/v1/user_task/query";
     let r = app.post_json(url, Some(&t), &json!({"kunlun_user_id": app.kunlun("alice"), "limit": "2"})).await;
@@ -354,7 +354,7 @@ start_time_ms = 1
 "#;
     let dir = larkstack::domain::directory::Directory::from_toml(fixture).unwrap();
     let task = dir.apaas().tasks[0].task_id.clone();
-    let app = TestApp::with(dir, larkstack::state::StateConfig::default());
+    let app = TestApp::with(dir, larkstack::state::StateConfig::default()).await;
     let t = app.token("narrow").await;
     let r = app.chat_group(&t, &task, json!({"operator_user_id": app.kunlun("ann"), "invite_user_ids": [app.kunlun("cat")]})).await;
     assert_eq!(violation(&r), ("invite_user_ids".into(), Some(app.kunlun("cat"))));

@@ -12,7 +12,7 @@ const TENANT_TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 
 #[tokio::test]
 async fn token_is_top_level_with_integer_expire_and_reused() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let r = app.post_json(TENANT_TOKEN, None, &json!({"app_id": DEMO_APP_ID, "app_secret": DEMO_SECRET})).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["code"], 0);
@@ -28,7 +28,7 @@ async fn token_is_top_level_with_integer_expire_and_reused() {
 
 #[tokio::test]
 async fn python_sdk_sends_no_content_type() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let body = json!({"app_id": DEMO_APP_ID, "app_secret": DEMO_SECRET}).to_string();
     let r = app.request(Method::POST, TENANT_TOKEN, &[], Some(body.as_bytes())).await;
     assert_eq!(r.code(), 0);
@@ -39,7 +39,7 @@ async fn python_sdk_sends_no_content_type() {
 
 #[tokio::test]
 async fn bad_credentials_answer_http_200_with_a_code() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let r = app.post_json(TENANT_TOKEN, None, &json!({"app_id": DEMO_APP_ID, "app_secret": "wrong"})).await;
     assert_eq!((r.status.as_u16(), r.code()), (200, 10014));
     let r = app.post_json(TENANT_TOKEN, None, &json!({"app_id": "cli_nope", "app_secret": "x"})).await;
@@ -51,7 +51,7 @@ async fn bad_credentials_answer_http_200_with_a_code() {
 
 #[tokio::test]
 async fn new_token_when_under_30_minutes_and_old_one_stays_valid() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     let old = app.token("demo-bot").await;
     app.state.clock.advance_ms(91 * 60 * 1000); // 29 minutes left
@@ -73,7 +73,7 @@ async fn new_token_when_under_30_minutes_and_old_one_stays_valid() {
 
 #[tokio::test]
 async fn bearer_checks() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let r = app.post_json("/open-apis/im/v1/chats", None, &json!({})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, 99991661));
     assert!(r.body["error"]["log_id"].is_string());
@@ -93,7 +93,7 @@ async fn bearer_checks() {
 
 #[tokio::test]
 async fn missing_scope_lists_permission_violations() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("helper-bot").await; // has im:chat only
     let r = app.create(&t, "?user_id_type=user_id", json!({})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, 99991672));
@@ -101,7 +101,7 @@ async fn missing_scope_lists_permission_violations() {
     let app2 = TestApp::with(
         Directory::from_toml("[[tenants]]\nkey='t'\n[[apps]]\nkey='a'\ntenant='t'\nscopes=['im:message']\n").unwrap(),
         StateConfig::default(),
-    );
+    ).await;
     let t = app2.token("a").await;
     let r = app2.create(&t, "", json!({})).await;
     assert_eq!(r.code(), 99991672);
@@ -111,18 +111,18 @@ async fn missing_scope_lists_permission_violations() {
 
 #[tokio::test]
 async fn tokens_survive_a_restart() {
-    let first = TestApp::demo();
+    let first = TestApp::demo().await;
     let token = first.token("demo-bot").await;
     let TestApp { data, state, .. } = first;
     drop(state);
-    let second = TestApp::on(data, Directory::demo(), StateConfig::default(), Arc::new(Clock::default()));
+    let second = TestApp::on(data, Directory::demo(), StateConfig::default(), Arc::new(Clock::default())).await;
     assert_eq!(second.create(&token, "", json!({})).await.code(), 0);
     assert_eq!(second.token("demo-bot").await, token, "the stored token is reused");
 }
 
 #[tokio::test]
 async fn store_apps_get_tenant_tokens_per_installed_tenant() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let store_app = app.app_id("store-app");
     let secret = app.secret("store-app");
     // The self-built endpoint refuses a store app.

@@ -28,7 +28,7 @@ impl TestApp {
 
 #[tokio::test]
 async fn only_the_admin_token_opens_the_control_api_and_never_open_apis() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let r = app.request(Method::GET, "/_larkstack/directory", &[], None).await;
     assert_eq!((r.status.as_u16(), r.code()), (401, 401));
     let t = app.token("demo-bot").await;
@@ -45,7 +45,7 @@ async fn only_the_admin_token_opens_the_control_api_and_never_open_apis() {
 
 #[tokio::test]
 async fn directory_lists_credentials_ids_per_app_and_kunlun_ids() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let d = app.control_ok(Method::GET, "/_larkstack/directory", None).await;
     let demo = d["apps"].as_array().unwrap().iter().find(|a| a["key"] == "demo-bot").unwrap();
     assert_eq!(demo["app_id"], "cli_a1b2c3d4e5f60718");
@@ -83,7 +83,7 @@ async fn populate(app: &TestApp) -> (String, String) {
 
 #[tokio::test]
 async fn export_reset_import_round_trips_losslessly() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let (t, chat) = populate(&app).await;
     let exported = app.control_ok(Method::GET, "/_larkstack/state", None).await;
     let store = &exported["store"];
@@ -115,7 +115,7 @@ async fn export_reset_import_round_trips_losslessly() {
 
 #[tokio::test]
 async fn a_fixture_loaded_at_run_time_replaces_the_directory() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     app.new_chat(&t, json!({})).await;
     let toml = "[[tenants]]\nkey='t'\n[[apps]]\nkey='solo'\ntenant='t'\napp_id='cli_solo'\napp_secret='s3cret'\nscopes=['im:chat']\n[[users]]\nkey='zed'\ntenant='t'\nname='Zed 周'\n";
@@ -136,7 +136,7 @@ async fn a_fixture_loaded_at_run_time_replaces_the_directory() {
 
 #[tokio::test]
 async fn journal_records_filters_clears_and_is_bounded() {
-    let app = TestApp::with(Directory::demo(), StateConfig { journal_size: 4, ..StateConfig::default() });
+    let app = TestApp::with(Directory::demo(), StateConfig { journal_size: 4, ..StateConfig::default() }).await;
     let t = app.token("demo-bot").await;
     let ok = app.create(&t, "", json!({"name": "记录"})).await;
     let bad = app.create(&t, "", json!({"chat_mode": "topic"})).await;
@@ -171,7 +171,7 @@ async fn journal_records_filters_clears_and_is_bounded() {
 
 #[tokio::test]
 async fn faults_by_endpoint_app_count_and_probability() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let other = app.token("helper-bot").await;
     let rule = app
@@ -241,7 +241,7 @@ async fn a_drop_fault_closes_the_connection() {
 
 #[tokio::test]
 async fn clock_expires_tokens_and_reopens_the_uuid_window() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let c = app.control_ok(Method::POST, "/_larkstack/clock", Some(json!({"freeze": true}))).await;
     assert_eq!(c["frozen"], true);
     let start = c["now_ms"].as_i64().unwrap();
@@ -270,7 +270,7 @@ async fn clock_expires_tokens_and_reopens_the_uuid_window() {
 
 #[tokio::test]
 async fn act_as_users_post_join_and_leave() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let o = |u: &str| app.open_id("demo-bot", u);
     let chat = app.new_chat(&t, json!({"owner_id": o("alice")})).await;

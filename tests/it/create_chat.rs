@@ -43,7 +43,7 @@ fn has_type(v: &Value, t: &str) -> bool {
 
 #[tokio::test]
 async fn full_request_round_trips_into_the_seed_response() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let alice = app.open_id("demo-bot", "alice");
     let bob = app.open_id("demo-bot", "bob");
@@ -110,7 +110,7 @@ async fn full_request_round_trips_into_the_seed_response() {
 
 #[tokio::test]
 async fn bot_owned_private_chat_defaults() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let r = app.create(&t, "?set_bot_manager=True", json!({})).await;
     assert_eq!(r.code(), 0);
@@ -133,7 +133,7 @@ async fn bot_owned_private_chat_defaults() {
 
 #[tokio::test]
 async fn user_id_types_resolve_and_echo() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let alice = app.dir.users().iter().find(|u| u.key == "alice").unwrap().clone();
     let r = app.create(&t, "?user_id_type=user_id", json!({"owner_id": alice.user_id.0})).await;
@@ -152,7 +152,7 @@ async fn user_id_types_resolve_and_echo() {
 
 #[tokio::test]
 async fn external_chat_with_a_friend_of_the_owner() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let r = app
         .create(&t, "", json!({"owner_id": app.open_id("demo-bot", "alice"), "user_id_list": [app.open_id("demo-bot", "gina")]}))
@@ -173,7 +173,7 @@ struct Case {
 /// Every code in the seed's error table that larkstack can produce (232019 cannot: docs/parity.md).
 #[tokio::test]
 async fn every_seed_error_code_is_reachable() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let o = |a: &str, u: &str| app.open_id(a, u);
     let many: Vec<String> = (0..51).map(|i| format!("ou_{i}")).collect();
     let cases = vec![
@@ -223,7 +223,7 @@ async fn every_seed_error_code_is_reachable() {
 
 #[tokio::test]
 async fn app_removed_after_its_token_was_issued_is_232004() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("helper-bot").await;
     let without_helper = larkstack::domain::directory::DEMO_FIXTURE.replace("key = \"helper-bot\"", "key = \"renamed\"");
     app.state.replace_directory(Directory::from_toml(&without_helper).unwrap());
@@ -233,7 +233,7 @@ async fn app_removed_after_its_token_was_issued_is_232004() {
 
 #[tokio::test]
 async fn duplicate_while_the_first_is_in_flight_is_232068() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let key = larkstack::store::DedupKey {
         tenant_key: larkstack::domain::ids::TenantKey("736588c9260f175e".into()),
@@ -241,10 +241,10 @@ async fn duplicate_while_the_first_is_in_flight_is_232068() {
         uuid: "busy".into(),
         owner: String::new(),
     };
-    let held = larkstack::state::InFlight::claim(&app.state, key).unwrap();
+    let held = larkstack::state::InFlight::claim(&app.state, key).await.unwrap().unwrap();
     let r = app.create(&t, "?uuid=busy", json!({})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, 232068));
-    drop(held);
+    held.release().await;
     assert_eq!(app.create(&t, "?uuid=busy", json!({})).await.code(), 0);
     assert_eq!(app.state.store.count_chats().await.unwrap(), 1);
 }

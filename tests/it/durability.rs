@@ -4,8 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use larkstack::domain::ids::ChatId;
-use larkstack::store::sqlite::SqliteStore;
-use larkstack::store::Store;
 use serde_json::json;
 
 use crate::support::*;
@@ -65,7 +63,7 @@ async fn acknowledged_chats_survive_sigkill() {
     // Restart on the same data dir: the server comes back and every acknowledged chat is there.
     let restarted = Server::spawn(&data.path().join("db"), None, &[]);
     drop(restarted);
-    let store = SqliteStore::open(&data.path().join("db")).unwrap();
+    let store = open_store(&data.path().join("db")).await;
     for id in &acked {
         let chat = store.get_chat(&ChatId(id.clone())).await.unwrap().unwrap_or_else(|| panic!("acknowledged chat {id} lost"));
         assert_eq!(chat.users.len(), 50, "{id} has all its members");

@@ -8,7 +8,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn control_query_strings_that_do_not_parse_get_an_envelope() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let admin = app.state.admin_token.clone();
     // Was axum's plain-text "Failed to deserialize query string" (found as `limit=null`).
     for uri in ["/_larkstack/journal?limit=null&limit=null", "/_larkstack/journal?code=abc", "/_larkstack/chats?limit=x", "/_larkstack/chats?after=1.5"] {
@@ -22,7 +22,7 @@ async fn control_query_strings_that_do_not_parse_get_an_envelope() {
 
 #[tokio::test]
 async fn path_parameters_that_are_not_utf8_get_an_envelope() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let token = app.token("demo-bot").await;
     let admin = app.state.admin_token.clone();
     // Was axum's plain-text "Invalid URL: Invalid UTF-8 in `chat_id`".
@@ -43,7 +43,7 @@ async fn path_parameters_that_are_not_utf8_get_an_envelope() {
 
 #[tokio::test]
 async fn message_history_time_bounds_beyond_i64_milliseconds_are_invalid_not_a_panic() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let token = app.token("demo-bot").await;
     let chat = app.new_chat(&token, json!({"name": "history"})).await;
     let list = |extra: &str| format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}&{extra}");
@@ -60,7 +60,7 @@ async fn message_history_time_bounds_beyond_i64_milliseconds_are_invalid_not_a_p
 
 #[tokio::test]
 async fn the_clock_goes_back_while_running_and_refuses_times_it_cannot_hold() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let admin = app.state.admin_token.clone();
     let clock = |body: serde_json::Value| {
         let admin = admin.clone();

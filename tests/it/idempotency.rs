@@ -7,7 +7,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn same_uuid_and_owner_answers_the_original_chat() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let alice = app.open_id("demo-bot", "alice");
     let first = app.create(&t, "?uuid=req-1", json!({"name": "一", "owner_id": alice})).await;
@@ -27,7 +27,7 @@ async fn same_uuid_and_owner_answers_the_original_chat() {
 
 #[tokio::test]
 async fn the_window_is_ten_hours_on_the_larkstack_clock() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     let t = app.token("demo-bot").await;
     let first = app.create(&t, "?uuid=w", json!({})).await.chat_id();
@@ -43,7 +43,7 @@ async fn the_window_is_ten_hours_on_the_larkstack_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_two_identical_requests_at_once_make_exactly_one_chat() {
-    let app = Arc::new(TestApp::demo());
+    let app = Arc::new(TestApp::demo().await);
     let t = app.token("demo-bot").await;
     let alice = app.open_id("demo-bot", "alice");
     let barrier = Arc::new(tokio::sync::Barrier::new(32));

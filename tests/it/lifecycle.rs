@@ -8,7 +8,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn get_shows_members_everything_and_others_little() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let alice = app.open_id("demo-bot", "alice");
     let id = app
@@ -41,7 +41,7 @@ async fn get_shows_members_everything_and_others_little() {
 
 #[tokio::test]
 async fn hidden_member_counts_show_only_to_owner_side() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let id = app.new_chat(&t, json!({"hide_member_count_setting": "only_owner", "bot_id_list": [app.app_id("helper-bot")]})).await;
     let owner_view = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{id}"), &t, None).await;
@@ -53,7 +53,7 @@ async fn hidden_member_counts_show_only_to_owner_side() {
 
 #[tokio::test]
 async fn update_is_partial_and_guarded() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let (alice, bob) = (app.open_id("demo-bot", "alice"), app.open_id("demo-bot", "bob"));
     let id = app
@@ -96,7 +96,7 @@ async fn update_is_partial_and_guarded() {
 
 #[tokio::test]
 async fn public_names_are_unique_per_tenant() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     app.new_chat(&t, json!({"chat_type": "public", "name": "全员群"})).await;
     let other = app.new_chat(&t, json!({"name": "私有"})).await;
@@ -107,7 +107,7 @@ async fn public_names_are_unique_per_tenant() {
 
 #[tokio::test]
 async fn disband_keeps_the_data_and_closes_the_chat() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let helper = app.token("helper-bot").await;
     let bob = app.open_id("demo-bot", "bob");
@@ -129,7 +129,7 @@ async fn disband_keeps_the_data_and_closes_the_chat() {
 
 #[tokio::test]
 async fn creator_with_operate_as_owner_may_disband_a_user_owned_chat() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await; // holds im:chat:operate_as_owner
     let id = app.new_chat(&t, json!({"owner_id": app.open_id("demo-bot", "alice")})).await;
     assert_eq!(app.call(Method::DELETE, &format!("/open-apis/im/v1/chats/{id}"), &t, None).await.code(), 0);
@@ -140,7 +140,7 @@ async fn creator_with_operate_as_owner_may_disband_a_user_owned_chat() {
 
 #[tokio::test]
 async fn list_pages_stay_correct_while_chats_are_created() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let mut created = Vec::new();
     for i in 0..5 {
@@ -173,7 +173,7 @@ async fn list_pages_stay_correct_while_chats_are_created() {
 
 #[tokio::test]
 async fn list_by_activity_puts_the_latest_message_first() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     let t = app.token("demo-bot").await;
     let a = app.new_chat(&t, json!({"name": "a"})).await;
@@ -194,7 +194,7 @@ async fn list_by_activity_puts_the_latest_message_first() {
 
 #[tokio::test]
 async fn search_finds_own_and_public_chats_by_name() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let helper = app.token("helper-bot").await;
     let mine = app.new_chat(&t, json!({"name": "项目 Alpha 讨论"})).await;
@@ -213,7 +213,7 @@ async fn search_finds_own_and_public_chats_by_name() {
 
 #[tokio::test]
 async fn each_endpoint_has_its_own_rate_budget() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     let t = app.token("demo-bot").await;
     let id = app.new_chat(&t, json!({})).await;

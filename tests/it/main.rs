@@ -13,6 +13,7 @@ mod idempotency;
 mod lifecycle;
 mod members;
 mod messages;
+mod multinode;
 mod openapi;
 mod ratelimit;
 mod wire;

@@ -16,7 +16,7 @@ fn members_url(id: &str, query: &str) -> String {
 
 #[tokio::test]
 async fn add_reports_by_succeed_type() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let o = |u: &str| app.open_id("demo-bot", u);
     let id = app.new_chat(&t, json!({})).await;
@@ -53,7 +53,7 @@ async fn add_reports_by_succeed_type() {
 
 #[tokio::test]
 async fn approval_and_add_permission() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let helper = app.token("helper-bot").await;
     let id = app.new_chat(&t, json!({"membership_approval": "approval_required", "bot_id_list": [app.app_id("helper-bot")]})).await;
@@ -68,7 +68,7 @@ async fn approval_and_add_permission() {
 
 #[tokio::test]
 async fn list_excludes_bots_and_pages_through_removals() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let o = |u: &str| app.open_id("demo-bot", u);
     let users = [o("alice"), o("bob"), o("carol"), o("erin")];
@@ -92,7 +92,7 @@ async fn list_excludes_bots_and_pages_through_removals() {
 
 #[tokio::test]
 async fn remove_rules_and_leaving() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let helper = app.token("helper-bot").await;
     let alice = app.open_id("demo-bot", "alice");
@@ -115,7 +115,7 @@ async fn remove_rules_and_leaving() {
 
 #[tokio::test]
 async fn me_join_public_only() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let helper = app.token("helper-bot").await;
     let public = app.new_chat(&t, json!({"chat_type": "public", "name": "大家"})).await;
@@ -133,7 +133,7 @@ async fn me_join_public_only() {
 #[tokio::test]
 async fn managers_owner_only_and_capped() {
     let fixture = big_fixture(12).replace("scopes = [\"im:chat\"]", "scopes = [\"im:chat\"]\n\n[[apps]]\nkey = \"other\"\ntenant = \"t\"\nscopes = [\"im:chat\"]");
-    let app = TestApp::with(Directory::from_toml(&fixture).unwrap(), StateConfig::default());
+    let app = TestApp::with(Directory::from_toml(&fixture).unwrap(), StateConfig::default()).await;
     let t = app.token("bot").await;
     let o = |i: usize| app.open_id("bot", &format!("user{i}"));
     let users: Vec<String> = (0..12).map(o).collect();
@@ -160,7 +160,7 @@ async fn concurrent_adds_lose_nothing_and_never_pass_a_cap() {
     for i in 0..20 {
         fixture.push_str(&format!("\n[[apps]]\nkey = \"b{i}\"\ntenant = \"t\"\nscopes = [\"im:chat\"]\n"));
     }
-    let app = Arc::new(TestApp::with(Directory::from_toml(&fixture).unwrap(), StateConfig { rate_limits: false, ..StateConfig::default() }));
+    let app = Arc::new(TestApp::with(Directory::from_toml(&fixture).unwrap(), StateConfig { rate_limits: false, ..StateConfig::default() }).await);
     let t = app.token("bot").await;
     let id = app.new_chat(&t, json!({})).await;
 

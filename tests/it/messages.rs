@@ -13,7 +13,7 @@ fn text(chat: &str, s: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn send_to_a_chat_and_dedup_by_uuid() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let id = app.new_chat(&t, json!({})).await;
     let mut body = text(&id, "你好");
@@ -35,7 +35,7 @@ async fn send_to_a_chat_and_dedup_by_uuid() {
 
 #[tokio::test]
 async fn send_errors() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let id = app.new_chat(&t, json!({})).await;
     let helper_chat = app.new_chat(&app.token("helper-bot").await, json!({})).await;
@@ -50,7 +50,7 @@ async fn send_errors() {
 
 #[tokio::test]
 async fn five_per_second_per_chat() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     let t = app.token("demo-bot").await;
     let id = app.new_chat(&t, json!({})).await;
@@ -66,7 +66,7 @@ async fn five_per_second_per_chat() {
 
 #[tokio::test]
 async fn p2p_to_users_by_any_id() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let alice = app.open_id("demo-bot", "alice");
     let send = |id_type: &str, id: &str| {
@@ -88,7 +88,7 @@ async fn p2p_to_users_by_any_id() {
 
 #[tokio::test]
 async fn history_by_time_order_and_pages() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     app.state.clock.set_ms(1_800_000_000_000);
     let t = app.token("demo-bot").await;

@@ -90,7 +90,7 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes_the_router_serves() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let doc = document(&app).await;
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["title"], "larkstack");
@@ -123,7 +123,7 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
 
 #[tokio::test]
 async fn every_operation_documents_its_replies_security_and_tag() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let doc = document(&app).await;
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["tenant_access_token"]["scheme"], "bearer");
@@ -174,7 +174,7 @@ async fn every_operation_documents_its_replies_security_and_tag() {
 
 #[tokio::test]
 async fn parameters_and_bodies_are_the_handlers_own() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let doc = document(&app).await;
     let op = |method: &str, path: &str| doc["paths"][path][method].clone();
     let params = |op: &Value| -> Vec<(String, String)> {
@@ -221,7 +221,7 @@ async fn parameters_and_bodies_are_the_handlers_own() {
 
 #[tokio::test]
 async fn the_coverage_page_lists_the_implemented_feishu_endpoints() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let (status, ct, html) = get_raw(&app, "/coverage").await;
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/html"), "{ct}");

@@ -6,7 +6,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn fifty_per_second_then_99991400_with_headers() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     let t = app.token("demo-bot").await;
     for i in 0..50 {
@@ -25,7 +25,7 @@ async fn fifty_per_second_then_99991400_with_headers() {
 
 #[tokio::test]
 async fn a_thousand_per_minute() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     app.state.clock.freeze();
     app.state.clock.set_ms(1_800_000_000_000 - 1_800_000_000_000 % 60_000);
     let t = app.token("demo-bot").await;
@@ -49,7 +49,7 @@ async fn a_thousand_per_minute() {
 #[tokio::test]
 async fn per_app_override_and_off_switch() {
     let fixture = "[[tenants]]\nkey='t'\n[[apps]]\nkey='a'\ntenant='t'\nscopes=['im:chat']\nrate_limit={per_second=2, per_minute=100}\n";
-    let app = TestApp::with(Directory::from_toml(fixture).unwrap(), StateConfig::default());
+    let app = TestApp::with(Directory::from_toml(fixture).unwrap(), StateConfig::default()).await;
     app.state.clock.freeze();
     let t = app.token("a").await;
     assert_eq!(app.create(&t, "", json!({})).await.code(), 0);
@@ -58,7 +58,7 @@ async fn per_app_override_and_off_switch() {
     assert_eq!(r.code(), 99991400);
     assert_eq!(r.headers["x-ogw-ratelimit-limit"], "2");
 
-    let off = TestApp::with(Directory::from_toml(fixture).unwrap(), StateConfig { rate_limits: false, ..StateConfig::default() });
+    let off = TestApp::with(Directory::from_toml(fixture).unwrap(), StateConfig { rate_limits: false, ..StateConfig::default() }).await;
     off.state.clock.freeze();
     let t = off.token("a").await;
     for _ in 0..20 {

@@ -11,7 +11,10 @@ use axum::Router;
 use larkstack::clock::Clock;
 use larkstack::domain::directory::Directory;
 use larkstack::state::{AppState, StateConfig};
+use larkstack::cluster::Redis;
+use larkstack::store::postgres::PostgresStore;
 use larkstack::store::sqlite::SqliteStore;
+use larkstack::store::Store;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -41,20 +44,65 @@ pub struct TestApp {
     pub data: tempfile::TempDir,
 }
 
+/// The backend under test: SQLite in the data dir unless `LARKSTACK_DATABASE` names a PostgreSQL
+/// database; with `LARKSTACK_REDIS`, shared limits too (scripts/test.sh runs the suite both ways).
+pub fn test_database() -> Option<String> {
+    std::env::var("LARKSTACK_DATABASE").ok().filter(|s| !s.is_empty())
+}
+
+pub fn test_redis() -> Option<String> {
+    std::env::var("LARKSTACK_REDIS").ok().filter(|s| !s.is_empty())
+}
+
+/// The schema (and Redis namespace) a data dir's state lives in on PostgreSQL: one per test, and
+/// the same one again when a test restarts on its data dir.
+pub fn schema_for(data_dir: &Path) -> String {
+    let name: String = data_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    let tail = &name[name.len().saturating_sub(40)..];
+    format!("t{:x}_{tail}", name.len())
+}
+
+/// The store a test's data dir uses on the backend under test.
+pub async fn open_store(data_dir: &Path) -> Arc<dyn Store> {
+    match test_database() {
+        Some(url) => Arc::new(PostgresStore::open(&url, &schema_for(data_dir), 4).await.unwrap()),
+        None => Arc::new(SqliteStore::open(data_dir).unwrap()),
+    }
+}
+
+/// What the backend under test adds to `larkstack serve` for a data dir.
+pub fn backend_args(data_dir: &Path) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(url) = test_database() {
+        args.extend(["--database".to_string(), url, "--database-schema".to_string(), schema_for(data_dir)]);
+    }
+    if let Some(url) = test_redis() {
+        args.extend(["--redis".to_string(), url]);
+    }
+    args
+}
+
 impl TestApp {
-    pub fn demo() -> Self {
-        Self::with(Directory::demo(), StateConfig::default())
+    pub async fn demo() -> Self {
+        Self::with(Directory::demo(), StateConfig::default()).await
     }
 
-    pub fn with(directory: Directory, config: StateConfig) -> Self {
+    pub async fn with(directory: Directory, config: StateConfig) -> Self {
         let data = tempfile::tempdir().unwrap();
-        Self::on(data, directory, config, Arc::new(Clock::default()))
+        Self::on(data, directory, config, Arc::new(Clock::default())).await
     }
 
     /// An app over an existing data dir, as after a restart.
-    pub fn on(data: tempfile::TempDir, directory: Directory, config: StateConfig, clock: Arc<Clock>) -> Self {
-        let store = SqliteStore::open(data.path()).unwrap();
-        let state = AppState::new(Arc::new(store), directory, clock, config);
+    pub async fn on(data: tempfile::TempDir, directory: Directory, mut config: StateConfig, clock: Arc<Clock>) -> Self {
+        let store = open_store(data.path()).await;
+        if let Some(url) = test_redis() {
+            config.redis = Some(Arc::new(Redis::connect(&url, &schema_for(data.path())).await.unwrap()));
+        }
+        let state = AppState::new(store, directory, clock, config);
         TestApp { router: larkstack::app(state.clone()), dir: state.directory(), state, data }
     }
 
@@ -167,9 +215,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// On the backend under test (see `backend_args`).
     pub fn spawn(data_dir: &Path, fixture: Option<&Path>, extra: &[&str]) -> Server {
+        let mut args = backend_args(data_dir);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn_with(data_dir, fixture, &args)
+    }
+
+    /// With exactly these arguments after the data dir.
+    pub fn spawn_with(data_dir: &Path, fixture: Option<&Path>, args: &[String]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_larkstack"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(args);
         if let Some(f) = fixture {
             cmd.arg("--fixture").arg(f);
         }

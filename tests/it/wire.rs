@@ -7,7 +7,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn every_failure_is_a_json_envelope() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let auth = format!("Bearer {t}");
 
@@ -41,7 +41,7 @@ async fn every_failure_is_a_json_envelope() {
 
 #[tokio::test]
 async fn lenient_bodies() {
-    let app = TestApp::demo();
+    let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let auth = format!("Bearer {t}");
     // No body, no Content-Type; a text/plain Content-Type; nulls for absent fields; unknown fields.

@@ -96,6 +96,9 @@ def running_larkstack(larkstack_bin, data_dir, fixture=None):
     cmd = [larkstack_bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
     if fixture is not None:
         cmd += ["--fixture", str(fixture)]
+    if os.environ.get("LARKSTACK_DATABASE"):
+        # On PostgreSQL (scripts/test.sh's second pass) each server gets a schema of its own.
+        cmd += ["--database-schema", "sdk_" + re.sub(r"[^a-z0-9]", "_", str(data_dir).lower())[-40:]]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     # A reader thread keeps draining stdout, so the server never blocks on a full pipe.
     lines = queue.Queue()

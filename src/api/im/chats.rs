@@ -244,7 +244,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
             if let Some(existing) = state.store.find_dedup(key, window_start).await? {
                 return Ok(ok(&created_chat_view(dir, app, &existing, query.user_id_type)));
             }
-            Some(InFlight::claim(&state, key.clone()).ok_or_else(|| ApiError(im::being_created()))?)
+            Some(InFlight::claim(&state, key.clone()).await?.ok_or_else(|| ApiError(im::being_created()))?)
         }
         None => None,
     };

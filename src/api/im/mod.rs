@@ -53,7 +53,7 @@ impl ImCall {
         let token = tenant_token(state, headers).await?;
         let dir = state.directory();
         let rate_override = dir.app(&token.app_id).and_then(|a| a.rate_limit);
-        state.limits.check(&token.app_id, &token.tenant_key, family, rate_override)?;
+        state.limits.check(&token.app_id, &token.tenant_key, family, rate_override).await?;
         im_caller(&dir, &token, scopes)?;
         Ok(ImCall { dir, token, scopes })
     }

@@ -1,0 +1,342 @@
+//! Several real larkstack processes on one PostgreSQL and one Redis, as a load balancer would
+//! spread a client over them. PostgreSQL and Redis come from `LARKSTACK_DATABASE` and
+//! `LARKSTACK_REDIS`, else the local servers CI starts; each cluster gets a schema of its own.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use larkstack::domain::ids::ChatId;
+use larkstack::store::postgres::PostgresStore;
+use larkstack::store::Store;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+const ADMIN: &str = "lsadm-multinode-test";
+
+fn database_url() -> String {
+    test_database().unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn redis_url() -> String {
+    test_redis().unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+struct Cluster {
+    nodes: Vec<Option<Server>>,
+    schema: String,
+    client: reqwest::Client,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// `n` nodes on one fresh schema; each has its own data dir (only its fixture and admin
+    /// token live there) and the same fixture.
+    fn start(n: usize, fixture: Option<&str>, extra: &[&str]) -> Cluster {
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let schema = format!("m{}", schema_for(dirs[0].path()));
+        let nodes = dirs
+            .iter()
+            .map(|dir| {
+                let fixture = fixture.map(|text| write_fixture(dir.path(), text));
+                let mut args: Vec<String> = vec![
+                    "--database".into(),
+                    database_url(),
+                    "--database-schema".into(),
+                    schema.clone(),
+                    "--redis".into(),
+                    redis_url(),
+                    "--admin-token".into(),
+                    ADMIN.into(),
+                ];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                Some(Server::spawn_with(&dir.path().join("data"), fixture.as_deref(), &args))
+            })
+            .collect();
+        Cluster { nodes, schema, client: reqwest::Client::new(), _dirs: dirs }
+    }
+
+    fn url(&self, node: usize, path: &str) -> String {
+        self.nodes[node].as_ref().expect("node is running").url(path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Value {
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn call(&self, node: usize, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Value {
+        let mut req = self.client.request(method, self.url(node, path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    async fn token(&self, node: usize) -> String {
+        let r = self
+            .send(
+                self.client
+                    .post(self.url(node, "/open-apis/auth/v3/tenant_access_token/internal"))
+                    .json(&json!({"app_id": DEMO_APP_ID, "app_secret": DEMO_SECRET})),
+            )
+            .await;
+        assert_eq!(r["code"], 0, "{r}");
+        r["tenant_access_token"].as_str().unwrap().to_string()
+    }
+
+    async fn clock(&self, node: usize, change: Option<Value>) -> Value {
+        let req = match change {
+            Some(body) => self.client.post(self.url(node, "/_larkstack/clock")).json(&body),
+            None => self.client.get(self.url(node, "/_larkstack/clock")),
+        };
+        self.send(req.bearer_auth(ADMIN)).await["data"].clone()
+    }
+
+    /// Every node reads the same frozen time (clock changes reach the others through Redis).
+    async fn wait_for_clock(&self, now_ms: i64) {
+        for node in 0..self.nodes.len() {
+            let mut tries = 0;
+            while self.clock(node, None).await != json!({"now_ms": now_ms, "frozen": true}) {
+                tries += 1;
+                assert!(tries < 200, "node {node} never adopted the clock");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    async fn store(&self) -> PostgresStore {
+        PostgresStore::open(&database_url(), &self.schema, 2).await.unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    /// Stops the nodes, then drops the cluster's schema and Redis keys.
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let schema = self.schema.clone();
+        let cleaned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await?;
+                let redis = redis::Client::open(redis_url()).unwrap();
+                let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+                let _: () = redis::cmd("DEL").arg(format!("larkstack:{schema}:clock")).query_async(&mut conn).await.unwrap();
+                Ok::<_, tokio_postgres::Error>(())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = cleaned {
+            eprintln!("cleaning up schema {}: {e}", self.schema);
+        }
+    }
+}
+
+fn open_id(directory: &Value, user: &str) -> String {
+    directory["users"].as_array().unwrap().iter().find(|u| u["key"] == user).unwrap()["open_ids"]["demo-bot"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn demo_directory() -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_larkstack")).arg("directory").output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_token_and_chat_cross_nodes() {
+    let c = Cluster::start(3, None, &[]);
+    let dir = demo_directory();
+    let (alice, bob, carol) = (open_id(&dir, "alice"), open_id(&dir, "bob"), open_id(&dir, "carol"));
+    let token = c.token(0).await;
+    // The same app asking another node gets the same token back: rotation is shared.
+    assert_eq!(c.token(1).await, token);
+
+    let created =
+        c.call(0, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({"name": "跨节点", "user_id_list": [alice]}))).await;
+    assert_eq!(created["code"], 0, "{created}");
+    let chat_id = created["data"]["chat_id"].as_str().unwrap().to_string();
+    let path = format!("/open-apis/im/v1/chats/{chat_id}");
+
+    // Node B reads it with node A's token, and changes it.
+    let read = c.call(1, reqwest::Method::GET, &path, &token, None).await;
+    assert_eq!((read["code"].clone(), read["data"]["name"].clone()), (json!(0), json!("跨节点")), "{read}");
+    let renamed = c.call(1, reqwest::Method::PUT, &path, &token, Some(json!({"name": "改名"}))).await;
+    assert_eq!(renamed["code"], 0, "{renamed}");
+    let added =
+        c.call(1, reqwest::Method::POST, &format!("{path}/members"), &token, Some(json!({"id_list": [bob, carol]}))).await;
+    assert_eq!(added["code"], 0, "{added}");
+
+    // Node C sees both changes.
+    let read = c.call(2, reqwest::Method::GET, &path, &token, None).await;
+    assert_eq!(read["data"]["name"], "改名");
+    assert_eq!(read["data"]["user_count"], "3", "{read}");
+    let members = c.call(2, reqwest::Method::GET, &format!("{path}/members"), &token, None).await;
+    let ids: HashSet<&str> = members["data"]["items"].as_array().unwrap().iter().map(|m| m["member_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, HashSet::from([alice.as_str(), bob.as_str(), carol.as_str()]));
+
+    // A message sent on C is listed on A.
+    let sent = c
+        .call(
+            2,
+            reqwest::Method::POST,
+            "/open-apis/im/v1/messages?receive_id_type=chat_id",
+            &token,
+            Some(json!({"receive_id": chat_id, "msg_type": "text", "content": "{\"text\":\"hi\"}"})),
+        )
+        .await;
+    assert_eq!(sent["code"], 0, "{sent}");
+    let listed =
+        c.call(0, reqwest::Method::GET, &format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat_id}"), &token, None).await;
+    assert_eq!(listed["data"]["items"][0]["message_id"], sent["data"]["message_id"], "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_identical_creates_make_one_chat() {
+    // 64 at once is past the 50/s budget; this test is about dedup, not limits.
+    let c = Arc::new(Cluster::start(3, None, &["--rate-limits", "off"]));
+    let alice = open_id(&demo_directory(), "alice");
+    let token = c.token(0).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (c, token, alice, barrier) = (c.clone(), token.clone(), alice.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            c.call(
+                i % 3,
+                reqwest::Method::POST,
+                "/open-apis/im/v1/chats?uuid=storm-across-nodes",
+                &token,
+                Some(json!({"owner_id": alice, "user_id_list": [alice]})),
+            )
+            .await
+        }));
+    }
+    let (mut chat_ids, mut busy) = (HashSet::new(), 0);
+    for task in tasks {
+        let r = task.await.unwrap();
+        match r["code"].as_i64().unwrap() {
+            0 => {
+                chat_ids.insert(r["data"]["chat_id"].as_str().unwrap().to_string());
+            }
+            232068 => busy += 1,
+            other => panic!("unexpected code {other}: {r}"),
+        }
+    }
+    assert_eq!(chat_ids.len(), 1, "every success names the same chat");
+    assert!(busy < 64);
+    assert_eq!(c.store().await.count_chats().await.unwrap(), 1, "exactly one chat exists ({busy} answered 232068)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_rate_limits_hold_across_nodes() {
+    let c = Arc::new(Cluster::start(3, None, &[]));
+    // Freeze time on node 0 at the start of a minute; the others follow through Redis.
+    let minute_start = 1_900_000_020_000 - 1_900_000_020_000 % 60_000;
+    c.clock(0, Some(json!({"freeze": true, "set_ms": minute_start}))).await;
+    c.wait_for_clock(minute_start).await;
+    let token = c.token(0).await;
+    let chat = c.call(0, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({}))).await;
+    let path = format!("/open-apis/im/v1/chats/{}", chat["data"]["chat_id"].as_str().unwrap());
+
+    // One second's budget is 50 calls, whichever nodes they reach.
+    let round = |calls: usize| {
+        let c = c.clone();
+        let (token, path) = (token.clone(), path.clone());
+        async move {
+            let tasks: Vec<_> = (0..calls)
+                .map(|i| {
+                    let (c, token, path) = (c.clone(), token.clone(), path.clone());
+                    tokio::spawn(async move { c.call(i % 3, reqwest::Method::GET, &path, &token, None).await })
+                })
+                .collect();
+            let mut codes = Vec::new();
+            for t in tasks {
+                codes.push(t.await.unwrap()["code"].as_i64().unwrap());
+            }
+            (codes.iter().filter(|&&c| c == 0).count(), codes.iter().filter(|&&c| c == 99991400).count())
+        }
+    };
+    assert_eq!(round(90).await, (50, 40), "50 per second across three nodes");
+
+    // The minute's budget is 1000: nineteen more seconds of 50 fill it, the next second gets nothing.
+    for second in 1..20 {
+        c.clock(second % 3, Some(json!({"advance_ms": 1000}))).await;
+        c.wait_for_clock(minute_start + second as i64 * 1000).await;
+        assert_eq!(round(50).await, (50, 0), "second {second}");
+    }
+    c.clock(1, Some(json!({"advance_ms": 1000}))).await;
+    c.wait_for_clock(minute_start + 20_000).await;
+    let refused = c.call(2, reqwest::Method::GET, &path, &token, None).await;
+    assert_eq!(refused["code"], 99991400, "{refused}");
+    // The next minute opens the budget again on every node.
+    c.clock(2, Some(json!({"advance_ms": 40_000}))).await;
+    c.wait_for_clock(minute_start + 60_000).await;
+    assert_eq!(round(30).await, (30, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_sigkill_loses_no_acknowledged_chat() {
+    let mut c = Cluster::start(2, Some(&big_fixture(60)), &["--rate-limits", "off"]);
+    let directory: Value = serde_json::from_slice(
+        &std::process::Command::new(env!("CARGO_BIN_EXE_larkstack"))
+            .args(["directory", "--fixture"])
+            .arg(write_fixture(c._dirs[0].path(), &big_fixture(60)))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let members: Vec<String> =
+        directory["users"].as_array().unwrap().iter().take(50).map(|u| u["open_ids"]["bot"].as_str().unwrap().to_string()).collect();
+    let token = c.token(0).await;
+
+    let acked: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let node = w % 2;
+        let (client, url, token, members, acked, stop) =
+            (c.client.clone(), c.url(node, "/open-apis/im/v1/chats"), token.clone(), members.clone(), acked.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(resp) = client.post(&url).bearer_auth(&token).json(&json!({"name": "durable", "user_id_list": members})).send().await
+                else {
+                    break; // node 0 is gone
+                };
+                let Ok(body) = resp.json::<Value>().await else { break };
+                if body["code"] == 0 {
+                    acked.lock().unwrap().push((node, body["data"]["chat_id"].as_str().unwrap().to_string()));
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().iter().filter(|(n, _)| *n == 0).count() < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    c.nodes[0].take().unwrap().kill9();
+    // Node 1 keeps serving after its peer died.
+    let before = acked.lock().unwrap().iter().filter(|(n, _)| *n == 1).count();
+    while acked.lock().unwrap().iter().filter(|(n, _)| *n == 1).count() < before + 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let store = c.store().await;
+    for (node, id) in &acked {
+        let chat = store.get_chat(&ChatId(id.clone())).await.unwrap().unwrap_or_else(|| panic!("chat {id} acknowledged by node {node} lost"));
+        assert_eq!(chat.users.len(), 50, "{id} has all its members");
+    }
+    // And the survivor serves the dead node's chats.
+    for (_, id) in acked.iter().filter(|(n, _)| *n == 0).take(20) {
+        let read = c.call(1, reqwest::Method::GET, &format!("/open-apis/im/v1/chats/{id}"), &token, None).await;
+        assert_eq!(read["code"], 0, "{read}");
+    }
+}
