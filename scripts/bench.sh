@@ -7,6 +7,10 @@
 #       create-chat with 50 members
 #   scripts/bench.sh chats [seconds=10] [connections=64] [stored_chats=1000000]
 #       get-chat and add-members on random chats, after storing `stored_chats` chats
+#   scripts/bench.sh cluster [seconds=10] [connections=64]
+#       create-chat with 50 members on SQLite, on PostgreSQL + Redis with 1 node, and with 2 nodes
+#       (the connections split between them); PostgreSQL and Redis at 127.0.0.1 unless
+#       LARKSTACK_BENCH_PG_ADMIN / LARKSTACK_BENCH_REDIS say otherwise
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scenario="${1:-create}"
@@ -43,12 +47,13 @@ body_with() { py "print(json.dumps({'name': 'bench 群', 'description': 'load', 
 pids+=($!)
 "$baseline" "127.0.0.1:$baseline_port" >/dev/null &
 pids+=($!)
-for port in $larkstack_port $baseline_port; do
-    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
-token="$(curl -s -X POST "http://127.0.0.1:$larkstack_port/open-apis/auth/v3/tenant_access_token/internal" \
-    -d "{\"app_id\":\"$app_id\",\"app_secret\":\"$app_secret\"}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["tenant_access_token"])')"
-export BENCH_TOKEN="$token"
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; }
+wait_port $larkstack_port; wait_port $baseline_port
+token_of() { # PORT
+    curl -s -X POST "http://127.0.0.1:$1/open-apis/auth/v3/tenant_access_token/internal" \
+        -d "{\"app_id\":\"$app_id\",\"app_secret\":\"$app_secret\"}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["tenant_access_token"])'
+}
+export BENCH_TOKEN="$(token_of $larkstack_port)"
 
 to_ms() { python3 -c '
 import sys
@@ -101,5 +106,54 @@ chats)
     ratio larkstack-get baseline-get get-chat
     ratio larkstack-add baseline-add add-members
     ;;
-*) echo "unknown scenario $scenario (create | chats)" >&2; exit 2 ;;
+cluster)
+    export BENCH_BODY="$(body_with $members)"
+    pg_admin="${LARKSTACK_BENCH_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
+    psql "$pg_admin" -v ON_ERROR_STOP=1 -qc "DROP DATABASE IF EXISTS larkstack_bench WITH (FORCE)" -c "CREATE DATABASE larkstack_bench"
+    redis="${LARKSTACK_BENCH_REDIS:-redis://127.0.0.1:6379}"
+    redis-cli -u "$redis" --scan --pattern 'larkstack:bench:*' | xargs -r redis-cli -u "$redis" del >/dev/null
+    shared=(--database "${pg_admin%/*}/larkstack_bench" --database-schema bench --redis "$redis"
+            --fixture "$work/fixture.toml" --rate-limits off)
+    echo "create-chat, ${members} members, ${conns} connections in all, ${secs}s each, keep-alive"
+    wrk_run baseline $baseline_port /open-apis/im/v1/chats bench/create_chat.lua
+    wrk_run sqlite-1-node $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
+    kill "${pids[0]}" # the SQLite node rests from here on
+    "$bin" serve --listen 127.0.0.1:18812 --data-dir "$work/pg1" "${shared[@]}" >/dev/null &
+    pids+=($!)
+    wait_port 18812
+    export BENCH_TOKEN="$(token_of 18812)"
+    wrk_run postgres-1-node 18812 /open-apis/im/v1/chats bench/create_chat.lua
+    "$bin" serve --listen 127.0.0.1:18813 --data-dir "$work/pg2" "${shared[@]}" >/dev/null &
+    pids+=($!)
+    wait_port 18813
+    # Two nodes: half the connections to each, at the same time (a load balancer's even split).
+    half=$((conns / 2))
+    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:18812/open-apis/im/v1/chats > "$work/pg-a.txt" &
+    first=$!
+    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:18813/open-apis/im/v1/chats > "$work/pg-b.txt"
+    wait "$first"
+    python3 - "$work/pg-a.txt" "$work/pg-b.txt" > "$work/postgres-2-nodes.txt" <<'PY'
+import re, sys
+rps, p50, p99 = 0.0, [], []
+for path in sys.argv[1:]:
+    text = open(path).read()
+    rps += float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p50.append(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99.append(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+def ms(v):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit):
+            return float(v[: -len(unit)]) * f
+# Summed throughput; the slower node's percentiles.
+print(f"Requests/sec: {rps:.2f}")
+print(f"     50%  {max(map(ms, p50)):.2f}ms")
+print(f"     99%  {max(map(ms, p99)):.2f}ms")
+PY
+    header; row baseline; row sqlite-1-node; row postgres-1-node; row postgres-2-nodes
+    ratio sqlite-1-node baseline "create-chat, SQLite"
+    ratio postgres-1-node baseline "create-chat, PostgreSQL x1 node"
+    ratio postgres-2-nodes baseline "create-chat, PostgreSQL x2 nodes"
+    echo "chats stored in PostgreSQL: $(psql "${pg_admin%/*}/larkstack_bench" -tAc 'select count(*) from bench.chats')"
+    ;;
+*) echo "unknown scenario $scenario (create | chats | cluster)" >&2; exit 2 ;;
 esac
