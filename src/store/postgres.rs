@@ -52,6 +52,17 @@ impl From<deadpool_postgres::PoolError> for StoreError {
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
+/// PostgreSQL text cannot hold U+0000, which SQLite and Feishu's JSON can. Text that callers
+/// choose (names, `uuid`s, IDs from paths and queries) is bound with each NUL as U+FFFD:
+/// an ID holding one matches nothing, as it would not have on SQLite either.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 pub struct PostgresStore {
     pool: Pool,
     commit_seconds: Histogram,
@@ -207,7 +218,7 @@ async fn load_chats_where<C: GenericClient>(
 }
 
 async fn load_chat<C: GenericClient>(c: &C, chat_id: &str) -> Result<Option<Chat>, StoreError> {
-    Ok(load_chats_where(c, "chat_id = $1", &[&chat_id])
+    Ok(load_chats_where(c, "chat_id = $1", &[&text(chat_id)])
         .await?
         .pop()
         .map(|(_, chat)| chat))
@@ -244,7 +255,7 @@ async fn insert_chat(tx: &Transaction<'_>, chat: &Chat) -> Result<i64, StoreErro
             &row.bots,
             &row.user_managers,
             &row.bot_managers,
-            &chat.settings.name,
+            &text(&chat.settings.name),
             &chat.settings.chat_type,
             &chat.settings.chat_mode,
             &row.last_active_at,
@@ -283,7 +294,7 @@ async fn apply_create(
              ON CONFLICT (tenant_key, app_id, uuid, owner) DO UPDATE
              SET chat_id = excluded.chat_id, created_at = excluded.created_at
              WHERE chat_dedup.created_at <= $7",
-            &[&key.tenant_key.0, &key.app_id.0, &key.uuid, &key.owner, &chat.chat_id.0, &chat.created_at_ms, &window_start_ms],
+            &[&key.tenant_key.0, &key.app_id.0, &text(&key.uuid), &key.owner, &chat.chat_id.0, &chat.created_at_ms, &window_start_ms],
         )
         .await?;
         if claimed == 0 {
@@ -301,7 +312,7 @@ async fn dedup_target<C: GenericClient>(c: &C, key: &DedupKey) -> Result<Option<
     let row = query_opt(
         c,
         "SELECT chat_id FROM chat_dedup WHERE tenant_key = $1 AND app_id = $2 AND uuid = $3 AND owner = $4",
-        &[&key.tenant_key.0, &key.app_id.0, &key.uuid, &key.owner],
+        &[&key.tenant_key.0, &key.app_id.0, &text(&key.uuid), &key.owner],
     )
     .await?;
     match row {
@@ -320,7 +331,7 @@ async fn insert_task_link(
         tx,
         "INSERT INTO task_chats (task_id, app_id, chat_id, started_here, linked_at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT DO NOTHING",
-        &[&link.task_id, &link.app_id.0, &chat_id.0, &started_here, &link.at_ms],
+        &[&text(&link.task_id), &link.app_id.0, &text(&chat_id.0), &started_here, &link.at_ms],
     )
     .await?;
     Ok(())
@@ -337,7 +348,7 @@ async fn insert_token(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), Store
 }
 
 async fn load_message<C: GenericClient>(c: &C, id: &str) -> Result<Option<Message>, StoreError> {
-    match query_opt(c, "SELECT body FROM messages WHERE message_id = $1", &[&id]).await? {
+    match query_opt(c, "SELECT body FROM messages WHERE message_id = $1", &[&text(id)]).await? {
         Some(r) => Ok(Some(from_json("messages.body", r.try_get(0)?)?)),
         None => Ok(None),
     }
@@ -370,7 +381,7 @@ async fn advisory_lock(tx: &Transaction<'_>, scope: &str, key: &str) -> Result<(
     execute(
         tx,
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&format!("{scope}|{key}")],
+        &[&text(&format!("{scope}|{key}"))],
     )
     .await?;
     Ok(())
@@ -405,7 +416,7 @@ impl Store for PostgresStore {
             &client,
             "SELECT chat_id FROM chat_dedup WHERE tenant_key = $1 AND app_id = $2 AND uuid = $3 AND owner = $4
              AND created_at > $5",
-            &[&key.tenant_key.0, &key.app_id.0, &key.uuid, &key.owner, &window_start_ms],
+            &[&key.tenant_key.0, &key.app_id.0, &text(&key.uuid), &key.owner, &window_start_ms],
         )
         .await?;
         match live {
@@ -425,7 +436,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let Some((seq, mut chat)) = load_chats_where(&tx, "chat_id = $1 FOR UPDATE", &[&chat_id.0])
+        let Some((seq, mut chat)) = load_chats_where(&tx, "chat_id = $1 FOR UPDATE", &[&text(&chat_id.0)])
             .await?
             .pop()
         else {
@@ -452,7 +463,7 @@ impl Store for PostgresStore {
                 &row.bots,
                 &row.user_managers,
                 &row.bot_managers,
-                &chat.settings.name,
+                &text(&chat.settings.name),
                 &chat.settings.chat_type,
                 &row.last_active_at,
                 &row.user_joined,
@@ -539,7 +550,7 @@ impl Store for PostgresStore {
             "c.tenant_key = $2 AND c.status = 'normal' AND c.chat_mode = 'group' AND c.seq > $4
              AND (c.chat_type = 'public' OR c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = $1))
              AND strpos(lower(c.name), $3) > 0 ORDER BY c.seq LIMIT $5",
-            &[&app.0, &tenant.0, &needle, &after_seq, &(limit as i64)],
+            &[&app.0, &tenant.0, &text(&needle), &after_seq, &(limit as i64)],
         )
         .await
     }
@@ -554,7 +565,7 @@ impl Store for PostgresStore {
             &self.client().await?,
             "SELECT 1 FROM chats WHERE tenant_key = $1 AND chat_type = 'public' AND name = $2
              AND status = 'normal' AND chat_id != $3 LIMIT 1",
-            &[&tenant.0, &name, &except.0],
+            &[&tenant.0, &text(name), &text(&except.0)],
         )
         .await?;
         Ok(row.is_some())
@@ -602,14 +613,14 @@ impl Store for PostgresStore {
                 "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (app_id, uuid) DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at
                  WHERE message_dedup.created_at <= $5",
-                &[&key.app_id.0, &key.uuid, &message.message_id.0, &message.created_at_ms, &window_start_ms],
+                &[&key.app_id.0, &text(&key.uuid), &message.message_id.0, &message.created_at_ms, &window_start_ms],
             )
             .await?;
             if claimed == 0 {
                 let first = query_opt(
                     &tx,
                     "SELECT message_id FROM message_dedup WHERE app_id = $1 AND uuid = $2",
-                    &[&key.app_id.0, &key.uuid],
+                    &[&key.app_id.0, &text(&key.uuid)],
                 )
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("message dedup row vanished".into()))?;
@@ -653,7 +664,7 @@ impl Store for PostgresStore {
             &self.client().await?,
             &sql,
             &[
-                &q.chat_id.0,
+                &text(&q.chat_id.0),
                 &q.start_ms.unwrap_or(i64::MIN),
                 &q.end_ms.unwrap_or(i64::MAX),
                 &q.after.map(|c| c.key),
@@ -687,7 +698,7 @@ impl Store for PostgresStore {
             &tx,
             "SELECT chat_id FROM task_chats WHERE task_id = $1 AND app_id = $2 AND started_here
              ORDER BY linked_at DESC LIMIT 1",
-            &[&link.task_id, &link.app_id.0],
+            &[&text(&link.task_id), &link.app_id.0],
         )
         .await?;
         if let Some(row) = started {
@@ -856,7 +867,7 @@ impl Store for PostgresStore {
             execute(
                 &tx,
                 "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&d.key.tenant_key.0, &d.key.app_id.0, &d.key.uuid, &d.key.owner, &d.chat_id.0, &d.created_at_ms],
+                &[&d.key.tenant_key.0, &d.key.app_id.0, &text(&d.key.uuid), &d.key.owner, &d.chat_id.0, &d.created_at_ms],
             )
             .await?;
         }

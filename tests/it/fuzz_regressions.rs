@@ -98,3 +98,37 @@ async fn the_clock_goes_back_while_running_and_refuses_times_it_cannot_hold() {
     let t = app.token("demo-bot").await;
     assert_eq!(app.create(&t, "", json!({"name": "late"})).await.code(), 0);
 }
+
+#[tokio::test]
+async fn nul_characters_are_stored_or_not_found_never_a_500() {
+    // Found on PostgreSQL, whose text cannot hold U+0000 ("invalid byte sequence … 0x00").
+    let app = TestApp::demo().await;
+    let token = app.token("demo-bot").await;
+    let alice = app.open_id("demo-bot", "alice");
+    let created = app.create(&token, "?uuid=a%00b", json!({"name": "nul\u{0}name", "owner_id": alice})).await;
+    assert_eq!(created.code(), 0, "{}", created.body);
+    let chat_id = created.chat_id();
+    let again = app.create(&token, "?uuid=a%00b", json!({"name": "nul\u{0}name", "owner_id": alice})).await;
+    assert_eq!(again.chat_id(), chat_id, "the uuid still deduplicates");
+    let read = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat_id}"), &token, None).await;
+    assert_eq!(read.body["data"]["name"], "nul\u{0}name", "the name comes back as sent");
+    for (method, uri) in [
+        (Method::GET, "/open-apis/im/v1/chats/oc_%00".to_string()),
+        (Method::PUT, "/open-apis/im/v1/chats/oc_%00".to_string()),
+        (Method::GET, "/open-apis/im/v1/chats/search?query=nul%00".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages?container_id_type=chat&container_id=oc_%00".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages/om_%00".to_string()),
+        (Method::PUT, format!("/open-apis/im/v1/chats/{chat_id}")),
+    ] {
+        let r = app.call(method.clone(), &uri, &token, Some(json!({"name": "x\u{0}y"}))).await;
+        assert_ne!(r.status.as_u16(), 500, "{method} {uri}: {}", r.body);
+    }
+    let sent = app
+        .post_json(
+            "/open-apis/im/v1/messages?receive_id_type=chat_id",
+            Some(&token),
+            &json!({"receive_id": chat_id, "msg_type": "text", "content": "{\"text\":\"a\\u0000b\"}", "uuid": "m\u{0}1"}),
+        )
+        .await;
+    assert_eq!(sent.code(), 0, "{}", sent.body);
+}
