@@ -106,6 +106,10 @@ impl Redis {
         })
     }
 
+    pub async fn ping(&self) -> Result<(), redis::RedisError> {
+        redis::cmd("PING").query_async::<String>(&mut self.conn.clone()).await.map(drop)
+    }
+
     /// Forgets every rate window (control API reset).
     pub async fn clear_limits(&self) -> Result<(), FeishuError> {
         let mut conn = self.conn.clone();

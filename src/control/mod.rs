@@ -454,19 +454,24 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     Some(sign * total)
 }
 
-/// `GET /healthz`: the store answers.
+/// `GET /healthz`: the store answers, and Redis too when the node shares state through it.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "ops",
-    summary = "Whether the store answers",
+    summary = "Whether the store (and Redis, with --redis) answers",
     responses(crate::openapi::FeishuResponses),
 )]
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.count_chats().await {
-        Ok(_) => ok(&json!({"status": "ok"})),
-        Err(e) => control_error(503, format!("store unavailable: {e}")).into_response(),
+    if let Err(e) = state.store.ping().await {
+        return control_error(503, format!("store unavailable: {e}")).into_response();
     }
+    if let Some(redis) = &state.shared {
+        if let Err(e) = redis.ping().await {
+            return control_error(503, format!("redis unavailable: {e}")).into_response();
+        }
+    }
+    ok(&json!({"status": "ok"}))
 }
 
 #[cfg(test)]

@@ -267,6 +267,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
 
+    /// Whether the backend answers at all (health checks): one trivial read.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 
     /// Every chat of every tenant, in creation order after `after_seq` (the console's view).

@@ -734,6 +734,11 @@ impl Store for PostgresStore {
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         let row = self
             .client()

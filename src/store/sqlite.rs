@@ -811,6 +811,10 @@ impl Store for SqliteStore {
         self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM chats", [], |r| r.get::<_, i64>(0))? as u64)).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(|conn| {
             let (chats, members): (i64, i64) =

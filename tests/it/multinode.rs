@@ -151,6 +151,10 @@ async fn multinode_token_and_chat_cross_nodes() {
     let c = Cluster::start(3, None, &[]);
     let dir = demo_directory();
     let (alice, bob, carol) = (open_id(&dir, "alice"), open_id(&dir, "bob"), open_id(&dir, "carol"));
+    for node in 0..3 {
+        let health = c.send(c.client.get(c.url(node, "/healthz"))).await;
+        assert_eq!(health["data"]["status"], "ok", "node {node}: {health}");
+    }
     let token = c.token(0).await;
     // The same app asking another node gets the same token back: rotation is shared.
     assert_eq!(c.token(1).await, token);
