@@ -181,7 +181,10 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         let user = p2p_user(&call.dir, app, tenant, &receive_id_type, &receive_id)?;
         state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?
     };
-    state.limits.check_chat_messages(&chat.chat_id).await.map_err(|_| ApiError(chat_rate_limited()))?;
+    state.limits.check_chat_messages(&chat.chat_id).await.map_err(|e| match e.rate_limited {
+        Some(_) => ApiError(chat_rate_limited()),
+        None => ApiError(e), // Redis unreachable: an internal error, not a limit
+    })?;
     let message = Message {
         message_id: new_message_id(now),
         chat_id: chat.chat_id.clone(),
