@@ -75,7 +75,7 @@ impl Redis {
             conn,
             client,
             namespace: format!("larkstack:{schema}:"),
-            node: crate::state::new_admin_token(),
+            node: crate::state::random_hex(),
             take: Script::new(TAKE),
             release: Script::new(RELEASE),
         })

@@ -179,7 +179,7 @@ mod tests {
     /// a namespace of its own: both must keep the same rules.
     async fn limiters(clock: &Arc<Clock>) -> Vec<RateLimits> {
         let url = std::env::var("LARKSTACK_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let namespace = format!("unit_{}", crate::state::new_admin_token().replace('-', "_"));
+        let namespace = format!("unit_{}", crate::state::random_hex());
         let redis = Redis::connect(&url, &namespace).await.expect("Redis for the shared limiter tests");
         vec![RateLimits::new(true, clock.clone(), None), RateLimits::new(true, clock.clone(), Some(Arc::new(redis)))]
     }

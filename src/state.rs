@@ -66,9 +66,14 @@ impl Default for StateConfig {
 
 /// A fresh random admin token.
 pub fn new_admin_token() -> String {
+    format!("lsadm-{}", random_hex())
+}
+
+/// 128 random bits as hex: admin tokens, in-flight claims, node ids.
+pub fn random_hex() -> String {
     let mut bytes = [0u8; 16];
     rand::Rng::fill(&mut rand::rng(), &mut bytes);
-    format!("lsadm-{}", hex::encode(bytes))
+    hex::encode(bytes)
 }
 
 impl AppState {
@@ -113,7 +118,7 @@ impl<'a> InFlight<'a> {
     pub async fn claim(state: &'a AppState, key: DedupKey) -> Result<Option<Self>, FeishuError> {
         if let Some(redis) = &state.shared {
             let digest = sha2::Sha256::digest(serde_json::to_vec(&key).expect("plain data serialises"));
-            let (key, claim) = (hex::encode(digest), new_admin_token());
+            let (key, claim) = (hex::encode(digest), random_hex());
             return Ok(redis.claim(&key, &claim).await?.then(|| InFlight::Shared { redis: redis.clone(), key, claim }));
         }
         let fresh = state.creates_in_flight.lock().insert(key.clone());

@@ -88,6 +88,17 @@ pub enum ChatOrder {
     ActiveDesc,
 }
 
+impl ChatOrder {
+    /// Where a page that ends at this chat (stored as `seq`) ends, in this order.
+    pub fn cursor(self, seq: i64, chat: &Chat) -> Cursor {
+        let key = match self {
+            ChatOrder::CreatedAsc => seq,
+            ChatOrder::ActiveDesc => chat.last_active_at_ms,
+        };
+        Cursor { key, seq }
+    }
+}
+
 /// Where a page ends: (sort key, seq) of its last item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {

@@ -534,16 +534,7 @@ impl Store for PostgresStore {
                 .await?
             }
         };
-        Ok(rows
-            .into_iter()
-            .map(|(seq, chat)| {
-                let key = match order {
-                    ChatOrder::CreatedAsc => seq,
-                    ChatOrder::ActiveDesc => chat.last_active_at_ms,
-                };
-                (Cursor { key, seq }, chat)
-            })
-            .collect())
+        Ok(rows.into_iter().map(|(seq, chat)| (order.cursor(seq, &chat), chat)).collect())
     }
 
     async fn search_chats(
@@ -704,7 +695,7 @@ impl Store for PostgresStore {
     async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        advisory_lock(&tx, &link.task_id, &link.app_id.0).await?;
+        advisory_lock(&tx, "task", &format!("{}|{}", link.task_id, link.app_id)).await?;
         let started = query_opt(
             &tx,
             "SELECT chat_id FROM task_chats WHERE task_id = $1 AND app_id = $2 AND started_here

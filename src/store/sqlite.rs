@@ -16,7 +16,7 @@ use super::{
     MessageOrder, MessageQuery, P2pRecord, Snapshot, Store, StoreError, StoreStats, TaskChatRecord, TaskLink,
     TokenRecord,
 };
-use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS};
+use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS, TOKEN_COLUMNS};
 use crate::domain::chat::Chat;
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
@@ -479,7 +479,7 @@ fn read_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         .collect::<Result<_, _>>()?;
     let task_chats = read_task_links(&tx)?;
     let tokens = tx
-        .prepare("SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens ORDER BY issued_at, token")?
+        .prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"))?
         .query_map([], token_from_row)?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
@@ -551,10 +551,10 @@ fn dedup_target(conn: &Connection, key: &DedupKey) -> Result<Option<Chat>, Store
 /// Runs in the writer, which serialises it against every other rotation.
 fn apply_rotate_token(tx: &Connection, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {
     let latest = tx
-        .prepare_cached(
-            "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens
-             WHERE app_id = ?1 AND tenant_key = ?2 AND kind = ?3 ORDER BY expires_at DESC LIMIT 1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE app_id = ?1 AND tenant_key = ?2 AND kind = ?3
+             ORDER BY expires_at DESC LIMIT 1"
+        ))?
         .query_row(params![fresh.app_id.0, fresh.tenant_key.0, fresh.kind.as_str()], token_from_row)
         .optional()?
         .map(token_record)
@@ -692,16 +692,7 @@ impl Store for SqliteStore {
                     params![app, tenant, limit as i64, c.key, c.seq],
                 )?,
             };
-            Ok(rows
-                .into_iter()
-                .map(|(seq, chat)| {
-                    let key = match order {
-                        ChatOrder::CreatedAsc => seq,
-                        ChatOrder::ActiveDesc => chat.last_active_at_ms,
-                    };
-                    (Cursor { key, seq }, chat)
-                })
-                .collect())
+            Ok(rows.into_iter().map(|(seq, chat)| (order.cursor(seq, &chat), chat)).collect())
         })
         .await
     }
@@ -851,9 +842,7 @@ impl Store for SqliteStore {
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT token, kind, app_id, tenant_key, issued_at, expires_at FROM tokens WHERE token = ?1",
-            )?
+            conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = ?1"))?
             .query_row(params![token], token_from_row)
             .optional()?
             .map(token_record)
