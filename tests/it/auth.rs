@@ -146,3 +146,27 @@ async fn store_apps_get_tenant_tokens_per_installed_tenant() {
         .await;
     assert_eq!(r.code(), 10003);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_token_requests_get_one_token() {
+    // Rotation is one atomic store operation (an advisory lock on PostgreSQL), so concurrent
+    // callers — on any number of nodes — never end up with several live tokens.
+    let app = Arc::new(TestApp::demo().await);
+    let barrier = Arc::new(tokio::sync::Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (app, barrier) = (app.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.token("demo-bot").await
+            })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap());
+    }
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    let exported = app.state.store.export().await.unwrap();
+    assert_eq!(exported.tokens.len(), 1);
+}
