@@ -2,7 +2,8 @@
 # Runs every test, twice: on the embedded default (SQLite), then on PostgreSQL + Redis.
 #
 # Each pass: Rust integration tests (incl. the kill -9 and concurrency tests), the official Python
-# SDK scenario (tests/sdk, lark-oapi in a cached venv under target/), the web console in headless
+# SDK scenario (tests/sdk, lark-oapi in a cached venv under target/), the official Node SDK scenario
+# (tests/sdk-node, @larksuiteoapi/node-sdk pinned by its package-lock.json), the web console in headless
 # Chromium (tests/browser; screenshot at target/console-chats.png), and schemathesis fuzzing of
 # every operation of /openapi.json against the real binary (tests/fuzz). Unit tests and the
 # multi-node tests (several processes on one PostgreSQL and one Redis) run once, in the first pass.
@@ -22,6 +23,7 @@ cargo build --locked --bin larkstack
 echo "== pass 1: SQLite (the embedded default)"
 cargo test --locked
 bash tests/sdk/run.sh
+bash tests/sdk-node/run.sh
 bash tests/browser/run.sh
 bash tests/fuzz/run.sh
 
@@ -30,5 +32,6 @@ psql "$pg_admin" -v ON_ERROR_STOP=1 -qc "DROP DATABASE IF EXISTS larkstack_test 
 export LARKSTACK_DATABASE="${pg_admin%/*}/larkstack_test" LARKSTACK_REDIS="$redis"
 cargo test --locked --test it -- --skip multinode
 bash tests/sdk/run.sh
+bash tests/sdk-node/run.sh
 LARKSTACK_DATABASE_SCHEMA=browser bash tests/browser/run.sh
 LARKSTACK_DATABASE_SCHEMA=fuzz bash tests/fuzz/run.sh
