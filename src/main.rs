@@ -79,6 +79,8 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow_like::Result<St
     let file = data_dir.join("admin-token");
     if let Ok(t) = std::fs::read_to_string(&file) {
         if !t.trim().is_empty() {
+            // One kept by an older larkstack may be world-readable.
+            larkstack::secrets::restrict_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             return Ok(t.trim().to_string());
         }
     }
