@@ -700,6 +700,9 @@ function pageTasks(p, focusTaskId) {
 
 // --- Journal ---------------------------------------------------------------------------------
 
+// The journal keeps the first 64 KiB of a body: say so when a body was longer.
+const cutNote = (cut, size) => cut ? h('span', { class: 'muted small', testid: 'journal-body-cut' }, ` (first part of ${size} bytes)`) : null;
+
 const journalFilter = { app_id: '', method: '', path: '', code: '' };
 const journalOpen = new Set();
 const JOURNAL_LIMIT = 200;
@@ -771,8 +774,8 @@ function pageJournal(p) {
       if (open) {
         rows.push(h('tr', { class: 'detail', testid: 'journal-detail' }, h('td', { colspan: 7 },
           h('div', { class: 'bodies' },
-            h('div', {}, h('div', { class: 'body-head' }, 'Request', copyButtonFor(e.request_body, 'request body')), h('pre', { class: 'json', testid: 'journal-request' }, pretty(e.request_body))),
-            h('div', {}, h('div', { class: 'body-head' }, 'Response', copyButtonFor(e.response_body, 'response body')), h('pre', { class: 'json', testid: 'journal-response' }, pretty(e.response_body)))),
+            h('div', {}, h('div', { class: 'body-head' }, 'Request', cutNote(e.request_body_truncated, e.request_body_size), copyButtonFor(e.request_body, 'request body')), h('pre', { class: 'json', testid: 'journal-request' }, pretty(e.request_body))),
+            h('div', {}, h('div', { class: 'body-head' }, 'Response', cutNote(e.response_body_truncated, e.response_body_size), copyButtonFor(e.response_body, 'response body')), h('pre', { class: 'json', testid: 'journal-response' }, pretty(e.response_body)))),
           h('div', { class: 'muted small' }, 'log_id ', h('code', { class: 'mono' }, e.log_id), ` · seq ${e.seq}`))));
       }
     }

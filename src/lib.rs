@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

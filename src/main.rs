@@ -51,6 +51,9 @@ struct ServeArgs {
     /// How many /open-apis calls the request journal keeps (0: none).
     #[arg(long, env = "LARKSTACK_JOURNAL_SIZE", default_value_t = larkstack::control::journal::DEFAULT_JOURNAL_SIZE)]
     journal_size: usize,
+    /// Bound on the bytes the request journal keeps (bodies are cut at 64 KiB each); oldest out first.
+    #[arg(long, env = "LARKSTACK_JOURNAL_BYTES", default_value_t = larkstack::control::journal::DEFAULT_JOURNAL_BYTES)]
+    journal_bytes: usize,
     /// A PostgreSQL URL (postgres://user@host:port/db) to keep the state there instead of in the
     /// data dir's SQLite database: the way to run several nodes on one state.
     #[arg(long, env = "LARKSTACK_DATABASE")]
@@ -76,11 +79,13 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow_like::Result<St
     let file = data_dir.join("admin-token");
     if let Ok(t) = std::fs::read_to_string(&file) {
         if !t.trim().is_empty() {
+            // One kept by an older larkstack may be world-readable.
+            larkstack::secrets::restrict_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             return Ok(t.trim().to_string());
         }
     }
     let token = larkstack::state::new_admin_token();
-    std::fs::write(&file, &token).map_err(|e| format!("{}: {e}", file.display()))?;
+    larkstack::secrets::write_private(&file, token.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(token)
 }
 
@@ -94,8 +99,8 @@ fn load_fixture(data_dir: &Path, given: Option<&Path>) -> anyhow_like::Result<(S
             Err(_) => (DEMO_FIXTURE.to_string(), "the demo directory"),
         },
     };
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    std::fs::write(&stored, &text).map_err(|e| format!("{}: {e}", stored.display()))?;
+    larkstack::secrets::create_private_dir(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    larkstack::secrets::write_private(&stored, text.as_bytes()).map_err(|e| format!("{}: {e}", stored.display()))?;
     Ok((text, source))
 }
 
@@ -130,8 +135,13 @@ fn print_directory(fixture: Option<&Path>) -> anyhow_like::Result<()> {
         None => DEMO_FIXTURE.to_string(),
     };
     let dir = Directory::from_toml(&text).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string_pretty(&larkstack::control::directory_json(&dir)).expect("json"));
-    Ok(())
+    let json = serde_json::to_string_pretty(&larkstack::control::directory_json(&dir)).expect("json");
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{json}") {
+        // The reader has gone (`larkstack directory | head`): nothing more to say to it.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
+        _ => Ok(()),
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
@@ -186,6 +196,7 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             rate_limits: args.rate_limits == "on",
             admin_token,
             journal_size: args.journal_size,
+            journal_bytes: args.journal_bytes,
             fixture_text: Some(text),
             fixture_file: Some(args.data_dir.join("fixture.toml")),
             redis,

@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::cluster::Redis;
 use crate::error::FeishuError;
 use crate::control::faults::Faults;
-use crate::control::journal::{Journal, DEFAULT_JOURNAL_SIZE};
+use crate::control::journal::{Journal, DEFAULT_JOURNAL_BYTES, DEFAULT_JOURNAL_SIZE};
 use crate::domain::directory::Directory;
 use crate::ratelimit::RateLimits;
 use crate::store::{DedupKey, Store, TokenRecord};
@@ -45,6 +45,8 @@ pub struct StateConfig {
     pub body_limit: usize,
     pub admin_token: String,
     pub journal_size: usize,
+    /// Bound on the bytes the journal keeps.
+    pub journal_bytes: usize,
     pub fixture_text: Option<String>,
     pub fixture_file: Option<std::path::PathBuf>,
     pub redis: Option<Arc<Redis>>,
@@ -57,6 +59,7 @@ impl Default for StateConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             admin_token: new_admin_token(),
             journal_size: DEFAULT_JOURNAL_SIZE,
+            journal_bytes: DEFAULT_JOURNAL_BYTES,
             fixture_text: None,
             fixture_file: None,
             redis: None,
@@ -89,7 +92,7 @@ impl AppState {
             creates_in_flight: Mutex::new(HashSet::new()),
             body_limit: config.body_limit,
             admin_token: config.admin_token,
-            journal: Journal::new(config.journal_size),
+            journal: Journal::new(config.journal_size, config.journal_bytes),
             faults: Faults::default(),
             fixture_text: RwLock::new(config.fixture_text),
             fixture_file: config.fixture_file,

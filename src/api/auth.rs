@@ -49,7 +49,7 @@ fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, Response> {
     let Some(app) = dir.app(&AppId(app_id)) else {
         return Err(token_failure(10003, "invalid param"));
     };
-    if app.app_secret != secret {
+    if !crate::secrets::secret_eq(&secret, &app.app_secret) {
         return Err(token_failure(10014, "app secret invalid"));
     }
     Ok(app.clone())

@@ -49,7 +49,8 @@ pub struct FaultSpec {
     pub app_id: Option<String>,
     pub effect: Option<Effect>,
     pub preset: Option<String>,
-    /// Applies to this many matching calls, then stops; unlimited when absent.
+    /// Applies to this many matching calls (at least 1), then stops; unlimited when absent.
+    #[schema(minimum = 1)]
     pub count: Option<u32>,
     /// Chance (0–1) that a matching call is affected; 1 when absent.
     pub probability: Option<f64>,
@@ -86,6 +87,9 @@ impl Faults {
             if !(400..=599).contains(&http_status) {
                 return Err("effect.http_status must be 400–599".into());
             }
+        }
+        if spec.count == Some(0) {
+            return Err("count must be at least 1 (leave it out for no limit)".into());
         }
         let probability = spec.probability.unwrap_or(1.0);
         if !(0.0..=1.0).contains(&probability) {
@@ -226,6 +230,7 @@ mod tests {
         assert!(f.add(base()).is_err());
         assert!(f.add(FaultSpec { preset: Some("nope".into()), ..base() }).is_err());
         assert!(f.add(FaultSpec { preset: Some("slow".into()), probability: Some(2.0), ..base() }).is_err());
+        assert!(f.add(FaultSpec { preset: Some("slow".into()), count: Some(0), ..base() }).is_err());
         assert!(f.add(FaultSpec { effect: Some(Effect::Error { http_status: 200, code: 1, msg: "x".into() }), ..base() }).is_err());
         assert!(f.is_empty());
     }

@@ -14,7 +14,7 @@ use super::faults::Effect;
 use super::journal::JournalEntry;
 use crate::api::auth::find_live_token;
 use crate::api::extract::too_large;
-use crate::envelope::{current_log_id, ApiError};
+use crate::envelope::{current_log_id, ApiError, FeishuCode};
 use crate::error::FeishuError;
 use crate::state::AppState;
 
@@ -70,10 +70,16 @@ pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: N
         method,
         path,
         status: rparts.status.as_u16(),
+        code: rparts.extensions.get::<FeishuCode>().map(|c| c.0),
         log_id: rparts.headers.get("x-tt-logid").and_then(|v| v.to_str().ok()).map_or_else(current_log_id, str::to_string),
         duration_us: started.elapsed().as_micros() as u64,
+        token: bearer_token,
         request_body,
         response_body: response_body.clone(),
+        request_body_size: 0,
+        response_body_size: 0,
+        request_body_truncated: false,
+        response_body_truncated: false,
     });
     Response::from_parts(rparts, Body::from(response_body))
 }

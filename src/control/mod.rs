@@ -62,7 +62,7 @@ async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: N
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-larkstack-admin-token").and_then(|v| v.to_str().ok()));
-    if given.map(str::trim) == Some(state.admin_token.as_str()) {
+    if given.is_some_and(|t| crate::secrets::secret_eq(t.trim(), &state.admin_token)) {
         next.run(req).await
     } else {
         control_error(401, "the control API needs the admin token larkstack printed at start").into_response()
@@ -197,7 +197,7 @@ pub(crate) async fn load_fixture(State(state): State<Arc<AppState>>, RawBody(bod
 async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError> {
     let directory = Directory::from_toml(&text).map_err(|e| control_error(400, e.to_string()))?;
     if let Some(file) = &state.fixture_file {
-        std::fs::write(file, &text).map_err(|e| control_error(500, format!("{}: {e}", file.display())))?;
+        crate::secrets::write_private(file, text.as_bytes()).map_err(|e| control_error(500, format!("{}: {e}", file.display())))?;
     }
     state.replace_directory(directory);
     *state.fixture_text.write() = Some(text);
@@ -280,7 +280,8 @@ pub(crate) async fn import(State(state): State<Arc<AppState>>, RawBody(body): Ra
 )]
 pub(crate) async fn journal(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiResult {
     let filter: journal::JournalFilter = query(&uri)?;
-    Ok(ok(&json!({ "capacity": state.journal.capacity(), "items": state.journal.list(&filter) })))
+    let j = &state.journal;
+    Ok(ok(&json!({ "capacity": j.capacity(), "max_bytes": j.max_bytes(), "bytes": j.bytes(), "items": j.list(&filter) })))
 }
 
 #[utoipa::path(

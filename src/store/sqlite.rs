@@ -95,12 +95,28 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The data dir (when larkstack creates it) and the database with its WAL and shared memory
+/// readable by the owner only, whatever the umask (see `crate::secrets`).
+fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
+    let fail = |p: &Path, e: std::io::Error| StoreError::Backend(format!("{}: {e}", p.display()));
+    crate::secrets::create_private_dir(data_dir).map_err(|e| fail(data_dir, e))?;
+    crate::secrets::touch_private(db).map_err(|e| fail(db, e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut file = db.as_os_str().to_owned();
+        file.push(suffix);
+        crate::secrets::restrict_file(Path::new(&file)).map_err(|e| fail(Path::new(&file), e))?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) `larkstack.db` in `data_dir` and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Backend(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join("larkstack.db");
+        private_files(data_dir, &path)?;
         let mut conn = open_connection(&path)?;
+        // The WAL and shared-memory files exist now (SQLite gives them the database's mode).
+        private_files(data_dir, &path)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let commit_seconds = crate::metrics::latency_histogram();

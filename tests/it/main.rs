@@ -9,6 +9,7 @@ mod control;
 mod create_chat;
 mod durability;
 mod fuzz_regressions;
+mod hardening;
 mod idempotency;
 mod lifecycle;
 mod members;
