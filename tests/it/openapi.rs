@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/_larkstack/faults"),
     ("post", "/_larkstack/faults"),
     ("delete", "/_larkstack/faults"),
+    ("get", "/_larkstack/faults/presets"),
     ("delete", "/_larkstack/faults/{id}"),
     ("get", "/_larkstack/clock"),
     ("post", "/_larkstack/clock"),
