@@ -4,22 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::Method;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
+use crate::openapi::get_raw;
 use crate::support::*;
-
-/// Status, content type and body of a GET without a token.
-async fn get_raw(app: &TestApp, uri: &str) -> (u16, String, String) {
-    let req = Request::builder().method(Method::GET).uri(uri).body(Body::empty()).unwrap();
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    (status, ct, String::from_utf8(bytes.to_vec()).unwrap())
-}
 
 fn console_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("console")
