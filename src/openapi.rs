@@ -55,6 +55,7 @@ use crate::metrics;
         control::journal,
         control::clear_journal,
         control::list_faults,
+        control::list_fault_presets,
         control::add_fault,
         control::clear_faults,
         control::remove_fault,

@@ -38,6 +38,41 @@ pub fn preset(name: &str) -> Option<Effect> {
 
 pub const PRESETS: &[&str] = &["token_invalid", "rate_limited", "chat_throttled", "internal_error", "unavailable", "slow", "drop"];
 
+/// A preset as `GET /_larkstack/faults/presets` lists it (and the console shows it).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PresetInfo {
+    /// What `preset` takes in a rule.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The effect a rule made with this preset gets.
+    pub effect: Effect,
+}
+
+/// Every preset with its description and effect, in `PRESETS` order.
+pub fn presets() -> Vec<PresetInfo> {
+    PRESETS
+        .iter()
+        .map(|&name| PresetInfo {
+            name,
+            description: preset_description(name),
+            effect: preset(name).expect("every name in PRESETS is a preset"),
+        })
+        .collect()
+}
+
+fn preset_description(name: &str) -> &'static str {
+    match name {
+        "token_invalid" => "99991663: the access token is invalid, as after it expired or was revoked",
+        "rate_limited" => "99991400: the app's request frequency limit, with x-ogw-ratelimit-* headers",
+        "chat_throttled" => "232019: chat operations throttled",
+        "internal_error" => "HTTP 500 with code 1: a server-side error",
+        "unavailable" => "HTTP 503 with code 1: the service is unavailable",
+        "slow" => "The real answer, 3 s late (wall time)",
+        "drop" => "The connection is closed without an answer",
+        _ => "",
+    }
+}
+
 /// A rule as the control API takes it: `effect` or `preset`, which calls it applies to, how often.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct FaultSpec {
@@ -221,6 +256,13 @@ mod tests {
         assert!(f.take("POST", "/open-apis/im/v1/chats", Some("cli_a")).is_some());
         assert!(f.take("POST", "/open-apis/im/v1/chats", Some("cli_a")).is_none());
         assert_eq!(f.list()[0].hits, 2);
+    }
+
+    #[test]
+    fn every_preset_is_described() {
+        let listed = presets();
+        assert_eq!(listed.iter().map(|p| p.name).collect::<Vec<_>>(), PRESETS);
+        assert!(listed.iter().all(|p| !p.description.is_empty()), "{listed:?}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/_larkstack/state", get(export).put(import))
         .route("/_larkstack/journal", get(journal).delete(clear_journal))
         .route("/_larkstack/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/_larkstack/faults/presets", get(list_fault_presets))
         .route("/_larkstack/faults/{id}", delete(remove_fault))
         .route("/_larkstack/clock", get(clock).post(set_clock))
         .route("/_larkstack/chats", get(actors::list_chats))
@@ -307,6 +308,19 @@ pub(crate) async fn clear_journal(State(state): State<Arc<AppState>>) -> ApiResu
 )]
 pub(crate) async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&json!({ "items": state.faults.list(), "presets": faults::PRESETS })))
+}
+
+/// Every preset a rule's `preset` may name: its description and the effect it gives the rule.
+#[utoipa::path(
+    get,
+    path = "/_larkstack/faults/presets",
+    tag = "control",
+    summary = "Fault presets: name, description and the effect a rule made from each gets",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn list_fault_presets() -> ApiResult {
+    Ok(ok(&json!({ "items": faults::presets() })))
 }
 
 #[utoipa::path(

@@ -2,9 +2,10 @@
 // Debian's headless Chromium driven by playwright-core. Run through tests/browser/run.sh.
 //
 // One scenario, step by step: the admin-token form, every page, a chat created through the
-// Feishu API appearing by polling, its detail and messages, a fault injected from the UI and then
-// seen both by an API client and in the journal, and the clock moved from the UI. Any console
-// error or uncaught exception in the page fails the run. Leaves target/console-chats.png.
+// Feishu API appearing by polling, its detail and messages, the fault presets as the server lists
+// them, a fault injected from the UI and then seen both by an API client and in the journal, and
+// the clock moved from the UI. Any console error or uncaught exception in the page fails the run.
+// Leaves target/console-chats.png.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -269,6 +270,34 @@ test('web console', async (t) => {
     assert.match(await byTestId('chat-tasks').innerText(), /leave-approve/);
     await byTestId('chat-tasks').getByRole('link', { name: 'leave-approve' }).click();
     await page.locator('[data-testid="task"].focus[data-task-id="1790000000000201"]').waitFor();
+  });
+
+  await t.test('faults: the presets larkstack serves, each with its description and effect', async () => {
+    await goTo('faults');
+    const { items: presets } = await control('GET', '/_larkstack/faults/presets');
+    assert.ok(presets.length > 0);
+    await byTestId('fault-preset').first().waitFor();
+    const rows = await byTestId('fault-preset').evaluateAll((trs) => trs.map((tr) => ({
+      name: tr.dataset.preset,
+      shown: tr.querySelector('[data-testid="fault-preset-name"]').textContent,
+      description: tr.querySelector('[data-testid="fault-preset-description"]').textContent,
+      effect: tr.querySelector('[data-testid="fault-preset-effect"]').textContent,
+    })));
+    assert.deepEqual(rows.map((r) => [r.name, r.shown, r.description]), presets.map((x) => [x.name, x.name, x.description]));
+    for (const [i, x] of presets.entries()) {
+      if (x.effect.kind === 'error') assert.ok(rows[i].effect.includes(String(x.effect.code)) && rows[i].effect.includes(`HTTP ${x.effect.http_status}`), rows[i].effect);
+      if (x.effect.kind === 'delay') assert.ok(rows[i].effect.includes(`${x.effect.ms} ms`), rows[i].effect);
+    }
+    // The form's effect choices are those presets, then the custom effects.
+    const options = await byTestId('fault-effect').locator('optgroup[label="Presets"] option').evaluateAll((os) => os.map((o) => o.value));
+    assert.deepEqual(options, presets.map((x) => x.name));
+    // "Use" picks a preset in the form and shows the server's description of it.
+    const last = presets[presets.length - 1];
+    await page.locator(`[data-testid="fault-preset"][data-preset="${last.name}"]`).getByTestId('fault-preset-use').click();
+    assert.equal(await byTestId('fault-effect').inputValue(), last.name);
+    assert.equal(await byTestId('fault-effect-hint').innerText(), last.description);
+    // Recipes are offered (each one names a served preset).
+    assert.ok(await byTestId('fault-recipe').count() > 0);
   });
 
   await t.test('faults: injected from the console, applied to the next API call', async () => {

@@ -5,6 +5,7 @@ mod support;
 
 mod apaas;
 mod auth;
+mod console;
 mod control;
 mod create_chat;
 mod durability;

@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/_larkstack/faults"),
     ("post", "/_larkstack/faults"),
     ("delete", "/_larkstack/faults"),
+    ("get", "/_larkstack/faults/presets"),
     ("delete", "/_larkstack/faults/{id}"),
     ("get", "/_larkstack/clock"),
     ("post", "/_larkstack/clock"),
@@ -60,7 +61,7 @@ const ROUTES: &[(&str, &str)] = &[
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
 
 /// Status, content type and body of a GET without a token.
-async fn get_raw(app: &TestApp, uri: &str) -> (u16, String, String) {
+pub(crate) async fn get_raw(app: &TestApp, uri: &str) -> (u16, String, String) {
     let req = Request::builder().method(Method::GET).uri(uri).body(Body::empty()).unwrap();
     let resp = app.router.clone().oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
