@@ -5,10 +5,10 @@
 //! Keys live under a namespace (`larkstack:<schema>:`) so deployments, or test runs, that use
 //! different database schemas can share one Redis.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock::Clock;
 use crate::error::FeishuError;
