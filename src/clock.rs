@@ -2,7 +2,6 @@
 //! it, so tests (and later the control API) can freeze, set and advance time.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const NOT_FROZEN: i64 = i64::MIN;
@@ -84,18 +83,6 @@ impl Clock {
             self.offset_ms.store(offset, Ordering::Release);
             self.frozen_at_ms.store(frozen, Ordering::Release);
         }
-    }
-}
-
-/// The clock as the rate limiter (governor) reads it.
-#[derive(Clone, Debug)]
-pub struct GovernorClock(pub Arc<Clock>);
-
-impl governor::clock::Clock for GovernorClock {
-    type Instant = governor::nanos::Nanos;
-
-    fn now(&self) -> Self::Instant {
-        governor::nanos::Nanos::from((self.0.now_ms().max(0) as u64).saturating_mul(1_000_000))
     }
 }
 

@@ -5,40 +5,79 @@
 //! Keys live under a namespace (`larkstack:<schema>:`) so deployments, or test runs, that use
 //! different database schemas can share one Redis.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::clock::Clock;
 use crate::error::FeishuError;
+use crate::ratelimit::Window;
 
-/// Per-second budget as GCRA (theoretical arrival time in µs, burst = the limit), per-minute as a
-/// fixed window per clock minute: the same rules as the in-process limiter in ratelimit.rs.
-/// KEYS: the GCRA key, the minute's counter. ARGV: now (ms), per second, per minute.
-/// Returns {0} when taken, {1, limit, reset seconds} when refused.
+/// The sliding-log rule of ratelimit.rs (see `Log` there: the same steps, in the same order), on
+/// one sorted set per budget whose scores are the admitted stamps (ms) and whose members are
+/// unique ids. KEYS: the sorted set. ARGV: the call's stamp (ms), a unique member, the key's TTL
+/// (ms), then the span (ms) and limit of each window, widest first.
+/// Returns {0} when taken, {1, limit, ms until a slot frees} when refused.
 const TAKE: &str = r"
-local now_ms = tonumber(ARGV[1])
-local per_second = tonumber(ARGV[2])
-local per_minute = tonumber(ARGV[3])
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-if used >= per_minute then
-  return {1, per_minute, math.max(1, math.ceil((60000 - (now_ms % 60000)) / 1000))}
+local key = KEYS[1]
+local t = tonumber(ARGV[1])
+local windows, widest = {}, 0
+for i = 4, #ARGV - 1, 2 do
+  local span, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  windows[#windows + 1] = {span, limit}
+  if span > widest then widest = span end
 end
-if per_second > 0 then
-  local now = now_ms * 1000
-  local interval = 1000000 / per_second
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  -- A TAT beyond a full burst ahead is left from a clock that was set back: start afresh.
-  if tat < now or tat > now + interval * per_second then tat = now end
-  local early = tat - now - interval * (per_second - 1)
-  if early > 0 then
-    return {1, per_second, math.max(1, math.ceil(early / 1000000))}
+if #windows == 0 then return {0} end
+local function ms(x) return string.format('%.0f', x) end
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+local newest = last[2] and tonumber(last[2])
+if newest and t < newest - widest then
+  -- A whole window behind the newest: the clock was set back; the log is in the future.
+  redis.call('DEL', key)
+  newest = nil
+end
+if not newest or t >= newest then
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ms(t - 2 * widest))
+end
+for _, w in ipairs(windows) do
+  local span, limit = w[1], w[2]
+  local full = redis.call('ZCOUNT', key, '(' .. ms(t - span), ms(t)) >= limit
+  if not full and newest and t < newest then
+    -- A late stamp: the windows ending at each later stamp within a span must have room too.
+    local around = redis.call('ZRANGEBYSCORE', key, '(' .. ms(t - span), '(' .. ms(t + span), 'WITHSCORES')
+    local s = {}
+    for i = 2, #around, 2 do s[#s + 1] = tonumber(around[i]) end
+    local lo = 1
+    for hi = 1, #s do
+      local x = s[hi]
+      if x > t then
+        while s[lo] <= x - span do lo = lo + 1 end
+        if hi - lo + 1 >= limit then
+          full = true
+          break
+        end
+      end
+    end
   end
-  redis.call('SET', KEYS[1], string.format('%.0f', tat + interval), 'PX', 120000)
+  if full then
+    local frees = t + span
+    if limit > 0 then
+      local nth = redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')
+      frees = nth[2] and (tonumber(nth[2]) + span) or t
+    end
+    if newest and newest > frees then frees = newest end
+    return {1, limit, frees - t}
+  end
 end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], 120000)
+redis.call('ZADD', key, ms(t), ARGV[2])
+redis.call('PEXPIRE', key, ARGV[3])
 return {0}
 ";
+
+/// How long an idle budget's key lives, in real time. Far longer than the windows, so a budget
+/// used under a frozen clock stays exhausted while a test thinks.
+const LIMIT_TTL_MS: u64 = 600_000;
 
 /// Deletes an in-flight key only if this claim still holds it.
 const RELEASE: &str = r"
@@ -55,6 +94,8 @@ pub struct Redis {
     namespace: String,
     /// Tags this node's clock announcements, so it does not re-apply (possibly stale) echoes of its own.
     node: String,
+    /// Numbers this node's rate-log entries, which must be unique members of their sorted set.
+    admitted: AtomicU64,
     take: Script,
     release: Script,
 }
@@ -76,33 +117,25 @@ impl Redis {
             client,
             namespace: format!("larkstack:{schema}:"),
             node: crate::state::random_hex(),
+            admitted: AtomicU64::new(0),
             take: Script::new(TAKE),
             release: Script::new(RELEASE),
         })
     }
 
-    /// Takes one call from the budget `key`, or says which limit refused it and for how long.
-    pub async fn take(
-        &self,
-        key: &str,
-        now_ms: i64,
-        per_second: u32,
-        per_minute: u32,
-    ) -> Result<Option<(u32, u64)>, FeishuError> {
-        let minute = now_ms.div_euclid(60_000);
-        let reply: Vec<i64> = self
-            .take
-            .key(format!("{}rl:{key}:s", self.namespace))
-            .key(format!("{}rl:{key}:m:{minute}", self.namespace))
-            .arg(now_ms)
-            .arg(per_second)
-            .arg(per_minute)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
+    /// Takes one call from the budget `key`, or says which limit refused it and in how many
+    /// milliseconds a slot frees.
+    pub async fn take(&self, key: &str, now_ms: i64, windows: &[Window]) -> Result<Result<(), (u32, i64)>, FeishuError> {
+        let member = format!("{}{:x}", self.node, self.admitted.fetch_add(1, Ordering::Relaxed));
+        let mut invocation = self.take.key(format!("{}rl:{{{key}}}", self.namespace));
+        invocation.arg(now_ms).arg(member).arg(LIMIT_TTL_MS);
+        for w in windows {
+            invocation.arg(w.span_ms).arg(w.limit);
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)?;
         Ok(match reply.as_slice() {
-            [1, limit, reset] => Some((*limit as u32, *reset as u64)),
-            _ => None,
+            [1, limit, frees_in_ms] => Err((*limit as u32, *frees_in_ms)),
+            _ => Ok(()),
         })
     }
 

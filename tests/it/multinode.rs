@@ -277,10 +277,94 @@ async fn multinode_rate_limits_hold_across_nodes() {
     c.wait_for_clock(minute_start + 20_000).await;
     let refused = c.call(2, reqwest::Method::GET, &path, &token, None).await;
     assert_eq!(refused["code"], 99991400, "{refused}");
-    // The next minute opens the budget again on every node.
-    c.clock(2, Some(json!({"advance_ms": 40_000}))).await;
+    // The window slides, not the clock minute: at +60 s the first second's 50 have left it.
+    c.clock(2, Some(json!({"advance_ms": 39_999}))).await;
+    c.wait_for_clock(minute_start + 59_999).await;
+    assert_eq!(round(30).await, (0, 30));
+    c.clock(0, Some(json!({"advance_ms": 1}))).await;
     c.wait_for_clock(minute_start + 60_000).await;
-    assert_eq!(round(30).await, (30, 0));
+    assert_eq!(round(60).await, (50, 10));
+}
+
+/// The most stamps in any window `(x − span, x]`.
+fn max_in_window(stamps: &[i64], span: i64) -> usize {
+    let mut sorted = stamps.to_vec();
+    sorted.sort_unstable();
+    let mut lo = 0;
+    (0..sorted.len())
+        .map(|hi| {
+            while sorted[lo] <= sorted[hi] - span {
+                lo += 1;
+            }
+            hi + 1 - lo
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn system_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_real_clock_never_admits_more_than_fifty_in_any_second() {
+    // The real clock, untouched: every node reads the system clock, as the client does.
+    let c = Arc::new(Cluster::start(3, None, &[]));
+    let token = c.token(0).await;
+    let chat = c.call(0, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({}))).await;
+    let path = format!("/open-apis/im/v1/chats/{}", chat["data"]["chat_id"].as_str().unwrap());
+
+    // Clients on all three nodes read the chat as fast as they can, until well past the limit
+    // for a few seconds. Each call is recorded as (sent, answered, code) in system ms.
+    let calls: Arc<Mutex<Vec<(i64, i64, i64)>>> = Arc::default();
+    let started = system_ms();
+    let done = move |calls: &Mutex<Vec<(i64, i64, i64)>>| {
+        let elapsed = system_ms() - started;
+        elapsed > 30_000 || (elapsed > 3_000 && calls.lock().unwrap().iter().filter(|call| call.2 != 0).count() >= 200)
+    };
+    let workers: Vec<_> = (0..24)
+        .map(|w| {
+            let (c, token, path, calls) = (c.clone(), token.clone(), path.clone(), calls.clone());
+            tokio::spawn(async move {
+                while !done(&calls) {
+                    let sent = system_ms();
+                    let r = c.call(w % 3, reqwest::Method::GET, &path, &token, None).await;
+                    let code = r["code"].as_i64().unwrap();
+                    assert!(code == 0 || code == 99991400, "{r}");
+                    calls.lock().unwrap().push((sent, system_ms(), code));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let calls = calls.lock().unwrap().clone();
+    let admitted: Vec<(i64, i64)> = calls.iter().filter(|call| call.2 == 0).map(|&(s, a, _)| (s, a)).collect();
+    assert!(calls.len() > admitted.len(), "the load never passed the limit ({} calls)", calls.len());
+
+    // A node stamps an admitted call between its client's send and answer (one system clock):
+    // calls sent and answered within one second were admitted within it.
+    let within_a_second = admitted
+        .iter()
+        .map(|&(_, end)| admitted.iter().filter(|&&(s, a)| s > end - 1000 && a <= end).count())
+        .max()
+        .unwrap();
+    assert!(within_a_second <= 50, "{within_a_second} calls sent and answered within one second all passed");
+
+    // The shared log holds the stamps the nodes admitted at: one per success, each between its
+    // call's send and answer, never 51 in a second.
+    let redis = redis::Client::open(redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("larkstack:{}:rl:{{GetChat:*", c.schema)).query_async(&mut conn).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let stamps: Vec<(String, i64)> = redis::cmd("ZRANGE").arg(&keys[0]).arg(0).arg(-1).arg("WITHSCORES").query_async(&mut conn).await.unwrap();
+    let stamps: Vec<i64> = stamps.into_iter().map(|(_, at)| at).collect();
+    assert_eq!(stamps.len(), admitted.len());
+    let (first, last) = (admitted.iter().map(|a| a.0).min().unwrap(), admitted.iter().map(|a| a.1).max().unwrap());
+    assert!(stamps.iter().all(|at| (first..=last).contains(at)));
+    assert!(max_in_window(&stamps, 1000) <= 50, "{} in one second", max_in_window(&stamps, 1000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
