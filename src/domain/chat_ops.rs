@@ -10,7 +10,7 @@ use super::chat::{
     OWNER_OR_ALL, VISIBILITY,
 };
 use super::directory::{App, Directory, Tenant, User, UserIdType};
-use super::ids::{AppId, Uid};
+use super::ids::{AppId, TenantKey, Uid};
 use crate::error::{im, FeishuError};
 
 pub const MAX_USERS_PER_CHAT: usize = 5000;
@@ -107,18 +107,38 @@ impl Standing {
     }
 }
 
+/// How a tenant stands to a chat, whoever acts for it (a bot, or a user as in aPaaS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRelation {
+    /// The chat's own tenant.
+    Own,
+    /// Another tenant with users in this external chat.
+    Guest,
+    /// Another tenant with no part in the chat.
+    Foreign,
+}
+
 /// The one tenant check: compares the chat's tenants (its own, and for an external chat its
-/// users') with the token's.
-pub fn standing(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Standing {
-    if chat.tenant_key == tenant.tenant_key {
-        return if chat.has_bot(&app.app_id) { Standing::Member } else { Standing::Outsider };
+/// users') with `tenant`.
+pub fn tenant_relation(dir: &Directory, tenant: &TenantKey, chat: &Chat) -> TenantRelation {
+    if chat.tenant_key == *tenant {
+        return TenantRelation::Own;
     }
-    let users_here = chat.external
-        && chat.users.iter().any(|u| dir.user(u).is_some_and(|u| u.tenant_key == tenant.tenant_key));
+    let users_here = chat.external && chat.users.iter().any(|u| dir.user(u).is_some_and(|u| u.tenant_key == *tenant));
     if users_here {
-        Standing::Guest
+        TenantRelation::Guest
     } else {
-        Standing::OtherTenant
+        TenantRelation::Foreign
+    }
+}
+
+/// How the bot behind a tenant token stands to a chat: `tenant_relation`, then membership.
+pub fn standing(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Standing {
+    match tenant_relation(dir, &tenant.tenant_key, chat) {
+        TenantRelation::Own if chat.has_bot(&app.app_id) => Standing::Member,
+        TenantRelation::Own => Standing::Outsider,
+        TenantRelation::Guest => Standing::Guest,
+        TenantRelation::Foreign => Standing::OtherTenant,
     }
 }
 
