@@ -369,3 +369,32 @@ async fn group_history_needs_the_group_message_scope() {
     assert_eq!(send_text(&app, &t, &group, "hi").await.code(), 0);
     assert_eq!(app.call(Method::GET, &list(&group), &t, None).await.code(), 0);
 }
+
+/// A store app's token for one tenant can not write to a user of another tenant, so it never
+/// reaches the p2p chat the app's other installation has with that user.
+#[tokio::test]
+async fn another_tenants_token_can_not_message_this_tenants_users() {
+    let app = TestApp::with(store_app_fixture(), StateConfig::default()).await;
+    let acme = store_token(&app, "acme").await;
+    let globex = store_token(&app, "globex").await;
+    let to_alice = |text: &str| {
+        let content = json!({"text": text}).to_string();
+        json!({"receive_id": app.open_id("store-app", "alice"), "msg_type": "text", "content": content})
+    };
+    let url = "/open-apis/im/v1/messages?receive_id_type=open_id";
+    let r = app.call(Method::POST, url, &acme, Some(to_alice("hi alice"))).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let p2p = r.body["data"]["chat_id"].as_str().unwrap().to_string();
+    let before = stored(&app, &p2p).await;
+    let r = app.call(Method::POST, url, &globex, Some(to_alice("from globex"))).await;
+    assert_eq!(r.code(), 230013, "{}", r.body);
+    assert_eq!(stored(&app, &p2p).await, before);
+    let list = format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={p2p}");
+    assert_eq!(app.call(Method::GET, &list, &globex, None).await.code(), 230002);
+    assert_eq!(app.call(Method::GET, &format!("/open-apis/im/v1/chats/{p2p}"), &globex, None).await.code(), 232010);
+    // The globex installation reaches globex's users.
+    let body = json!({"receive_id": app.open_id("store-app", "hank"), "msg_type": "text", "content": "{\"text\":\"hi\"}"});
+    let r = app.call(Method::POST, url, &globex, Some(body)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_ne!(r.body["data"]["chat_id"].as_str(), Some(p2p.as_str()));
+}

@@ -93,14 +93,17 @@ fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message) -> MessageView<'
     }
 }
 
-/// The user a p2p send names, as the app may reach them.
+/// The user a p2p send names, as the app may reach them: an active user of the token's tenant
+/// within the app's availability there. Another tenant's user is outside the availability of the
+/// app's installation in this tenant (230013); so a p2p chat is always its user's tenant's, and
+/// one store app's installations never share one.
 fn p2p_user<'d>(dir: &'d Directory, app: &App, tenant: &Tenant, id_type: &str, raw: &str) -> Result<&'d User, FeishuError> {
     let user = match id_type {
         "email" => dir.user_by_email(&tenant.tenant_key, raw),
         other => UserIdType::parse(other).and_then(|t| dir.resolve_user(app, &tenant.tenant_key, t, raw)),
     };
     let user = user.ok_or_else(|| invalid("receive_id", "no such user for this app"))?;
-    if !user.is_active() || (user.tenant_key == tenant.tenant_key && !app.can_see(user)) {
+    if !user.is_active() || user.tenant_key != tenant.tenant_key || !app.can_see(user) {
         return Err(user_unavailable());
     }
     Ok(user)
@@ -113,7 +116,7 @@ fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
         tenant_key: tenant.tenant_key.clone(),
         creator_app: app.app_id.clone(),
         owner: Owner::Bot(app.app_id.clone()),
-        external: user.tenant_key != tenant.tenant_key,
+        external: false, // p2p_user: always a user of the token's tenant
         status: ChatStatus::Normal,
         created_at_ms: now_ms,
         settings: ChatSettings { chat_mode: "p2p".into(), avatar: DEFAULT_AVATAR_KEY.into(), ..default },
@@ -176,7 +179,9 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         chat
     } else {
         let user = p2p_user(&call.dir, app, tenant, &receive_id_type, &receive_id)?;
-        state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?
+        let chat = state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?;
+        message_chat(&call.dir, app, tenant, &chat)?;
+        chat
     };
     state.limits.check_chat_messages(&chat.chat_id).await.map_err(|e| match e.rate_limited {
         Some(_) => ApiError(chat_rate_limited()),
