@@ -254,8 +254,9 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
     let app = TestApp::demo().await;
     let t = app.token("demo-bot").await;
     let old = app.new_chat(&t, json!({"name": "Ärzte alt", "i18n_names": {"en_us": "Legacy Board"}})).await;
-    let TestApp { data, state, router, dir } = app;
-    drop((state, router, dir));
+    // Close the store (the state and the router hold it) but keep the data dir.
+    let TestApp { data, state, router, .. } = app;
+    drop((state, router));
     // Take the schema back to before the migration, as an older larkstack left it.
     match test_database() {
         None => {
