@@ -123,8 +123,9 @@ async fn pull(
     field: &'static str,
 ) -> Result<(), ApiError> {
     let (tenant_key, operator, now) = (tenant.tenant_key.clone(), plan.operator.uid.clone(), state.clock.now_ms());
+    let dir = state.directory();
     let change = Box::new(move |chat: &mut crate::domain::chat::Chat| {
-        apply_pull(chat, &tenant_key, &operator, &invitees, field, now)
+        apply_pull(&dir, chat, &tenant_key, &operator, &invitees, field, now)
     });
     match state.store.modify_chat(chat_id, change).await? {
         Some(outcome) => outcome.map(|_| ()).map_err(ApiError),

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::chat::{Chat, Owner};
-use super::chat_ops::MAX_USERS_PER_CHAT;
+use super::chat_ops::{tenant_relation, TenantRelation, MAX_USERS_PER_CHAT};
 use super::directory::{App, Directory, Tenant, User};
 use super::ids::{derive_numeric_id, TenantKey, Uid};
 use crate::error::FeishuError;
@@ -386,6 +386,7 @@ pub fn plan_chat_group<'d>(
 /// be a member, and an owner or manager when the chat lets only them add people or asks for
 /// approval; people already in the chat are left alone.
 pub fn apply_pull(
+    dir: &Directory,
     chat: &mut Chat,
     tenant: &TenantKey,
     operator: &Uid,
@@ -397,7 +398,7 @@ pub fn apply_pull(
     if chat.is_dissolved() {
         return Err(refuse("the chat has been disbanded"));
     }
-    if !chat.is_group() || chat.tenant_key != *tenant {
+    if !chat.is_group() || tenant_relation(dir, tenant, chat) != TenantRelation::Own {
         return Err(refuse("not a group chat of this tenant"));
     }
     if !chat.has_user(operator) {

@@ -70,6 +70,13 @@ impl RestrictedModeSetting {
     }
 }
 
+/// Case folding for chat search, the same on every backend: each character's Unicode lower case,
+/// character by character (so `Ärzte` and `Ωmega` fold as PostgreSQL's `lower()` folds them, and
+/// no context rule such as a word-final sigma makes a query miss).
+pub fn fold_case(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
+}
+
 /// Everything about a chat that is a setting rather than membership; stored as one JSON value in
 /// which settings at their default are left out (most chats store little more than their name).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +126,14 @@ pub struct ChatSettings {
     pub toolkit_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chat_tags: Vec<String>,
+}
+
+impl ChatSettings {
+    /// What chat search matches a query against: the name and every `i18n_names` value,
+    /// case-folded, one per line (a query never matches across two names).
+    pub fn search_text(&self) -> String {
+        std::iter::once(self.name.as_str()).chain(self.i18n_names.values()).map(fold_case).collect::<Vec<_>>().join("\n")
+    }
 }
 
 macro_rules! string_default {

@@ -10,7 +10,7 @@ use super::chat::{
     OWNER_OR_ALL, VISIBILITY,
 };
 use super::directory::{App, Directory, Tenant, User, UserIdType};
-use super::ids::{AppId, Uid};
+use super::ids::{AppId, TenantKey, Uid};
 use crate::error::{im, FeishuError};
 
 pub const MAX_USERS_PER_CHAT: usize = 5000;
@@ -71,23 +71,106 @@ pub fn join_needs_approval() -> FeishuError {
     FeishuError::new(232075, "The public chat requires approval to join.")
 }
 
+pub fn p2p_unsupported() -> FeishuError {
+    FeishuError::new(232090, "The operation is not supported for p2p chats.")
+}
+pub fn external_into_internal() -> FeishuError {
+    FeishuError::new(232028, "Users of another tenant can NOT be added to an internal chat.")
+}
+
+/// How the bot behind a tenant token — `app` as installed in `tenant` — stands to a chat.
+///
+/// A bot's membership belongs to the tenant it joined in, which is the chat's tenant: a store
+/// app installed in several tenants is one bot per tenant, so its token for another tenant is
+/// never a member, whatever `chat.bots` says. Every chat-scoped path decides access from this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The chat's tenant, and the bot is in the chat.
+    Member,
+    /// The chat's tenant, the bot not in the chat.
+    Outsider,
+    /// Another tenant that has users in this external chat: sees it from outside, like an
+    /// outsider, but can never act on it (232011).
+    Guest,
+    /// Another tenant with no part in the chat (every internal chat of another tenant): 232010.
+    OtherTenant,
+}
+
+impl Standing {
+    pub fn is_member(self) -> bool {
+        self == Standing::Member
+    }
+
+    /// The chat's own tenant (member or not).
+    pub fn same_tenant(self) -> bool {
+        matches!(self, Standing::Member | Standing::Outsider)
+    }
+}
+
+/// How a tenant stands to a chat, whoever acts for it (a bot, or a user as in aPaaS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantRelation {
+    /// The chat's own tenant.
+    Own,
+    /// Another tenant with users in this external chat.
+    Guest,
+    /// Another tenant with no part in the chat.
+    Foreign,
+}
+
+/// The one tenant check: compares the chat's tenants (its own, and for an external chat its
+/// users') with `tenant`.
+pub fn tenant_relation(dir: &Directory, tenant: &TenantKey, chat: &Chat) -> TenantRelation {
+    if chat.tenant_key == *tenant {
+        return TenantRelation::Own;
+    }
+    let users_here = chat.external && chat.users.iter().any(|u| dir.user(u).is_some_and(|u| u.tenant_key == *tenant));
+    if users_here {
+        TenantRelation::Guest
+    } else {
+        TenantRelation::Foreign
+    }
+}
+
+/// How the bot behind a tenant token stands to a chat: `tenant_relation`, then membership.
+pub fn standing(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Standing {
+    match tenant_relation(dir, &tenant.tenant_key, chat) {
+        TenantRelation::Own if chat.has_bot(&app.app_id) => Standing::Member,
+        TenantRelation::Own => Standing::Outsider,
+        TenantRelation::Guest => Standing::Guest,
+        TenantRelation::Foreign => Standing::OtherTenant,
+    }
+}
+
 /// Checks every operation on an existing group chat shares, in Feishu's order:
-/// dissolved (232009) → not a group (232008) → another tenant (232010).
-pub fn usable_group(chat: &Chat, tenant: &Tenant) -> Result<(), FeishuError> {
+/// dissolved (232009) → not a group (232008) → another tenant (232010; 232011 for a tenant with
+/// users in an external chat, whose bot is not in it). Answers how the caller stands to the chat:
+/// `Member` or `Outsider` of the chat's own tenant.
+pub fn usable_group(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Result<Standing, FeishuError> {
     if chat.status == ChatStatus::Dissolved {
         return Err(chat_dissolved());
     }
     if !chat.is_group() {
         return Err(unsupported_chat());
     }
-    if chat.tenant_key != tenant.tenant_key {
-        return Err(other_tenant());
+    match standing(dir, app, tenant, chat) {
+        Standing::OtherTenant => Err(other_tenant()),
+        Standing::Guest => Err(not_in_chat()),
+        s => Ok(s),
     }
-    Ok(())
 }
 
-pub fn require_member(chat: &Chat, app: &App) -> Result<(), FeishuError> {
-    if chat.has_bot(&app.app_id) {
+/// `usable_group` for the member endpoints, which answer 232090 for a p2p chat.
+fn usable_member_group(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Result<Standing, FeishuError> {
+    if chat.settings.chat_mode == "p2p" && standing(dir, app, tenant, chat).same_tenant() {
+        return Err(p2p_unsupported());
+    }
+    usable_group(dir, app, tenant, chat)
+}
+
+/// The caller's bot must be in the chat (232011).
+pub fn require_member(standing: Standing) -> Result<(), FeishuError> {
+    if standing.is_member() {
         Ok(())
     } else {
         Err(not_in_chat())
@@ -148,8 +231,7 @@ pub fn apply_update(
     chat: &mut Chat,
     body: UpdateChatBody,
 ) -> Result<(), FeishuError> {
-    usable_group(chat, tenant)?;
-    require_member(chat, app)?;
+    require_member(usable_group(dir, app, tenant, chat)?)?;
     if !chat.bot_has_owner_rights(app) {
         if chat.settings.edit_permission == "only_owner" {
             return Err(only_owner_may_edit());
@@ -291,8 +373,8 @@ pub fn apply_update(
 }
 
 /// Disbanding: owner rights in the strict sense (owner, or creator with operate_as_owner).
-pub fn apply_disband(app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
-    usable_group(chat, tenant)?;
+pub fn apply_disband(dir: &Directory, app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
+    usable_group(dir, app, tenant, chat)?;
     if !chat.bot_is_owner(app) {
         return Err(not_owner());
     }
@@ -355,6 +437,8 @@ enum Verdict<'a> {
     Usable(&'a User),
     Resigned,
     Unusable,
+    /// Another tenant's user, and the chat is internal.
+    CrossTenant,
     Unknown,
 }
 
@@ -366,7 +450,10 @@ fn judge_user<'d>(dir: &'d Directory, app: &App, tenant: &Tenant, chat: &Chat, t
         return Verdict::Resigned;
     }
     let external = user.tenant_key != chat.tenant_key;
-    if (external && (!chat.external || !app.external_chats)) || (!external && !app.can_see(user)) {
+    if external && !chat.external {
+        return Verdict::CrossTenant;
+    }
+    if (external && !app.external_chats) || (!external && !app.can_see(user)) {
         return Verdict::Unusable;
     }
     Verdict::Usable(user)
@@ -384,14 +471,14 @@ pub fn plan_add(
     ids: &[String],
     succeed_type: u8,
 ) -> Result<AddPlan, FeishuError> {
-    usable_group(chat, tenant)?;
-    require_member(chat, app)?;
+    require_member(usable_member_group(dir, app, tenant, chat)?)?;
     let rights = chat.bot_has_owner_rights(app);
     if chat.settings.add_member_permission == "only_owner" && !rights {
         return Err(not_owner());
     }
     let mut plan = AddPlan::default();
     let mut failing = im::unavailable_ids();
+    let mut cross_tenant = external_into_internal();
     for raw in ids {
         match id_type {
             MemberIdType::App => match dir.app(&AppId(raw.clone())) {
@@ -427,12 +514,20 @@ pub fn plan_add(
                     plan.invalid_id_list.push(raw.clone());
                     failing = failing.with_field("id_list", Some(raw), "outside the app's availability or another tenant");
                 }
+                Verdict::CrossTenant => {
+                    plan.invalid_id_list.push(raw.clone());
+                    cross_tenant = cross_tenant.with_field("id_list", Some(raw), "another tenant's user; this chat is internal");
+                }
                 Verdict::Unknown => {
                     plan.not_existed_id_list.push(raw.clone());
                     failing = failing.with_field("id_list", Some(raw), "no such user for this app");
                 }
             },
         }
+    }
+    // External users never go into an internal chat: the members page's own code, 232028.
+    if succeed_type != 1 && !cross_tenant.field_violations.is_empty() {
+        return Err(cross_tenant);
     }
     if succeed_type != 1 && !failing.field_violations.is_empty() {
         return Err(failing);
@@ -467,8 +562,7 @@ pub fn apply_remove(
     id_type: MemberIdType,
     ids: &[String],
 ) -> Result<Vec<String>, FeishuError> {
-    usable_group(chat, tenant)?;
-    require_member(chat, app)?;
+    require_member(usable_member_group(dir, app, tenant, chat)?)?;
     let rights = chat.bot_has_owner_rights(app);
     let mut invalid = Vec::new();
     for raw in ids {
@@ -500,8 +594,8 @@ pub fn apply_remove(
 }
 
 /// A bot joins a public chat by itself.
-pub fn apply_me_join(app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
-    usable_group(chat, tenant)?;
+pub fn apply_me_join(dir: &Directory, app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
+    usable_group(dir, app, tenant, chat)?;
     if chat.settings.chat_type != "public" {
         return Err(unsupported_chat());
     }
@@ -532,8 +626,7 @@ pub fn apply_managers(
     ids: &[String],
     add: bool,
 ) -> Result<(), FeishuError> {
-    usable_group(chat, tenant)?;
-    require_member(chat, app)?;
+    require_member(usable_group(dir, app, tenant, chat)?)?;
     if !chat.bot_is_owner(app) {
         return Err(managers_owner_only());
     }

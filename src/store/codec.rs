@@ -73,6 +73,12 @@ impl ChatRow {
     }
 }
 
+/// The search text of a row stored before the `search_text` column existed, from its settings
+/// (the migrations that add the column backfill it with this).
+pub fn search_text_from_settings(settings: &str) -> Result<String, StoreError> {
+    Ok(from_json::<crate::domain::chat::ChatSettings>("settings", settings)?.search_text())
+}
+
 /// The stored status text, as a static str so `ChatRow` can hold it.
 pub fn status_from(s: &str) -> &'static str {
     match s {

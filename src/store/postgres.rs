@@ -30,7 +30,12 @@ use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_search_text.sql"),
+];
+/// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
+const SEARCH_TEXT_MIGRATION: usize = 2;
 /// Advisory lock keys. Migrations: one node at a time migrates the database.
 const MIGRATION_LOCK: i64 = 0x6c61_726b_0001;
 pub const DEFAULT_POOL_SIZE: usize = 8;
@@ -130,6 +135,9 @@ impl PostgresStore {
             .get(0);
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             tx.batch_execute(sql).await?;
+            if i + 1 == SEARCH_TEXT_MIGRATION {
+                backfill_search_text(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO larkstack_migrations (version) VALUES ($1)",
                 &[&(i as i32 + 1)],
@@ -235,6 +243,25 @@ fn token_from_row(r: &Row) -> Result<TokenRecord, StoreError> {
     ))
 }
 
+/// Fills `search_text` of the chats stored before the column existed, then makes it required.
+async fn backfill_search_text(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    // A page at a time, so an upgrade of a large database holds one page in memory.
+    loop {
+        let rows =
+            tx.query("SELECT seq, settings FROM chats WHERE search_text IS NULL ORDER BY seq LIMIT 1000", &[]).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let (seq, settings): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+            let search = super::codec::search_text_from_settings(&settings)?;
+            tx.execute("UPDATE chats SET search_text = $2 WHERE seq = $1", &[&seq, &text(&search)]).await?;
+        }
+    }
+    tx.batch_execute("ALTER TABLE chats ALTER COLUMN search_text SET NOT NULL").await?;
+    Ok(())
+}
+
 /// The chat and its bots index in one statement: atomic without a transaction of its own, and one
 /// round trip, which is most of a create's cost.
 async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreError> {
@@ -244,8 +271,9 @@ async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreEr
         c,
         "WITH chat AS (
              INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users,
-                                bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq
+                                bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined,
+                                search_text)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $19) RETURNING seq
          )
          INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat",
         &[
@@ -267,6 +295,7 @@ async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreEr
             &row.last_active_at,
             &row.user_joined,
             &bots,
+            &text(&chat.settings.search_text()),
         ],
     )
     .await?;
@@ -462,7 +491,7 @@ impl Store for PostgresStore {
             &tx,
             "UPDATE chats SET owner = $2, external = $3, status = $4, settings = $5, users = $6, bots = $7,
                               user_managers = $8, bot_managers = $9, name = $10, chat_type = $11, last_active_at = $12,
-                              user_joined = $13
+                              user_joined = $13, search_text = $14
              WHERE seq = $1",
             &[
                 &seq,
@@ -478,6 +507,7 @@ impl Store for PostgresStore {
                 &chat.settings.chat_type,
                 &row.last_active_at,
                 &row.user_joined,
+                &text(&chat.settings.search_text()),
             ],
         )
         .await?;
@@ -545,13 +575,14 @@ impl Store for PostgresStore {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Chat)>, StoreError> {
-        // strpos() over lower(): a plain substring match, no LIKE escaping (as SQLite's instr()).
-        let needle = query_text.to_lowercase();
+        // strpos() over the search text folded in Rust (name and i18n names), as SQLite's instr():
+        // a plain substring match, no LIKE escaping, and the same folding on both backends.
+        let needle = crate::domain::chat::fold_case(query_text);
         load_chats_where(
             &self.client().await?,
             "c.tenant_key = $2 AND c.status = 'normal' AND c.chat_mode = 'group' AND c.seq > $4
              AND (c.chat_type = 'public' OR c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = $1))
-             AND strpos(lower(c.name), $3) > 0 ORDER BY c.seq LIMIT $5",
+             AND strpos(c.search_text, $3) > 0 ORDER BY c.seq LIMIT $5",
             &[&app.0, &tenant.0, &text(&needle), &after_seq, &(limit as i64)],
         )
         .await

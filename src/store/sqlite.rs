@@ -17,7 +17,7 @@ use super::{
     TokenRecord,
 };
 use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS, TOKEN_COLUMNS};
-use crate::domain::chat::Chat;
+use crate::domain::chat::{fold_case, Chat};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -27,7 +27,10 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_lifecycle.sql"),
     include_str!("migrations/sqlite/0003_task_chats.sql"),
+    include_str!("migrations/sqlite/0004_search_text.sql"),
 ];
+/// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
+const SEARCH_TEXT_MIGRATION: usize = 4;
 /// Most operations one commit carries; bounds latency of the first op in a burst.
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
@@ -89,6 +92,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i + 1 == SEARCH_TEXT_MIGRATION {
+            backfill_search_text(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -107,6 +113,22 @@ fn private_files(data_dir: &Path, db: &Path) -> Result<(), StoreError> {
         crate::secrets::restrict_file(Path::new(&file)).map_err(|e| fail(Path::new(&file), e))?;
     }
     Ok(())
+}
+
+/// Fills `search_text` of the chats stored before the column existed, a page at a time so an
+/// upgrade of a large database holds one page in memory.
+fn backfill_search_text(tx: &Connection) -> Result<(), StoreError> {
+    let mut page = tx.prepare("SELECT seq, settings FROM chats WHERE search_text IS NULL ORDER BY seq LIMIT 1000")?;
+    let mut update = tx.prepare("UPDATE chats SET search_text = ?2 WHERE seq = ?1")?;
+    loop {
+        let rows: Vec<(i64, String)> = page.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (seq, settings) in rows {
+            update.execute(params![seq, crate::store::codec::search_text_from_settings(&settings)?])?;
+        }
+    }
 }
 
 impl SqliteStore {
@@ -309,8 +331,9 @@ fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
     let row = ChatRow::encode(chat)?;
     tx.prepare_cached(
         "INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings,
-                            users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                            users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined,
+                            search_text)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         row.chat_id,
@@ -330,6 +353,7 @@ fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
         chat.settings.chat_mode,
         row.last_active_at,
         row.user_joined,
+        chat.settings.search_text(),
     ])?;
     let seq = tx.last_insert_rowid();
     index_bots(tx, seq, &chat.bots)?;
@@ -356,7 +380,7 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
     tx.prepare_cached(
         "UPDATE chats SET owner = ?2, external = ?3, status = ?4, settings = ?5, users = ?6, bots = ?7,
                           user_managers = ?8, bot_managers = ?9, name = ?10, chat_type = ?11, last_active_at = ?12,
-                          user_joined = ?13
+                          user_joined = ?13, search_text = ?14
          WHERE seq = ?1",
     )?
     .execute(params![
@@ -373,6 +397,7 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
         chat.settings.chat_type,
         row.last_active_at,
         row.user_joined,
+        chat.settings.search_text(),
     ])?;
     if chat.bots != bots_before {
         tx.prepare_cached("DELETE FROM chat_bots WHERE chat_seq = ?1")?.execute(params![seq])?;
@@ -722,15 +747,15 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<(i64, Chat)>, StoreError> {
         let (app, tenant) = (app.0.clone(), tenant.0.clone());
-        // instr() over lower(): a plain substring match that needs no LIKE escaping; lower() folds ASCII
-        // and leaves CJK alone, which is what a substring search of CJK names needs.
-        let needle = query.to_lowercase();
+        // instr() over the search text folded in Rust (name and i18n names): a plain substring match
+        // that needs no LIKE escaping, folding every script as PostgreSQL does.
+        let needle = fold_case(query);
         self.read(move |conn| {
             load_chat_where(
                 conn,
                 "c.tenant_key = ?2 AND c.status = 'normal' AND c.chat_mode = 'group' AND c.seq > ?4
                  AND (c.chat_type = 'public' OR c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = ?1))
-                 AND instr(lower(c.name), ?3) > 0 ORDER BY c.seq LIMIT ?5",
+                 AND instr(c.search_text, ?3) > 0 ORDER BY c.seq LIMIT ?5",
                 params![app, tenant, needle, after_seq, limit as i64],
             )
         })

@@ -18,4 +18,5 @@ mod messages;
 mod multinode;
 mod openapi;
 mod ratelimit;
+mod tenancy;
 mod wire;

@@ -70,14 +70,14 @@ pub(crate) async fn get_raw(app: &TestApp, uri: &str) -> (u16, String, String) {
     (status, ct, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-async fn document(app: &TestApp) -> Value {
+pub async fn document(app: &TestApp) -> Value {
     let (status, ct, body) = get_raw(app, "/openapi.json").await;
     assert_eq!(status, 200);
     assert!(ct.starts_with("application/json"), "{ct}");
     serde_json::from_str(&body).expect("/openapi.json is JSON")
 }
 
-fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+pub fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
     let mut ops = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for m in METHODS {

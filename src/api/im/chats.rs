@@ -10,7 +10,9 @@ use super::{
     change_chat, decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_id_type, user_ref, ImCall,
 };
 use crate::api::extract::{parse_json, PathParam, QueryParams, RawBody};
-use crate::domain::chat_ops::{apply_disband, apply_update, public_name_used, usable_group, UpdateChatBody};
+use crate::domain::chat_ops::{
+    apply_disband, apply_update, other_tenant, public_name_used, standing, usable_group, Standing, UpdateChatBody,
+};
 use crate::store::{ChatOrder, Cursor};
 use crate::domain::chat::{
     avatar_url, plan_create, Caller, Chat, CreateChatBody, CreateChatQuery, I18nNames, Owner, RestrictedModeSetting,
@@ -49,20 +51,27 @@ pub struct ChatView<'a> {
     urgent_setting: &'a str,
     video_conference_setting: &'a str,
     pin_manage_setting: &'a str,
-    add_member_permission: &'a str,
-    share_card_permission: &'a str,
-    at_all_permission: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    add_member_permission: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    share_card_permission: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    at_all_permission: Option<&'a str>,
     edit_permission: &'a str,
     group_message_type: &'a str,
     chat_mode: &'a str,
-    chat_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_type: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     chat_tag: Option<&'static str>,
     external: bool,
     tenant_key: &'a str,
-    join_message_visibility: &'a str,
-    leave_message_visibility: &'a str,
-    membership_approval: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_message_visibility: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leave_message_visibility: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    membership_approval: Option<&'a str>,
     moderation_permission: &'a str,
     labels: &'a [String],
     toolkit_ids: &'a [String],
@@ -100,6 +109,8 @@ fn owner_fields(dir: &Directory, app: &App, chat: &Chat, id_type: UserIdType) ->
 fn full_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType) -> ChatView<'a> {
     let s = &chat.settings;
     let (owner_id, owner_id_type) = owner_fields(dir, app, chat, id_type);
+    // A p2p chat has no member, sharing or message-visibility settings: Feishu leaves them out.
+    let group = chat.is_group();
     ChatView {
         chat_id: None,
         avatar: avatar_url(&s.avatar),
@@ -113,19 +124,19 @@ fn full_view<'a>(dir: &Directory, app: &App, chat: &'a Chat, id_type: UserIdType
         urgent_setting: &s.urgent_setting,
         video_conference_setting: &s.video_conference_setting,
         pin_manage_setting: &s.pin_manage_setting,
-        add_member_permission: &s.add_member_permission,
-        share_card_permission: &s.share_card_permission,
-        at_all_permission: &s.at_all_permission,
+        add_member_permission: group.then_some(&s.add_member_permission),
+        share_card_permission: group.then_some(&s.share_card_permission),
+        at_all_permission: group.then_some(&s.at_all_permission),
         edit_permission: &s.edit_permission,
         group_message_type: &s.group_message_type,
         chat_mode: &s.chat_mode,
-        chat_type: &s.chat_type,
+        chat_type: group.then_some(&s.chat_type),
         chat_tag: (!chat.external && chat.is_group()).then_some("inner"),
         external: chat.external,
         tenant_key: chat.tenant_key.as_str(),
-        join_message_visibility: &s.join_message_visibility,
-        leave_message_visibility: &s.leave_message_visibility,
-        membership_approval: &s.membership_approval,
+        join_message_visibility: group.then_some(&s.join_message_visibility),
+        leave_message_visibility: group.then_some(&s.leave_message_visibility),
+        membership_approval: group.then_some(&s.membership_approval),
         moderation_permission: &s.moderation_permission,
         labels: &s.labels,
         toolkit_ids: &s.toolkit_ids,
@@ -152,11 +163,12 @@ fn status_str(chat: &Chat) -> &'static str {
 
 /// The get reply's `data`: everything for a member bot, name/avatar/counts/status for others.
 /// Counts are strings, and hidden from non-managers when `hide_member_count_setting=only_owner`.
-fn get_view(dir: &Directory, app: &App, chat: &Chat, id_type: UserIdType) -> axum::response::Response {
-    let counts_visible = chat.settings.hide_member_count_setting != "only_owner" || chat.bot_has_owner_rights(app);
+fn get_view(dir: &Directory, app: &App, chat: &Chat, id_type: UserIdType, standing: Standing) -> axum::response::Response {
+    let rights = standing.same_tenant() && chat.bot_has_owner_rights(app);
+    let counts_visible = chat.settings.hide_member_count_setting != "only_owner" || rights;
     let (user_count, bot_count) =
         counts_visible.then(|| (chat.users.len().to_string(), chat.bots.len().to_string())).unzip();
-    if !chat.has_bot(&app.app_id) {
+    if !standing.is_member() {
         return ok(&OutsiderChatView {
             avatar: avatar_url(&chat.settings.avatar),
             name: &chat.settings.name,
@@ -281,10 +293,11 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Ur
     let (app, tenant) = call.caller()?;
     let id_type = user_id_type(QueryParams::parse(uri.query()).get("user_id_type"))?;
     let chat = existing_chat(&state, &chat_id).await?;
-    if chat.tenant_key != tenant.tenant_key && !chat.has_bot(&app.app_id) {
-        return Err(ApiError(crate::domain::chat_ops::other_tenant()));
+    let standing = standing(&call.dir, app, tenant, &chat);
+    if standing == Standing::OtherTenant {
+        return Err(ApiError(other_tenant()));
     }
-    Ok(get_view(&call.dir, app, &chat, id_type))
+    Ok(get_view(&call.dir, app, &chat, id_type, standing))
 }
 
 /// Partially updates a chat (omitted fields unchanged), possibly transferring ownership.
@@ -319,7 +332,7 @@ pub async fn update(
     let id_type = user_id_type(QueryParams::parse(uri.query()).get("user_id_type"))?;
     let body: UpdateChatBody = parse_json(&body, |field, why| FeishuError::im_invalid_param(field, None, why))?;
     let current = existing_chat(&state, &chat_id).await?;
-    usable_group(&current, tenant)?;
+    usable_group(&call.dir, app, tenant, &current)?;
     if body.name.is_some() || body.chat_type.is_some() {
         if let Some(name) = body.resulting_public_name(&current) {
             if state.store.public_name_taken(&tenant.tenant_key, name, &current.chat_id).await? {
@@ -348,8 +361,8 @@ pub async fn update(
 pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::DeleteChat, DELETE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
-    let (app_c, tenant_c) = (app.clone(), tenant.clone());
-    let change = Box::new(move |chat: &mut Chat| apply_disband(&app_c, &tenant_c, chat));
+    let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    let change = Box::new(move |chat: &mut Chat| apply_disband(&dir, &app_c, &tenant_c, chat));
     change_chat(&state, &ChatId(chat_id), change).await?;
     Ok(ok(&serde_json::json!({})))
 }

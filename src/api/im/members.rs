@@ -11,7 +11,7 @@ use crate::api::extract::{parse_json, PathParam, QueryParams, RawBody};
 use crate::domain::chat::Chat;
 use crate::domain::chat_ops::{
     apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, other_tenant, plan_add,
-    require_member, usable_group, AddPlan, MemberIdType,
+    require_member, standing, usable_group, AddPlan, MemberIdType, Standing,
 };
 use crate::domain::directory::UserIdType;
 use crate::domain::ids::{ChatId, Uid};
@@ -191,8 +191,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let size = page_size(q.get("page_size"), 20, 100, im_param)?;
     let after = decode_cursor(q.get("page_token"), im_param)?;
     let chat = existing_chat(&state, &chat_id).await?;
-    usable_group(&chat, tenant)?;
-    require_member(&chat, app)?;
+    require_member(usable_group(&call.dir, app, tenant, &chat)?)?;
     // Order (join time, uid); the cursor is the last user shown, by (join time, uid number).
     let ordered = chat.users_in_join_order();
     let start = match after {
@@ -244,10 +243,11 @@ pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, 
     let call = ImCall::begin(&state, &headers, Family::IsInChat, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let chat = existing_chat(&state, &chat_id).await?;
-    if chat.tenant_key != tenant.tenant_key && !chat.external {
+    let standing = standing(&call.dir, app, tenant, &chat);
+    if standing == Standing::OtherTenant {
         return Err(ApiError(other_tenant()));
     }
-    Ok(ok(&serde_json::json!({ "is_in_chat": chat.has_bot(&app.app_id) && !chat.is_dissolved() })))
+    Ok(ok(&serde_json::json!({ "is_in_chat": standing.is_member() && !chat.is_dissolved() })))
 }
 
 /// The calling bot joins a public chat. Side effects: one atomic change of the chat.
@@ -263,8 +263,8 @@ pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, 
 pub async fn me_join(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(chat_id): PathParam) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::MeJoin, WRITE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
-    let (app_c, tenant_c) = (app.clone(), tenant.clone());
-    change(&state, &chat_id, Box::new(move |chat: &mut Chat| apply_me_join(&app_c, &tenant_c, chat))).await?;
+    let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
+    change(&state, &chat_id, Box::new(move |chat: &mut Chat| apply_me_join(&dir, &app_c, &tenant_c, chat))).await?;
     Ok(ok(&serde_json::json!({})))
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{decode_cursor, encode_cursor, page_size, user_ref, ImCall};
 use crate::api::extract::{parse_json, QueryParams, RawBody};
 use crate::domain::chat::{Chat, ChatSettings, ChatStatus, Owner, DEFAULT_AVATAR_KEY};
-use crate::domain::chat_ops::chat_dissolved;
+use crate::domain::chat_ops::{chat_dissolved, standing};
 use crate::domain::directory::{App, Directory, Tenant, User, UserIdType};
 use crate::domain::ids::{new_chat_id, new_message_id, ChatId};
 use crate::domain::message::{
@@ -23,6 +23,8 @@ use crate::store::{MessageDedupKey, MessageOrder, MessageQuery};
 
 const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
 const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
+/// "Read all messages in associated group chats": group history needs it on top of a read scope.
+const GROUP_HISTORY_SCOPE: &str = "im:message.group_msg";
 const MAX_UUID_CHARS: usize = 50;
 
 /// A message to send; `content` is a JSON string whose shape depends on `msg_type`.
@@ -91,14 +93,17 @@ fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message) -> MessageView<'
     }
 }
 
-/// The user a p2p send names, as the app may reach them.
+/// The user a p2p send names, as the app may reach them: an active user of the token's tenant
+/// within the app's availability there. Another tenant's user is outside the availability of the
+/// app's installation in this tenant (230013); so a p2p chat is always its user's tenant's, and
+/// one store app's installations never share one.
 fn p2p_user<'d>(dir: &'d Directory, app: &App, tenant: &Tenant, id_type: &str, raw: &str) -> Result<&'d User, FeishuError> {
     let user = match id_type {
         "email" => dir.user_by_email(&tenant.tenant_key, raw),
         other => UserIdType::parse(other).and_then(|t| dir.resolve_user(app, &tenant.tenant_key, t, raw)),
     };
     let user = user.ok_or_else(|| invalid("receive_id", "no such user for this app"))?;
-    if !user.is_active() || (user.tenant_key == tenant.tenant_key && !app.can_see(user)) {
+    if !user.is_active() || user.tenant_key != tenant.tenant_key || !app.can_see(user) {
         return Err(user_unavailable());
     }
     Ok(user)
@@ -111,7 +116,7 @@ fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
         tenant_key: tenant.tenant_key.clone(),
         creator_app: app.app_id.clone(),
         owner: Owner::Bot(app.app_id.clone()),
-        external: user.tenant_key != tenant.tenant_key,
+        external: false, // p2p_user: always a user of the token's tenant
         status: ChatStatus::Normal,
         created_at_ms: now_ms,
         settings: ChatSettings { chat_mode: "p2p".into(), avatar: DEFAULT_AVATAR_KEY.into(), ..default },
@@ -170,16 +175,13 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
             .get_chat(&ChatId(receive_id.clone()))
             .await?
             .ok_or_else(|| ApiError(invalid("receive_id", "no such chat")))?;
-        if chat.is_dissolved() {
-            return Err(ApiError(chat_dissolved()));
-        }
-        if !chat.has_bot(&app.app_id) {
-            return Err(ApiError(bot_not_in_chat()));
-        }
+        message_chat(&call.dir, app, tenant, &chat)?;
         chat
     } else {
         let user = p2p_user(&call.dir, app, tenant, &receive_id_type, &receive_id)?;
-        state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?
+        let chat = state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?;
+        message_chat(&call.dir, app, tenant, &chat)?;
+        chat
     };
     state.limits.check_chat_messages(&chat.chat_id).await.map_err(|e| match e.rate_limited {
         Some(_) => ApiError(chat_rate_limited()),
@@ -197,6 +199,23 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let dedup = body.uuid.filter(|u| !u.is_empty()).map(|uuid| MessageDedupKey { app_id: app.app_id.clone(), uuid });
     let stored = state.store.create_message(message, dedup, now - MESSAGE_DEDUP_WINDOW_MS).await?;
     Ok(ok(&message_view(&call.dir, app, &stored)))
+}
+
+/// A chat that messages go to or are read from: the calling bot must be in it — as the token's
+/// tenant's bot, so another tenant's token of the same store app is not (230002) — and it must
+/// not be disbanded (232009).
+fn message_chat(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Result<(), FeishuError> {
+    let standing = standing(dir, app, tenant, chat);
+    if !standing.same_tenant() {
+        return Err(bot_not_in_chat());
+    }
+    if chat.is_dissolved() {
+        return Err(chat_dissolved());
+    }
+    if !standing.is_member() {
+        return Err(bot_not_in_chat());
+    }
+    Ok(())
 }
 
 fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
@@ -233,7 +252,7 @@ fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
 )]
 pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> ApiResult {
     let call = ImCall::begin(&state, &headers, Family::ListMessages, READ_SCOPES).await?;
-    let (app, _) = call.caller()?;
+    let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
     if q.get("container_id_type") != Some("chat") {
         return Err(ApiError(invalid("container_id_type", "larkstack lists chat containers (container_id_type=chat)")));
@@ -254,11 +273,9 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         .get_chat(&ChatId(chat_id.to_string()))
         .await?
         .ok_or_else(|| ApiError(invalid("container_id", "no such chat")))?;
-    if chat.is_dissolved() {
-        return Err(ApiError(chat_dissolved()));
-    }
-    if !chat.has_bot(&app.app_id) {
-        return Err(ApiError(bot_not_in_chat()));
+    message_chat(&call.dir, app, tenant, &chat)?;
+    if chat.is_group() && !app.has_scope(GROUP_HISTORY_SCOPE) {
+        return Err(ApiError(FeishuError::scope_missing(&[GROUP_HISTORY_SCOPE])));
     }
     let mut rows = state
         .store
