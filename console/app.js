@@ -67,7 +67,7 @@ async function copyText(text) {
     return true;
   } catch {
     // Not a secure context (e.g. larkstack on a LAN address) or no permission: the old way.
-    const ta = h('textarea', { style: 'position:fixed;top:0;left:0;opacity:0', readonly: true });
+    const ta = h('textarea', { class: 'offscreen-copy', readonly: true });
     ta.value = text;
     document.body.append(ta);
     ta.select();

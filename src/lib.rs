@@ -13,5 +13,6 @@ pub mod ratelimit;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod transport;
 
 pub use server::app;
