@@ -143,10 +143,6 @@ fn only_configured_hosts_are_answered() {
     assert_eq!(get_with_host(&server, Some("evil.example")).status, 200);
 }
 
-struct Headers {
-    headers: axum::http::HeaderMap,
-}
-
 #[tokio::test]
 async fn console_forbids_framing_and_foreign_content() {
     let app = TestApp::demo().await;
@@ -154,15 +150,15 @@ async fn console_forbids_framing_and_foreign_content() {
         let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
         let r = tower::ServiceExt::oneshot(app.router.clone(), req).await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        let r = Headers { headers: r.headers().clone() };
-        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        let headers = r.headers();
+        let csp = headers["content-security-policy"].to_str().unwrap();
         for directive in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'"] {
             assert!(csp.contains(directive), "{path}: {csp}");
         }
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
-        assert_eq!(r.headers["x-frame-options"], "DENY");
-        assert_eq!(r.headers["x-content-type-options"], "nosniff");
-        assert_eq!(r.headers["referrer-policy"], "no-referrer");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["referrer-policy"], "no-referrer");
     }
     // The strict policy holds only if the console has no inline script or style.
     let html = include_str!("../../console/index.html");
@@ -281,13 +277,34 @@ fn half_open_connections_are_closed_after_the_header_read_timeout() {
     assert!(rest.is_empty());
 }
 
+/// Started with a soft `RLIMIT_NOFILE` below the hard one, the server raises it.
 #[cfg(target_os = "linux")]
 #[test]
 fn soft_fd_limit_is_raised_to_the_hard_limit() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+
     let data = tempfile::tempdir().unwrap();
-    let server = Server::spawn(data.path(), None, &[]);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_larkstack"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data.path());
+    // SAFETY: only getrlimit/setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = lim.rlim_max.min(256);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().starts_with("larkstack listening on ")));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(fields[4] == "unlimited" || fields[4].parse::<u64>().unwrap() > 256, "hard limit too low to tell: {line}");
     assert_eq!(fields[3], fields[4], "{line}");
 }
