@@ -141,9 +141,10 @@ impl HostPolicy {
 
     /// The refused host of a request, if any: every `Host` header and an absolute-form target's
     /// authority must be accepted. A request without either (HTTP/1.0) passes: browsers always
-    /// send `Host`, so it cannot come from a rebound web page.
+    /// send `Host`, so it cannot come from a rebound web page. `/healthz` passes too: load
+    /// balancers probe it by the node's IP, and it tells nothing but "up".
     pub fn refused<B>(&self, req: &Request<B>) -> Option<String> {
-        if self.allowed.is_none() {
+        if self.allowed.is_none() || req.uri().path() == "/healthz" {
             return None;
         }
         let authority = req.uri().authority().map(|a| a.as_str().to_string());
@@ -249,6 +250,9 @@ pub async fn refuse(mut stream: TcpStream, reply: Vec<u8>) {
 /// one: `HTTP/1.1 400|414|431 …` with only `Connection`, `Content-Length: 0` and `Date`. Every
 /// reply of the router carries `Content-Type` and `X-Tt-Logid`, so none of them matches.
 fn hyper_error_status(head: &[u8]) -> Option<u16> {
+    if head.len() > HYPER_ERROR_MAX || !head.starts_with(HYPER_ERROR_PREFIX) {
+        return None;
+    }
     let text = std::str::from_utf8(head).ok()?.strip_suffix("\r\n\r\n")?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next()?.strip_prefix("HTTP/1.1 ")?;
@@ -267,12 +271,15 @@ fn hyper_error_status(head: &[u8]) -> Option<u16> {
     Some(status)
 }
 
-/// Where in `buf` hyper's bare error reply starts (it is always the last thing written).
+const HYPER_ERROR_PREFIX: &[u8] = b"HTTP/1.1 4";
+/// hyper's bare error reply is well under this (status line, three short headers).
+const HYPER_ERROR_MAX: usize = 256;
+
+/// Where in `buf` hyper's bare error reply starts (it is always the last thing written): only
+/// the last [`HYPER_ERROR_MAX`] bytes are looked at, so large replies cost nothing.
 fn find_hyper_error(buf: &[u8]) -> Option<(usize, u16)> {
-    const NEEDLE: &[u8] = b"HTTP/1.1 4";
-    let from = buf.len().saturating_sub(256);
-    let candidates = std::iter::once(0).chain((from..buf.len()).filter(|&i| i > 0 && buf[i..].starts_with(NEEDLE)));
-    candidates.filter_map(|i| hyper_error_status(&buf[i..]).map(|s| (i, s))).next()
+    let from = buf.len().saturating_sub(HYPER_ERROR_MAX);
+    (from..buf.len()).find_map(|i| hyper_error_status(&buf[i..]).map(|s| (i, s)))
 }
 
 /// The envelope for a request hyper rejected while parsing it.

@@ -88,9 +88,13 @@ fn exchange(server: &Server, request: &[u8]) -> Raw {
 }
 
 fn get_with_host(server: &Server, host: Option<&str>) -> Raw {
+    get_path_with_host(server, "/healthz", host)
+}
+
+fn get_path_with_host(server: &Server, path: &str, host: Option<&str>) -> Raw {
     let req = match host {
-        Some(h) => format!("GET /healthz HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"),
-        None => "GET /healthz HTTP/1.0\r\n\r\n".to_string(),
+        Some(h) => format!("GET {path} HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"),
+        None => format!("GET {path} HTTP/1.0\r\n\r\n"),
     };
     exchange(server, req.as_bytes())
 }
@@ -112,35 +116,40 @@ fn only_configured_hosts_are_answered() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::spawn(data.path(), None, &[]);
     let port = addr(&server).rsplit_once(':').unwrap().1.to_string();
+    let coverage = |host: Option<&str>| get_path_with_host(&server, "/coverage", host);
     for ok in ["127.0.0.1", &format!("127.0.0.1:{port}"), "localhost:8080", "LocalHost", "[::1]:9", "console.localhost"] {
-        assert_eq!(get_with_host(&server, Some(ok)).status, 200, "{ok}");
+        assert_eq!(coverage(Some(ok)).status, 200, "{ok}");
     }
     // HTTP/1.0 without Host: no browser sends that, so it cannot be a rebound page.
-    assert_eq!(get_with_host(&server, None).status, 200);
+    assert_eq!(coverage(None).status, 200);
     for bad in ["evil.example", &format!("evil.example:{port}"), "localhost.evil.example", "10.1.2.3"] {
-        let r = get_with_host(&server, Some(bad));
+        let r = coverage(Some(bad));
         r.assert_envelope(421);
         assert!(r.body["msg"].as_str().unwrap().contains("--public-host"), "{}", r.body);
     }
-    // The console and the control API are behind the same check.
-    let r = exchange(&server, b"GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
-    r.assert_envelope(421);
+    // The console, the control API and the Feishu API are behind the same check.
+    for path in ["/", "/console/app.js", "/_larkstack/directory", "/open-apis/im/v1/chats", "/metrics"] {
+        get_path_with_host(&server, path, Some("evil.example")).assert_envelope(421);
+    }
     // An absolute-form target names the host too.
-    let r = exchange(&server, b"GET http://evil.example/healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let r = exchange(&server, b"GET http://evil.example/coverage HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     r.assert_envelope(421);
+    // Load balancers probe /healthz by the node's address: it says nothing but "up".
+    assert_eq!(get_with_host(&server, Some("10.1.2.3:8080")).status, 200);
     drop(server);
 
     let data = tempfile::tempdir().unwrap();
     let server = Server::spawn(data.path(), None, &["--public-host", "lark.example.com,*.corp.test"]);
-    assert_eq!(get_with_host(&server, Some("lark.example.com:443")).status, 200);
-    assert_eq!(get_with_host(&server, Some("a.corp.test")).status, 200);
-    assert_eq!(get_with_host(&server, Some("localhost")).status, 200);
-    get_with_host(&server, Some("evil.example")).assert_envelope(421);
+    let coverage = |host: Option<&str>| get_path_with_host(&server, "/coverage", host);
+    assert_eq!(coverage(Some("lark.example.com:443")).status, 200);
+    assert_eq!(coverage(Some("a.corp.test")).status, 200);
+    assert_eq!(coverage(Some("localhost")).status, 200);
+    coverage(Some("evil.example")).assert_envelope(421);
     drop(server);
 
     let data = tempfile::tempdir().unwrap();
     let server = Server::spawn(data.path(), None, &["--public-host", "*"]);
-    assert_eq!(get_with_host(&server, Some("evil.example")).status, 200);
+    assert_eq!(get_path_with_host(&server, "/coverage", Some("evil.example")).status, 200);
 }
 
 #[tokio::test]
