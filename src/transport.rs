@@ -436,6 +436,7 @@ pub fn raise_fd_limit() -> Option<u64> {
                 lim = raised;
             }
         }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
         Some(lim.rlim_cur as u64)
     }
 }

@@ -286,10 +286,11 @@ fn half_open_connections_are_closed_after_the_header_read_timeout() {
     assert!(rest.is_empty());
 }
 
-/// Started with a soft `RLIMIT_NOFILE` below the hard one, the server raises it.
+/// The case: started with a soft `RLIMIT_NOFILE` of 256 (below the hard limit), the
+/// server raises it, so 300 half-open connections leave `/healthz` answering at once.
 #[cfg(target_os = "linux")]
 #[test]
-fn soft_fd_limit_is_raised_to_the_hard_limit() {
+fn soft_fd_limit_is_raised_so_half_open_connections_do_not_starve_the_server() {
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
 
@@ -308,12 +309,24 @@ fn soft_fd_limit_is_raised_to_the_hard_limit() {
     }
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(lines.any(|l| l.unwrap().starts_with("larkstack listening on ")));
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let base = lines
+        .find_map(|l| l.unwrap().strip_prefix("larkstack listening on ").map(|u| u.trim().to_string()))
+        .expect("server exited before listening");
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, base };
+
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
-    assert!(fields[4] == "unlimited" || fields[4].parse::<u64>().unwrap() > 256, "hard limit too low to tell: {line}");
+    assert!(fields[4] == "unlimited" || fields[4].parse::<u64>().unwrap() > 512, "hard limit too low to tell: {line}");
     assert_eq!(fields[3], fields[4], "{line}");
+
+    let _half_open: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = connect(&server);
+            s.write_all(b"GET /heal").unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(get_with_host(&server, Some("127.0.0.1")).status, 200);
 }
