@@ -40,5 +40,6 @@ async fn main() {
         .route("/open-apis/im/v1/chats", post(create))
         .route("/open-apis/im/v1/chats/{chat_id}", get(get_chat))
         .route("/open-apis/im/v1/chats/{chat_id}/members", post(add_members));
-    larkstack::server::serve(listener, app).await.expect("serve");
+    let options = larkstack::server::ServeOptions::new(std::sync::Arc::new(larkstack::clock::Clock::default()));
+    larkstack::server::serve(listener, app, options).await.expect("serve");
 }

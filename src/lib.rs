@@ -14,5 +14,6 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod transport;
 
 pub use server::app;

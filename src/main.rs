@@ -69,6 +69,25 @@ struct ServeArgs {
     /// are then shared with every node that uses the same Redis and schema.
     #[arg(long, env = "LARKSTACK_REDIS")]
     redis: Option<String>,
+    /// Host names (comma-separated; `*.example.com` for subdomains, `name:port` for one port)
+    /// answered besides loopback names and the listen IP; `*` answers any Host. Others get 421.
+    #[arg(long, env = "LARKSTACK_PUBLIC_HOST", value_delimiter = ',')]
+    public_host: Vec<String>,
+    /// Connections served at once; more are answered 503 and closed. Default: 4096, or fewer
+    /// when the file-descriptor limit is lower.
+    #[arg(long, env = "LARKSTACK_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+    /// Seconds a connection has to send a whole request head after it opens or goes idle
+    /// between keep-alive requests; then it is closed.
+    #[arg(long, env = "LARKSTACK_HEADER_READ_TIMEOUT", default_value = "20", value_parser = parse_secs)]
+    header_read_timeout: std::time::Duration,
+}
+
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(std::time::Duration::from_secs_f64(secs)),
+        _ => Err(format!("expected a positive number of seconds, got {s:?}")),
+    }
 }
 
 /// The given admin token, else the data dir's, else a new one kept there.
@@ -170,6 +189,11 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
         }
         None => None,
     };
+    let fd_limit = larkstack::transport::raise_fd_limit();
+    let hosts = larkstack::transport::HostPolicy::new(&args.public_host, args.listen)?;
+    let max_connections = args
+        .max_connections
+        .map_or_else(|| larkstack::transport::default_max_connections(fd_limit), |n| n as usize);
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
@@ -182,12 +206,23 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     if args.rate_limits == "off" {
         println!("rate limits: OFF");
     }
+    println!(
+        "connections: at most {max_connections}{}; hosts: {}",
+        fd_limit.map(|n| format!(" (fd limit {n})")).unwrap_or_default(),
+        if hosts.checks() { "loopback, the listen IP and --public-host" } else { "any" }
+    );
     println!("console: http://{addr}/#token={admin_token}");
     println!("control API: http://{addr}/_larkstack/ (Authorization: Bearer {admin_token})");
     println!("apps (use with lark.Client.builder().domain(\"http://{addr}\")):");
     for app in directory.apps().iter().filter(|a| a.kind == AppKind::SelfBuilt && a.bot) {
         println!("  {:<14} app_id={}  app_secret={}", app.key, app.app_id, app.app_secret);
     }
+    let serve_options = larkstack::server::ServeOptions {
+        hosts,
+        max_connections,
+        header_read_timeout: args.header_read_timeout,
+        ..larkstack::server::ServeOptions::new(clock.clone())
+    };
     let state = AppState::new(
         store,
         directory,
@@ -205,5 +240,5 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     );
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    larkstack::server::serve(listener, larkstack::app(state)).await.map_err(|e| e.to_string())
+    larkstack::server::serve(listener, larkstack::app(state), serve_options).await.map_err(|e| e.to_string())
 }

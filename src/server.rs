@@ -9,16 +9,21 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::api::{apaas, auth, im};
+use crate::clock::Clock;
 use crate::control;
 use crate::metrics;
 use crate::openapi;
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
 use crate::error::FeishuError;
 use crate::state::AppState;
+use crate::transport::{self, HostPolicy};
 
 /// The whole HTTP surface; usable in-process from tests.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -105,8 +110,47 @@ impl std::fmt::Display for FaultDrop {
 
 impl std::error::Error for FaultDrop {}
 
+/// How the HTTP transport guards itself (see `transport`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// For the log ids of replies made outside the router.
+    pub clock: Arc<Clock>,
+    /// The `Host` names answered (DNS-rebinding guard).
+    pub hosts: HostPolicy,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A connection that does not deliver a whole request head this long after it opened or
+    /// went idle (keep-alive) is closed: the header-read and the idle timeout.
+    pub header_read_timeout: Duration,
+}
+
+impl ServeOptions {
+    /// No host check, the default cap and timeout.
+    pub fn new(clock: Arc<Clock>) -> Self {
+        ServeOptions {
+            clock,
+            hosts: HostPolicy::any(),
+            max_connections: transport::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: transport::DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, router: Router, options: ServeOptions) -> std::io::Result<()> {
+    let ServeOptions { clock, hosts, max_connections, header_read_timeout } = options;
+    let hosts = Arc::new(hosts);
+    let connections = Arc::new(Semaphore::new(max_connections));
+    let refusals = Arc::new(Semaphore::new(transport::MAX_LINGERING_REFUSALS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .title_case_headers(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(transport::MAX_HEAD_BYTES)
+        // Flattened writes: see `transport::EnvelopeErrors`.
+        .writev(false);
+    let builder = Arc::new(builder);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -118,26 +162,55 @@ pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()>
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Over the cap: a clear refusal rather than a connection left waiting.
+            let reply = transport::raw_reply(&clock, transport::over_capacity(max_connections));
+            match refusals.clone().try_acquire_owned() {
+                Ok(lingering) => {
+                    tokio::spawn(async move {
+                        transport::refuse(stream, reply).await;
+                        drop(lingering);
+                    });
+                }
+                Err(_) => {
+                    let _ = stream.try_write(&reply);
+                }
+            }
+            continue;
+        };
         let router = router.clone();
+        let (clock, hosts) = (clock.clone(), hosts.clone());
+        let io_clock = clock.clone();
         // A reply marked `DropConnection` (fault injection) closes the connection unanswered.
         let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let router = router.clone();
+            let (router, clock, hosts) = (router.clone(), clock.clone(), hosts.clone());
             async move {
-                let resp = match tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)).await {
+                if let Some(host) = hosts.refused(&req) {
+                    return Ok(transport::transport_error(&clock, transport::host_refusal(&host)));
+                }
+                // A client waiting for `100 Continue` sends no body unless asked: nothing to drain.
+                let expects_continue = req.headers().contains_key(axum::http::header::EXPECT);
+                let leftover = transport::Leftover::default();
+                let req = req.map(|b| axum::body::Body::new(transport::TrackedBody::new(b, leftover.clone())));
+                let resp = match tower::ServiceExt::oneshot(router, req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 };
                 if resp.extensions().get::<control::intercept::DropConnection>().is_some() {
                     return Err(FaultDrop);
                 }
+                let unread = leftover.lock().take();
+                if let Some(body) = unread.filter(|_| !expects_continue) {
+                    tokio::spawn(transport::drain(body));
+                }
                 Ok(resp)
             }
         });
+        let builder = builder.clone();
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let io = transport::EnvelopeErrors::new(stream, io_clock);
+            let _ = builder.serve_connection(TokioIo::new(io), service).await;
+            drop(permit);
         });
     }
 }

@@ -19,4 +19,5 @@ mod multinode;
 mod openapi;
 mod ratelimit;
 mod tenancy;
+mod transport;
 mod wire;
