@@ -16,4 +16,5 @@ mod messages;
 mod multinode;
 mod openapi;
 mod ratelimit;
+mod storage;
 mod wire;
