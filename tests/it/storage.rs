@@ -102,8 +102,10 @@ async fn the_sqlite_wal_stays_bounded_under_load_and_is_truncated_at_open() {
     assert!(db > 64 << 20, "the load wrote more than the bound ({db} bytes)");
     assert!(largest <= 64 << 20, "the WAL reached {largest} bytes under load (bound: 64 MiB)");
 
+    eprintln!("wrote {db} bytes; the largest WAL was {largest} bytes");
+
     // A WAL left behind (a connection that never closed, as after kill -9) is truncated at open.
-    drop(app);
+    let TestApp { data: _data, .. } = app;
     let leaked = rusqlite::Connection::open(dir.join("larkstack.db")).unwrap();
     leaked.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
     leaked.execute("CREATE TABLE junk (b BLOB)", []).unwrap();
