@@ -267,16 +267,15 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, c
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        commit_batch(&mut conn, &mut batch);
-        commit_seconds.observe(started.elapsed().as_secs_f64());
+        commit_batch(&mut conn, &mut batch, &commit_seconds);
         wal.after_commit(&conn);
     }
 }
 
 /// Applies every op atomically on its own (one bad op does not sink the others), commits once,
 /// then answers. If the commit itself fails, every op in the batch fails.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds: &Histogram) {
+    let started = std::time::Instant::now();
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -315,6 +314,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
         tx.commit()
     })();
     let commit_error = outcome.err().map(|e| e.to_string());
+    // Observed before anyone is answered, so /metrics never lags a reply.
+    commit_seconds.observe(started.elapsed().as_secs_f64());
     for reply in replies {
         reply(commit_error.as_deref());
     }
