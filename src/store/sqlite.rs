@@ -40,8 +40,8 @@ const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
 /// What SQLite leaves of a WAL it starts over (`journal_size_limit`).
 const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
 /// How long a truncating checkpoint waits for readers still on old snapshots before giving up
-/// (and trying again once the WAL has grown by another `WAL_CHECKPOINT_BYTES / 2`).
-const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// (and trying again once the WAL has grown by another `WAL_CHECKPOINT_BYTES / 4`).
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl From<rusqlite::Error> for StoreError {
@@ -120,8 +120,9 @@ impl SqliteStore {
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
         // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now.
-        let mut wal = WalBound::new(&path);
+        let mut wal = WalBound::new(&path, Default::default());
         wal.truncate(&conn);
+        let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let commit_seconds = crate::metrics::latency_histogram();
         let timer = commit_seconds.clone();
@@ -130,7 +131,6 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx, timer, wal))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let checkpointer = open_connection(&path)?;
-        let idle_wal = WalBound::new(&path);
         let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
@@ -191,15 +191,18 @@ impl SqliteStore {
 /// moves committed frames into the database file, which SQLite fsyncs before truncating the WAL.
 struct WalBound {
     wal: PathBuf,
+    /// Held through every checkpoint: SQLite runs one at a time and fails a second at once, so
+    /// the writer's truncation waits for a background checkpoint instead of failing on it.
+    one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>,
     /// The size at which the next truncation is tried.
     next_at: u64,
 }
 
 impl WalBound {
-    fn new(db: &Path) -> Self {
+    fn new(db: &Path, one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>) -> Self {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        WalBound { wal: wal.into(), next_at: WAL_CHECKPOINT_BYTES }
+        WalBound { wal: wal.into(), one_checkpoint, next_at: WAL_CHECKPOINT_BYTES }
     }
 
     fn size(&self) -> u64 {
@@ -214,7 +217,7 @@ impl WalBound {
                 self.next_at = WAL_CHECKPOINT_BYTES;
             } else {
                 // Readers hold old snapshots (a long export): try again after more growth.
-                self.next_at = size + WAL_CHECKPOINT_BYTES / 2;
+                self.next_at = size + WAL_CHECKPOINT_BYTES / 4;
             }
         }
     }
@@ -222,6 +225,7 @@ impl WalBound {
     /// Copies the whole WAL into the database and truncates it to zero bytes; false when readers
     /// on old snapshots kept it from completing within `CHECKPOINT_WAIT`.
     fn truncate(&mut self, conn: &Connection) -> bool {
+        let _one = self.one_checkpoint.lock();
         let _ = conn.busy_timeout(CHECKPOINT_WAIT);
         let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
@@ -249,6 +253,7 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, mut wa
             continue;
         }
         last_size = size;
+        let _one = wal.one_checkpoint.lock();
         let wal_frames: Result<(i64, i64, i64), _> =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
         if let Err(e) = wal_frames {
