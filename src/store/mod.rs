@@ -155,6 +155,8 @@ pub struct LinkedChat {
 /// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links and tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// Most records of a state are chats: boxing them would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum StateRecord {
     Chat(Chat),
     ChatDedup(DedupRecord),

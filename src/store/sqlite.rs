@@ -598,7 +598,8 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
         }
         Ok(true)
     }
-    let tables: [(&str, fn(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>); 7] = [
+    type RecordFromRow = fn(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>;
+    let tables: [(&str, RecordFromRow); 7] = [
         (&format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         ("SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id", |r| {
             Ok(StateRecord::ChatDedup(DedupRecord {
