@@ -4,7 +4,7 @@
 # HTTP stack), with the same wrk load in the same run.
 #
 #   scripts/bench.sh [create] [seconds=10] [connections=64]
-#       create-chat with 50 members
+#       create-chat with 50 members; prints the SQLite WAL size after the load (`create 60 64`: 60 s)
 #   scripts/bench.sh chats [seconds=10] [connections=64] [stored_chats=1000000]
 #       get-chat and add-members on random chats, after storing `stored_chats` chats
 #   scripts/bench.sh cluster [seconds=10] [connections=64]
@@ -74,6 +74,7 @@ ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % 
     "$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")" "$(awk '/Requests\/sec/ {print $2}' "$work/$2.txt")" "$3"; }
 header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
 count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
+size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
 case "$scenario" in
 create)
@@ -81,9 +82,12 @@ create)
     echo "create-chat, ${members} members, ${conns} connections, ${secs}s each, keep-alive"
     wrk_run baseline $baseline_port /open-apis/im/v1/chats bench/create_chat.lua
     wrk_run larkstack $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
+    wal_after_load="$(size_of "$work/data/larkstack.db-wal")"
+    sleep 2
     header; row baseline; row larkstack
     ratio larkstack baseline create-chat
     echo "chats stored by larkstack: $(count_chats) (durable: WAL, synchronous=FULL)"
+    echo "WAL size: ${wal_after_load} bytes right after the ${secs}s load, $(size_of "$work/data/larkstack.db-wal") bytes after 2 s idle (database: $(size_of "$work/data/larkstack.db") bytes)"
     ;;
 chats)
     # Store the chats first (3 users each), through the API.

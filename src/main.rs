@@ -28,6 +28,34 @@ enum Command {
         #[arg(long, env = "LARKSTACK_FIXTURE")]
         fixture: Option<PathBuf>,
     },
+    /// Export or import a running server's whole state (NDJSON, streamed; docs/control-api.md).
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+        /// The running server.
+        #[arg(long, global = true, env = "LARKSTACK_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's admin token. Default: the one kept in the data dir.
+        #[arg(long, global = true, env = "LARKSTACK_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+        /// The server's data dir (where its admin token is kept).
+        #[arg(long, global = true, env = "LARKSTACK_DATA_DIR", default_value = "./larkstack-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Write the state to a file (stdout with `-` or without --out).
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Replace the state with one read from a file (stdin with `-` or without --in).
+    Import {
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -141,11 +169,28 @@ async fn main() {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Directory { fixture } => print_directory(fixture.as_deref()),
+        Command::State { action, url, admin_token, data_dir } => state_command(action, url, admin_token, &data_dir).await,
     };
     if let Err(e) = result {
         eprintln!("larkstack: {e}");
         std::process::exit(1);
     }
+}
+
+async fn state_command(action: StateAction, url: String, admin_token: Option<String>, data_dir: &Path) -> anyhow_like::Result<()> {
+    use larkstack::control::client;
+    let target = client::Target { url, admin_token: client::admin_token(admin_token, data_dir)? };
+    match action {
+        StateAction::Export { out } => {
+            let bytes = client::export(&target, out.as_deref()).await?;
+            eprintln!("exported {bytes} bytes");
+        }
+        StateAction::Import { input } => {
+            let records = client::import(&target, input.as_deref()).await?;
+            eprintln!("imported {records} records");
+        }
+    }
+    Ok(())
 }
 
 fn print_directory(fixture: Option<&Path>) -> anyhow_like::Result<()> {

@@ -86,7 +86,8 @@ impl AppState {
             shared: config.redis,
             metrics: crate::metrics::Metrics::new(store.commit_latency()),
             clock,
-            store,
+            // Every write's outcome is remembered for /healthz.
+            store: Arc::new(crate::store::health::Tracked::new(store)),
             directory: RwLock::new(Arc::new(directory)),
             token_cache: RwLock::new(HashMap::new()),
             creates_in_flight: Mutex::new(HashSet::new()),

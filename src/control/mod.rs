@@ -5,10 +5,12 @@
 //! Replies use the Feishu envelope (`code` 0 on success; 400/401/404 with the HTTP status).
 
 pub mod actors;
+pub mod client;
 pub mod console;
 pub mod faults;
 pub mod intercept;
 pub mod journal;
+pub mod ndjson;
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::extract::{PathParam, RawBody};
@@ -26,10 +28,9 @@ use crate::domain::ids::Uid;
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::FeishuError;
 use crate::state::AppState;
-use crate::store::Snapshot;
+use crate::store::ImportBatch;
 
-/// Format version of exported state documents.
-pub const STATE_FORMAT: u32 = 1;
+pub use ndjson::STATE_FORMAT;
 
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -205,61 +206,86 @@ async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError>
     Ok(())
 }
 
-/// An exported state (or the whole export reply, `{code, msg, data: <document>}`).
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-struct StateDocument {
-    larkstack_state: u32,
-    /// The directory's fixture, when larkstack knows its text.
-    fixture: Option<String>,
-    #[schema(value_type = Object)]
-    store: Snapshot,
-}
-
+/// Streams the whole state as NDJSON (`application/x-ndjson`, see `ndjson`): a header line with
+/// the format and the fixture, one line per record, an end line with the record count. Memory
+/// does not grow with the state.
 #[utoipa::path(
     get,
     path = "/_larkstack/state",
     operation_id = "export_state",
     tag = "control",
-    summary = "Export the whole state",
+    summary = "Export the whole state (NDJSON stream)",
     security(("admin_token" = [])),
-    responses(crate::openapi::FeishuResponses),
+    responses(
+        (status = 200, description = "The state: a header line, one line per record, an end line", content_type = "application/x-ndjson", body = String),
+        crate::openapi::FeishuResponses,
+    ),
 )]
-pub(crate) async fn export(State(state): State<Arc<AppState>>) -> ApiResult {
-    let store = state.store.export().await?;
-    let doc = StateDocument { larkstack_state: STATE_FORMAT, fixture: state.fixture_text.read().clone(), store };
-    Ok(ok(&doc))
+pub(crate) async fn export(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let mut records = state.store.export();
+    // A store that fails before the first record gets an error envelope; later failures break
+    // the stream off (see `ndjson::export_body`).
+    let first = records.recv().await;
+    if let Some(Err(e)) = first {
+        return Err(e.into());
+    }
+    let header = ndjson::StateHeader { larkstack_state: STATE_FORMAT, fixture: state.fixture_text.read().clone() };
+    let body = ndjson::export_body(&header, first, records);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// Replaces the whole state with an exported document (its fixture too, when it carries one).
-/// Tokens not in the document stop working.
+/// Replaces the whole state with an exported one (its fixture too, when it carries one), read
+/// as a stream: no body limit applies, and the store receives the records in batches within one
+/// transaction, committed only once the end line has arrived. Any failure leaves the state as it
+/// was. Tokens not in the state stop working.
 #[utoipa::path(
     put,
     path = "/_larkstack/state",
     operation_id = "import_state",
     tag = "control",
-    summary = "Replace the whole state with an exported document",
-    request_body(content = StateDocument, content_type = "application/json"),
+    summary = "Replace the whole state with an exported one (NDJSON stream)",
+    request_body(content = String, content_type = "application/x-ndjson", description = "A state as GET /_larkstack/state sends it"),
     security(("admin_token" = [])),
     responses(crate::openapi::FeishuResponses),
 )]
-pub(crate) async fn import(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
-    // Accepts the export reply as is, or just its `data`.
-    let value: serde_json::Value = json_body(&body)?;
-    let value = match value.get("data") {
-        Some(data) if value.get("code").is_some() => data.clone(),
-        _ => value,
-    };
-    let doc: StateDocument = serde_json::from_value(value).map_err(|e| control_error(400, format!("not a larkstack state document: {e}")))?;
-    if doc.larkstack_state != STATE_FORMAT {
-        return Err(control_error(400, format!("state format {} is not {STATE_FORMAT}", doc.larkstack_state)));
+pub(crate) async fn import(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
+    let mut lines = ndjson::Lines::new(req.into_body().into_data_stream());
+    let first = lines.next().await?.ok_or_else(|| control_error(400, "the body is empty, not a larkstack state"))?;
+    let header: ndjson::StateHeader = serde_json::from_slice(&first)
+        .map_err(|e| control_error(400, format!("line 1 is not a larkstack state header: {e}")))?;
+    if header.larkstack_state != STATE_FORMAT {
+        return Err(control_error(400, format!("state format {} is not {STATE_FORMAT}", header.larkstack_state)));
     }
-    if let Some(text) = doc.fixture.filter(|t| state.fixture_text.read().as_ref() != Some(t)) {
+    // A new fixture is checked before anything changes, and installed once the store has the state.
+    let fixture = header.fixture.filter(|t| state.fixture_text.read().as_ref() != Some(t));
+    if let Some(text) = &fixture {
+        Directory::from_toml(text).map_err(|e| control_error(400, format!("the state's fixture: {e}")))?;
+    }
+    let (batches, received) = tokio::sync::mpsc::channel(2);
+    let store = state.store.clone();
+    let storing = tokio::spawn(async move { store.import(received).await });
+    let fed = ndjson::feed(&mut lines, &batches).await;
+    if fed.is_ok() {
+        let _ = batches.send(ImportBatch::End).await;
+    }
+    // Without `End`, the store rolls back.
+    drop(batches);
+    let stored = storing.await.map_err(|e| control_error(500, format!("import failed: {e}")))?;
+    let records = match (fed, stored) {
+        (Err(ndjson::FeedError::Invalid(e)), _) => return Err(e),
+        (_, Err(e)) => {
+            tracing::error!(error = %e, "state import failed");
+            return Err(control_error(500, format!("the store did not take the state, nothing changed: {e}")));
+        }
+        (Ok(records), Ok(_)) => records,
+        (Err(ndjson::FeedError::StoreGone), Ok(_)) => return Err(control_error(500, "the store stopped reading the state")),
+    };
+    if let Some(text) = fixture {
         install_fixture(&state, text).await?;
     }
-    state.store.import(doc.store).await?;
     state.token_cache.write().clear();
     state.limits.clear().await?;
-    Ok(ok(&json!({})))
+    Ok(ok(&json!({ "records": records })))
 }
 
 #[utoipa::path(
@@ -474,10 +500,15 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     get,
     path = "/healthz",
     tag = "ops",
-    summary = "Whether the store (and Redis, with --redis) answers",
+    summary = "Whether the store (and Redis, with --redis) answers, and the last store write did not fail",
     responses(crate::openapi::FeishuResponses),
 )]
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(failure) = state.store.last_write_failure() {
+        let at = chrono::DateTime::from_timestamp_millis(failure.at_ms).map(|t| t.to_rfc3339()).unwrap_or_default();
+        return control_error(503, format!("store writes failing: the last write failed at {at}: {}", failure.error))
+            .into_response();
+    }
     if let Err(e) = state.store.ping().await {
         return control_error(503, format!("store unavailable: {e}")).into_response();
     }

@@ -5,6 +5,7 @@
 //! A call that returns `Ok` has been committed durably.
 
 mod codec;
+pub mod health;
 pub mod postgres;
 pub mod sqlite;
 
@@ -24,6 +25,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shutting down")]
     Closed,
+    /// An import whose records stopped coming before their end: nothing was changed.
+    #[error("the import was abandoned before its end; nothing changed")]
+    Abandoned,
 }
 
 /// What makes two creates "the same request": Feishu's `uuid` + `owner_id`, scoped to the caller.
@@ -146,17 +150,32 @@ pub struct LinkedChat {
     pub linked_at_ms: i64,
 }
 
-/// Everything a store holds, as one document: the control API's export and import. Chats and
-/// messages are in the order they were stored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub chats: Vec<Chat>,
-    pub chat_dedup: Vec<DedupRecord>,
-    pub p2p_chats: Vec<P2pRecord>,
-    pub messages: Vec<Message>,
-    pub message_dedup: Vec<MessageDedupRecord>,
-    pub task_chats: Vec<TaskChatRecord>,
-    pub tokens: Vec<TokenRecord>,
+/// One record of an exported state: one line of the NDJSON stream `GET /_larkstack/state` sends
+/// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
+/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links and tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+// Most records of a state are chats: boxing them would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum StateRecord {
+    Chat(Chat),
+    ChatDedup(DedupRecord),
+    P2pChat(P2pRecord),
+    Message(Message),
+    MessageDedup(MessageDedupRecord),
+    TaskChat(TaskChatRecord),
+    Token(TokenRecord),
+}
+
+/// Records an export hands over at a time: what the channel of an export holds at most.
+pub const EXPORT_BUFFER: usize = 512;
+
+/// What an import receives: records in batches, then `End`. An import commits only after `End`;
+/// a channel closed before it (the sender gave up) rolls everything back.
+#[derive(Debug)]
+pub enum ImportBatch {
+    Records(Vec<StateRecord>),
+    End,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,11 +305,20 @@ pub trait Store: Send + Sync + 'static {
     /// Every chat of every tenant, in creation order after `after_seq` (the console's view).
     async fn all_chats(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError>;
 
-    /// A consistent copy of everything stored.
-    async fn export(&self) -> Result<Snapshot, StoreError>;
+    /// A consistent copy of everything stored, as a stream of records (see `StateRecord` for the
+    /// order) read in pages from one snapshot: memory stays bounded by `EXPORT_BUFFER` records
+    /// whatever the size of the state. Dropping the receiver stops the export. A failure is the
+    /// stream's last item.
+    fn export(&self) -> tokio::sync::mpsc::Receiver<Result<StateRecord, StoreError>>;
 
-    /// Replaces everything stored with `snapshot`, atomically.
-    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+    /// Replaces everything stored with the records received, atomically: nothing changes unless
+    /// every record is stored and `ImportBatch::End` arrives. Returns how many records it stored.
+    async fn import(&self, batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError>;
+
+    /// The latest write that failed, unless a write has succeeded since (`/healthz`).
+    fn last_write_failure(&self) -> Option<health::WriteFailure> {
+        None
+    }
 
     /// Removes every chat, message, dedup key and task link; tokens stay valid.
     async fn clear(&self) -> Result<(), StoreError>;

@@ -22,8 +22,8 @@ use tokio_postgres::{NoTls, Row};
 use super::codec::{self, from_json, to_json, token_record, ChatRow, CHAT_COLUMNS, TOKEN_COLUMNS};
 use super::{
     ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey,
-    MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, Snapshot, Store, StoreError,
-    StoreStats, TaskChatRecord, TaskLink, TokenRecord,
+    ImportBatch, MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, Store,
+    StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use crate::domain::chat::Chat;
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
@@ -387,26 +387,146 @@ async fn load_message<C: GenericClient>(c: &C, id: &str) -> Result<Option<Messag
     }
 }
 
-async fn read_task_links<C: GenericClient>(c: &C) -> Result<Vec<TaskChatRecord>, StoreError> {
-    query(
-        c,
-        "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id",
-        &[],
-    )
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(TaskChatRecord {
-            task_id: r.try_get(0)?,
-            link: LinkedChat {
-                chat_id: ChatId(r.try_get(1)?),
-                app_id: AppId(r.try_get(2)?),
-                started_here: r.try_get(3)?,
-                linked_at_ms: r.try_get(4)?,
-            },
-        })
+const TASK_LINKS_SQL: &str =
+    "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id";
+
+fn task_link_from_row(r: &Row) -> Result<TaskChatRecord, StoreError> {
+    Ok(TaskChatRecord {
+        task_id: r.try_get(0)?,
+        link: LinkedChat {
+            chat_id: ChatId(r.try_get(1)?),
+            app_id: AppId(r.try_get(2)?),
+            started_here: r.try_get(3)?,
+            linked_at_ms: r.try_get(4)?,
+        },
     })
-    .collect()
+}
+
+async fn read_task_links<C: GenericClient>(c: &C) -> Result<Vec<TaskChatRecord>, StoreError> {
+    query(c, TASK_LINKS_SQL, &[]).await?.iter().map(task_link_from_row).collect()
+}
+
+/// Rows an export fetches per round trip.
+const EXPORT_PAGE: i32 = 500;
+
+type RecordFromRow = fn(&Row) -> Result<StateRecord, StoreError>;
+
+/// Every table's export query, in export order, with how a row becomes a record.
+fn export_queries() -> [(String, RecordFromRow); 7] {
+    [
+        (format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
+        (
+            "SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id".into(),
+            |r| {
+                Ok(StateRecord::ChatDedup(DedupRecord {
+                    key: DedupKey {
+                        tenant_key: TenantKey(r.try_get(0)?),
+                        app_id: AppId(r.try_get(1)?),
+                        uuid: r.try_get(2)?,
+                        owner: r.try_get(3)?,
+                    },
+                    chat_id: ChatId(r.try_get(4)?),
+                    created_at_ms: r.try_get(5)?,
+                }))
+            },
+        ),
+        ("SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid".into(), |r| {
+            Ok(StateRecord::P2pChat(P2pRecord {
+                app_id: AppId(r.try_get(0)?),
+                uid: Uid(r.try_get(1)?),
+                chat_id: ChatId(r.try_get(2)?),
+            }))
+        }),
+        ("SELECT body FROM messages ORDER BY seq".into(), |r| {
+            Ok(StateRecord::Message(from_json("messages.body", r.try_get(0)?)?))
+        }),
+        (
+            "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id".into(),
+            |r| {
+                Ok(StateRecord::MessageDedup(MessageDedupRecord {
+                    app_id: AppId(r.try_get(0)?),
+                    uuid: r.try_get(1)?,
+                    message_id: MessageId(r.try_get(2)?),
+                    created_at_ms: r.try_get(3)?,
+                }))
+            },
+        ),
+        (TASK_LINKS_SQL.into(), |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
+        (format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"), |r| {
+            Ok(StateRecord::Token(token_from_row(r)?))
+        }),
+    ]
+}
+
+/// Streams every table from one REPEATABLE READ snapshot, `EXPORT_PAGE` rows per fetch from a
+/// portal (a server-side cursor), so memory holds a page plus what the channel buffers.
+async fn export_records(pool: &Pool, out: &tokio::sync::mpsc::Sender<Result<StateRecord, StoreError>>) -> Result<(), StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    for (sql, record) in export_queries() {
+        let portal = tx.bind(&sql, &[]).await?;
+        loop {
+            let rows = tx.query_portal(&portal, EXPORT_PAGE).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                if out.send(Ok(record(r)?)).await.is_err() {
+                    return Ok(()); // the reader is gone
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn import_record(tx: &Transaction<'_>, record: StateRecord) -> Result<(), StoreError> {
+    match record {
+        StateRecord::Chat(chat) => insert_chat(tx, &chat).await?,
+        StateRecord::ChatDedup(d) => {
+            execute(
+                tx,
+                "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&d.key.tenant_key.0, &d.key.app_id.0, &text(&d.key.uuid), &d.key.owner, &d.chat_id.0, &d.created_at_ms],
+            )
+            .await?;
+        }
+        StateRecord::P2pChat(p) => {
+            execute(
+                tx,
+                "INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES ($1, $2, $3)",
+                &[&p.app_id.0, &p.uid.0, &p.chat_id.0],
+            )
+            .await?;
+        }
+        StateRecord::Message(m) => {
+            execute(
+                tx,
+                "INSERT INTO messages (message_id, chat_id, created_at, body) VALUES ($1, $2, $3, $4)",
+                &[&m.message_id.0, &m.chat_id.0, &m.created_at_ms, &to_json(&m)],
+            )
+            .await?;
+        }
+        StateRecord::MessageDedup(d) => {
+            execute(
+                tx,
+                "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES ($1, $2, $3, $4)",
+                &[&d.app_id.0, &d.uuid, &d.message_id.0, &d.created_at_ms],
+            )
+            .await?;
+        }
+        StateRecord::TaskChat(t) => {
+            let link = TaskLink { task_id: t.task_id, app_id: t.link.app_id, at_ms: t.link.linked_at_ms };
+            insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here).await?;
+        }
+        StateRecord::Token(token) => insert_token(tx, &token).await?,
+    }
+    Ok(())
 }
 
 /// Serialises transactions that take the same `(scope, key)`, until they end.
@@ -802,149 +922,41 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn export(&self) -> Result<Snapshot, StoreError> {
-        let mut client = self.client().await?;
-        // One snapshot of the database for every table read below.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let chats = load_chats_where(&tx, "true ORDER BY seq", &[])
-            .await?
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
-        let chat_dedup = query(
-            &tx,
-            "SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(DedupRecord {
-                key: DedupKey {
-                    tenant_key: TenantKey(r.try_get(0)?),
-                    app_id: AppId(r.try_get(1)?),
-                    uuid: r.try_get(2)?,
-                    owner: r.try_get(3)?,
-                },
-                chat_id: ChatId(r.try_get(4)?),
-                created_at_ms: r.try_get(5)?,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let p2p_chats = query(
-            &tx,
-            "SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(P2pRecord {
-                app_id: AppId(r.try_get(0)?),
-                uid: Uid(r.try_get(1)?),
-                chat_id: ChatId(r.try_get(2)?),
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let messages = query(&tx, "SELECT body FROM messages ORDER BY seq", &[])
-            .await?
-            .iter()
-            .map(|r| from_json("messages.body", r.try_get(0)?))
-            .collect::<Result<_, StoreError>>()?;
-        let message_dedup = query(
-            &tx,
-            "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(MessageDedupRecord {
-                app_id: AppId(r.try_get(0)?),
-                uuid: r.try_get(1)?,
-                message_id: MessageId(r.try_get(2)?),
-                created_at_ms: r.try_get(3)?,
-            })
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let task_chats = read_task_links(&tx).await?;
-        let tokens = query(
-            &tx,
-            &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(token_from_row)
-        .collect::<Result<_, StoreError>>()?;
-        Ok(Snapshot {
-            chats,
-            chat_dedup,
-            p2p_chats,
-            messages,
-            message_dedup,
-            task_chats,
-            tokens,
-        })
+    fn export(&self) -> tokio::sync::mpsc::Receiver<Result<StateRecord, StoreError>> {
+        let (out, records) = tokio::sync::mpsc::channel(EXPORT_BUFFER);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = export_records(&pool, &out).await {
+                let _ = out.send(Err(e)).await;
+            }
+        });
+        records
     }
 
-    async fn import(&self, s: Snapshot) -> Result<(), StoreError> {
+    /// One transaction: TRUNCATE, then the records as they come; committed only at `End`.
+    async fn import(
+        &self,
+        mut batches: tokio::sync::mpsc::Receiver<ImportBatch>,
+    ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(&format!("TRUNCATE {}, tokens", STATE_TABLES))
             .await?;
-        for chat in &s.chats {
-            insert_chat(&tx, chat).await?;
+        let mut stored = 0;
+        loop {
+            match batches.recv().await {
+                Some(ImportBatch::Records(records)) => {
+                    for record in records {
+                        import_record(&tx, record).await?;
+                        stored += 1;
+                    }
+                }
+                Some(ImportBatch::End) => break,
+                None => return Err(StoreError::Abandoned),
+            }
         }
-        for d in &s.chat_dedup {
-            execute(
-                &tx,
-                "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&d.key.tenant_key.0, &d.key.app_id.0, &text(&d.key.uuid), &d.key.owner, &d.chat_id.0, &d.created_at_ms],
-            )
-            .await?;
-        }
-        for p in &s.p2p_chats {
-            execute(
-                &tx,
-                "INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES ($1, $2, $3)",
-                &[&p.app_id.0, &p.uid.0, &p.chat_id.0],
-            )
-            .await?;
-        }
-        for m in &s.messages {
-            execute(
-                &tx,
-                "INSERT INTO messages (message_id, chat_id, created_at, body) VALUES ($1, $2, $3, $4)",
-                &[&m.message_id.0, &m.chat_id.0, &m.created_at_ms, &to_json(m)],
-            )
-            .await?;
-        }
-        for d in &s.message_dedup {
-            execute(
-                &tx,
-                "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES ($1, $2, $3, $4)",
-                &[&d.app_id.0, &d.uuid, &d.message_id.0, &d.created_at_ms],
-            )
-            .await?;
-        }
-        for t in &s.task_chats {
-            let link = TaskLink {
-                task_id: t.task_id.clone(),
-                app_id: t.link.app_id.clone(),
-                at_ms: t.link.linked_at_ms,
-            };
-            insert_task_link(&tx, &link, &t.link.chat_id, t.link.started_here).await?;
-        }
-        for token in &s.tokens {
-            insert_token(&tx, token).await?;
-        }
-        self.commit(tx).await
+        self.commit(tx).await?;
+        Ok(stored)
     }
 
     async fn clear(&self) -> Result<(), StoreError> {

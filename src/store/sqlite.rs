@@ -4,7 +4,7 @@
 //! transaction (group commit, `synchronous=FULL`): every caller's reply is sent only after the
 //! commit that holds its change has reached the disk. Reads use a small pool of connections.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -12,9 +12,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey, MessageDedupRecord,
-    MessageOrder, MessageQuery, P2pRecord, Snapshot, Store, StoreError, StoreStats, TaskChatRecord, TaskLink,
-    TokenRecord,
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, ImportBatch, LinkedChat, MessageDedupKey,
+    MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, Store, StoreError, StoreStats,
+    TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS, TOKEN_COLUMNS};
 use crate::domain::chat::{fold_case, Chat};
@@ -35,6 +35,17 @@ const SEARCH_TEXT_MIGRATION: usize = 4;
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// WAL size at which the writer itself checkpoints and truncates the WAL between two commits.
+/// Background PASSIVE checkpoints copy most frames before that, but under constant writes they
+/// never catch up with the end of the WAL, so SQLite never starts it over: without this the WAL
+/// grows without bound.
+const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
+/// What SQLite leaves of a WAL it starts over (`journal_size_limit`).
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+/// How long a truncating checkpoint waits for readers still on old snapshots before giving up
+/// (and trying again once the WAL has grown by another `WAL_CHECKPOINT_BYTES / 4`).
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -49,8 +60,12 @@ enum WriteOp {
     P2p { app: AppId, uid: Uid, new: Box<Chat>, reply: oneshot::Sender<Result<Chat, StoreError>> },
     TaskChat { link: TaskLink, new: Box<Chat>, reply: oneshot::Sender<Result<Created, StoreError>> },
     LinkTaskChat { link: TaskLink, chat_id: ChatId, reply: oneshot::Sender<Result<(), StoreError>> },
-    /// `Some`: replace everything with the snapshot; `None`: clear all but tokens.
-    Replace { snapshot: Option<Box<Snapshot>>, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// Clears all but tokens.
+    Clear { reply: oneshot::Sender<Result<(), StoreError>> },
+    /// Replaces everything with the records received, in one transaction.
+    Import { batches: mpsc::Receiver<ImportBatch>, reply: oneshot::Sender<Result<u64, StoreError>> },
+    /// Test hook: caps the database at its current size (`true`), or lifts the cap.
+    LimitGrowth { limit: bool, reply: oneshot::Sender<Result<(), StoreError>> },
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -62,6 +77,7 @@ enum WriteOp {
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 pub struct SqliteStore {
+    path: PathBuf,
     writer: mpsc::UnboundedSender<WriteOp>,
     /// Jobs for the reader threads, each of which owns one connection. A fixed pool keeps the
     /// number of threads doing SQLite reads at the pool size, however many requests wait.
@@ -73,7 +89,7 @@ pub struct SqliteStore {
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss too.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -84,6 +100,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "mmap_size", 4i64 << 30)?;
     // Checkpoints run on their own thread (see `checkpoint_loop`), never inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     Ok(conn)
 }
 
@@ -140,18 +157,22 @@ impl SqliteStore {
         // The WAL and shared-memory files exist now (SQLite gives them the database's mode).
         private_files(data_dir, &path)?;
         migrate(&mut conn)?;
+        // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now.
+        let mut wal = WalBound::new(&path, Default::default());
+        wal.truncate(&conn);
+        let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let commit_seconds = crate::metrics::latency_histogram();
         let timer = commit_seconds.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, timer))
+            .spawn(move || writer_loop(conn, rx, timer, wal))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let checkpointer = open_connection(&path)?;
         let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stopped))
+            .spawn(move || checkpoint_loop(checkpointer, stopped, idle_wal))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         let (readers, jobs) = crossbeam_channel::unbounded::<ReadJob>();
         for i in 0..READERS {
@@ -168,6 +189,7 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
         Ok(SqliteStore {
+            path,
             writer: tx,
             readers,
             _stop_checkpoints: stop_checkpoints,
@@ -191,13 +213,85 @@ impl SqliteStore {
         self.writer.send(op).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
+
+    /// Test hook: with `true`, the database may not grow past its current size, so writes that
+    /// need a new page fail as on a full disk; `false` lifts the cap.
+    #[doc(hidden)]
+    pub async fn limit_growth_for_tests(&self, limit: bool) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::LimitGrowth { limit, reply }, rx).await
+    }
 }
 
-/// Copies the WAL into the database in the background, so commits never stall on a checkpoint.
-/// PASSIVE never blocks the writer; once a checkpoint has caught up, the next commit starts the
-/// WAL over from its beginning. Ends when the store is dropped.
-fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+/// Keeps the WAL file bounded: truncating checkpoints when it has grown past
+/// `WAL_CHECKPOINT_BYTES` (run by the writer between commits, so no commit races it) and when
+/// writes have stopped (run by the checkpoint thread). `synchronous=FULL` stays: a checkpoint only
+/// moves committed frames into the database file, which SQLite fsyncs before truncating the WAL.
+struct WalBound {
+    wal: PathBuf,
+    /// Held through every checkpoint: SQLite runs one at a time and fails a second at once, so
+    /// the writer's truncation waits for a background checkpoint instead of failing on it.
+    one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>,
+    /// The size at which the next truncation is tried.
+    next_at: u64,
+}
+
+impl WalBound {
+    fn new(db: &Path, one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>) -> Self {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        WalBound { wal: wal.into(), one_checkpoint, next_at: WAL_CHECKPOINT_BYTES }
+    }
+
+    fn size(&self) -> u64 {
+        std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// After a commit: truncates the WAL once it is large enough.
+    fn after_commit(&mut self, conn: &Connection) {
+        let size = self.size();
+        if size >= self.next_at {
+            if self.truncate(conn) {
+                self.next_at = WAL_CHECKPOINT_BYTES;
+            } else {
+                // Readers hold old snapshots (a long export): try again after more growth.
+                self.next_at = size + WAL_CHECKPOINT_BYTES / 4;
+            }
+        }
+    }
+
+    /// Copies the whole WAL into the database and truncates it to zero bytes; false when readers
+    /// on old snapshots kept it from completing within `CHECKPOINT_WAIT`.
+    fn truncate(&mut self, conn: &Connection) -> bool {
+        let _one = self.one_checkpoint.lock();
+        let _ = conn.busy_timeout(CHECKPOINT_WAIT);
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        match outcome {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                false
+            }
+        }
+    }
+}
+
+/// Copies the WAL into the database in the background, so most of a checkpoint's work is done
+/// before the writer truncates (PASSIVE never blocks the writer). When writes have stopped (the
+/// WAL did not change for a whole period), truncates it. Ends when the store is dropped.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, mut wal: WalBound) {
+    let mut last_size = 0;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let size = wal.size();
+        if size > 0 && size == last_size {
+            wal.truncate(&conn);
+            last_size = wal.size();
+            continue;
+        }
+        last_size = size;
+        let _one = wal.one_checkpoint.lock();
         let wal_frames: Result<(i64, i64, i64), _> =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
         if let Err(e) = wal_frames {
@@ -206,7 +300,7 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, commit_seconds: Histogram) {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, commit_seconds: Histogram, mut wal: WalBound) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -216,15 +310,15 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, c
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        commit_batch(&mut conn, &mut batch);
-        commit_seconds.observe(started.elapsed().as_secs_f64());
+        commit_batch(&mut conn, &mut batch, &commit_seconds);
+        wal.after_commit(&conn);
     }
 }
 
 /// Applies every op atomically on its own (one bad op does not sink the others), commits once,
 /// then answers. If the commit itself fails, every op in the batch fails.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
+fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds: &Histogram) {
+    let started = std::time::Instant::now();
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -249,9 +343,11 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
                 WriteOp::LinkTaskChat { link, chat_id, reply } => {
                     deliver(reply, insert_task_link(&tx, &link, &chat_id, false))
                 }
-                WriteOp::Replace { snapshot, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_replace(sp, snapshot.map(|s| *s))))
+                WriteOp::Clear { reply } => deliver(reply, in_savepoint(&mut tx, apply_clear)),
+                WriteOp::Import { batches, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| apply_import(sp, batches)))
                 }
+                WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
                 WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => deliver(
                     reply,
                     in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms)),
@@ -261,6 +357,8 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>) {
         tx.commit()
     })();
     let commit_error = outcome.err().map(|e| e.to_string());
+    // Observed before anyone is answered, so /metrics never lags a reply.
+    commit_seconds.observe(started.elapsed().as_secs_f64());
     for reply in replies {
         reply(commit_error.as_deref());
     }
@@ -273,9 +371,11 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 
 fn deliver<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, result: Result<T, StoreError>) -> Reply {
     Box::new(move |commit_error| {
-        let _ = reply.send(match commit_error {
-            None => result,
-            Some(e) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+        let _ = reply.send(match (commit_error, result) {
+            (None, result) => result,
+            // The op's own failure says more (a full disk can roll the whole transaction back).
+            (Some(_), Err(e)) => Err(e),
+            (Some(e), Ok(_)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
         });
     })
 }
@@ -448,97 +548,145 @@ fn insert_task_link(tx: &Connection, link: &TaskLink, chat_id: &ChatId, started_
 
 const STATE_TABLES: &[&str] = &["task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
-fn apply_replace(tx: &Connection, snapshot: Option<Snapshot>) -> Result<(), StoreError> {
+fn apply_clear(tx: &Connection) -> Result<(), StoreError> {
     for table in STATE_TABLES {
         tx.execute(&format!("DELETE FROM {table}"), [])?;
-    }
-    let Some(s) = snapshot else {
-        return Ok(());
-    };
-    tx.execute("DELETE FROM tokens", [])?;
-    for chat in &s.chats {
-        insert_chat(tx, chat)?;
-    }
-    let mut dedup = tx.prepare_cached(
-        "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for d in &s.chat_dedup {
-        dedup.execute(params![d.key.tenant_key.0, d.key.app_id.0, d.key.uuid, d.key.owner, d.chat_id.0, d.created_at_ms])?;
-    }
-    let mut p2p = tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?;
-    for p in &s.p2p_chats {
-        p2p.execute(params![p.app_id.0, p.uid.0, p.chat_id.0])?;
-    }
-    let mut message = tx.prepare_cached("INSERT INTO messages (message_id, chat_id, created_at, body) VALUES (?1, ?2, ?3, ?4)")?;
-    for m in &s.messages {
-        message.execute(params![m.message_id.0, m.chat_id.0, m.created_at_ms, to_json(m)])?;
-    }
-    let mut mdedup =
-        tx.prepare_cached("INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES (?1, ?2, ?3, ?4)")?;
-    for d in &s.message_dedup {
-        mdedup.execute(params![d.app_id.0, d.uuid, d.message_id.0, d.created_at_ms])?;
-    }
-    for t in &s.task_chats {
-        let link = TaskLink { task_id: t.task_id.clone(), app_id: t.link.app_id.clone(), at_ms: t.link.linked_at_ms };
-        insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here)?;
-    }
-    for token in &s.tokens {
-        apply_put_token(tx, token)?;
     }
     Ok(())
 }
 
-/// Reads everything in one read transaction, so the copy is consistent.
-fn read_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
+fn apply_limit_growth(tx: &Connection, limit: bool) -> Result<(), StoreError> {
+    let pages: i64 = if limit { tx.query_row("PRAGMA page_count", [], |r| r.get(0))? } else { 0xFFFF_FFFE };
+    tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    Ok(())
+}
+
+/// Empties every table, then stores each record as it arrives; the caller's savepoint makes it
+/// all or nothing.
+fn apply_import(tx: &Connection, mut batches: mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
+    apply_clear(tx)?;
+    tx.execute("DELETE FROM tokens", [])?;
+    let mut stored = 0;
+    loop {
+        match batches.blocking_recv() {
+            Some(ImportBatch::Records(records)) => {
+                for record in records {
+                    import_record(tx, record)?;
+                    stored += 1;
+                }
+            }
+            Some(ImportBatch::End) => return Ok(stored),
+            None => return Err(StoreError::Abandoned),
+        }
+    }
+}
+
+fn import_record(tx: &Connection, record: StateRecord) -> Result<(), StoreError> {
+    match record {
+        StateRecord::Chat(chat) => {
+            insert_chat(tx, &chat)?;
+        }
+        StateRecord::ChatDedup(d) => {
+            tx.prepare_cached(
+                "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![d.key.tenant_key.0, d.key.app_id.0, d.key.uuid, d.key.owner, d.chat_id.0, d.created_at_ms])?;
+        }
+        StateRecord::P2pChat(p) => {
+            tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?
+                .execute(params![p.app_id.0, p.uid.0, p.chat_id.0])?;
+        }
+        StateRecord::Message(m) => {
+            tx.prepare_cached("INSERT INTO messages (message_id, chat_id, created_at, body) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![m.message_id.0, m.chat_id.0, m.created_at_ms, to_json(&m)])?;
+        }
+        StateRecord::MessageDedup(d) => {
+            tx.prepare_cached("INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![d.app_id.0, d.uuid, d.message_id.0, d.created_at_ms])?;
+        }
+        StateRecord::TaskChat(t) => {
+            let link = TaskLink { task_id: t.task_id, app_id: t.link.app_id, at_ms: t.link.linked_at_ms };
+            insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here)?;
+        }
+        StateRecord::Token(token) => apply_put_token(tx, &token)?,
+    }
+    Ok(())
+}
+
+/// Streams every record from one read transaction (so the copy is consistent) on its own
+/// connection and thread; each statement steps through its table, so memory holds one row at a
+/// time plus what the channel buffers. Stops when the receiver is dropped.
+fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError>>) -> Result<(), StoreError> {
+    let conn = open_connection(path)?;
+    // A sequential scan: a small page cache and no memory map, so the export's footprint does
+    // not grow with the database.
+    conn.pragma_update(None, "cache_size", -2048)?;
+    conn.pragma_update(None, "mmap_size", 0)?;
     let tx = conn.unchecked_transaction()?;
-    let chats = load_chat_where(&tx, "1 ORDER BY seq", [])?.into_iter().map(|(_, c)| c).collect();
-    let chat_dedup = tx
-        .prepare("SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id")?
-        .query_map([], |r| {
-            Ok(DedupRecord {
+    let send = |record: StateRecord| out.blocking_send(Ok(record)).is_ok();
+    fn each(
+        tx: &Connection,
+        sql: &str,
+        mut row: impl FnMut(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>,
+        send: &impl Fn(StateRecord) -> bool,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = tx.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            if !send(row(r)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+    type RecordFromRow = fn(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>;
+    let tables: [(&str, RecordFromRow); 7] = [
+        (&format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
+        ("SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id", |r| {
+            Ok(StateRecord::ChatDedup(DedupRecord {
                 key: DedupKey { tenant_key: TenantKey(r.get(0)?), app_id: AppId(r.get(1)?), uuid: r.get(2)?, owner: r.get(3)? },
                 chat_id: ChatId(r.get(4)?),
                 created_at_ms: r.get(5)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    let p2p_chats = tx
-        .prepare("SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid")?
-        .query_map([], |r| Ok(P2pRecord { app_id: AppId(r.get(0)?), uid: Uid(r.get(1)?), chat_id: ChatId(r.get(2)?) }))?
-        .collect::<Result<_, _>>()?;
-    let mut messages = Vec::new();
-    let mut stmt = tx.prepare("SELECT body FROM messages ORDER BY seq")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        messages.push(from_json("messages.body", &row.get::<_, String>(0)?)?);
+            }))
+        }),
+        ("SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid", |r| {
+            Ok(StateRecord::P2pChat(P2pRecord { app_id: AppId(r.get(0)?), uid: Uid(r.get(1)?), chat_id: ChatId(r.get(2)?) }))
+        }),
+        ("SELECT body FROM messages ORDER BY seq", |r| Ok(StateRecord::Message(from_json("messages.body", &r.get::<_, String>(0)?)?))),
+        ("SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id", |r| {
+            Ok(StateRecord::MessageDedup(MessageDedupRecord {
+                app_id: AppId(r.get(0)?),
+                uuid: r.get(1)?,
+                message_id: MessageId(r.get(2)?),
+                created_at_ms: r.get(3)?,
+            }))
+        }),
+        (TASK_LINKS_SQL, |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
+        (&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"), |r| {
+            Ok(StateRecord::Token(token_record(token_from_row(r)?)?))
+        }),
+    ];
+    for (sql, row) in tables {
+        if !each(&tx, sql, row, &send)? {
+            break;
+        }
     }
-    let message_dedup = tx
-        .prepare("SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id")?
-        .query_map([], |r| {
-            Ok(MessageDedupRecord { app_id: AppId(r.get(0)?), uuid: r.get(1)?, message_id: MessageId(r.get(2)?), created_at_ms: r.get(3)? })
-        })?
-        .collect::<Result<_, _>>()?;
-    let task_chats = read_task_links(&tx)?;
-    let tokens = tx
-        .prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"))?
-        .query_map([], token_from_row)?
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .map(token_record)
-        .collect::<Result<_, _>>()?;
-    Ok(Snapshot { chats, chat_dedup, p2p_chats, messages, message_dedup, task_chats, tokens })
+    Ok(())
+}
+
+const TASK_LINKS_SQL: &str =
+    "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id";
+
+fn task_link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskChatRecord> {
+    Ok(TaskChatRecord {
+        task_id: r.get(0)?,
+        link: LinkedChat { chat_id: ChatId(r.get(1)?), app_id: AppId(r.get(2)?), started_here: r.get(3)?, linked_at_ms: r.get(4)? },
+    })
 }
 
 fn read_task_links(conn: &Connection) -> Result<Vec<TaskChatRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(TaskChatRecord {
-            task_id: r.get(0)?,
-            link: LinkedChat { chat_id: ChatId(r.get(1)?), app_id: AppId(r.get(2)?), started_here: r.get(3)?, linked_at_ms: r.get(4)? },
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(TASK_LINKS_SQL)?;
+    let rows = stmt.query_map([], task_link_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -861,18 +1009,31 @@ impl Store for SqliteStore {
         self.read(move |conn| load_chat_where(conn, "seq > ?1 ORDER BY seq LIMIT ?2", params![after_seq, limit as i64])).await
     }
 
-    async fn export(&self) -> Result<Snapshot, StoreError> {
-        self.read(read_snapshot).await
+    fn export(&self) -> mpsc::Receiver<Result<StateRecord, StoreError>> {
+        let (out, records) = mpsc::channel(EXPORT_BUFFER);
+        let path = self.path.clone();
+        let spawned = std::thread::Builder::new().name("sqlite-export".into()).spawn({
+            let out = out.clone();
+            move || {
+                if let Err(e) = export_records(&path, &out) {
+                    let _ = out.blocking_send(Err(e));
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            let _ = out.try_send(Err(StoreError::Backend(e.to_string())));
+        }
+        records
     }
 
-    async fn import(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn import(&self, batches: mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::Replace { snapshot: Some(Box::new(snapshot)), reply }, rx).await
+        self.write(WriteOp::Import { batches, reply }, rx).await
     }
 
     async fn clear(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::Replace { snapshot: None, reply }, rx).await
+        self.write(WriteOp::Clear { reply }, rx).await
     }
 
     async fn rotate_token(&self, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {

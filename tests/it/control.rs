@@ -85,32 +85,57 @@ async fn populate(app: &TestApp) -> (String, String) {
 async fn export_reset_import_round_trips_losslessly() {
     let app = TestApp::demo().await;
     let (t, chat) = populate(&app).await;
-    let exported = app.control_ok(Method::GET, "/_larkstack/state", None).await;
-    let store = &exported["store"];
-    assert_eq!(store["chats"].as_array().unwrap().len(), 4, "two created, one p2p, one from the task");
-    assert_eq!(store["messages"].as_array().unwrap().len(), 2);
-    assert_eq!(store["task_chats"].as_array().unwrap().len(), 1);
-    assert_eq!(store["chat_dedup"].as_array().unwrap().len(), 1);
+    let exported = app.export_state().await;
+    assert_eq!(exported[0]["larkstack_state"], 2, "the header line comes first");
+    assert_eq!(records_of(&exported, "chat").len(), 4, "two created, one p2p, one from the task");
+    assert_eq!(records_of(&exported, "message").len(), 2);
+    assert_eq!(records_of(&exported, "task_chat").len(), 1);
+    assert_eq!(records_of(&exported, "chat_dedup").len(), 1);
+    assert_eq!(exported.last().unwrap()["end"]["records"], exported.len() - 2, "the end line counts the records");
 
     app.control_ok(Method::POST, "/_larkstack/reset", None).await;
     let gone = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat}"), &t, None).await;
     assert_eq!(gone.code(), 232006, "reset forgets chats; the token still works");
-    let empty = app.control_ok(Method::GET, "/_larkstack/state", None).await;
-    assert_eq!(empty["store"]["chats"], json!([]));
+    let empty = app.export_state().await;
+    assert_eq!(records_of(&empty, "chat"), Vec::<Value>::new());
 
-    app.control_ok(Method::PUT, "/_larkstack/state", Some(exported.clone())).await;
-    let again = app.control_ok(Method::GET, "/_larkstack/state", None).await;
-    assert_eq!(again, exported, "export → reset → import → export gives the same document");
+    let r = app.import_state(&ndjson(&exported)).await;
+    assert_eq!((r.code(), r.body["data"]["records"].as_u64()), (0, Some(exported.len() as u64 - 2)), "{}", r.body);
+    let again = app.export_state().await;
+    assert_eq!(again, exported, "export → reset → import → export gives the same state");
     let back = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat}"), &t, None).await;
     assert_eq!((back.code(), back.body["data"]["name"].as_str()), (0, Some("导出")));
     // The imported dedup key still answers the first chat.
     let dup = app.create(&t, "?uuid=u-1", json!({"name": "dedup"})).await;
-    assert_eq!(dup.chat_id(), store["chat_dedup"][0]["chat_id"].as_str().unwrap());
+    assert_eq!(dup.chat_id(), records_of(&exported, "chat_dedup")[0]["chat_id"].as_str().unwrap());
 
-    // A document that is not one is refused, and nothing changes.
-    let r = app.control(Method::PUT, "/_larkstack/state", Some(json!({"store": 1}))).await;
-    assert_eq!((r.status.as_u16(), r.code()), (400, 400));
-    assert_eq!(app.control_ok(Method::GET, "/_larkstack/state", None).await, exported);
+    // What is not a whole state is refused, and nothing changes: not a header, a bad record
+    // midway, a state cut off before its end line, an end line that miscounts.
+    let header = ndjson(&exported[..1]);
+    let cut_off = ndjson(&exported[..exported.len() - 1]);
+    let mut miscounted = exported.clone();
+    miscounted.last_mut().unwrap()["end"]["records"] = json!(1);
+    for (what, body) in [
+        ("not a state", b"{\"store\": 1}".to_vec()),
+        ("a bad record", bad_record_body(&exported)),
+        ("cut off", cut_off),
+        ("miscounted", ndjson(&miscounted)),
+        ("only a header", header),
+    ] {
+        let r = app.import_state(&body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, 400), "{what}: {}", r.body);
+    }
+    let r = app.import_state(&bad_record_body(&exported)).await;
+    assert!(r.body["msg"].as_str().unwrap().contains("line 4"), "the error names the line: {}", r.body);
+    assert_eq!(app.export_state().await, exported, "a refused import changes nothing");
+}
+
+/// The state with a line that is no record in place of line 4.
+fn bad_record_body(exported: &[Value]) -> Vec<u8> {
+    let mut body = ndjson(&exported[..3]);
+    body.extend_from_slice(b"{\"chat\": 1}\n");
+    body.extend_from_slice(&ndjson(&exported[3..]));
+    body
 }
 
 #[tokio::test]
@@ -128,7 +153,7 @@ async fn a_fixture_loaded_at_run_time_replaces_the_directory() {
     assert_eq!(token.code(), 0);
     let old = app.post_json("/open-apis/auth/v3/tenant_access_token/internal", None, &json!({"app_id": app.app_id("demo-bot"), "app_secret": app.secret("demo-bot")})).await;
     assert_eq!(old.code(), 10003, "demo-bot is gone");
-    assert_eq!(app.control_ok(Method::GET, "/_larkstack/state", None).await["store"]["chats"], json!([]));
+    assert_eq!(records_of(&app.export_state().await, "chat"), Vec::<Value>::new());
     assert_eq!(app.control_ok(Method::GET, "/_larkstack/fixture", None).await["fixture"], toml);
     let bad = app.request(Method::PUT, "/_larkstack/fixture", &[("authorization", &format!("Bearer {}", app.state.admin_token))], Some(b"[[apps]]\nkey=1")).await;
     assert_eq!((bad.status.as_u16(), bad.code()), (400, 400));

@@ -20,4 +20,5 @@ mod openapi;
 mod ratelimit;
 mod tenancy;
 mod transport;
+mod storage;
 mod wire;

@@ -107,6 +107,14 @@ impl TestApp {
     }
 
     pub async fn request(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+        let (status, headers, bytes) = self.raw(method, uri, headers, body).await;
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+        Reply { status, headers, body }
+    }
+
+    /// A call whose reply may be anything (an NDJSON stream): status, headers and the bytes.
+    pub async fn raw(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (StatusCode, HeaderMap, Vec<u8>) {
         let mut req = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -116,9 +124,23 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-        Reply { status, headers, body }
+        (status, headers, bytes.to_vec())
+    }
+
+    /// `GET /_larkstack/state`, one JSON value per line.
+    pub async fn export_state(&self) -> Vec<Value> {
+        let auth = format!("Bearer {}", self.state.admin_token);
+        let (status, headers, bytes) = self.raw(Method::GET, "/_larkstack/state", &[("authorization", &auth)], None).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(headers["content-type"], "application/x-ndjson");
+        bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    }
+
+    /// `PUT /_larkstack/state` with these bytes.
+    pub async fn import_state(&self, body: &[u8]) -> Reply {
+        let auth = format!("Bearer {}", self.state.admin_token);
+        self.request(Method::PUT, "/_larkstack/state", &[("authorization", &auth), ("content-type", "application/x-ndjson")], Some(body))
+            .await
     }
 
     pub async fn post_json(&self, uri: &str, token: Option<&str>, body: &Value) -> Reply {
@@ -194,6 +216,21 @@ impl TestApp {
         assert_eq!(r.code(), 0, "{}", r.body);
         r.chat_id()
     }
+}
+
+/// Lines as NDJSON bytes.
+pub fn ndjson(lines: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut out, l).unwrap();
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The records of one kind (`"chat"`, `"token"`, ...) in an exported state.
+pub fn records_of(lines: &[Value], kind: &str) -> Vec<Value> {
+    lines.iter().filter_map(|l| l.get(kind)).cloned().collect()
 }
 
 /// A fixture with one tenant, the demo-style bot, and `n` active users `user0`..`user{n-1}`.

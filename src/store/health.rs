@@ -1,0 +1,185 @@
+//! Write health: the latest write that failed, until a later write succeeds. `/healthz` reports
+//! it, so a node whose disk is full (or whose database refuses writes) is not "ok" just because
+//! it can still read.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageDedupKey, MessageQuery,
+    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord,
+};
+use crate::domain::chat::Chat;
+use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::message::Message;
+use crate::error::FeishuError;
+
+/// A write the store could not make: when (wall-clock ms) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriteFailure {
+    pub at_ms: i64,
+    pub error: String,
+}
+
+/// Any store, with the outcome of its writes remembered: a write that fails in the backend (or
+/// finds it closed) is the last failure until a later write succeeds. Reads change nothing.
+pub struct Tracked {
+    inner: Arc<dyn Store>,
+    last_failure: Mutex<Option<WriteFailure>>,
+}
+
+impl Tracked {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Tracked { inner, last_failure: Mutex::new(None) }
+    }
+
+    fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => {
+                let mut last = self.last_failure.lock();
+                if last.is_some() {
+                    tracing::info!("store writes succeed again");
+                    *last = None;
+                }
+            }
+            Err(e @ (StoreError::Backend(_) | StoreError::Closed)) => {
+                let at_ms = chrono::Utc::now().timestamp_millis();
+                *self.last_failure.lock() = Some(WriteFailure { at_ms, error: e.to_string() });
+            }
+            // Unreadable rows are a data problem, an abandoned import the sender's: neither is a
+            // failing write path.
+            Err(StoreError::Corrupt(_) | StoreError::Abandoned) => {}
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for Tracked {
+    fn commit_latency(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        self.inner.commit_latency()
+    }
+
+    fn last_write_failure(&self) -> Option<WriteFailure> {
+        self.last_failure.lock().clone()
+    }
+
+    async fn create_chat(&self, chat: Chat, dedup: Option<DedupKey>, window_start_ms: i64) -> Result<Created, StoreError> {
+        self.track(self.inner.create_chat(chat, dedup, window_start_ms).await)
+    }
+
+    async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
+        self.inner.find_dedup(key, window_start_ms).await
+    }
+
+    async fn get_chat(&self, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
+        self.inner.get_chat(chat_id).await
+    }
+
+    async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
+        self.track(self.inner.modify_chat(chat_id, change).await)
+    }
+
+    async fn chats_of_bot(
+        &self,
+        app: &AppId,
+        tenant: &TenantKey,
+        order: ChatOrder,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+        self.inner.chats_of_bot(app, tenant, order, after, limit).await
+    }
+
+    async fn search_chats(
+        &self,
+        app: &AppId,
+        tenant: &TenantKey,
+        query: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Chat)>, StoreError> {
+        self.inner.search_chats(app, tenant, query, after_seq, limit).await
+    }
+
+    async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
+        self.inner.public_name_taken(tenant, name, except).await
+    }
+
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+        self.track(self.inner.p2p_chat(app, uid, new).await)
+    }
+
+    async fn create_message(
+        &self,
+        message: Message,
+        dedup: Option<MessageDedupKey>,
+        window_start_ms: i64,
+    ) -> Result<Message, StoreError> {
+        self.track(self.inner.create_message(message, dedup, window_start_ms).await)
+    }
+
+    async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
+        self.inner.list_messages(query).await
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
+        self.inner.get_message(id).await
+    }
+
+    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
+        self.track(self.inner.task_chat(link, new).await)
+    }
+
+    async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError> {
+        self.track(self.inner.link_task_chat(link, chat_id).await)
+    }
+
+    async fn task_chats(&self, task_id: &str) -> Result<Vec<LinkedChat>, StoreError> {
+        self.inner.task_chats(task_id).await
+    }
+
+    async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
+        self.inner.task_links().await
+    }
+
+    async fn count_chats(&self) -> Result<u64, StoreError> {
+        self.inner.count_chats().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.inner.stats().await
+    }
+
+    async fn all_chats(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError> {
+        self.inner.all_chats(after_seq, limit).await
+    }
+
+    fn export(&self) -> mpsc::Receiver<Result<StateRecord, StoreError>> {
+        self.inner.export()
+    }
+
+    async fn import(&self, batches: mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
+        self.track(self.inner.import(batches).await)
+    }
+
+    async fn clear(&self) -> Result<(), StoreError> {
+        self.track(self.inner.clear().await)
+    }
+
+    async fn rotate_token(&self, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {
+        self.track(self.inner.rotate_token(fresh, reuse_after_ms).await)
+    }
+
+    async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.find_token(token).await
+    }
+}
