@@ -218,7 +218,7 @@ async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError>
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The state: a header line, one line per record, an end line", content_type = "application/x-ndjson", body = String),
-        crate::openapi::FeishuResponses,
+        crate::openapi::ErrorResponse,
     ),
 )]
 pub(crate) async fn export(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
