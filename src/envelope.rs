@@ -138,6 +138,20 @@ pub type ApiResult = Result<Response, ApiError>;
 mod tests {
     use super::*;
 
+    /// A store failure is the infrastructure kind: HTTP 500, code 1, and its cause stays in the log.
+    #[tokio::test]
+    async fn store_failures_answer_500_code_1_without_their_cause() {
+        let err = ApiError::from(StoreError::Backend("disk on fire".into()));
+        assert!(matches!(err, ApiError::Internal(InfraError::Store(_))));
+        let resp = err.into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.extensions().get::<FeishuCode>(), Some(&FeishuCode(ServerErr::Internal.code())));
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((body["code"].as_i64(), body["msg"].as_str()), (Some(1), Some("internal error")));
+        assert!(!body.to_string().contains("disk on fire"));
+    }
+
     #[test]
     fn log_id_shape() {
         let id = new_log_id(1_700_000_000_000);

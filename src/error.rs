@@ -1,5 +1,7 @@
-//! Feishu errors as values: a code, its documented message, and the optional `error` details.
-//! No HTTP here — `envelope.rs` decides the status and the JSON.
+//! Feishu errors as values: a code, its documented message, its HTTP status, and the optional
+//! `error` details. Every code comes from the catalogue (`error/catalogue.rs`); `envelope.rs`
+//! turns an error into the JSON reply. `InfraError` is the other kind of failure: larkstack's own
+//! store or Redis failing.
 
 use std::borrow::Cow;
 
