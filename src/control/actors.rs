@@ -8,13 +8,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{control_error, json_body};
-use crate::error::ControlErr;
 use crate::api::extract::{PathParam, RawBody};
 use crate::domain::chat::{Chat, ChatStatus, Owner};
 use crate::domain::directory::{Directory, User};
 use crate::domain::ids::{new_message_id, ChatId, Uid};
 use crate::domain::message::{validate_content, Message, Sender};
 use crate::envelope::{ok, ApiError, ApiResult};
+use crate::error::ControlErr;
 use crate::state::AppState;
 use crate::store::MessageOrder;
 

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::control_error;
-use crate::error::ControlErr;
 use crate::envelope::ApiError;
+use crate::error::ControlErr;
 use crate::store::{ImportBatch, StateRecord, StoreError};
 
 /// Format version of exported states (1 was a single JSON document).
