@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::clock::Clock;
-use crate::error::FeishuError;
+use crate::error::InfraError;
 use crate::ratelimit::Window;
 
 /// The sliding-log rule of ratelimit.rs (see `Log` there: the same steps, in the same order), on
@@ -100,9 +100,8 @@ pub struct Redis {
     release: Script,
 }
 
-fn unavailable(e: redis::RedisError) -> FeishuError {
-    tracing::error!(error = %e, "redis failure");
-    FeishuError::new(1, "internal error").with_status(500)
+fn unavailable(e: redis::RedisError) -> InfraError {
+    InfraError::Redis(e)
 }
 
 impl Redis {
@@ -125,7 +124,7 @@ impl Redis {
 
     /// Takes one call from the budget `key`, or says which limit refused it and in how many
     /// milliseconds a slot frees.
-    pub async fn take(&self, key: &str, now_ms: i64, windows: &[Window]) -> Result<Result<(), (u32, i64)>, FeishuError> {
+    pub async fn take(&self, key: &str, now_ms: i64, windows: &[Window]) -> Result<Result<(), (u32, i64)>, InfraError> {
         let member = format!("{}{:x}", self.node, self.admitted.fetch_add(1, Ordering::Relaxed));
         let mut invocation = self.take.key(format!("{}rl:{{{key}}}", self.namespace));
         invocation.arg(now_ms).arg(member).arg(LIMIT_TTL_MS);
@@ -144,7 +143,7 @@ impl Redis {
     }
 
     /// Forgets every rate window (control API reset).
-    pub async fn clear_limits(&self) -> Result<(), FeishuError> {
+    pub async fn clear_limits(&self) -> Result<(), InfraError> {
         let mut conn = self.conn.clone();
         let keys: Vec<String> = {
             let mut iter: redis::AsyncIter<String> = conn
@@ -164,7 +163,7 @@ impl Redis {
     }
 
     /// Claims `key` for `token` unless another claim holds it.
-    pub async fn claim(&self, key: &str, token: &str) -> Result<bool, FeishuError> {
+    pub async fn claim(&self, key: &str, token: &str) -> Result<bool, InfraError> {
         let set: Option<String> = redis::cmd("SET")
             .arg(format!("{}inflight:{key}", self.namespace))
             .arg(token)
@@ -194,7 +193,7 @@ impl Redis {
     }
 
     /// Tells every node (this one included) the clock's new state.
-    pub async fn publish_clock(&self, clock: &Clock) -> Result<(), FeishuError> {
+    pub async fn publish_clock(&self, clock: &Clock) -> Result<(), InfraError> {
         let state = clock.shared_state();
         let mut conn = self.conn.clone();
         let _: () = conn

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::FeishuError;
+use crate::error::{FeishuError, InfraError, ServerErr};
 use crate::store::StoreError;
 
 tokio::task_local! {
@@ -62,23 +62,35 @@ pub fn top_level(body: &serde_json::Value) -> Response {
     with_code(json_response(StatusCode::OK, serde_json::to_vec(body).expect("reply serialises")), code)
 }
 
-/// HTTP status of a Feishu error: business and gateway errors are 400, transport errors carry their own.
+/// HTTP status of a Feishu error: its catalogue entry's (400 for business and gateway errors).
 fn status_of(err: &FeishuError) -> StatusCode {
-    err.http_status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::BAD_REQUEST)
+    StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-pub struct ApiError(pub FeishuError);
+/// Why a call failed: a Feishu error about the request, or larkstack's own infrastructure failing.
+#[derive(Debug)]
+pub enum ApiError {
+    /// An entry of the error catalogue (`crate::error::catalogue`), with its details.
+    Feishu(FeishuError),
+    /// The store or Redis failed: HTTP 500, code 1 — never a business code.
+    Internal(InfraError),
+}
 
 impl From<FeishuError> for ApiError {
     fn from(e: FeishuError) -> Self {
-        ApiError(e)
+        ApiError::Feishu(e)
+    }
+}
+
+impl From<InfraError> for ApiError {
+    fn from(e: InfraError) -> Self {
+        ApiError::Internal(e)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        ApiError(FeishuError::new(1, "internal error").with_status(500))
+        ApiError::Internal(InfraError::Store(e))
     }
 }
 
@@ -102,7 +114,13 @@ pub fn error_body(err: &FeishuError) -> serde_json::Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let err = self.0;
+        let err = match self {
+            ApiError::Feishu(err) => err,
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "infrastructure failure");
+                ServerErr::Internal.err()
+            }
+        };
         let resp = json_response(status_of(&err), serde_json::to_vec(&error_body(&err)).expect("serialises"));
         let mut resp = with_code(resp, err.code);
         if let Some(rl) = err.rate_limited {
@@ -119,6 +137,20 @@ pub type ApiResult = Result<Response, ApiError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store failure is the infrastructure kind: HTTP 500, code 1, and its cause stays in the log.
+    #[tokio::test]
+    async fn store_failures_answer_500_code_1_without_their_cause() {
+        let err = ApiError::from(StoreError::Backend("disk on fire".into()));
+        assert!(matches!(err, ApiError::Internal(InfraError::Store(_))));
+        let resp = err.into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.extensions().get::<FeishuCode>(), Some(&FeishuCode(ServerErr::Internal.code())));
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((body["code"].as_i64(), body["msg"].as_str()), (Some(1), Some("internal error")));
+        assert!(!body.to_string().contains("disk on fire"));
+    }
 
     #[test]
     fn log_id_shape() {

@@ -1,9 +1,15 @@
-//! Feishu errors as values: a code, its documented message, and the optional `error` details.
-//! No HTTP here — `envelope.rs` decides the status and the JSON.
+//! Feishu errors as values: a code, its documented message, its HTTP status, and the optional
+//! `error` details. Every code comes from the catalogue (`error/catalogue.rs`); `envelope.rs`
+//! turns an error into the JSON reply. `InfraError` is the other kind of failure: larkstack's own
+//! store or Redis failing.
 
 use std::borrow::Cow;
 
 use serde::Serialize;
+
+pub mod catalogue;
+
+pub use catalogue::{ApaasErr, AuthErr, ChatErr, ControlErr, GatewayErr, MessageErr, ServerErr, TransportErr};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -35,19 +41,21 @@ pub struct FeishuError {
     pub field_violations: Vec<FieldViolation>,
     pub permission_violations: Vec<PermissionViolation>,
     pub rate_limited: Option<RateLimited>,
-    /// Transport-level failures (404, 405, 413) carry their own HTTP status.
-    pub http_status: Option<u16>,
+    /// The HTTP status of the reply, from the catalogue entry. Private, so that a `FeishuError`
+    /// can only be made in `crate::error`.
+    http_status: u16,
 }
 
 impl FeishuError {
-    pub fn new(code: i64, msg: impl Into<Cow<'static, str>>) -> Self {
+    /// Private to `crate::error`: everything else starts from a catalogue entry.
+    fn new(code: i64, msg: impl Into<Cow<'static, str>>) -> Self {
         FeishuError {
             code,
             msg: msg.into(),
             field_violations: Vec::new(),
             permission_violations: Vec::new(),
             rate_limited: None,
-            http_status: None,
+            http_status: 400,
         }
     }
 
@@ -60,29 +68,30 @@ impl FeishuError {
         self
     }
 
-    pub fn with_status(mut self, status: u16) -> Self {
-        self.http_status = Some(status);
+    pub fn http_status(&self) -> u16 {
+        self.http_status
+    }
+
+    fn with_status(mut self, status: u16) -> Self {
+        self.http_status = status;
         self
     }
 
     // --- gateway ------------------------------------------------------------------------------
 
     pub fn missing_token() -> Self {
-        Self::new(99991661, "Missing access token for authorization. Please make a request with token attached.")
+        GatewayErr::MissingToken.err()
     }
 
     pub fn invalid_token() -> Self {
-        Self::new(99991663, "Invalid access token for authorization. Please make a request with token attached.")
+        GatewayErr::InvalidToken.err()
     }
 
     pub fn scope_missing(scopes: &[&str]) -> Self {
-        let mut e = Self::new(
-            99991672,
-            format!(
-                "Access denied. One of the following scopes is required: [{}].",
-                scopes.join(", ")
-            ),
-        );
+        let mut e = GatewayErr::ScopeMissing.with_msg(format!(
+            "Access denied. One of the following scopes is required: [{}].",
+            scopes.join(", ")
+        ));
         e.permission_violations = scopes
             .iter()
             .map(|s| PermissionViolation {
@@ -95,7 +104,7 @@ impl FeishuError {
     }
 
     pub fn rate_limited(limit: u32, reset_secs: u64) -> Self {
-        let mut e = Self::new(99991400, "request trigger frequency limit");
+        let mut e = GatewayErr::RateLimited.err();
         e.rate_limited = Some(RateLimited { limit, reset_secs });
         e
     }
@@ -103,90 +112,107 @@ impl FeishuError {
     // --- IM chats (seed table of POST /open-apis/im/v1/chats, and spec §3.15) ------------------
 
     pub fn im_invalid_param(field: &str, value: Option<&str>, why: impl Into<String>) -> Self {
-        Self::new(232001, "Your request contains an invalid request parameter.").with_field(field, value, why)
+        ChatErr::InvalidParam.err().with_field(field, value, why)
     }
 }
 
-/// The catalog of codes with their documented messages, so every place uses the same words.
+/// A failure of larkstack's own infrastructure — the store (SQLite/PostgreSQL), Redis — as
+/// opposed to a Feishu error about the request. It has no Feishu code of its own: it answers
+/// HTTP 500 with `ServerErr::Internal` (code 1), and the cause goes to the log, not the client.
+#[derive(Debug)]
+pub enum InfraError {
+    Store(crate::store::StoreError),
+    Redis(redis::RedisError),
+}
+
+impl std::fmt::Display for InfraError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InfraError::Store(e) => write!(f, "store failure: {e}"),
+            InfraError::Redis(e) => write!(f, "redis failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InfraError {}
+
+impl From<crate::store::StoreError> for InfraError {
+    fn from(e: crate::store::StoreError) -> Self {
+        InfraError::Store(e)
+    }
+}
+
+impl From<redis::RedisError> for InfraError {
+    fn from(e: redis::RedisError) -> Self {
+        InfraError::Redis(e)
+    }
+}
+
+/// The IM chat errors by the names the domain code uses (entries of `catalogue::ChatErr`).
 pub mod im {
-    use super::FeishuError;
+    use super::{ChatErr, FeishuError};
 
     pub fn app_not_exist() -> FeishuError {
-        FeishuError::new(232004, "Such an app does NOT exist.")
+        ChatErr::AppNotExist.err()
     }
     pub fn rate_limited() -> FeishuError {
-        FeishuError::new(232019, "The request has been rate limited.")
+        ChatErr::RateLimited.err()
     }
     pub fn public_name_too_short() -> FeishuError {
-        FeishuError::new(232020, "Name can NOT be less than two characters for public chats.")
+        ChatErr::PublicNameTooShort.err()
     }
     pub fn bot_not_found() -> FeishuError {
-        FeishuError::new(232021, "Bot can NOT be found.")
+        ChatErr::BotNotFound.err()
     }
     pub fn user_resigned() -> FeishuError {
-        FeishuError::new(232022, "User has already resigned.")
+        ChatErr::UserResigned.err()
     }
     pub fn review_failed() -> FeishuError {
-        FeishuError::new(232023, "Chat information review failed while updating the chat.")
+        ChatErr::ReviewFailed.err()
     }
     pub fn bot_ability_inactive() -> FeishuError {
-        FeishuError::new(232025, "Bot ability is not activated.")
+        ChatErr::BotAbilityInactive.err()
     }
     pub fn invalid_user_id() -> FeishuError {
-        FeishuError::new(232030, "Your request specifies a user_id which is invalid.")
+        ChatErr::InvalidUserId.err()
     }
     pub fn owner_other_tenant() -> FeishuError {
-        FeishuError::new(
-            232032,
-            "The operator who will create the chat and the designated chat owner must be in the same tenant.",
-        )
+        ChatErr::OwnerOtherTenant.err()
     }
     pub fn no_external_authority() -> FeishuError {
-        FeishuError::new(
-            232033,
-            "The operator or invited bots does NOT have the authority to manage external chats without the scope.",
-        )
+        ChatErr::NoExternalAuthority.err()
     }
     pub fn app_unavailable() -> FeishuError {
-        FeishuError::new(232034, "The app is unavailable or inactivated by the tenant.")
+        ChatErr::AppUnavailable.err()
     }
     pub fn no_label_authority() -> FeishuError {
-        FeishuError::new(
-            232037,
-            "The operator or invited bots does NOT have the authority to manage chat labels without the scope.",
-        )
+        ChatErr::NoLabelAuthority.err()
     }
     pub fn public_name_empty() -> FeishuError {
-        FeishuError::new(232042, "Public group chat's name should not be empty.")
+        ChatErr::PublicNameEmpty.err()
     }
     pub fn unavailable_ids() -> FeishuError {
-        FeishuError::new(232043, "Your request contains unavailable ids.")
+        ChatErr::UnavailableIds.err()
     }
     pub fn restricted_mode_not_allowed() -> FeishuError {
-        FeishuError::new(232057, "The operator tenant doesn't have the permission to use restricted mode.")
+        ChatErr::RestrictedModeNotAllowed.err()
     }
     pub fn being_created() -> FeishuError {
-        FeishuError::new(232068, "The group is being created, please wait a moment.")
+        ChatErr::BeingCreated.err()
     }
     pub fn external_cannot_be_public() -> FeishuError {
-        FeishuError::new(232069, "current chat type unsupported to set public.")
+        ChatErr::ExternalCannotBePublic.err()
     }
     pub fn hide_member_count_not_allowed() -> FeishuError {
-        FeishuError::new(232078, "The operator tenant doesn't have the permission to use hide_member_count_setting.")
+        ChatErr::HideMemberCountNotAllowed.err()
     }
     pub fn hide_member_count_unsupported() -> FeishuError {
-        FeishuError::new(232079, "Chat type not supported by hide_member_count_setting.")
+        ChatErr::HideMemberCountUnsupported.err()
     }
     pub fn public_not_allowed() -> FeishuError {
-        FeishuError::new(
-            232091,
-            "Due to the security control requirements of this tenant, this tenant does not allow public group.",
-        )
+        ChatErr::PublicNotAllowed.err()
     }
     pub fn no_ocic_authority() -> FeishuError {
-        FeishuError::new(
-            232095,
-            "The operator does NOT have the authority to manage ocic type tag without the scope.",
-        )
+        ChatErr::NoOcicAuthority.err()
     }
 }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::envelope::{FeishuCode, ApiError};
-use crate::error::FeishuError;
+use crate::error::{ControlErr, ServerErr};
 use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,11 +103,11 @@ pub async fn render(State(state): State<Arc<AppState>>) -> Response {
             state.metrics.members.set(stats.members as i64);
             state.metrics.messages.set(stats.messages as i64);
         }
-        Err(e) => return ApiError(FeishuError::new(503, format!("store unavailable: {e}")).with_status(503)).into_response(),
+        Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
     }
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).is_err() {
-        return ApiError(FeishuError::new(1, "metrics encoding failed").with_status(500)).into_response();
+        return ApiError::Feishu(ServerErr::Internal.with_msg("metrics encoding failed")).into_response();
     }
     ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

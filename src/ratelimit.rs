@@ -18,7 +18,8 @@ use crate::clock::Clock;
 use crate::cluster::Redis;
 use crate::domain::directory::RateLimitSpec;
 use crate::domain::ids::{AppId, TenantKey};
-use crate::error::FeishuError;
+use crate::envelope::ApiError;
+use crate::error::{FeishuError, InfraError, RateLimited};
 
 /// An endpoint with its own budget per app and tenant (Feishu limits each API separately),
 /// or `ChatMessages`, the budget of one chat shared by every bot posting into it.
@@ -200,7 +201,7 @@ impl RateLimits {
     }
 
     /// Forgets every window (control API reset).
-    pub async fn clear(&self) -> Result<(), FeishuError> {
+    pub async fn clear(&self) -> Result<(), InfraError> {
         self.budgets.lock().clear();
         match &self.shared {
             Some(redis) => redis.clear_limits().await,
@@ -216,23 +217,26 @@ impl RateLimits {
         tenant: &TenantKey,
         family: Family,
         app_override: Option<RateLimitSpec>,
-    ) -> Result<(), FeishuError> {
+    ) -> Result<(), ApiError> {
         if !self.enabled {
             return Ok(());
         }
         let spec = app_override.unwrap_or_else(|| family.default_limits());
-        self.take((family, format!("{app}|{tenant}")), spec).await
+        let taken = self.take((family, format!("{app}|{tenant}")), spec).await?;
+        Ok(taken.map_err(|rl| FeishuError::rate_limited(rl.limit, rl.reset_secs))?)
     }
 
-    /// The per-chat message budget (230020 when exhausted, decided by the caller).
-    pub async fn check_chat_messages(&self, chat: &crate::domain::ids::ChatId) -> Result<(), FeishuError> {
+    /// The per-chat message budget: `Ok(Err(_))` when it is spent (230020, decided by the
+    /// caller), `Err` when Redis failed (an internal error, never 230020).
+    pub async fn check_chat_messages(&self, chat: &crate::domain::ids::ChatId) -> Result<Result<(), RateLimited>, InfraError> {
         if !self.enabled {
-            return Ok(());
+            return Ok(Ok(()));
         }
         self.take((Family::ChatMessages, chat.0.clone()), Family::ChatMessages.default_limits()).await
     }
 
-    async fn take(&self, key: (Family, String), spec: RateLimitSpec) -> Result<(), FeishuError> {
+    /// `Ok(Err(_))`: the budget refused the call; `Err`: the shared budget could not be read.
+    async fn take(&self, key: (Family, String), spec: RateLimitSpec) -> Result<Result<(), RateLimited>, InfraError> {
         let taken = match &self.shared {
             Some(redis) => {
                 let budget = format!("{:?}:{}", key.0, key.1);
@@ -244,7 +248,7 @@ impl RateLimits {
                 log.take(self.clock.now_ms(), &budget.windows)
             }
         };
-        taken.map_err(|(limit, frees_in_ms)| FeishuError::rate_limited(limit, reset_secs(frees_in_ms)))
+        Ok(taken.map_err(|(limit, frees_in_ms)| RateLimited { limit, reset_secs: reset_secs(frees_in_ms) }))
     }
 }
 
@@ -270,7 +274,10 @@ mod tests {
         async fn take(&self, node: usize, at: i64, app: &str, spec: Option<RateLimitSpec>) -> Result<(), FeishuError> {
             let (clock, rl) = &self.0[node % self.0.len()];
             clock.set_ms(at);
-            rl.check(&AppId(app.into()), &tenant(), Family::CreateChat, spec).await
+            rl.check(&AppId(app.into()), &tenant(), Family::CreateChat, spec).await.map_err(|e| match e {
+                ApiError::Feishu(e) => e,
+                ApiError::Internal(e) => panic!("{e}"),
+            })
         }
 
         async fn admits(&self, node: usize, at: i64, app: &str, spec: Option<RateLimitSpec>) -> bool {

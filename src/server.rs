@@ -21,7 +21,7 @@ use crate::control;
 use crate::metrics;
 use crate::openapi;
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
-use crate::error::FeishuError;
+use crate::error::{ServerErr, TransportErr};
 use crate::state::AppState;
 use crate::transport::{self, HostPolicy};
 
@@ -85,18 +85,18 @@ async fn not_found(State(state): State<Arc<AppState>>, req: Request) -> Response
     } else {
         format!("404 page not found: {path}")
     };
-    ApiError(FeishuError::new(404, msg).with_status(404)).into_response()
+    ApiError::Feishu(TransportErr::NotFound.with_msg(msg)).into_response()
 }
 
 async fn method_not_allowed(State(state): State<Arc<AppState>>, req: Request) -> Response {
     state.metrics.observe("unmatched", req.method().as_str(), 405, 0.0);
     let msg = format!("method {} is not allowed on {}", req.method(), req.uri().path());
-    ApiError(FeishuError::new(405, msg).with_status(405)).into_response()
+    ApiError::Feishu(TransportErr::MethodNotAllowed.with_msg(msg)).into_response()
 }
 
 fn panic_reply(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
-    ApiError(FeishuError::new(1, "internal error").with_status(500)).into_response()
+    ApiError::Feishu(ServerErr::Internal.err()).into_response()
 }
 
 #[derive(Debug)]

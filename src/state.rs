@@ -8,7 +8,7 @@ use sha2::Digest;
 
 use crate::clock::Clock;
 use crate::cluster::Redis;
-use crate::error::FeishuError;
+use crate::error::InfraError;
 use crate::control::faults::Faults;
 use crate::control::journal::{Journal, DEFAULT_JOURNAL_BYTES, DEFAULT_JOURNAL_SIZE};
 use crate::domain::directory::Directory;
@@ -119,7 +119,7 @@ pub enum InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     /// `None` when the same key is already being created.
-    pub async fn claim(state: &'a AppState, key: DedupKey) -> Result<Option<Self>, FeishuError> {
+    pub async fn claim(state: &'a AppState, key: DedupKey) -> Result<Option<Self>, InfraError> {
         if let Some(redis) = &state.shared {
             let digest = sha2::Sha256::digest(serde_json::to_vec(&key).expect("plain data serialises"));
             let (key, claim) = (hex::encode(digest), random_hex());

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::clock::Clock;
 use crate::envelope::{new_log_id, ApiError, LOG_ID};
-use crate::error::FeishuError;
+use crate::error::{FeishuError, TransportErr};
 
 /// Connections served at once when `--max-connections` is not given (and the fd limit allows).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
@@ -155,13 +155,11 @@ impl HostPolicy {
 
 /// The reply to a refused `Host`.
 pub fn host_refusal(host: &str) -> FeishuError {
-    FeishuError::new(
-        421,
+    TransportErr::MisdirectedHost.with_msg(
         format!(
             "host {host:?} is not served by this larkstack: it answers loopback names and the hosts given with --public-host (LARKSTACK_PUBLIC_HOST)"
         ),
     )
-    .with_status(421)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +169,7 @@ pub fn host_refusal(host: &str) -> FeishuError {
 /// before or without the router.
 pub fn transport_error(clock: &Clock, err: FeishuError) -> Response {
     let log_id = new_log_id(clock.now_ms());
-    let mut resp = LOG_ID.sync_scope(log_id.clone(), || ApiError(err).into_response());
+    let mut resp = LOG_ID.sync_scope(log_id.clone(), || ApiError::Feishu(err).into_response());
     if let Ok(v) = HeaderValue::from_str(&log_id) {
         resp.headers_mut().insert("x-tt-logid", v);
     }
@@ -217,11 +215,9 @@ pub fn raw_reply(clock: &Clock, err: FeishuError) -> Vec<u8> {
 
 /// The refusal of a connection over `--max-connections`.
 pub fn over_capacity(max: usize) -> FeishuError {
-    FeishuError::new(
-        503,
+    TransportErr::ServerBusy.with_msg(
         format!("server busy: all {max} connections are in use (--max-connections); retry later"),
     )
-    .with_status(503)
 }
 
 /// Answers a connection over the cap and closes it: the reply, then (lingering, bounded) what the
@@ -284,12 +280,11 @@ fn find_hyper_error(buf: &[u8]) -> Option<(usize, u16)> {
 
 /// The envelope for a request hyper rejected while parsing it.
 pub fn parse_error(status: u16) -> FeishuError {
-    let msg = match status {
-        414 => "request URI too long".to_string(),
-        431 => format!("request header fields too large: the request head exceeds {MAX_HEAD_BYTES} bytes or 100 headers"),
-        _ => "malformed HTTP request: the request line or a header could not be parsed".to_string(),
-    };
-    FeishuError::new(i64::from(status), msg).with_status(status)
+    match status {
+        414 => TransportErr::UriTooLong.err(),
+        431 => TransportErr::HeadTooLarge.with_msg(format!("request header fields too large: the request head exceeds {MAX_HEAD_BYTES} bytes or 100 headers")),
+        _ => TransportErr::MalformedRequest.err(),
+    }
 }
 
 /// The connection's IO, with hyper's bare replies to unparsable requests (400, 414, 431)

@@ -44,10 +44,10 @@ fn caller<'d>(dir: &'d Directory, token: &TokenRecord, scope: &'static str) -> R
     let app = dir.app(&token.app_id).filter(|a| a.enabled_in(&token.tenant_key));
     let tenant = dir.tenant(&token.tenant_key);
     let (Some(app), Some(tenant)) = (app, tenant) else {
-        return Err(ApiError(FeishuError::invalid_token()));
+        return Err(ApiError::Feishu(FeishuError::invalid_token()));
     };
     if app.kind != AppKind::SelfBuilt || !app.has_scope(scope) {
-        return Err(ApiError(FeishuError::scope_missing(&[scope])));
+        return Err(ApiError::Feishu(FeishuError::scope_missing(&[scope])));
     }
     Ok((app, tenant))
 }
@@ -99,7 +99,7 @@ pub async fn chat_group(
         }
         ChatTarget::New { name } => {
             if !app.bot {
-                return Err(ApiError(im::bot_ability_inactive()));
+                return Err(ApiError::Feishu(im::bot_ability_inactive()));
             }
             let chat = new_chat(&dir, app, tenant, &plan, name, now)?;
             match state.store.task_chat(link, chat).await? {
@@ -128,8 +128,8 @@ async fn pull(
         apply_pull(&dir, chat, &tenant_key, &operator, &invitees, field, now)
     });
     match state.store.modify_chat(chat_id, change).await? {
-        Some(outcome) => outcome.map(|_| ()).map_err(ApiError),
-        None => Err(ApiError(param_invalid().with_field(field, Some(chat_id.as_str()), "no such chat"))),
+        Some(outcome) => outcome.map(|_| ()).map_err(ApiError::Feishu),
+        None => Err(ApiError::Feishu(param_invalid().with_field(field, Some(chat_id.as_str()), "no such chat"))),
     }
 }
 

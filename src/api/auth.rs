@@ -17,7 +17,7 @@ use super::extract::RawBody;
 use crate::domain::directory::{App, AppKind};
 use crate::domain::ids::{new_access_token, AppId, TenantKey};
 use crate::envelope::{top_level, ApiError, ApiResult};
-use crate::error::FeishuError;
+use crate::error::{AuthErr, FeishuError};
 use crate::state::AppState;
 use crate::store::{TokenKind, TokenRecord};
 
@@ -32,25 +32,26 @@ struct Credentials {
 }
 
 /// Token endpoint failure: HTTP 200, non-zero code, `data: {}`.
-fn token_failure(code: i64, msg: &str) -> Response {
-    top_level(&json!({"code": code, "msg": msg, "data": {}}))
+fn token_failure(err: AuthErr) -> Response {
+    let e = err.entry();
+    top_level(&json!({"code": e.code, "msg": e.msg, "data": {}}))
 }
 
 /// Checks app_id/app_secret; `Err` is the finished failure reply.
 fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, Response> {
     let Ok(creds) = serde_json::from_slice::<Credentials>(body) else {
-        return Err(token_failure(10003, "invalid param"));
+        return Err(token_failure(AuthErr::InvalidParam));
     };
     let (Some(app_id), Some(secret)) = (creds.app_id.filter(|s| !s.is_empty()), creds.app_secret.filter(|s| !s.is_empty()))
     else {
-        return Err(token_failure(10003, "invalid param"));
+        return Err(token_failure(AuthErr::InvalidParam));
     };
     let dir = state.directory();
     let Some(app) = dir.app(&AppId(app_id)) else {
-        return Err(token_failure(10003, "invalid param"));
+        return Err(token_failure(AuthErr::InvalidParam));
     };
     if !crate::secrets::secret_eq(&secret, &app.app_secret) {
-        return Err(token_failure(10014, "app secret invalid"));
+        return Err(token_failure(AuthErr::AppSecretInvalid));
     }
     Ok(app.clone())
 }
@@ -96,7 +97,7 @@ pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, Ra
     };
     let Some(home) = app.home_tenant.clone().filter(|_| app.kind == AppKind::SelfBuilt) else {
         // Store apps get tenant tokens through app_access_token + tenant_key.
-        return Ok(token_failure(10003, "invalid param"));
+        return Ok(token_failure(AuthErr::InvalidParam));
     };
     let t = issue(&state, &app.app_id, &home, TokenKind::Tenant).await?;
     Ok(top_level(&json!({"code": 0, "msg": "ok", "tenant_access_token": t.token, "expire": expire_secs(&state, &t)})))
@@ -147,18 +148,18 @@ struct StoreAppTenantToken {
 )]
 pub async fn tenant_access_token(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let Ok(req) = serde_json::from_slice::<StoreAppTenantToken>(&body) else {
-        return Ok(token_failure(10003, "invalid param"));
+        return Ok(token_failure(AuthErr::InvalidParam));
     };
     let (Some(app_token), Some(tenant_key)) = (req.app_access_token, req.tenant_key) else {
-        return Ok(token_failure(10003, "invalid param"));
+        return Ok(token_failure(AuthErr::InvalidParam));
     };
     let Some(app_record) = find_live_token(&state, &app_token).await?.filter(|t| t.kind == TokenKind::App) else {
-        return Ok(token_failure(10003, "invalid param"));
+        return Ok(token_failure(AuthErr::InvalidParam));
     };
     let tenant = TenantKey(tenant_key);
     let installed = state.directory().app(&app_record.app_id).is_some_and(|a| a.installs.contains_key(&tenant));
     if !installed {
-        return Ok(token_failure(10003, "invalid param"));
+        return Ok(token_failure(AuthErr::InvalidParam));
     }
     let t = issue(&state, &app_record.app_id, &tenant, TokenKind::Tenant).await?;
     Ok(top_level(&json!({"code": 0, "msg": "ok", "tenant_access_token": t.token, "expire": expire_secs(&state, &t)})))
@@ -188,9 +189,9 @@ pub async fn tenant_token(state: &AppState, headers: &HeaderMap) -> Result<Arc<T
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError(FeishuError::missing_token()))?;
+        .ok_or_else(|| ApiError::Feishu(FeishuError::missing_token()))?;
     match find_live_token(state, token).await? {
         Some(r) if r.kind == TokenKind::Tenant => Ok(r),
-        _ => Err(ApiError(FeishuError::invalid_token())),
+        _ => Err(ApiError::Feishu(FeishuError::invalid_token())),
     }
 }

@@ -9,14 +9,14 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::envelope::ApiError;
-use crate::error::FeishuError;
+use crate::error::{FeishuError, TransportErr};
 use crate::state::AppState;
 
 /// The raw body, at most the configured limit.
 pub struct RawBody(pub Bytes);
 
 pub(crate) fn too_large(limit: usize) -> ApiError {
-    ApiError(FeishuError::new(413, format!("request body exceeds {limit} bytes")).with_status(413))
+    ApiError::Feishu(TransportErr::BodyTooLarge.with_msg(format!("request body exceeds {limit} bytes")))
 }
 
 impl FromRequest<std::sync::Arc<AppState>> for RawBody {
@@ -42,7 +42,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(PathParam(value)),
-            Err(e) => Err(ApiError(FeishuError::new(400, e.body_text()).with_status(400))),
+            Err(e) => Err(ApiError::Feishu(TransportErr::BadPathParam.with_msg(e.body_text()))),
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::domain::directory::{Directory, User};
 use crate::domain::ids::{new_message_id, ChatId, Uid};
 use crate::domain::message::{validate_content, Message, Sender};
 use crate::envelope::{ok, ApiError, ApiResult};
+use crate::error::ControlErr;
 use crate::state::AppState;
 use crate::store::MessageOrder;
 
@@ -83,7 +84,7 @@ pub async fn list_chats(State(state): State<Arc<AppState>>, uri: axum::http::Uri
 }
 
 async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> {
-    state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| control_error(404, format!("no chat {chat_id}")))
+    state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| control_error(ControlErr::NotFound, format!("no chat {chat_id}")))
 }
 
 /// One chat with its settings, members, managers, the tasks it is linked to and its latest 100 messages.
@@ -184,12 +185,12 @@ struct ActAs {
 }
 
 fn user_by_key<'d>(dir: &'d Directory, key: &str) -> Result<&'d User, ApiError> {
-    dir.users().iter().find(|u| u.key == key).ok_or_else(|| control_error(400, format!("no user with key {key:?}")))
+    dir.users().iter().find(|u| u.key == key).ok_or_else(|| control_error(ControlErr::BadRequest, format!("no user with key {key:?}")))
 }
 
 fn usable(chat: &Chat) -> Result<(), ApiError> {
     if chat.status == ChatStatus::Dissolved {
-        return Err(control_error(400, "the chat has been disbanded"));
+        return Err(control_error(ControlErr::BadRequest, "the chat has been disbanded"));
     }
     Ok(())
 }
@@ -212,14 +213,14 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
     let chat = chat_or_404(&state, &chat_id).await?;
     usable(&chat)?;
     if !chat.has_user(&user.uid) {
-        return Err(control_error(400, format!("{} is not in the chat", user.key)));
+        return Err(control_error(ControlErr::BadRequest, format!("{} is not in the chat", user.key)));
     }
     let (msg_type, content) = match (act.text, act.msg_type, act.content) {
         (Some(text), None, None) => ("text".to_string(), json!({ "text": text }).to_string()),
         (None, Some(t), Some(c)) => (t, c),
-        _ => return Err(control_error(400, "give `text`, or `msg_type` and `content`")),
+        _ => return Err(control_error(ControlErr::BadRequest, "give `text`, or `msg_type` and `content`")),
     };
-    validate_content(&msg_type, &content).map_err(|e| control_error(400, format!("{}: {:?}", e.msg, e.field_violations)))?;
+    validate_content(&msg_type, &content).map_err(|e| control_error(ControlErr::BadRequest, format!("{}: {:?}", e.msg, e.field_violations)))?;
     let now = state.clock.now_ms();
     let message = Message {
         message_id: new_message_id(now),
@@ -256,7 +257,7 @@ pub async fn join_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
     let dir = state.directory();
     let user = user_by_key(&dir, &who.user)?;
     if !user.is_active() {
-        return Err(control_error(400, format!("{} has resigned", user.key)));
+        return Err(control_error(ControlErr::BadRequest, format!("{} has resigned", user.key)));
     }
     let (uid, tenant, now) = (user.uid.clone(), user.tenant_key.clone(), state.clock.now_ms());
     change(&state, &chat_id, move |chat| {
@@ -314,10 +315,10 @@ async fn change(
     chat_id: &str,
     f: impl FnOnce(&mut Chat) -> Result<(), String> + Send + 'static,
 ) -> ApiResult {
-    let change = Box::new(move |chat: &mut Chat| f(chat).map_err(|why| control_error(400, why).0));
+    let change = Box::new(move |chat: &mut Chat| f(chat).map_err(|why| ControlErr::BadRequest.with_msg(why)));
     match state.store.modify_chat(&ChatId(chat_id.to_string()), change).await? {
-        None => Err(control_error(404, format!("no chat {chat_id}"))),
+        None => Err(control_error(ControlErr::NotFound, format!("no chat {chat_id}"))),
         Some(Ok(chat)) => Ok(ok(&json!({ "chat_id": chat.chat_id, "user_count": chat.users.len() }))),
-        Some(Err(e)) => Err(ApiError(e)),
+        Some(Err(e)) => Err(ApiError::Feishu(e)),
     }
 }

@@ -7,7 +7,8 @@ use parking_lot::Mutex;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::FeishuError;
+use crate::error::catalogue::Entry;
+use crate::error::{ChatErr, GatewayErr, ServerErr};
 
 /// What a matching call gets instead of (or before) its real answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -23,13 +24,13 @@ pub enum Effect {
 
 /// Ready-made effects for the failures clients actually handle.
 pub fn preset(name: &str) -> Option<Effect> {
-    let error = |http_status: u16, code: i64, msg: &str| Effect::Error { http_status, code, msg: msg.to_string() };
+    let error = |e: Entry| Effect::Error { http_status: e.http_status, code: e.code, msg: e.msg.to_string() };
     Some(match name {
-        "token_invalid" => error(400, 99991663, &FeishuError::invalid_token().msg),
-        "rate_limited" => error(400, 99991400, "request trigger frequency limit"),
-        "chat_throttled" => error(400, 232019, "The request has been rate limited."),
-        "internal_error" => error(500, 1, "internal error"),
-        "unavailable" => error(503, 1, "service unavailable"),
+        "token_invalid" => error(GatewayErr::InvalidToken.entry()),
+        "rate_limited" => error(GatewayErr::RateLimited.entry()),
+        "chat_throttled" => error(ChatErr::RateLimited.entry()),
+        "internal_error" => error(ServerErr::Internal.entry()),
+        "unavailable" => error(ServerErr::Unavailable.entry()),
         "slow" => Effect::Delay { ms: 3000 },
         "drop" => Effect::Drop,
         _ => return None,

@@ -15,7 +15,7 @@ use super::journal::JournalEntry;
 use crate::api::auth::find_live_token;
 use crate::api::extract::too_large;
 use crate::envelope::{current_log_id, ApiError, FeishuCode};
-use crate::error::FeishuError;
+use crate::error::{GatewayErr, ServerErr};
 use crate::state::AppState;
 
 /// Marks a reply whose connection the server closes instead of sending it (the `drop` fault).
@@ -44,7 +44,7 @@ pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: N
             let response = match effect {
                 Some(Effect::Error { http_status, code, msg }) => fault_error(http_status, code, msg),
                 Some(Effect::Drop) => {
-                    let mut r = ApiError(FeishuError::new(1, "connection dropped by a larkstack fault").with_status(500))
+                    let mut r = ApiError::Feishu(ServerErr::Internal.with_msg("connection dropped by a larkstack fault"))
                         .into_response();
                     r.extensions_mut().insert(DropConnection);
                     r
@@ -85,11 +85,11 @@ pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: N
 }
 
 fn fault_error(http_status: u16, code: i64, msg: String) -> Response {
-    let mut err = FeishuError::new(code, msg).with_status(http_status);
-    if code == 99991400 {
+    let mut err = crate::error::catalogue::injected(code, msg, http_status);
+    if code == GatewayErr::RateLimited.code() {
         err.rate_limited = Some(crate::error::RateLimited { limit: 50, reset_secs: 1 });
     }
-    let mut resp = ApiError(err).into_response();
+    let mut resp = ApiError::Feishu(err).into_response();
     resp.headers_mut().insert("x-larkstack-fault", HeaderValue::from_static("1"));
     resp
 }

@@ -26,7 +26,7 @@ use crate::api::extract::{PathParam, RawBody};
 use crate::domain::directory::{AppKind, Directory};
 use crate::domain::ids::Uid;
 use crate::envelope::{ok, ApiError, ApiResult};
-use crate::error::FeishuError;
+use crate::error::ControlErr;
 use crate::state::AppState;
 use crate::store::ImportBatch;
 
@@ -52,8 +52,8 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
-pub fn control_error(status: u16, msg: impl Into<String>) -> ApiError {
-    ApiError(FeishuError::new(status as i64, msg.into()).with_status(status))
+pub fn control_error(entry: ControlErr, msg: impl Into<String>) -> ApiError {
+    ApiError::Feishu(entry.with_msg(msg.into()))
 }
 
 /// Admits only `Authorization: Bearer <admin token>` (or `X-Larkstack-Admin-Token`).
@@ -67,17 +67,17 @@ async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: N
     if given.is_some_and(|t| crate::secrets::secret_eq(t.trim(), &state.admin_token)) {
         next.run(req).await
     } else {
-        control_error(401, "the control API needs the admin token larkstack printed at start").into_response()
+        control_error(ControlErr::Unauthorized, "the control API needs the admin token larkstack printed at start").into_response()
     }
 }
 
 /// The query string as `T`; a bad one is a 400 envelope (axum's own rejection is plain text).
 pub(crate) fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
-    Query::<T>::try_from_uri(uri).map(|Query(q)| q).map_err(|e| control_error(400, e.body_text()))
+    Query::<T>::try_from_uri(uri).map(|Query(q)| q).map_err(|e| control_error(ControlErr::BadRequest, e.body_text()))
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    Ok(crate::api::extract::parse_json(bytes, |field, why| control_error(400, format!("invalid JSON body at {field}: {why}")).0)?)
+    Ok(crate::api::extract::parse_json(bytes, |field, why| ControlErr::BadRequest.with_msg(format!("invalid JSON body at {field}: {why}")))?)
 }
 
 /// Tenants, apps with credentials, users with every ID per app, and aPaaS tasks.
@@ -190,16 +190,16 @@ pub(crate) async fn get_fixture(State(state): State<Arc<AppState>>) -> ApiResult
     responses(crate::openapi::FeishuResponses),
 )]
 pub(crate) async fn load_fixture(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
-    let text = String::from_utf8(body.to_vec()).map_err(|_| control_error(400, "the fixture must be UTF-8 TOML"))?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| control_error(ControlErr::BadRequest, "the fixture must be UTF-8 TOML"))?;
     install_fixture(&state, text).await?;
     clear_runtime(&state).await?;
     Ok(ok(&directory_json(&state.directory())))
 }
 
 async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError> {
-    let directory = Directory::from_toml(&text).map_err(|e| control_error(400, e.to_string()))?;
+    let directory = Directory::from_toml(&text).map_err(|e| control_error(ControlErr::BadRequest, e.to_string()))?;
     if let Some(file) = &state.fixture_file {
-        crate::secrets::write_private(file, text.as_bytes()).map_err(|e| control_error(500, format!("{}: {e}", file.display())))?;
+        crate::secrets::write_private(file, text.as_bytes()).map_err(|e| control_error(ControlErr::Failed, format!("{}: {e}", file.display())))?;
     }
     state.replace_directory(directory);
     *state.fixture_text.write() = Some(text);
@@ -250,16 +250,16 @@ pub(crate) async fn export(State(state): State<Arc<AppState>>) -> Result<Respons
 )]
 pub(crate) async fn import(State(state): State<Arc<AppState>>, req: Request) -> ApiResult {
     let mut lines = ndjson::Lines::new(req.into_body().into_data_stream());
-    let first = lines.next().await?.ok_or_else(|| control_error(400, "the body is empty, not a larkstack state"))?;
+    let first = lines.next().await?.ok_or_else(|| control_error(ControlErr::BadRequest, "the body is empty, not a larkstack state"))?;
     let header: ndjson::StateHeader = serde_json::from_slice(&first)
-        .map_err(|e| control_error(400, format!("line 1 is not a larkstack state header: {e}")))?;
+        .map_err(|e| control_error(ControlErr::BadRequest, format!("line 1 is not a larkstack state header: {e}")))?;
     if header.larkstack_state != STATE_FORMAT {
-        return Err(control_error(400, format!("state format {} is not {STATE_FORMAT}", header.larkstack_state)));
+        return Err(control_error(ControlErr::BadRequest, format!("state format {} is not {STATE_FORMAT}", header.larkstack_state)));
     }
     // A new fixture is checked before anything changes, and installed once the store has the state.
     let fixture = header.fixture.filter(|t| state.fixture_text.read().as_ref() != Some(t));
     if let Some(text) = &fixture {
-        Directory::from_toml(text).map_err(|e| control_error(400, format!("the state's fixture: {e}")))?;
+        Directory::from_toml(text).map_err(|e| control_error(ControlErr::BadRequest, format!("the state's fixture: {e}")))?;
     }
     let (batches, received) = tokio::sync::mpsc::channel(2);
     let store = state.store.clone();
@@ -270,15 +270,15 @@ pub(crate) async fn import(State(state): State<Arc<AppState>>, req: Request) -> 
     }
     // Without `End`, the store rolls back.
     drop(batches);
-    let stored = storing.await.map_err(|e| control_error(500, format!("import failed: {e}")))?;
+    let stored = storing.await.map_err(|e| control_error(ControlErr::Failed, format!("import failed: {e}")))?;
     let records = match (fed, stored) {
         (Err(ndjson::FeedError::Invalid(e)), _) => return Err(e),
         (_, Err(e)) => {
             tracing::error!(error = %e, "state import failed");
-            return Err(control_error(500, format!("the store did not take the state, nothing changed: {e}")));
+            return Err(control_error(ControlErr::Failed, format!("the store did not take the state, nothing changed: {e}")));
         }
         (Ok(records), Ok(_)) => records,
-        (Err(ndjson::FeedError::StoreGone), Ok(_)) => return Err(control_error(500, "the store stopped reading the state")),
+        (Err(ndjson::FeedError::StoreGone), Ok(_)) => return Err(control_error(ControlErr::Failed, "the store stopped reading the state")),
     };
     if let Some(text) = fixture {
         install_fixture(&state, text).await?;
@@ -360,7 +360,7 @@ pub(crate) async fn list_fault_presets() -> ApiResult {
 )]
 pub(crate) async fn add_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let spec: faults::FaultSpec = json_body(&body)?;
-    let rule = state.faults.add(spec).map_err(|e| control_error(400, e))?;
+    let rule = state.faults.add(spec).map_err(|e| control_error(ControlErr::BadRequest, e))?;
     Ok(ok(&rule))
 }
 
@@ -374,9 +374,9 @@ pub(crate) async fn add_fault(State(state): State<Arc<AppState>>, RawBody(body):
     responses(crate::openapi::FeishuResponses),
 )]
 pub(crate) async fn remove_fault(State(state): State<Arc<AppState>>, PathParam(id): PathParam) -> ApiResult {
-    let id: u64 = id.parse().map_err(|_| control_error(404, "no such fault"))?;
+    let id: u64 = id.parse().map_err(|_| control_error(ControlErr::NotFound, "no such fault"))?;
     if !state.faults.remove(id) {
-        return Err(control_error(404, "no such fault"));
+        return Err(control_error(ControlErr::NotFound, "no such fault"));
     }
     Ok(ok(&json!({})))
 }
@@ -437,7 +437,7 @@ struct ClockChange {
 pub(crate) async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let change: ClockChange = json_body(&body)?;
     let advance = match &change.advance {
-        Some(text) => Some(parse_duration_ms(text).ok_or_else(|| control_error(400, format!("{text:?} is not a duration like 90s, 10m, 10h30m, 2d")))?),
+        Some(text) => Some(parse_duration_ms(text).ok_or_else(|| control_error(ControlErr::BadRequest, format!("{text:?} is not a duration like 90s, 10m, 10h30m, 2d")))?),
         None => None,
     };
     // Times before 1970 or after 2399 (or sums that overflow) are refused before anything changes:
@@ -446,7 +446,7 @@ pub(crate) async fn set_clock(State(state): State<Arc<AppState>>, RawBody(body):
     let target = by.and_then(|by| change.set_ms.unwrap_or_else(|| state.clock.now_ms()).checked_add(by));
     let in_range = |ms: i64| (0..=MAX_CLOCK_MS).contains(&ms);
     if !(target.is_some_and(in_range) && change.set_ms.is_none_or(in_range)) {
-        return Err(control_error(400, format!("the clock must stay between 0 and {MAX_CLOCK_MS} ms (1970 to 2399)")));
+        return Err(control_error(ControlErr::BadRequest, format!("the clock must stay between 0 and {MAX_CLOCK_MS} ms (1970 to 2399)")));
     }
     let by = by.unwrap_or(0);
     match change.freeze {
@@ -506,15 +506,15 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if let Some(failure) = state.store.last_write_failure() {
         let at = chrono::DateTime::from_timestamp_millis(failure.at_ms).map(|t| t.to_rfc3339()).unwrap_or_default();
-        return control_error(503, format!("store writes failing: the last write failed at {at}: {}", failure.error))
+        return control_error(ControlErr::Unavailable, format!("store writes failing: the last write failed at {at}: {}", failure.error))
             .into_response();
     }
     if let Err(e) = state.store.ping().await {
-        return control_error(503, format!("store unavailable: {e}")).into_response();
+        return control_error(ControlErr::Unavailable, format!("store unavailable: {e}")).into_response();
     }
     if let Some(redis) = &state.shared {
         if let Err(e) = redis.ping().await {
-            return control_error(503, format!("redis unavailable: {e}")).into_response();
+            return control_error(ControlErr::Unavailable, format!("redis unavailable: {e}")).into_response();
         }
     }
     ok(&json!({"status": "ok"}))

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::control_error;
 use crate::envelope::ApiError;
+use crate::error::ControlErr;
 use crate::store::{ImportBatch, StateRecord, StoreError};
 
 /// Format version of exported states (1 was a single JSON document).
@@ -152,13 +153,13 @@ where
                 return Ok(Some(line));
             }
             if self.scanned > MAX_LINE {
-                return Err(control_error(413, format!("line {} is longer than {MAX_LINE} bytes", self.number + 1)));
+                return Err(control_error(ControlErr::PayloadTooLarge, format!("line {} is longer than {MAX_LINE} bytes", self.number + 1)));
             }
             self.buf.drain(..self.start);
             self.start = 0;
             match self.body.next().await {
                 Some(Ok(bytes)) => self.buf.extend_from_slice(&bytes),
-                Some(Err(e)) => return Err(control_error(400, format!("reading the request body: {e}"))),
+                Some(Err(e)) => return Err(control_error(ControlErr::BadRequest, format!("reading the request body: {e}"))),
                 None => self.eof = true,
             }
         }
@@ -182,10 +183,10 @@ where
 {
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut count = 0u64;
-    let invalid = |status: u16, msg: String| FeedError::Invalid(control_error(status, msg));
+    let invalid = |msg: String| FeedError::Invalid(control_error(ControlErr::BadRequest, msg));
     loop {
         let Some(line) = lines.next().await.map_err(FeedError::Invalid)? else {
-            return Err(invalid(400, format!("the state ends after {count} records without its end line (cut off?)")));
+            return Err(invalid(format!("the state ends after {count} records without its end line (cut off?)")));
         };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -202,14 +203,14 @@ where
             }
             Err(e) => {
                 let Ok(end) = serde_json::from_slice::<EndLine>(&line) else {
-                    return Err(invalid(400, format!("line {number}: not a state record: {e}")));
+                    return Err(invalid(format!("line {number}: not a state record: {e}")));
                 };
                 if end.end.records != count {
-                    return Err(invalid(400, format!("the end line counts {} records, the state has {count}", end.end.records)));
+                    return Err(invalid(format!("the end line counts {} records, the state has {count}", end.end.records)));
                 }
                 while let Some(extra) = lines.next().await.map_err(FeedError::Invalid)? {
                     if !extra.iter().all(u8::is_ascii_whitespace) {
-                        return Err(invalid(400, format!("line {}: nothing may follow the end line", lines.number)));
+                        return Err(invalid(format!("line {}: nothing may follow the end line", lines.number)));
                     }
                 }
                 if !batch.is_empty() {

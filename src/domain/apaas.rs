@@ -11,7 +11,7 @@ use super::chat::{Chat, Owner};
 use super::chat_ops::{tenant_relation, TenantRelation, MAX_USERS_PER_CHAT};
 use super::directory::{App, Directory, Tenant, User};
 use super::ids::{derive_numeric_id, TenantKey, Uid};
-use crate::error::FeishuError;
+use crate::error::{ApaasErr, FeishuError};
 
 pub const WRITE_SCOPE: &str = "app_engine:approval:write";
 pub const READ_SCOPE: &str = "app_engine:approval:read";
@@ -25,7 +25,7 @@ pub const EN_US: &str = "1033";
 
 /// The only error the aPaaS pages document: HTTP 400, `2320001 param is invalid`.
 pub fn param_invalid() -> FeishuError {
-    FeishuError::new(2320001, "param is invalid")
+    ApaasErr::ParamInvalid.err()
 }
 
 // ---------------------------------------------------------------------------------------------

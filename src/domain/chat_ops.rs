@@ -11,7 +11,7 @@ use super::chat::{
 };
 use super::directory::{App, Directory, Tenant, User, UserIdType};
 use super::ids::{AppId, TenantKey, Uid};
-use crate::error::{im, FeishuError};
+use crate::error::{im, ChatErr, FeishuError};
 
 pub const MAX_USERS_PER_CHAT: usize = 5000;
 pub const MAX_BOTS_PER_CHAT: usize = super::chat::MAX_BOTS_PER_CHAT;
@@ -20,62 +20,59 @@ pub const MAX_BOTS_PER_CALL: usize = 5;
 pub const MAX_MANAGERS: usize = 10;
 
 pub fn chat_dissolved() -> FeishuError {
-    FeishuError::new(232009, "Your request specifies a chat which has already been dissolved.")
+    ChatErr::ChatDissolved.err()
 }
 pub fn unsupported_chat() -> FeishuError {
-    FeishuError::new(232008, "The chat mode or chat type of this chat is not supported for this operation.")
+    ChatErr::UnsupportedChat.err()
 }
 pub fn invalid_chat_id() -> FeishuError {
-    FeishuError::new(232006, "Your request specifies a chat_id which is invalid.")
+    ChatErr::InvalidChatId.err()
 }
 pub fn other_tenant() -> FeishuError {
-    FeishuError::new(232010, "Operator and chat can NOT be in different tenants.")
+    ChatErr::OtherTenant.err()
 }
 pub fn not_in_chat() -> FeishuError {
-    FeishuError::new(232011, "Operator can NOT be out of the chat.")
+    ChatErr::NotInChat.err()
 }
 pub fn owner_not_in_chat() -> FeishuError {
-    FeishuError::new(232012, "The new owner must be in the chat.")
+    ChatErr::OwnerNotInChat.err()
 }
 pub fn member_limit() -> FeishuError {
-    FeishuError::new(232013, "The number of members in the chat reaches the limit.")
+    ChatErr::MemberLimit.err()
 }
 pub fn only_owner_may_edit() -> FeishuError {
-    FeishuError::new(232002, "Only the chat owner or chat managers can edit the chat information.")
+    ChatErr::OnlyOwnerMayEdit.err()
 }
 pub fn basic_fields_only() -> FeishuError {
-    FeishuError::new(
-        232016,
-        "Operators who are not the owner or managers can only edit avatar, name, description and i18n_names.",
-    )
+    ChatErr::BasicFieldsOnly.err()
 }
 pub fn not_owner() -> FeishuError {
-    FeishuError::new(232017, "The operator is neither the chat owner nor the chat creator with the scope.")
+    ChatErr::NotOwner.err()
 }
 pub fn public_name_used() -> FeishuError {
-    FeishuError::new(232026, "The name of the public chat has already been used.")
+    ChatErr::PublicNameUsed.err()
 }
 pub fn no_valid_members() -> FeishuError {
-    FeishuError::new(232027, "There are no valid members in the id list.")
+    ChatErr::NoValidMembers.err()
 }
 pub fn owner_cross_tenant() -> FeishuError {
-    FeishuError::new(232031, "The owner can NOT be transferred to a user of another tenant.")
+    ChatErr::OwnerCrossTenant.err()
 }
 pub fn managers_owner_only() -> FeishuError {
-    FeishuError::new(232038, "Only the chat owner can operate chat managers.")
+    ChatErr::ManagersOwnerOnly.err()
 }
 pub fn manager_limit() -> FeishuError {
-    FeishuError::new(232040, "The number of chat managers reaches the limit.")
+    ChatErr::ManagerLimit.err()
 }
 pub fn join_needs_approval() -> FeishuError {
-    FeishuError::new(232075, "The public chat requires approval to join.")
+    ChatErr::JoinNeedsApproval.err()
 }
 
 pub fn p2p_unsupported() -> FeishuError {
-    FeishuError::new(232090, "The operation is not supported for p2p chats.")
+    ChatErr::P2pUnsupported.err()
 }
 pub fn external_into_internal() -> FeishuError {
-    FeishuError::new(232028, "Users of another tenant can NOT be added to an internal chat.")
+    ChatErr::ExternalIntoInternal.err()
 }
 
 /// How the bot behind a tenant token — `app` as installed in `tenant` — stands to a chat.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
-use crate::error::FeishuError;
+use crate::error::{FeishuError, MessageErr};
 
 /// Message `uuid` dedup window.
 pub const MESSAGE_DEDUP_WINDOW_MS: i64 = 3600 * 1000;
@@ -31,23 +31,23 @@ pub struct Message {
 }
 
 pub fn invalid(field: &str, why: impl Into<String>) -> FeishuError {
-    FeishuError::new(230001, "Your request contains an invalid request parameter.").with_field(field, None, why)
+    MessageErr::InvalidParam.err().with_field(field, None, why)
 }
 
 pub fn bot_not_in_chat() -> FeishuError {
-    FeishuError::new(230002, "The bot can not be outside the group.")
+    MessageErr::BotNotInChat.err()
 }
 
 pub fn too_long() -> FeishuError {
-    FeishuError::new(230025, "The length of the message content reaches its limit.")
+    MessageErr::ContentTooLong.err()
 }
 
 pub fn chat_rate_limited() -> FeishuError {
-    FeishuError::new(230020, "This operation triggers the frequency limit.")
+    MessageErr::ChatRateLimited.err()
 }
 
 pub fn user_unavailable() -> FeishuError {
-    FeishuError::new(230013, "Bot has NO availability to this user.")
+    MessageErr::UserUnavailable.err()
 }
 
 pub const MSG_TYPES: &[&str] =

@@ -230,7 +230,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
     let (dir, (app, tenant)) = (&call.dir, call.caller()?);
     let query = parse_query(&uri)?;
     if query.user_id_type == UserIdType::UserId && !app.has_scope(USER_ID_SCOPE) {
-        return Err(ApiError(FeishuError::scope_missing(&[USER_ID_SCOPE])));
+        return Err(ApiError::Feishu(FeishuError::scope_missing(&[USER_ID_SCOPE])));
     }
     let body: CreateChatBody = parse_json(&body, |field, why| FeishuError::im_invalid_param(field, None, why))?;
 
@@ -256,7 +256,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
             if let Some(existing) = state.store.find_dedup(key, window_start).await? {
                 return Ok(ok(&created_chat_view(dir, app, &existing, query.user_id_type)));
             }
-            Some(InFlight::claim(&state, key.clone()).await?.ok_or_else(|| ApiError(im::being_created()))?)
+            Some(InFlight::claim(&state, key.clone()).await?.ok_or_else(|| ApiError::Feishu(im::being_created()))?)
         }
         None => None,
     };
@@ -295,7 +295,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Ur
     let chat = existing_chat(&state, &chat_id).await?;
     let standing = standing(&call.dir, app, tenant, &chat);
     if standing == Standing::OtherTenant {
-        return Err(ApiError(other_tenant()));
+        return Err(ApiError::Feishu(other_tenant()));
     }
     Ok(get_view(&call.dir, app, &chat, id_type, standing))
 }
@@ -336,7 +336,7 @@ pub async fn update(
     if body.name.is_some() || body.chat_type.is_some() {
         if let Some(name) = body.resulting_public_name(&current) {
             if state.store.public_name_taken(&tenant.tenant_key, name, &current.chat_id).await? {
-                return Err(ApiError(public_name_used()));
+                return Err(ApiError::Feishu(public_name_used()));
             }
         }
     }
@@ -435,7 +435,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let order = match q.get("sort_type") {
         None | Some("") | Some("ByCreateTimeAsc") => ChatOrder::CreatedAsc,
         Some("ByActiveTimeDesc") => ChatOrder::ActiveDesc,
-        Some(v) => return Err(ApiError(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
+        Some(v) => return Err(ApiError::Feishu(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
     };
     let size = page_size(q.get("page_size"), 20, 100, im_param)?;
     let after = decode_cursor(q.get("page_token"), im_param)?;

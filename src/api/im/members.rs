@@ -84,7 +84,7 @@ pub async fn add(
         None | Some("") | Some("0") => 0,
         Some("1") => 1,
         Some("2") => 2,
-        Some(v) => return Err(ApiError(FeishuError::im_invalid_param("succeed_type", Some(v), "0, 1 or 2"))),
+        Some(v) => return Err(ApiError::Feishu(FeishuError::im_invalid_param("succeed_type", Some(v), "0, 1 or 2"))),
     };
     let body: IdList = parse_json(&body, invalid)?;
     check_id_list(&body.id_list, id_type, "id_list")?;
@@ -186,7 +186,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let q = QueryParams::parse(uri.query());
     let id_type = match MemberIdType::parse(q.get("member_id_type"))? {
         MemberIdType::User(t) => t,
-        MemberIdType::App => return Err(ApiError(FeishuError::im_invalid_param("member_id_type", Some("app_id"), "bots are not listed"))),
+        MemberIdType::App => return Err(ApiError::Feishu(FeishuError::im_invalid_param("member_id_type", Some("app_id"), "bots are not listed"))),
     };
     let size = page_size(q.get("page_size"), 20, 100, im_param)?;
     let after = decode_cursor(q.get("page_token"), im_param)?;
@@ -245,7 +245,7 @@ pub async fn is_in_chat(State(state): State<Arc<AppState>>, headers: HeaderMap, 
     let chat = existing_chat(&state, &chat_id).await?;
     let standing = standing(&call.dir, app, tenant, &chat);
     if standing == Standing::OtherTenant {
-        return Err(ApiError(other_tenant()));
+        return Err(ApiError::Feishu(other_tenant()));
     }
     Ok(ok(&serde_json::json!({ "is_in_chat": standing.is_member() && !chat.is_dissolved() })))
 }

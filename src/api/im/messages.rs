@@ -154,18 +154,18 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let q = QueryParams::parse(uri.query());
     let receive_id_type = match q.get("receive_id_type") {
         Some(t @ ("open_id" | "union_id" | "user_id" | "email" | "chat_id")) => t.to_string(),
-        _ => return Err(ApiError(invalid("receive_id_type", "open_id, union_id, user_id, email or chat_id is required"))),
+        _ => return Err(ApiError::Feishu(invalid("receive_id_type", "open_id, union_id, user_id, email or chat_id is required"))),
     };
     let body: SendBody = parse_json(&body, |field, why| invalid(field, why))?;
     let receive_id = body.receive_id.filter(|r| !r.is_empty()).ok_or_else(|| invalid("receive_id", "required"))?;
     let msg_type = body.msg_type.filter(|m| !m.is_empty()).ok_or_else(|| invalid("msg_type", "required"))?;
     let content = body.content.filter(|c| !c.is_empty()).ok_or_else(|| invalid("content", "required"))?;
     if body.uuid.as_ref().is_some_and(|u| u.chars().count() > MAX_UUID_CHARS) {
-        return Err(ApiError(invalid("uuid", "at most 50 characters")));
+        return Err(ApiError::Feishu(invalid("uuid", "at most 50 characters")));
     }
     validate_content(&msg_type, &content)?;
     if msg_type == "system" && receive_id_type == "chat_id" {
-        return Err(ApiError(invalid("msg_type", "system messages go to p2p chats only")));
+        return Err(ApiError::Feishu(invalid("msg_type", "system messages go to p2p chats only")));
     }
 
     let now = state.clock.now_ms();
@@ -174,7 +174,7 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
             .store
             .get_chat(&ChatId(receive_id.clone()))
             .await?
-            .ok_or_else(|| ApiError(invalid("receive_id", "no such chat")))?;
+            .ok_or_else(|| ApiError::Feishu(invalid("receive_id", "no such chat")))?;
         message_chat(&call.dir, app, tenant, &chat)?;
         chat
     } else {
@@ -183,10 +183,7 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         message_chat(&call.dir, app, tenant, &chat)?;
         chat
     };
-    state.limits.check_chat_messages(&chat.chat_id).await.map_err(|e| match e.rate_limited {
-        Some(_) => ApiError(chat_rate_limited()),
-        None => ApiError(e), // Redis unreachable: an internal error, not a limit
-    })?;
+    state.limits.check_chat_messages(&chat.chat_id).await?.map_err(|_| ApiError::Feishu(chat_rate_limited()))?;
     let message = Message {
         message_id: new_message_id(now),
         chat_id: chat.chat_id.clone(),
@@ -255,13 +252,13 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
     if q.get("container_id_type") != Some("chat") {
-        return Err(ApiError(invalid("container_id_type", "larkstack lists chat containers (container_id_type=chat)")));
+        return Err(ApiError::Feishu(invalid("container_id_type", "larkstack lists chat containers (container_id_type=chat)")));
     }
-    let chat_id = q.get("container_id").filter(|c| !c.is_empty()).ok_or_else(|| ApiError(invalid("container_id", "required")))?;
+    let chat_id = q.get("container_id").filter(|c| !c.is_empty()).ok_or_else(|| ApiError::Feishu(invalid("container_id", "required")))?;
     let order = match q.get("sort_type") {
         None | Some("") | Some("ByCreateTimeAsc") => MessageOrder::Asc,
         Some("ByCreateTimeDesc") => MessageOrder::Desc,
-        Some(_) => return Err(ApiError(invalid("sort_type", "ByCreateTimeAsc or ByCreateTimeDesc"))),
+        Some(_) => return Err(ApiError::Feishu(invalid("sort_type", "ByCreateTimeAsc or ByCreateTimeDesc"))),
     };
     let size = page_size(q.get("page_size"), 20, 50, |f, w| invalid(f, w))?;
     let after = decode_cursor(q.get("page_token"), |f, w| invalid(f, w))?;
@@ -272,10 +269,10 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         .store
         .get_chat(&ChatId(chat_id.to_string()))
         .await?
-        .ok_or_else(|| ApiError(invalid("container_id", "no such chat")))?;
+        .ok_or_else(|| ApiError::Feishu(invalid("container_id", "no such chat")))?;
     message_chat(&call.dir, app, tenant, &chat)?;
     if chat.is_group() && !app.has_scope(GROUP_HISTORY_SCOPE) {
-        return Err(ApiError(FeishuError::scope_missing(&[GROUP_HISTORY_SCOPE])));
+        return Err(ApiError::Feishu(FeishuError::scope_missing(&[GROUP_HISTORY_SCOPE])));
     }
     let mut rows = state
         .store

@@ -23,14 +23,14 @@ use crate::store::{Cursor, TokenRecord};
 /// the app still exists (232004), holds one of `scopes` (99991672), is installed and enabled in
 /// the tenant (232034) and has bot ability (232025).
 pub fn im_caller<'d>(dir: &'d Directory, token: &TokenRecord, scopes: &[&str]) -> Result<(&'d App, &'d Tenant), ApiError> {
-    let app = dir.app(&token.app_id).ok_or_else(|| ApiError(im::app_not_exist()))?;
+    let app = dir.app(&token.app_id).ok_or_else(|| ApiError::Feishu(im::app_not_exist()))?;
     if !app.has_any_scope(scopes) {
-        return Err(ApiError(FeishuError::scope_missing(scopes)));
+        return Err(ApiError::Feishu(FeishuError::scope_missing(scopes)));
     }
     let tenant = dir.tenant(&token.tenant_key).filter(|_| app.enabled_in(&token.tenant_key));
-    let tenant = tenant.ok_or_else(|| ApiError(im::app_unavailable()))?;
+    let tenant = tenant.ok_or_else(|| ApiError::Feishu(im::app_unavailable()))?;
     if !app.bot {
-        return Err(ApiError(im::bot_ability_inactive()));
+        return Err(ApiError::Feishu(im::bot_ability_inactive()));
     }
     Ok((app, tenant))
 }
@@ -65,13 +65,13 @@ impl ImCall {
 
 /// The stored chat named by a path's `chat_id`, or 232006.
 pub async fn existing_chat(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> {
-    state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| ApiError(invalid_chat_id()))
+    state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| ApiError::Feishu(invalid_chat_id()))
 }
 
 /// Runs an atomic change on the chat; "no such chat" is 232006, a refused change its own error.
 pub async fn change_chat(state: &AppState, chat_id: &ChatId, change: crate::store::ChatChange) -> Result<Chat, ApiError> {
     let outcome = state.store.modify_chat(chat_id, change).await?;
-    Ok(outcome.ok_or_else(|| ApiError(invalid_chat_id()))??)
+    Ok(outcome.ok_or_else(|| ApiError::Feishu(invalid_chat_id()))??)
 }
 
 /// `user_id_type` from the query: open_id when absent, else one of the three (232001).
