@@ -145,25 +145,6 @@ impl IntoResponses for ErrorResponse {
 
 // Query parameter value sets, named as Feishu names them.
 
-/// `user_id_type`.
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum UserIdType {
-    open_id,
-    union_id,
-    user_id,
-}
-
-/// `member_id_type`: a user ID type, or `app_id` for bots.
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum MemberIdType {
-    open_id,
-    union_id,
-    user_id,
-    app_id,
-}
-
 #[allow(non_camel_case_types)]
 #[derive(ToSchema)]
 pub enum ReceiveIdType {

@@ -219,3 +219,48 @@ async fn the_coverage_page_lists_the_implemented_feishu_endpoints() {
     assert!(html.contains("<h2>im</h2>") && html.contains("<h2>auth</h2>") && html.contains("<h2>apaas</h2>"));
     assert!(!html.contains("/_larkstack/"), "the control API is not a Feishu endpoint");
 }
+
+/// Every string under an `enum` of `schema`, however the schema nests it (`Option` adds a null).
+fn enum_values(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "enum" {
+                    out.extend(v.as_array().unwrap().iter().filter_map(|s| s.as_str().map(str::to_string)));
+                } else {
+                    enum_values(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| enum_values(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn query_enums_document_exactly_what_is_parsed() {
+    use larkstack::domain::chat_ops::MemberIdType;
+    use larkstack::domain::directory::UserIdType;
+    let app = TestApp::demo().await;
+    let doc = document(&app).await;
+    type Accepts = fn(&str) -> bool;
+    let cases: [(&str, Accepts, &[&str]); 2] = [
+        ("user_id_type", |v| UserIdType::parse(v).is_some(), &["open_id", "union_id", "user_id"]),
+        ("member_id_type", |v| MemberIdType::parse(Some(v)).is_ok(), &["open_id", "union_id", "user_id", "app_id"]),
+    ];
+    for (name, accepts, expected) in cases {
+        let mut seen = 0;
+        for (method, path, op) in operations(&doc) {
+            for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["name"] == name) {
+                let mut values = Vec::new();
+                enum_values(&param["schema"], &mut values);
+                assert!(!values.is_empty(), "{method} {path}: {name} is an enum");
+                // (Listing members takes user types only: it documents those.)
+                assert!(values.iter().all(|v| expected.contains(&v.as_str()) && accepts(v)), "{method} {path}: {name}: {values:?}");
+                seen += usize::from(values.len() == expected.len());
+            }
+        }
+        assert!(seen > 0, "{name} is documented with all its values somewhere");
+        assert!(!accepts("bogus") && !accepts("Open_Id"), "{name} accepts only its names");
+    }
+}

@@ -217,7 +217,7 @@ fn parse_query(uri: &Uri) -> Result<CreateChatQuery, FeishuError> {
     tag = "im",
     summary = "Create a group chat",
     params(
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
         ("set_bot_manager" = Option<bool>, Query, description = "Make the calling bot a manager"),
         ("uuid" = Option<String>, Query, max_length = 50, description = "Deduplicates creates with the same owner for 10 hours"),
     ),
@@ -283,7 +283,7 @@ const MAX_SEARCH_QUERY_CHARS: usize = 64;
     summary = "Get a chat",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
     ),
     security(("tenant_access_token" = [])),
     responses(crate::openapi::FeishuResponses),
@@ -314,7 +314,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Ur
     summary = "Update a chat",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
     ),
     request_body(content = UpdateChatBody, content_type = "application/json"),
     security(("tenant_access_token" = [])),
@@ -419,7 +419,7 @@ struct Page<T> {
     tag = "im",
     summary = "List the chats the bot is in",
     params(
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
         ("sort_type" = inline(Option<crate::openapi::ChatSortType>), Query, description = "Default ByCreateTimeAsc"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
@@ -456,7 +456,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     tag = "im",
     summary = "Search chats by name",
     params(
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
         ("query" = Option<String>, Query, description = "Name to look for; empty or over 64 characters finds nothing"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
