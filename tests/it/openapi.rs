@@ -264,3 +264,32 @@ async fn query_enums_document_exactly_what_is_parsed() {
         assert!(!accepts("bogus") && !accepts("Open_Id"), "{name} accepts only its names");
     }
 }
+
+/// Every `$ref` string under `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_schema_reference_resolves() {
+    let app = TestApp::demo().await;
+    let doc = document(&app).await;
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 50, "{}", all.len());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{r} is not in components");
+    }
+}
