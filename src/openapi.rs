@@ -145,34 +145,6 @@ impl IntoResponses for ErrorResponse {
 
 // Query parameter value sets, named as Feishu names them.
 
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum ReceiveIdType {
-    open_id,
-    union_id,
-    user_id,
-    email,
-    chat_id,
-}
-
-#[derive(ToSchema)]
-pub enum ChatSortType {
-    ByCreateTimeAsc,
-    ByActiveTimeDesc,
-}
-
-#[derive(ToSchema)]
-pub enum MessageSortType {
-    ByCreateTimeAsc,
-    ByCreateTimeDesc,
-}
-
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum ContainerIdType {
-    chat,
-}
-
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {

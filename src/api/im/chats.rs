@@ -420,7 +420,7 @@ struct Page<T> {
     summary = "List the chats the bot is in",
     params(
         ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
-        ("sort_type" = inline(Option<crate::openapi::ChatSortType>), Query, description = "Default ByCreateTimeAsc"),
+        ("sort_type" = inline(Option<super::ChatSortType>), Query, description = "Default ByCreateTimeAsc"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
     ),
@@ -432,10 +432,10 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
     let id_type = user_id_type(q.get("user_id_type"))?;
-    let order = match q.get("sort_type") {
-        None | Some("") | Some("ByCreateTimeAsc") => ChatOrder::CreatedAsc,
-        Some("ByActiveTimeDesc") => ChatOrder::ActiveDesc,
-        Some(v) => return Err(ApiError(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
+    let order = match q.enum_of::<super::ChatSortType>("sort_type") {
+        Ok(None | Some(super::ChatSortType::ByCreateTimeAsc)) => ChatOrder::CreatedAsc,
+        Ok(Some(super::ChatSortType::ByActiveTimeDesc)) => ChatOrder::ActiveDesc,
+        Err(v) => return Err(ApiError(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
     };
     let size = page_size(q.get("page_size"), 20, 100, im_param)?;
     let after = decode_cursor(q.get("page_token"), im_param)?;
