@@ -11,8 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::clock::Clock;
-use crate::error::InfraError;
-use crate::ratelimit::Window;
+use crate::envelope::InfraError;
 
 /// The sliding-log rule of ratelimit.rs (see `Log` there: the same steps, in the same order), on
 /// one sorted set per budget whose scores are the admitted stamps (ms) and whose members are
@@ -100,6 +99,14 @@ pub struct Redis {
     release: Script,
 }
 
+/// At most `limit` admitted calls in any window `(x − span_ms, x]` (a rate limit's, see
+/// `ratelimit::windows`; Redis keeps the log when nodes share the limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub span_ms: i64,
+    pub limit: u32,
+}
+
 fn unavailable(e: redis::RedisError) -> InfraError {
     InfraError::Redis(e)
 }
@@ -115,7 +122,7 @@ impl Redis {
             conn,
             client,
             namespace: format!("larkstack:{schema}:"),
-            node: crate::state::random_hex(),
+            node: crate::secrets::random_hex(),
             admitted: AtomicU64::new(0),
             take: Script::new(TAKE),
             release: Script::new(RELEASE),

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::{FeishuError, InfraError, ServerErr};
+use crate::error::{ApaasErr, AuthErr, ChatErr, ControlErr, FeishuError, GatewayErr, MessageErr, ServerErr, TransportErr};
 use crate::store::StoreError;
 
 tokio::task_local! {
@@ -81,6 +81,51 @@ impl From<FeishuError> for ApiError {
         ApiError::Feishu(e)
     }
 }
+
+/// A failure of larkstack's own infrastructure — the store (SQLite/PostgreSQL), Redis — as
+/// opposed to a Feishu error about the request. It has no Feishu code of its own: it answers
+/// HTTP 500 with `ServerErr::Internal` (code 1), and the cause goes to the log, not the client.
+#[derive(Debug)]
+pub enum InfraError {
+    Store(StoreError),
+    Redis(redis::RedisError),
+}
+
+impl std::fmt::Display for InfraError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InfraError::Store(e) => write!(f, "store failure: {e}"),
+            InfraError::Redis(e) => write!(f, "redis failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InfraError {}
+
+impl From<StoreError> for InfraError {
+    fn from(e: StoreError) -> Self {
+        InfraError::Store(e)
+    }
+}
+
+impl From<redis::RedisError> for InfraError {
+    fn from(e: redis::RedisError) -> Self {
+        InfraError::Redis(e)
+    }
+}
+
+/// Every catalogue entry is an error reply.
+macro_rules! catalogue_replies {
+    ($($family:ident),*) => {$(
+        impl From<$family> for ApiError {
+            fn from(e: $family) -> ApiError {
+                ApiError::Feishu(e.err())
+            }
+        }
+    )*};
+}
+
+catalogue_replies!(GatewayErr, AuthErr, ChatErr, MessageErr, ApaasErr, TransportErr, ControlErr, ServerErr);
 
 impl From<InfraError> for ApiError {
     fn from(e: InfraError) -> Self {

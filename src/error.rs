@@ -116,38 +116,6 @@ impl FeishuError {
     }
 }
 
-/// A failure of larkstack's own infrastructure — the store (SQLite/PostgreSQL), Redis — as
-/// opposed to a Feishu error about the request. It has no Feishu code of its own: it answers
-/// HTTP 500 with `ServerErr::Internal` (code 1), and the cause goes to the log, not the client.
-#[derive(Debug)]
-pub enum InfraError {
-    Store(crate::store::StoreError),
-    Redis(redis::RedisError),
-}
-
-impl std::fmt::Display for InfraError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            InfraError::Store(e) => write!(f, "store failure: {e}"),
-            InfraError::Redis(e) => write!(f, "redis failure: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for InfraError {}
-
-impl From<crate::store::StoreError> for InfraError {
-    fn from(e: crate::store::StoreError) -> Self {
-        InfraError::Store(e)
-    }
-}
-
-impl From<redis::RedisError> for InfraError {
-    fn from(e: redis::RedisError) -> Self {
-        InfraError::Redis(e)
-    }
-}
-
 /// The IM chat errors by the names the domain code uses (entries of `catalogue::ChatErr`).
 pub mod im {
     use super::{ChatErr, FeishuError};

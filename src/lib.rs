@@ -7,6 +7,8 @@ pub mod control;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod faults;
+pub mod journal;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

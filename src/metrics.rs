@@ -5,19 +5,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::envelope::{FeishuCode, ApiError};
-use crate::error::{ControlErr, ServerErr};
-use crate::state::AppState;
+use crate::envelope::FeishuCode;
+use crate::store::StoreStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -32,10 +30,7 @@ struct EndpointLabels {
     endpoint: String,
 }
 
-/// Request latency buckets: 100 µs to ~3 s.
-pub fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
-}
+pub use crate::store::latency_histogram;
 
 pub struct Metrics {
     registry: Registry,
@@ -69,10 +64,20 @@ impl Metrics {
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&EndpointLabels { endpoint: labels.endpoint }).observe(seconds);
     }
+
+    /// The OpenMetrics text, with the store's sizes as of `stats`.
+    pub fn encode(&self, stats: StoreStats) -> Result<String, std::fmt::Error> {
+        self.chats.set(stats.chats as i64);
+        self.members.set(stats.members as i64);
+        self.messages.set(stats.messages as i64);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
 }
 
 /// Counts and times every routed request (a route layer, so the route template is known).
-pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     // MatchedPath is a shared string: cloning it allocates nothing.
     let endpoint = req.extensions().get::<MatchedPath>().cloned();
@@ -80,34 +85,6 @@ pub async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next)
     let resp = next.run(req).await;
     let code = resp.extensions().get::<FeishuCode>().map_or(-1, |c| c.0);
     let endpoint = endpoint.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state.metrics.observe(endpoint, method.as_str(), code, started.elapsed().as_secs_f64());
+    metrics.observe(endpoint, method.as_str(), code, started.elapsed().as_secs_f64());
     resp
-}
-
-/// `GET /metrics`.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    tag = "ops",
-    summary = "Prometheus metrics (OpenMetrics text)",
-    responses(
-        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
-        crate::openapi::ErrorResponse,
-    ),
-)]
-pub async fn render(State(state): State<Arc<AppState>>) -> Response {
-    match state.store.stats().await {
-        Ok(stats) => {
-            state.metrics.chats.set(stats.chats as i64);
-            state.metrics.members.set(stats.members as i64);
-            state.metrics.messages.set(stats.messages as i64);
-        }
-        Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
-    }
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &state.metrics.registry).is_err() {
-        return ApiError::Feishu(ServerErr::Internal.with_msg("metrics encoding failed")).into_response();
-    }
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

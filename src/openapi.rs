@@ -1,20 +1,22 @@
-//! The OpenAPI 3.1 document of the whole HTTP surface, generated from the `#[utoipa::path]`
-//! annotations beside each handler and served at `GET /openapi.json`; and `GET /coverage`, a
-//! small HTML page listing the implemented Feishu endpoints, built from that document.
+//! The OpenAPI 3.1 document of the whole HTTP surface and `GET /coverage`, a small HTML page
+//! listing the implemented Feishu endpoints, built from that document. The operations come from
+//! the `#[utoipa::path]` annotations beside each handler, collected by the one registration that
+//! also builds the router (`server::routes`); this module holds the rest: the document's info,
+//! tags, security schemes and reply schemas.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use utoipa_axum::router::UtoipaMethodRouter;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use crate::api::{apaas, auth, im};
-use crate::control;
 use crate::envelope::JSON_UTF8;
-use crate::metrics;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,53 +27,8 @@ use crate::metrics;
             envelope), so the official SDKs work against it unmodified; `/_larkstack` is larkstack's \
             control API for test harnesses (admin token)."
     ),
-    paths(
-        auth::tenant_access_token_internal,
-        auth::app_access_token_internal,
-        auth::tenant_access_token,
-        im::chats::create,
-        im::chats::list,
-        im::chats::search,
-        im::chats::get,
-        im::chats::update,
-        im::chats::delete,
-        im::members::add,
-        im::members::remove,
-        im::members::list,
-        im::members::is_in_chat,
-        im::members::me_join,
-        im::members::add_managers,
-        im::members::delete_managers,
-        im::messages::send,
-        im::messages::list,
-        apaas::chat_group,
-        apaas::query,
-        control::directory,
-        control::reset,
-        control::get_fixture,
-        control::load_fixture,
-        control::export,
-        control::import,
-        control::journal,
-        control::clear_journal,
-        control::list_faults,
-        control::list_fault_presets,
-        control::add_fault,
-        control::clear_faults,
-        control::remove_fault,
-        control::clock,
-        control::set_clock,
-        control::actors::list_chats,
-        control::actors::chat_detail,
-        control::actors::post_as_user,
-        control::actors::join_as_user,
-        control::actors::leave_as_user,
-        control::actors::tasks,
-        control::healthz,
-        metrics::render,
-    ),
     components(schemas(Envelope, ErrorEnvelope, ErrorDetail, FieldViolation, PermissionViolation)),
-    modifiers(&SecuritySchemes, &TrailingSlashAliases),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "Tenant and app access tokens"),
         (name = "im", description = "Group chats, members, managers and messages"),
@@ -188,53 +145,6 @@ impl IntoResponses for ErrorResponse {
 
 // Query parameter value sets, named as Feishu names them.
 
-/// `user_id_type`.
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum UserIdType {
-    open_id,
-    union_id,
-    user_id,
-}
-
-/// `member_id_type`: a user ID type, or `app_id` for bots.
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum MemberIdType {
-    open_id,
-    union_id,
-    user_id,
-    app_id,
-}
-
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum ReceiveIdType {
-    open_id,
-    union_id,
-    user_id,
-    email,
-    chat_id,
-}
-
-#[derive(ToSchema)]
-pub enum ChatSortType {
-    ByCreateTimeAsc,
-    ByActiveTimeDesc,
-}
-
-#[derive(ToSchema)]
-pub enum MessageSortType {
-    ByCreateTimeAsc,
-    ByCreateTimeDesc,
-}
-
-#[allow(non_camel_case_types)]
-#[derive(ToSchema)]
-pub enum ContainerIdType {
-    chat,
-}
-
 struct SecuritySchemes;
 
 impl Modify for SecuritySchemes {
@@ -261,41 +171,37 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The token paths the router also serves with a trailing slash (some SDKs ask for those).
-pub const TRAILING_SLASH_ALIASES: &[&str] =
-    &["/open-apis/auth/v3/tenant_access_token/internal", "/open-apis/auth/v3/app_access_token/internal"];
-
-struct TrailingSlashAliases;
-
-impl Modify for TrailingSlashAliases {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for path in TRAILING_SLASH_ALIASES {
-            let Some(mut item) = openapi.paths.paths.get(*path).cloned() else { continue };
+/// `routes` served and documented under their paths with a trailing slash too (some SDKs ask for
+/// the token endpoints that way); the aliases are operations of their own in the document.
+pub fn with_trailing_slash<S>((schemas, mut paths, router): UtoipaMethodRouter<S>) -> UtoipaMethodRouter<S> {
+    let aliases: Vec<_> = paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let mut item = item.clone();
             for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten() {
                 op.operation_id = op.operation_id.take().map(|id| format!("{id}_trailing_slash"));
                 op.summary = op.summary.take().map(|s| format!("{s} (trailing slash)"));
             }
-            openapi.paths.paths.insert(format!("{path}/"), item);
-        }
-    }
+            (format!("{path}/"), item)
+        })
+        .collect();
+    paths.paths.extend(aliases);
+    (schemas, paths, router)
 }
 
-fn document() -> &'static (String, String) {
-    static DOC: OnceLock<(String, String)> = OnceLock::new();
-    DOC.get_or_init(|| {
-        let doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
-        (serde_json::to_string(&doc).expect("serialises"), coverage_html(&doc))
-    })
-}
-
-/// `GET /openapi.json`.
-pub async fn openapi_json() -> Response {
-    ([(CONTENT_TYPE, JSON_UTF8)], document().0.as_str()).into_response()
-}
-
-/// `GET /coverage`: the implemented Feishu endpoints, by tag.
-pub async fn coverage() -> Response {
-    ([(CONTENT_TYPE, "text/html; charset=utf-8")], document().1.as_str()).into_response()
+/// `GET /openapi.json` serving `doc` and `GET /coverage` built from it (these two are not in the
+/// document themselves).
+pub fn publish<S: Clone + Send + Sync + 'static>(doc: &utoipa::openapi::OpenApi) -> Router<S> {
+    let doc = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    let json: Arc<str> = serde_json::to_string(&doc).expect("serialises").into();
+    let html: Arc<str> = coverage_html(&doc).into();
+    Router::new()
+        .route("/openapi.json", get(move || async move { ([(CONTENT_TYPE, JSON_UTF8)], json.to_string()).into_response() }))
+        .route(
+            "/coverage",
+            get(move || async move { ([(CONTENT_TYPE, "text/html; charset=utf-8")], html.to_string()).into_response() }),
+        )
 }
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];

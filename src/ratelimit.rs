@@ -19,7 +19,8 @@ use crate::cluster::Redis;
 use crate::domain::directory::RateLimitSpec;
 use crate::domain::ids::{AppId, TenantKey};
 use crate::envelope::ApiError;
-use crate::error::{FeishuError, InfraError, RateLimited};
+use crate::envelope::InfraError;
+use crate::error::{FeishuError, RateLimited};
 
 /// An endpoint with its own budget per app and tenant (Feishu limits each API separately),
 /// or `ChatMessages`, the budget of one chat shared by every bot posting into it.
@@ -57,12 +58,7 @@ impl Family {
     }
 }
 
-/// At most `limit` admitted calls in any window `(x − span_ms, x]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub span_ms: i64,
-    pub limit: u32,
-}
+pub use crate::cluster::Window;
 
 /// The windows a spec enforces, widest first (when both are full, the minute's is the limit named).
 /// A window the other implies is left out, so the log stays short: 60 × per-second ≤ per-minute
@@ -309,7 +305,7 @@ mod tests {
     /// server) as three nodes in a namespace of their own: both must keep the same rules.
     async fn limiters() -> Vec<Nodes> {
         let url = std::env::var("LARKSTACK_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let namespace = format!("unit_{}", crate::state::random_hex());
+        let namespace = format!("unit_{}", crate::secrets::random_hex());
         let frozen = || {
             let clock = Arc::new(Clock::default());
             clock.freeze();

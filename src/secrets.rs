@@ -9,6 +9,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// 128 random bits as hex: admin tokens, in-flight claims, node ids.
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
 /// Whether `given` equals `expected`, in time that depends on neither (both are hashed first, so
 /// not even their lengths leak).
 pub fn secret_eq(given: &str, expected: &str) -> bool {

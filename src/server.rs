@@ -7,8 +7,10 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,40 +27,37 @@ use crate::error::{ServerErr, TransportErr};
 use crate::state::AppState;
 use crate::transport::{self, HostPolicy};
 
+/// Every operation, registered once: the router and the OpenAPI document (with /coverage, built
+/// from it) both come from here. Handlers sharing a path are registered together.
+pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(openapi::with_trailing_slash(routes!(auth::tenant_access_token_internal)))
+        .routes(openapi::with_trailing_slash(routes!(auth::app_access_token_internal)))
+        .routes(routes!(auth::tenant_access_token))
+        .routes(routes!(im::chats::create, im::chats::list))
+        .routes(routes!(im::chats::search))
+        .routes(routes!(im::chats::get, im::chats::update, im::chats::delete))
+        .routes(routes!(im::members::add, im::members::remove, im::members::list))
+        .routes(routes!(im::members::is_in_chat))
+        .routes(routes!(im::members::me_join))
+        .routes(routes!(im::members::add_managers))
+        .routes(routes!(im::members::delete_managers))
+        .routes(routes!(im::messages::send, im::messages::list))
+        .routes(routes!(apaas::chat_group))
+        .routes(routes!(apaas::query))
+        .routes(routes!(control::healthz))
+        .routes(routes!(control::metrics))
+        .merge(control::routes(state))
+}
+
 /// The whole HTTP surface; usable in-process from tests.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/open-apis/auth/v3/tenant_access_token/internal", post(auth::tenant_access_token_internal))
-        .route("/open-apis/auth/v3/tenant_access_token/internal/", post(auth::tenant_access_token_internal))
-        .route("/open-apis/auth/v3/app_access_token/internal", post(auth::app_access_token_internal))
-        .route("/open-apis/auth/v3/app_access_token/internal/", post(auth::app_access_token_internal))
-        .route("/open-apis/auth/v3/tenant_access_token", post(auth::tenant_access_token))
-        .route("/open-apis/im/v1/chats", post(im::chats::create).get(im::chats::list))
-        .route("/open-apis/im/v1/chats/search", get(im::chats::search))
-        .route(
-            "/open-apis/im/v1/chats/{chat_id}",
-            get(im::chats::get).put(im::chats::update).delete(im::chats::delete),
-        )
-        .route(
-            "/open-apis/im/v1/chats/{chat_id}/members",
-            post(im::members::add).delete(im::members::remove).get(im::members::list),
-        )
-        .route("/open-apis/im/v1/chats/{chat_id}/members/is_in_chat", get(im::members::is_in_chat))
-        .route("/open-apis/im/v1/chats/{chat_id}/members/me_join", patch(im::members::me_join))
-        .route("/open-apis/im/v1/chats/{chat_id}/managers/add_managers", post(im::members::add_managers))
-        .route("/open-apis/im/v1/chats/{chat_id}/managers/delete_managers", post(im::members::delete_managers))
-        .route("/open-apis/im/v1/messages", post(im::messages::send).get(im::messages::list))
-        .route("/open-apis/apaas/v1/user_tasks/{task_id}/chat_group", post(apaas::chat_group))
-        .route("/open-apis/apaas/v1/user_task/query", post(apaas::query))
-        .route("/healthz", get(control::healthz))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi::openapi_json))
-        .route("/coverage", get(openapi::coverage))
-        .merge(control::router(state.clone()))
+    let (api, doc) = routes(state.clone()).split_for_parts();
+    api.merge(openapi::publish(&doc))
         .merge(control::console::router())
         // Inside `track`, so a panicking handler is counted (code 1) like any other reply.
         .route_layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))
-        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_reply))

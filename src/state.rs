@@ -8,9 +8,9 @@ use sha2::Digest;
 
 use crate::clock::Clock;
 use crate::cluster::Redis;
-use crate::error::InfraError;
-use crate::control::faults::Faults;
-use crate::control::journal::{Journal, DEFAULT_JOURNAL_BYTES, DEFAULT_JOURNAL_SIZE};
+use crate::envelope::InfraError;
+use crate::faults::Faults;
+use crate::journal::{Journal, DEFAULT_JOURNAL_BYTES, DEFAULT_JOURNAL_SIZE};
 use crate::domain::directory::Directory;
 use crate::ratelimit::RateLimits;
 use crate::store::{DedupKey, Store, TokenRecord};
@@ -35,7 +35,7 @@ pub struct AppState {
     pub fixture_text: RwLock<Option<String>>,
     /// Where a fixture loaded at run time is kept for the next start.
     pub fixture_file: Option<std::path::PathBuf>,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// What this node shares with others through Redis, when it runs as one of several.
     pub shared: Option<Arc<Redis>>,
 }
@@ -72,19 +72,14 @@ pub fn new_admin_token() -> String {
     format!("lsadm-{}", random_hex())
 }
 
-/// 128 random bits as hex: admin tokens, in-flight claims, node ids.
-pub fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    rand::Rng::fill(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
-}
+pub use crate::secrets::random_hex;
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
         Arc::new(AppState {
             limits: RateLimits::new(config.rate_limits, clock.clone(), config.redis.clone()),
             shared: config.redis,
-            metrics: crate::metrics::Metrics::new(store.commit_latency()),
+            metrics: Arc::new(crate::metrics::Metrics::new(store.commit_latency())),
             clock,
             // Every write's outcome is remembered for /healthz.
             store: Arc::new(crate::store::health::Tracked::new(store)),

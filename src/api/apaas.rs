@@ -1,7 +1,6 @@
 //! aPaaS user tasks (spec §6): start a group chat from a task (seed: apaas-user-task-chat-group.md)
 //! and the task query.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,7 +13,7 @@ use crate::domain::apaas::{
     apply_pull, param_invalid, plan_chat_group, query_tasks, ChatGroupBody, ChatGroupPlan, ChatTarget, TaskQueryBody,
     READ_SCOPE, WRITE_SCOPE,
 };
-use crate::domain::chat::{plan_create, Caller, CreateChatBody, CreateChatQuery};
+use crate::domain::chat::{plan_create_with, Caller, CreateChatBody, CreateChatQuery, People};
 use crate::domain::directory::{App, AppKind, Directory, Tenant, UserIdType};
 use crate::domain::ids::{new_chat_id, ChatId, Uid};
 use crate::envelope::{ok, ApiError, ApiResult};
@@ -133,32 +132,26 @@ async fn pull(
     }
 }
 
-/// The chat as create-chat would build it for the bot, with the operator as owner, so every
+/// The chat as create-chat builds it for the bot, through the same domain constructor, with the
+/// operator as owner and the invitees as users (already resolved from their Kunlun IDs), so every
 /// create-chat rule applies; its refusals come back as 2320001 in the aPaaS request's terms.
-fn new_chat(
-    dir: &Directory,
+fn new_chat<'d>(
+    dir: &'d Directory,
     app: &App,
     tenant: &Tenant,
-    plan: &ChatGroupPlan<'_>,
+    plan: &'d ChatGroupPlan<'d>,
     name: &str,
     now_ms: i64,
 ) -> Result<crate::domain::chat::Chat, FeishuError> {
-    let open_id = |u: &crate::domain::directory::User| dir.open_id(app, u).0;
-    let kunlun_of: HashMap<String, String> =
-        plan.invitees.iter().chain([&plan.operator]).map(|u| (open_id(u), u.kunlun_id.0.clone())).collect();
-    let body = CreateChatBody {
-        name: Some(name.to_string()),
-        owner_id: Some(open_id(plan.operator)),
-        user_id_list: Some(plan.invitees.iter().map(|u| open_id(u)).collect()),
-        ..Default::default()
-    };
+    let body = CreateChatBody { name: Some(name.to_string()), ..Default::default() };
     let query = CreateChatQuery { user_id_type: UserIdType::OpenId, set_bot_manager: false, uuid: None };
-    plan_create(dir, &Caller { app, tenant }, &query, body, new_chat_id(now_ms), now_ms)
-        .map_err(|e| in_apaas_terms(e, &kunlun_of))
+    let people = People::Resolved { owner: plan.operator, users: &plan.invitees };
+    plan_create_with(dir, &Caller { app, tenant }, &query, body, people, new_chat_id(now_ms), now_ms)
+        .map_err(in_apaas_terms)
 }
 
 /// A create-chat refusal as 2320001, with fields and IDs renamed to the aPaaS request's.
-fn in_apaas_terms(e: FeishuError, kunlun_of: &HashMap<String, String>) -> FeishuError {
+fn in_apaas_terms(e: FeishuError) -> FeishuError {
     let mut out = param_invalid();
     for v in &e.field_violations {
         let field = match v.field.as_str() {
@@ -167,8 +160,7 @@ fn in_apaas_terms(e: FeishuError, kunlun_of: &HashMap<String, String>) -> Feishu
             "name" => "chat_name",
             other => other,
         };
-        let value = v.value.as_ref().map(|raw| kunlun_of.get(raw).unwrap_or(raw).as_str());
-        out = out.with_field(field, value, format!("{} ({})", v.description, e.msg));
+        out = out.with_field(field, v.value.as_deref(), format!("{} ({})", v.description, e.msg));
     }
     if out.field_violations.is_empty() {
         // Codes without fields here are about the chat's texts (review, name rules).

@@ -77,6 +77,16 @@ impl QueryParams {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// `name` as the query enum `T`, by its serde names (the same enum gives the OpenAPI schema):
+    /// `Ok(None)` when absent or empty, `Err` with the value when `T` has no such name, for the
+    /// handler to refuse in its family's envelope.
+    pub fn enum_of<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, &str> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) => crate::domain::wire_name(v).map(Some).ok_or(v),
+        }
+    }
+
     /// `true`/`True`/`TRUE`/`1` and their opposites; `Err` names a value that is neither.
     pub fn bool(&self, name: &str) -> Result<Option<bool>, String> {
         match self.get(name) {
@@ -100,6 +110,16 @@ mod tests {
         assert!(q.bool("c").is_err());
         assert_eq!(q.bool("d"), Ok(Some(true)));
         assert_eq!(q.bool("missing"), Ok(None));
+    }
+
+    #[test]
+    fn enums_by_their_serde_names() {
+        use crate::api::im::ChatSortType;
+        let q = QueryParams::parse(Some("a=ByActiveTimeDesc&b=byactivetimedesc&c="));
+        assert_eq!(q.enum_of::<ChatSortType>("a"), Ok(Some(ChatSortType::ByActiveTimeDesc)));
+        assert_eq!(q.enum_of::<ChatSortType>("b"), Err("byactivetimedesc"));
+        assert_eq!(q.enum_of::<ChatSortType>("c"), Ok(None));
+        assert_eq!(q.enum_of::<ChatSortType>("missing"), Ok(None));
     }
 
     #[test]

@@ -7,18 +7,19 @@
 pub mod actors;
 pub mod client;
 pub mod console;
-pub mod faults;
 pub mod intercept;
-pub mod journal;
 pub mod ndjson;
+
+// The fault injector and the journal are services that `state` holds; their paths here stay.
+pub use crate::{faults, journal};
 
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -26,29 +27,30 @@ use crate::api::extract::{PathParam, RawBody};
 use crate::domain::directory::{AppKind, Directory};
 use crate::domain::ids::Uid;
 use crate::envelope::{ok, ApiError, ApiResult};
-use crate::error::ControlErr;
+use crate::error::{ControlErr, ServerErr};
 use crate::state::AppState;
 use crate::store::ImportBatch;
 
 pub use ndjson::STATE_FORMAT;
 
-pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/_larkstack/directory", get(directory))
-        .route("/_larkstack/reset", post(reset))
-        .route("/_larkstack/fixture", get(get_fixture).put(load_fixture))
-        .route("/_larkstack/state", get(export).put(import))
-        .route("/_larkstack/journal", get(journal).delete(clear_journal))
-        .route("/_larkstack/faults", get(list_faults).post(add_fault).delete(clear_faults))
-        .route("/_larkstack/faults/presets", get(list_fault_presets))
-        .route("/_larkstack/faults/{id}", delete(remove_fault))
-        .route("/_larkstack/clock", get(clock).post(set_clock))
-        .route("/_larkstack/chats", get(actors::list_chats))
-        .route("/_larkstack/chats/{chat_id}", get(actors::chat_detail))
-        .route("/_larkstack/chats/{chat_id}/messages", post(actors::post_as_user))
-        .route("/_larkstack/chats/{chat_id}/join", post(actors::join_as_user))
-        .route("/_larkstack/chats/{chat_id}/leave", post(actors::leave_as_user))
-        .route("/_larkstack/tasks", get(actors::tasks))
+/// The control API's operations (see `server::routes`), behind the admin token.
+pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(directory))
+        .routes(routes!(reset))
+        .routes(routes!(get_fixture, load_fixture))
+        .routes(routes!(export, import))
+        .routes(routes!(journal, clear_journal))
+        .routes(routes!(list_faults, add_fault, clear_faults))
+        .routes(routes!(list_fault_presets))
+        .routes(routes!(remove_fault))
+        .routes(routes!(clock, set_clock))
+        .routes(routes!(actors::list_chats))
+        .routes(routes!(actors::chat_detail))
+        .routes(routes!(actors::post_as_user))
+        .routes(routes!(actors::join_as_user))
+        .routes(routes!(actors::leave_as_user))
+        .routes(routes!(actors::tasks))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -518,6 +520,32 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         }
     }
     ok(&json!({"status": "ok"}))
+}
+
+/// `GET /metrics`: Prometheus metrics (see `crate::metrics`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "ops",
+    summary = "Prometheus metrics (OpenMetrics text)",
+    responses(
+        (status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text"),
+        crate::openapi::ErrorResponse,
+    ),
+)]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = match state.store.stats().await {
+        Ok(stats) => stats,
+        Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
+    };
+    match state.metrics.encode(stats) {
+        Ok(text) => {
+            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+            ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        Err(_) => ApiError::Feishu(ServerErr::Internal.with_msg("metrics encoding failed")).into_response(),
+    }
 }
 
 #[cfg(test)]

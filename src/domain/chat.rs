@@ -400,12 +400,40 @@ pub fn plan_create(
     chat_id: ChatId,
     now_ms: i64,
 ) -> Result<Chat, FeishuError> {
+    plan_create_with(dir, caller, query, body, People::Named, chat_id, now_ms)
+}
+
+/// Who a new chat holds besides the bots.
+pub enum People<'d> {
+    /// As the body names them: `owner_id` and `user_id_list` in the query's `user_id_type`,
+    /// resolved and checked by [`plan_create_with`].
+    Named,
+    /// People a caller already resolved and checked (active, visible to the app): the owner and
+    /// the other users, in order. The body's `owner_id` and `user_id_list` add nothing then.
+    Resolved { owner: &'d User, users: &'d [&'d User] },
+}
+
+/// [`plan_create`], with the people given as `people`: create-chat names them in the body,
+/// aPaaS's chat_group passes the users it resolved from Kunlun IDs. Every other rule is the same.
+pub fn plan_create_with<'d>(
+    dir: &'d Directory,
+    caller: &Caller<'_>,
+    query: &CreateChatQuery,
+    body: CreateChatBody,
+    people: People<'d>,
+    chat_id: ChatId,
+    now_ms: i64,
+) -> Result<Chat, FeishuError> {
+    let (resolved_owner, resolved_users): (Option<&'d User>, &'d [&'d User]) = match people {
+        People::Named => (None, &[]),
+        People::Resolved { owner, users } => (Some(owner), users),
+    };
     let app = caller.app;
     let tenant = caller.tenant;
 
     // 1. Shape of the parameters.
     let user_ids = body.user_id_list.unwrap_or_default();
-    if user_ids.len() > MAX_USERS_PER_CREATE {
+    if user_ids.len() + resolved_users.len() > MAX_USERS_PER_CREATE {
         return Err(FeishuError::im_invalid_param(
             "user_id_list",
             None,
@@ -502,6 +530,7 @@ pub fn plan_create(
 
     // 5. Owner.
     let owner_user: Option<&User> = match body.owner_id.as_deref() {
+        _ if resolved_owner.is_some() => resolved_owner,
         None | Some("") => None,
         Some(raw) => {
             let user = dir
@@ -530,6 +559,14 @@ pub fn plan_create(
     let mut unavailable = im::unavailable_ids();
     let mut resigned = im::user_resigned();
     let mut external_members: Vec<&User> = Vec::new();
+    for &user in resolved_users {
+        if user.tenant_key != tenant.tenant_key {
+            external_members.push(user);
+        }
+        if seen.insert(&user.uid) {
+            users.push(user.uid.clone());
+        }
+    }
     for raw in &user_ids {
         let Some(user) = dir.resolve_user(app, &tenant.tenant_key, query.user_id_type, raw) else {
             unavailable = unavailable.with_field("user_id_list", Some(raw), "no such user for this app");
@@ -776,5 +813,33 @@ mod tests {
         assert_eq!(code("demo-bot", serde_json::json!({"owner_id": open(&d, "demo-bot", "hank")})), 232032);
         let ok = run(&d, "demo-bot", serde_json::json!({"owner_id": alice, "user_id_list": [gina]})).unwrap();
         assert!(ok.external);
+    }
+
+    #[test]
+    fn resolved_people_build_the_chat_named_ones_do() {
+        let d = fixture();
+        let app = d.apps().iter().find(|a| a.key == "demo-bot").unwrap();
+        let tenant = d.tenant(app.home_tenant.as_ref().unwrap()).unwrap();
+        let user = |key: &str| d.users().iter().find(|u| u.key == key).unwrap();
+        let (alice, bob) = (user("alice"), user("bob"));
+        let named = run(
+            &d,
+            "demo-bot",
+            serde_json::json!({"name": "n", "owner_id": open(&d, "demo-bot", "alice"),
+                "user_id_list": [open(&d, "demo-bot", "bob"), open(&d, "demo-bot", "alice")]}),
+        )
+        .unwrap();
+        let q = CreateChatQuery { user_id_type: UserIdType::OpenId, set_bot_manager: false, uuid: None };
+        let body = CreateChatBody { name: Some("n".into()), ..Default::default() };
+        let users = [bob, alice];
+        let people = People::Resolved { owner: alice, users: &users };
+        let resolved =
+            plan_create_with(&d, &Caller { app, tenant }, &q, body, people, ChatId("oc_test".into()), 1).unwrap();
+        assert_eq!(resolved, named);
+        // Create-chat's rules still apply to what the body says (here: a public chat needs a name).
+        let body = CreateChatBody { chat_type: Some("public".into()), ..Default::default() };
+        let people = People::Resolved { owner: alice, users: &users };
+        let err = plan_create_with(&d, &Caller { app, tenant }, &q, body, people, ChatId("oc_test".into()), 1).unwrap_err();
+        assert_eq!(err.code, im::public_name_empty().code);
     }
 }

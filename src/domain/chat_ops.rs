@@ -390,14 +390,32 @@ pub enum MemberIdType {
     App,
 }
 
+/// `member_id_type` as it travels: the query enum (and its OpenAPI schema) that
+/// [`MemberIdType::parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberIdTypeName {
+    OpenId,
+    UnionId,
+    UserId,
+    AppId,
+}
+
 impl MemberIdType {
     pub fn parse(s: Option<&str>) -> Result<Self, FeishuError> {
         match s {
             None | Some("") => Ok(MemberIdType::User(UserIdType::OpenId)),
-            Some("app_id") => Ok(MemberIdType::App),
-            Some(v) => UserIdType::parse(v).map(MemberIdType::User).ok_or_else(|| {
-                FeishuError::im_invalid_param("member_id_type", Some(v), "must be open_id, union_id, user_id or app_id")
-            }),
+            Some(v) => match super::wire_name::<MemberIdTypeName>(v) {
+                Some(MemberIdTypeName::OpenId) => Ok(MemberIdType::User(UserIdType::OpenId)),
+                Some(MemberIdTypeName::UnionId) => Ok(MemberIdType::User(UserIdType::UnionId)),
+                Some(MemberIdTypeName::UserId) => Ok(MemberIdType::User(UserIdType::UserId)),
+                Some(MemberIdTypeName::AppId) => Ok(MemberIdType::App),
+                None => Err(FeishuError::im_invalid_param(
+                    "member_id_type",
+                    Some(v),
+                    "must be open_id, union_id, user_id or app_id",
+                )),
+            },
         }
     }
 

@@ -229,7 +229,8 @@ impl User {
 }
 
 /// How a request names a user: the `user_id_type` / `member_id_type` query parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum UserIdType {
     OpenId,
     UnionId,
@@ -238,12 +239,7 @@ pub enum UserIdType {
 
 impl UserIdType {
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "open_id" => Some(Self::OpenId),
-            "union_id" => Some(Self::UnionId),
-            "user_id" => Some(Self::UserId),
-            _ => None,
-        }
+        super::wire_name(s)
     }
 
     pub fn as_str(self) -> &'static str {

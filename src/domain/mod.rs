@@ -6,3 +6,9 @@ pub mod chat_ops;
 pub mod directory;
 pub mod ids;
 pub mod message;
+
+/// A query enum's value by its wire name, which is its serde name: `None` for any other string.
+/// The same enum derives the OpenAPI schema, so the document lists exactly what is accepted.
+pub fn wire_name<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s)).ok()
+}

@@ -5,7 +5,7 @@
 //! control-API fault rule asks for, whose code the test author chooses.
 //!
 //! A failure of larkstack's own infrastructure (database, Redis) is not in these tables: it is
-//! `crate::error::InfraError`, answered as `ServerErr::Internal`.
+//! `crate::envelope::InfraError`, answered as `ServerErr::Internal`.
 
 use std::borrow::Cow;
 
@@ -64,12 +64,6 @@ macro_rules! errors {
         impl From<$family> for FeishuError {
             fn from(e: $family) -> FeishuError {
                 e.err()
-            }
-        }
-
-        impl From<$family> for crate::envelope::ApiError {
-            fn from(e: $family) -> crate::envelope::ApiError {
-                crate::envelope::ApiError::Feishu(e.err())
             }
         }
     };

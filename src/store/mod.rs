@@ -216,6 +216,12 @@ pub struct StoreStats {
     pub messages: u64,
 }
 
+/// Latency buckets, 100 µs to ~3 s: the backends' commit latency, and /metrics' request latency.
+pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commit latency, for /metrics, when the backend measures it.

@@ -106,7 +106,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Backend(format!("connection pool: {e}")))?;
         let store = PostgresStore {
             pool,
-            commit_seconds: crate::metrics::latency_histogram(),
+            commit_seconds: super::latency_histogram(),
         };
         store.migrate(schema).await?;
         Ok(store)

@@ -162,7 +162,7 @@ impl SqliteStore {
         wal.truncate(&conn);
         let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
         let (tx, rx) = mpsc::unbounded_channel();
-        let commit_seconds = crate::metrics::latency_histogram();
+        let commit_seconds = super::latency_histogram();
         let timer = commit_seconds.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())

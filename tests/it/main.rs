@@ -4,6 +4,7 @@
 mod support;
 
 mod apaas;
+mod architecture;
 mod auth;
 mod console;
 mod control;

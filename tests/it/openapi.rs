@@ -8,56 +8,6 @@ use tower::ServiceExt;
 
 use crate::support::*;
 
-/// Every (method, path) the router in src/server.rs and src/control/mod.rs serves, in OpenAPI
-/// path syntax. A route added there without an annotation fails this test.
-const ROUTES: &[(&str, &str)] = &[
-    ("post", "/open-apis/auth/v3/tenant_access_token/internal"),
-    ("post", "/open-apis/auth/v3/tenant_access_token/internal/"),
-    ("post", "/open-apis/auth/v3/app_access_token/internal"),
-    ("post", "/open-apis/auth/v3/app_access_token/internal/"),
-    ("post", "/open-apis/auth/v3/tenant_access_token"),
-    ("post", "/open-apis/im/v1/chats"),
-    ("get", "/open-apis/im/v1/chats"),
-    ("get", "/open-apis/im/v1/chats/search"),
-    ("get", "/open-apis/im/v1/chats/{chat_id}"),
-    ("put", "/open-apis/im/v1/chats/{chat_id}"),
-    ("delete", "/open-apis/im/v1/chats/{chat_id}"),
-    ("post", "/open-apis/im/v1/chats/{chat_id}/members"),
-    ("delete", "/open-apis/im/v1/chats/{chat_id}/members"),
-    ("get", "/open-apis/im/v1/chats/{chat_id}/members"),
-    ("get", "/open-apis/im/v1/chats/{chat_id}/members/is_in_chat"),
-    ("patch", "/open-apis/im/v1/chats/{chat_id}/members/me_join"),
-    ("post", "/open-apis/im/v1/chats/{chat_id}/managers/add_managers"),
-    ("post", "/open-apis/im/v1/chats/{chat_id}/managers/delete_managers"),
-    ("post", "/open-apis/im/v1/messages"),
-    ("get", "/open-apis/im/v1/messages"),
-    ("post", "/open-apis/apaas/v1/user_tasks/{task_id}/chat_group"),
-    ("post", "/open-apis/apaas/v1/user_task/query"),
-    ("get", "/healthz"),
-    ("get", "/metrics"),
-    ("get", "/_larkstack/directory"),
-    ("post", "/_larkstack/reset"),
-    ("get", "/_larkstack/fixture"),
-    ("put", "/_larkstack/fixture"),
-    ("get", "/_larkstack/state"),
-    ("put", "/_larkstack/state"),
-    ("get", "/_larkstack/journal"),
-    ("delete", "/_larkstack/journal"),
-    ("get", "/_larkstack/faults"),
-    ("post", "/_larkstack/faults"),
-    ("delete", "/_larkstack/faults"),
-    ("get", "/_larkstack/faults/presets"),
-    ("delete", "/_larkstack/faults/{id}"),
-    ("get", "/_larkstack/clock"),
-    ("post", "/_larkstack/clock"),
-    ("get", "/_larkstack/chats"),
-    ("get", "/_larkstack/chats/{chat_id}"),
-    ("post", "/_larkstack/chats/{chat_id}/messages"),
-    ("post", "/_larkstack/chats/{chat_id}/join"),
-    ("post", "/_larkstack/chats/{chat_id}/leave"),
-    ("get", "/_larkstack/tasks"),
-];
-
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
 
 /// Status, content type and body of a GET without a token.
@@ -89,6 +39,12 @@ pub fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
     ops
 }
 
+/// The operations of the one registration (`server::routes`), which builds the router too.
+fn registered(app: &TestApp) -> Vec<(String, String)> {
+    let doc = serde_json::to_value(larkstack::server::routes(app.state.clone()).into_openapi()).unwrap();
+    operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect()
+}
+
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes_the_router_serves() {
     let app = TestApp::demo().await;
@@ -97,29 +53,60 @@ async fn the_document_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(doc["info"]["title"], "larkstack");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     assert!(doc["info"]["description"].as_str().unwrap().contains("Feishu"));
-    let documented: Vec<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
-    for (method, path) in ROUTES {
-        assert!(
-            documented.contains(&(method.to_string(), path.to_string())),
-            "{} {path} is served but not in /openapi.json",
-            method.to_uppercase()
-        );
+    let mut documented: Vec<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
+    let mut routes = registered(&app);
+    documented.sort();
+    routes.sort();
+    assert_eq!(documented, routes, "/openapi.json is the registration's document");
+    // The families are all there, and the token endpoints answer with a trailing slash too.
+    for (method, path) in [
+        ("post", "/open-apis/auth/v3/tenant_access_token/internal/"),
+        ("post", "/open-apis/auth/v3/app_access_token/internal/"),
+        ("get", "/open-apis/im/v1/chats/{chat_id}/members"),
+        ("post", "/open-apis/apaas/v1/user_tasks/{task_id}/chat_group"),
+        ("delete", "/_larkstack/faults/{id}"),
+        ("get", "/healthz"),
+        ("get", "/metrics"),
+    ] {
+        assert!(routes.contains(&(method.to_string(), path.to_string())), "{method} {path} is registered");
     }
-    for (method, path) in &documented {
-        assert!(
-            ROUTES.contains(&(method.as_str(), path.as_str())),
-            "{} {path} is documented but not in this test's route list",
-            method.to_uppercase()
-        );
-    }
-    // Every documented operation really is routed (no 404/405 from the fallbacks).
-    for (method, path) in ROUTES {
+    // Every registered operation really is routed (no 404/405 from the fallbacks).
+    for (method, path) in &routes {
         let uri = path.replace("{chat_id}", "oc_nonexistent").replace("{task_id}", "1").replace("{id}", "1");
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let req = Request::builder().method(m).uri(&uri).body(Body::empty()).unwrap();
         let status = app.router.clone().oneshot(req).await.unwrap().status().as_u16();
         assert!(status != 404 && status != 405, "{method} {uri}: {status}");
     }
+}
+
+/// The router is the registration: outside it, only `/openapi.json`, `/coverage` (which publish
+/// the document) and the console's static files are routed by hand.
+#[test]
+fn no_route_is_added_outside_the_registration() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src.clone()];
+    let mut by_hand = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+            if !rel.ends_with(".rs") || rel == "openapi.rs" || rel == "control/console.rs" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if [".route(", ".route_service(", ".nest(", ".nest_service("].iter().any(|c| line.contains(c)) {
+                    by_hand.push(format!("src/{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(by_hand.is_empty(), "routes added by hand, not through `routes!`:\n{}", by_hand.join("\n"));
 }
 
 #[tokio::test]
@@ -234,4 +221,135 @@ async fn the_coverage_page_lists_the_implemented_feishu_endpoints() {
     assert!(html.contains("Create a group chat"));
     assert!(html.contains("<h2>im</h2>") && html.contains("<h2>auth</h2>") && html.contains("<h2>apaas</h2>"));
     assert!(!html.contains("/_larkstack/"), "the control API is not a Feishu endpoint");
+}
+
+/// Every string under an `enum` of `schema`, however the schema nests it (`Option` adds a null).
+fn enum_values(schema: &Value, out: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "enum" {
+                    out.extend(v.as_array().unwrap().iter().filter_map(|s| s.as_str().map(str::to_string)));
+                } else {
+                    enum_values(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| enum_values(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn query_enums_document_exactly_what_is_parsed() {
+    use larkstack::domain::chat_ops::MemberIdType;
+    use larkstack::domain::directory::UserIdType;
+    let app = TestApp::demo().await;
+    let doc = document(&app).await;
+    type Accepts = fn(&str) -> bool;
+    let cases: [(&str, Accepts, &[&str]); 2] = [
+        ("user_id_type", |v| UserIdType::parse(v).is_some(), &["open_id", "union_id", "user_id"]),
+        ("member_id_type", |v| MemberIdType::parse(Some(v)).is_ok(), &["open_id", "union_id", "user_id", "app_id"]),
+    ];
+    for (name, accepts, expected) in cases {
+        let mut seen = 0;
+        for (method, path, op) in operations(&doc) {
+            for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["name"] == name) {
+                let mut values = Vec::new();
+                enum_values(&param["schema"], &mut values);
+                assert!(!values.is_empty(), "{method} {path}: {name} is an enum");
+                // (Listing members takes user types only: it documents those.)
+                assert!(values.iter().all(|v| expected.contains(&v.as_str()) && accepts(v)), "{method} {path}: {name}: {values:?}");
+                seen += usize::from(values.len() == expected.len());
+            }
+        }
+        assert!(seen > 0, "{name} is documented with all its values somewhere");
+        assert!(!accepts("bogus") && !accepts("Open_Id"), "{name} accepts only its names");
+    }
+}
+
+/// Every `$ref` string under `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_schema_reference_resolves() {
+    let app = TestApp::demo().await;
+    let doc = document(&app).await;
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 50, "{}", all.len());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "{r} is not in components");
+    }
+}
+
+/// The field names of the reply's field violations.
+fn violated_fields(r: &Reply) -> Vec<String> {
+    r.body["error"]["field_violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["field"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The document's query enums and the handlers agree: every documented value passes the
+/// parameter check, and a value outside the enum is refused naming the parameter.
+#[tokio::test]
+async fn every_documented_query_enum_value_is_accepted_and_no_other() {
+    let app = TestApp::demo().await;
+    let doc = document(&app).await;
+    let token = app.token("demo-bot").await;
+    let chat_id = app.new_chat(&token, serde_json::json!({})).await;
+    let mut checked = 0;
+    for (method, path, op) in operations(&doc) {
+        if !path.starts_with("/open-apis/im/") {
+            continue;
+        }
+        for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query") {
+            let name = param["name"].as_str().unwrap();
+            let mut values = Vec::new();
+            enum_values(&param["schema"], &mut values);
+            if values.is_empty() {
+                continue;
+            }
+            // The operation's other required parameters, valid; then this one.
+            let uri = |v: &str| {
+                let mut query = vec![format!("{name}={v}")];
+                for other in op["parameters"].as_array().unwrap().iter().filter(|p| p["in"] == "query" && p["required"] == true) {
+                    let other_name = other["name"].as_str().unwrap();
+                    let mut valid = Vec::new();
+                    enum_values(&other["schema"], &mut valid);
+                    let value = if other_name == "container_id" { chat_id.clone() } else { valid.first().cloned().unwrap_or_default() };
+                    if other_name != name {
+                        query.push(format!("{other_name}={value}"));
+                    }
+                }
+                format!("{}?{}", path.replace("{chat_id}", &chat_id), query.join("&"))
+            };
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for v in &values {
+                let r = app.call(m.clone(), &uri(v), &token, Some(serde_json::json!({}))).await;
+                assert!(!violated_fields(&r).iter().any(|f| f == name), "{method} {path}: {name}={v} refused: {}", r.body);
+            }
+            let r = app.call(m.clone(), &uri("bogus"), &token, Some(serde_json::json!({}))).await;
+            assert!(violated_fields(&r).iter().any(|f| f == name), "{method} {path}: {name}=bogus passed: {}", r.body);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "{checked} enum parameters checked");
 }

@@ -217,7 +217,7 @@ fn parse_query(uri: &Uri) -> Result<CreateChatQuery, FeishuError> {
     tag = "im",
     summary = "Create a group chat",
     params(
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
         ("set_bot_manager" = Option<bool>, Query, description = "Make the calling bot a manager"),
         ("uuid" = Option<String>, Query, max_length = 50, description = "Deduplicates creates with the same owner for 10 hours"),
     ),
@@ -283,7 +283,7 @@ const MAX_SEARCH_QUERY_CHARS: usize = 64;
     summary = "Get a chat",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
     ),
     security(("tenant_access_token" = [])),
     responses(crate::openapi::FeishuResponses),
@@ -314,7 +314,7 @@ pub async fn get(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Ur
     summary = "Update a chat",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
     ),
     request_body(content = UpdateChatBody, content_type = "application/json"),
     security(("tenant_access_token" = [])),
@@ -419,8 +419,8 @@ struct Page<T> {
     tag = "im",
     summary = "List the chats the bot is in",
     params(
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
-        ("sort_type" = inline(Option<crate::openapi::ChatSortType>), Query, description = "Default ByCreateTimeAsc"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
+        ("sort_type" = inline(Option<super::ChatSortType>), Query, description = "Default ByCreateTimeAsc"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
     ),
@@ -432,10 +432,10 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
     let id_type = user_id_type(q.get("user_id_type"))?;
-    let order = match q.get("sort_type") {
-        None | Some("") | Some("ByCreateTimeAsc") => ChatOrder::CreatedAsc,
-        Some("ByActiveTimeDesc") => ChatOrder::ActiveDesc,
-        Some(v) => return Err(ApiError::Feishu(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
+    let order = match q.enum_of::<super::ChatSortType>("sort_type") {
+        Ok(None | Some(super::ChatSortType::ByCreateTimeAsc)) => ChatOrder::CreatedAsc,
+        Ok(Some(super::ChatSortType::ByActiveTimeDesc)) => ChatOrder::ActiveDesc,
+        Err(v) => return Err(ApiError::Feishu(FeishuError::im_invalid_param("sort_type", Some(v), "ByCreateTimeAsc or ByActiveTimeDesc"))),
     };
     let size = page_size(q.get("page_size"), 20, 100, im_param)?;
     let after = decode_cursor(q.get("page_token"), im_param)?;
@@ -456,7 +456,7 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     tag = "im",
     summary = "Search chats by name",
     params(
-        ("user_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("user_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
         ("query" = Option<String>, Query, description = "Name to look for; empty or over 64 characters finds nothing"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),

@@ -62,7 +62,7 @@ struct AddReply {
     summary = "Add members to a chat",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+        ("member_id_type" = inline(Option<crate::domain::chat_ops::MemberIdTypeName>), Query, description = "Default open_id; app_id names bots"),
         ("succeed_type" = Option<i32>, Query, minimum = 0, maximum = 2, description = "0: skip unusable IDs; 1: add the usable, list the rest; 2: fail on any unusable ID"),
     ),
     request_body(content = IdList, content_type = "application/json"),
@@ -121,7 +121,7 @@ pub async fn add(
     summary = "Remove members from a chat",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+        ("member_id_type" = inline(Option<crate::domain::chat_ops::MemberIdTypeName>), Query, description = "Default open_id; app_id names bots"),
     ),
     request_body(content = IdList, content_type = "application/json"),
     security(("tenant_access_token" = [])),
@@ -173,7 +173,7 @@ struct MemberItem {
     summary = "List a chat's members",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("member_id_type" = inline(Option<crate::openapi::UserIdType>), Query, description = "Default open_id"),
+        ("member_id_type" = inline(Option<crate::domain::directory::UserIdType>), Query, description = "Default open_id"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
     ),
@@ -304,7 +304,7 @@ async fn managers(state: Arc<AppState>, headers: HeaderMap, uri: Uri, chat_id: S
     summary = "Make members managers",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+        ("member_id_type" = inline(Option<crate::domain::chat_ops::MemberIdTypeName>), Query, description = "Default open_id; app_id names bots"),
     ),
     request_body(content = ManagerIds, content_type = "application/json"),
     security(("tenant_access_token" = [])),
@@ -328,7 +328,7 @@ pub async fn add_managers(
     summary = "Take manager rights away",
     params(
         ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("member_id_type" = inline(Option<crate::openapi::MemberIdType>), Query, description = "Default open_id; app_id names bots"),
+        ("member_id_type" = inline(Option<crate::domain::chat_ops::MemberIdTypeName>), Query, description = "Default open_id; app_id names bots"),
     ),
     request_body(content = ManagerIds, content_type = "application/json"),
     security(("tenant_access_token" = [])),

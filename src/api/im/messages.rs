@@ -142,7 +142,7 @@ fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
     tag = "im",
     summary = "Send a message",
     params(
-        ("receive_id_type" = inline(crate::openapi::ReceiveIdType), Query, description = "What `receive_id` names"),
+        ("receive_id_type" = inline(super::ReceiveIdType), Query, description = "What `receive_id` names"),
     ),
     request_body(content = SendBody, content_type = "application/json"),
     security(("tenant_access_token" = [])),
@@ -152,8 +152,8 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let call = ImCall::begin(&state, &headers, Family::SendMessage, SEND_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
-    let receive_id_type = match q.get("receive_id_type") {
-        Some(t @ ("open_id" | "union_id" | "user_id" | "email" | "chat_id")) => t.to_string(),
+    let receive_id_type = match q.enum_of::<super::ReceiveIdType>("receive_id_type") {
+        Ok(Some(t)) => t.as_str().to_string(),
         _ => return Err(ApiError::Feishu(invalid("receive_id_type", "open_id, union_id, user_id, email or chat_id is required"))),
     };
     let body: SendBody = parse_json(&body, |field, why| invalid(field, why))?;
@@ -236,11 +236,11 @@ fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
     tag = "im",
     summary = "List a chat's messages",
     params(
-        ("container_id_type" = inline(crate::openapi::ContainerIdType), Query, description = "Only chat"),
+        ("container_id_type" = inline(super::ContainerIdType), Query, description = "Only chat"),
         ("container_id" = String, Query, description = "The chat (oc_…)"),
         ("start_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive"),
         ("end_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive"),
-        ("sort_type" = inline(Option<crate::openapi::MessageSortType>), Query, description = "Default ByCreateTimeAsc"),
+        ("sort_type" = inline(Option<super::MessageSortType>), Query, description = "Default ByCreateTimeAsc"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
     ),
@@ -251,14 +251,14 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let call = ImCall::begin(&state, &headers, Family::ListMessages, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
-    if q.get("container_id_type") != Some("chat") {
+    if q.enum_of::<super::ContainerIdType>("container_id_type") != Ok(Some(super::ContainerIdType::Chat)) {
         return Err(ApiError::Feishu(invalid("container_id_type", "larkstack lists chat containers (container_id_type=chat)")));
     }
     let chat_id = q.get("container_id").filter(|c| !c.is_empty()).ok_or_else(|| ApiError::Feishu(invalid("container_id", "required")))?;
-    let order = match q.get("sort_type") {
-        None | Some("") | Some("ByCreateTimeAsc") => MessageOrder::Asc,
-        Some("ByCreateTimeDesc") => MessageOrder::Desc,
-        Some(_) => return Err(ApiError::Feishu(invalid("sort_type", "ByCreateTimeAsc or ByCreateTimeDesc"))),
+    let order = match q.enum_of::<super::MessageSortType>("sort_type") {
+        Ok(None | Some(super::MessageSortType::ByCreateTimeAsc)) => MessageOrder::Asc,
+        Ok(Some(super::MessageSortType::ByCreateTimeDesc)) => MessageOrder::Desc,
+        Err(_) => return Err(ApiError::Feishu(invalid("sort_type", "ByCreateTimeAsc or ByCreateTimeDesc"))),
     };
     let size = page_size(q.get("page_size"), 20, 50, |f, w| invalid(f, w))?;
     let after = decode_cursor(q.get("page_token"), |f, w| invalid(f, w))?;

@@ -74,6 +74,50 @@ pub async fn change_chat(state: &AppState, chat_id: &ChatId, change: crate::stor
     Ok(outcome.ok_or_else(|| ApiError::Feishu(invalid_chat_id()))??)
 }
 
+/// `sort_type` of the chat list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+pub enum ChatSortType {
+    ByCreateTimeAsc,
+    ByActiveTimeDesc,
+}
+
+/// `sort_type` of the message list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+pub enum MessageSortType {
+    ByCreateTimeAsc,
+    ByCreateTimeDesc,
+}
+
+/// `receive_id_type` of send-message: what `receive_id` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiveIdType {
+    OpenId,
+    UnionId,
+    UserId,
+    Email,
+    ChatId,
+}
+
+impl ReceiveIdType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenId => "open_id",
+            Self::UnionId => "union_id",
+            Self::UserId => "user_id",
+            Self::Email => "email",
+            Self::ChatId => "chat_id",
+        }
+    }
+}
+
+/// `container_id_type` of the message list: larkstack lists chats only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerIdType {
+    Chat,
+}
+
 /// `user_id_type` from the query: open_id when absent, else one of the three (232001).
 pub fn user_id_type(value: Option<&str>) -> Result<UserIdType, FeishuError> {
     match value {
