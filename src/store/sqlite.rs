@@ -157,9 +157,15 @@ impl SqliteStore {
         // The WAL and shared-memory files exist now (SQLite gives them the database's mode).
         private_files(data_dir, &path)?;
         migrate(&mut conn)?;
-        // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now.
+        // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now. A
+        // store of this process dropped just before may still be closing its connections: give
+        // them up to 5 s (each try waits `CHECKPOINT_WAIT`).
         let mut wal = WalBound::new(&path, Default::default());
-        wal.truncate(&conn);
+        for _ in 0..20 {
+            if wal.truncate(&conn) {
+                break;
+            }
+        }
         let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let commit_seconds = super::latency_histogram();
