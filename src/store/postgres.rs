@@ -21,11 +21,12 @@ use tokio_postgres::{NoTls, Row};
 
 use super::codec::{self, from_json, to_json, token_record, ChatRow, CHAT_COLUMNS, TOKEN_COLUMNS};
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey,
+    ChatChange, ChatOrder, EventQuery, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey,
     ImportBatch, MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, Store,
     StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use crate::domain::chat::Chat;
+use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -33,6 +34,7 @@ use crate::error::FeishuError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_search_text.sql"),
+    include_str!("migrations/postgres/0003_events.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 2;
@@ -313,11 +315,59 @@ async fn index_bots(tx: &Transaction<'_>, seq: i64, bots: &[AppId]) -> Result<()
     Ok(())
 }
 
+/// Appends events to the outbox in one statement: bumps the one-row counter (its row lock holds
+/// until commit, so seq order is commit order and a rollback leaves no gap), then inserts the
+/// events numbered from it.
+async fn insert_events(tx: &Transaction<'_>, events: &[DomainEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len() as i64;
+    let types: Vec<&str> = events.iter().map(DomainEvent::type_name).collect();
+    let chats: Vec<&str> = events.iter().map(|e| e.chat_id.0.as_str()).collect();
+    let ats: Vec<i64> = events.iter().map(|e| e.at_ms).collect();
+    let bodies: Vec<String> = events.iter().map(|e| text(&to_json(e)).into_owned()).collect();
+    execute(
+        tx,
+        "WITH s AS (UPDATE event_seq SET last = last + $1 RETURNING last)
+         INSERT INTO events (seq, type, chat_id, at_ms, body)
+         SELECT s.last - $1 + e.ord, e.type, e.chat_id, e.at_ms, e.body
+         FROM s, unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS e(type, chat_id, at_ms, body, ord)",
+        &[&n, &types, &chats, &ats, &bodies],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_stored_event(tx: &Transaction<'_>, e: &StoredEvent) -> Result<(), StoreError> {
+    execute(
+        tx,
+        "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)",
+        &[&e.seq, &e.event.type_name(), &e.event.chat_id.0, &e.event.at_ms, &text(&to_json(&e.event))],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Restarts the counter after the last stored event (0 when there is none).
+async fn reset_event_seq(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    execute(tx, "UPDATE event_seq SET last = (SELECT coalesce(max(seq), 0) FROM events)", &[]).await?;
+    Ok(())
+}
+
+const EVENTS_SQL: &str = "SELECT seq, body FROM events WHERE seq > $1 AND ($2::text IS NULL OR chat_id = $2)
+                          AND ($3::text IS NULL OR type = $3) ORDER BY seq LIMIT $4";
+
+fn event_from_row(r: &Row) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent { seq: r.try_get(0)?, event: from_json("events.body", r.try_get(1)?)? })
+}
+
 async fn apply_create(
     tx: &Transaction<'_>,
     chat: Chat,
     dedup: Option<&DedupKey>,
     window_start_ms: i64,
+    events: &[DomainEvent],
 ) -> Result<Created, StoreError> {
     if let Some(key) = dedup {
         // A concurrent claim of the same key waits here for the other transaction, then sees its row.
@@ -338,6 +388,7 @@ async fn apply_create(
         }
     }
     insert_chat(tx, &chat).await?;
+    insert_events(tx, events).await?;
     Ok(Created::New(chat))
 }
 
@@ -412,7 +463,7 @@ const EXPORT_PAGE: i32 = 500;
 type RecordFromRow = fn(&Row) -> Result<StateRecord, StoreError>;
 
 /// Every table's export query, in export order, with how a row becomes a record.
-fn export_queries() -> [(String, RecordFromRow); 7] {
+fn export_queries() -> [(String, RecordFromRow); 8] {
     [
         (format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         (
@@ -455,6 +506,7 @@ fn export_queries() -> [(String, RecordFromRow); 7] {
         (format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"), |r| {
             Ok(StateRecord::Token(token_from_row(r)?))
         }),
+        ("SELECT seq, body FROM events ORDER BY seq".into(), |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ]
 }
 
@@ -525,6 +577,7 @@ async fn import_record(tx: &Transaction<'_>, record: StateRecord) -> Result<(), 
             insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here).await?;
         }
         StateRecord::Token(token) => insert_token(tx, &token).await?,
+        StateRecord::Event(e) => insert_stored_event(tx, &e).await?,
     }
     Ok(())
 }
@@ -551,9 +604,10 @@ impl Store for PostgresStore {
         chat: Chat,
         dedup: Option<DedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Created, StoreError> {
         let mut client = self.client().await?;
-        if dedup.is_none() {
+        if dedup.is_none() && events.is_empty() {
             // One statement: its own (auto-committed) transaction.
             let started = Instant::now();
             insert_chat(&client, &chat).await?;
@@ -561,7 +615,7 @@ impl Store for PostgresStore {
             return Ok(Created::New(chat));
         }
         let tx = client.transaction().await?;
-        let created = apply_create(&tx, chat, dedup.as_ref(), window_start_ms).await?;
+        let created = apply_create(&tx, chat, dedup.as_ref(), window_start_ms, &events).await?;
         self.commit(tx).await?;
         Ok(created)
     }
@@ -603,9 +657,10 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         let bots_before = chat.bots.clone();
-        if let Err(e) = change(&mut chat) {
-            return Ok(Some(Err(e)));
-        }
+        let events = match change(&mut chat) {
+            Ok(events) => events,
+            Err(e) => return Ok(Some(Err(e))),
+        };
         let row = ChatRow::encode(&chat)?;
         execute(
             &tx,
@@ -635,6 +690,7 @@ impl Store for PostgresStore {
             execute(&tx, "DELETE FROM chat_bots WHERE chat_seq = $1", &[&seq]).await?;
             index_bots(&tx, seq, &chat.bots).await?;
         }
+        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(Some(Ok(chat)))
     }
@@ -724,7 +780,7 @@ impl Store for PostgresStore {
         Ok(row.is_some())
     }
 
-    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The primary key decides between concurrent first calls; the loser reads the winner's chat.
@@ -748,6 +804,7 @@ impl Store for PostgresStore {
                 .ok_or_else(|| StoreError::Corrupt("p2p chat row missing".into()));
         }
         insert_chat(&tx, &new).await?;
+        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(new)
     }
@@ -757,6 +814,7 @@ impl Store for PostgresStore {
         message: Message,
         dedup: Option<MessageDedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Message, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -799,6 +857,7 @@ impl Store for PostgresStore {
             &[&message.chat_id.0, &message.created_at_ms],
         )
         .await?;
+        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(message)
     }
@@ -843,7 +902,7 @@ impl Store for PostgresStore {
         load_message(&self.client().await?, &id.0).await
     }
 
-    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
+    async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         advisory_lock(&tx, "task", &format!("{}|{}", link.task_id, link.app_id)).await?;
@@ -863,6 +922,7 @@ impl Store for PostgresStore {
         }
         insert_chat(&tx, &new).await?;
         insert_task_link(&tx, &link, &new.chat_id, true).await?;
+        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(Created::New(new))
     }
@@ -876,6 +936,12 @@ impl Store for PostgresStore {
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
         read_task_links(&self.client().await?).await
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let chat_id = q.chat_id.map(|c| c.0);
+        let rows = query(&self.client().await?, EVENTS_SQL, &[&q.after, &chat_id, &q.type_name, &(q.limit as i64)]).await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
@@ -955,6 +1021,7 @@ impl Store for PostgresStore {
                 None => return Err(StoreError::Abandoned),
             }
         }
+        reset_event_seq(&tx).await?;
         self.commit(tx).await?;
         Ok(stored)
     }
@@ -964,6 +1031,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await?;
         tx.batch_execute(&format!("TRUNCATE {STATE_TABLES}"))
             .await?;
+        reset_event_seq(&tx).await?;
         self.commit(tx).await
     }
 
@@ -1018,4 +1086,4 @@ impl Store for PostgresStore {
 
 /// Everything but tokens (which `clear` keeps).
 const STATE_TABLES: &str =
-    "task_chats, message_dedup, messages, p2p_chats, chat_dedup, chat_bots, chats";
+    "events, task_chats, message_dedup, messages, p2p_chats, chat_dedup, chat_bots, chats";
