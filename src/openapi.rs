@@ -54,6 +54,7 @@ use crate::metrics;
         control::import,
         control::journal,
         control::clear_journal,
+        control::events::list,
         control::list_faults,
         control::list_fault_presets,
         control::add_fault,

@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod client;
 pub mod console;
+pub mod events;
 pub mod faults;
 pub mod intercept;
 pub mod journal;
@@ -39,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/_larkstack/fixture", get(get_fixture).put(load_fixture))
         .route("/_larkstack/state", get(export).put(import))
         .route("/_larkstack/journal", get(journal).delete(clear_journal))
+        .route("/_larkstack/events", get(events::list))
         .route("/_larkstack/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/_larkstack/faults/presets", get(list_fault_presets))
         .route("/_larkstack/faults/{id}", delete(remove_fault))
@@ -142,8 +144,9 @@ pub(crate) async fn directory(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&directory_json(&state.directory())))
 }
 
-/// Forgets everything that happened since start: chats, messages, dedup keys, task links, the
-/// journal, faults and rate windows. The directory, tokens and the clock stay.
+/// Forgets everything that happened since start: chats, messages, dedup keys, task links, events
+/// (seqs start over at 1), the journal, faults and rate windows. The directory, tokens and the
+/// clock stay.
 #[utoipa::path(
     post,
     path = "/_larkstack/reset",

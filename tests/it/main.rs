@@ -9,6 +9,7 @@ mod console;
 mod control;
 mod create_chat;
 mod durability;
+mod events;
 mod fuzz_regressions;
 mod hardening;
 mod idempotency;

@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/_larkstack/state"),
     ("get", "/_larkstack/journal"),
     ("delete", "/_larkstack/journal"),
+    ("get", "/_larkstack/events"),
     ("get", "/_larkstack/faults"),
     ("post", "/_larkstack/faults"),
     ("delete", "/_larkstack/faults"),
