@@ -1118,3 +1118,48 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{Actor, EventBody};
+
+    fn event(n: i64) -> DomainEvent {
+        DomainEvent {
+            chat_id: ChatId(format!("oc_{n}")),
+            actor: Actor::App(AppId("cli_a".into())),
+            at_ms: n,
+            body: EventBody::ManagersAdded { users: Vec::new(), bots: Vec::new() },
+        }
+    }
+
+    /// The rowid seq stays gap-free when a savepoint that appended events rolls back: the next
+    /// insert takes max(seq) + 1 again, inside the same batch and after its commit.
+    #[test]
+    fn event_seqs_have_no_gap_after_a_rolled_back_savepoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let mut tx = conn.transaction().unwrap();
+        in_savepoint(&mut tx, |sp| insert_events(sp, &[event(1), event(2)])).unwrap();
+        let refused: Result<(), StoreError> = in_savepoint(&mut tx, |sp| {
+            insert_events(sp, &[event(3)])?;
+            Err(StoreError::Backend("rolled back".into()))
+        });
+        assert!(refused.is_err());
+        in_savepoint(&mut tx, |sp| insert_events(sp, &[event(4)])).unwrap();
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        insert_events(&tx, &[event(5)]).unwrap();
+        tx.rollback().unwrap();
+        insert_events(&conn, &[event(6)]).unwrap();
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT seq, at_ms FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [(1, 1), (2, 2), (3, 4), (4, 6)]);
+    }
+}
