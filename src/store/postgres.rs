@@ -266,19 +266,30 @@ async fn backfill_search_text(tx: &Transaction<'_>) -> Result<(), StoreError> {
 
 /// The chat and its bots index in one statement: atomic without a transaction of its own, and one
 /// round trip, which is most of a create's cost.
-async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreError> {
+/// With `events`, the same statement appends them to the outbox too (see `insert_events`), so a
+/// create stays one round trip.
+async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {
     let row = ChatRow::encode(chat)?;
     let bots: Vec<&str> = chat.bots.iter().map(|b| b.0.as_str()).collect();
-    execute(
-        c,
-        "WITH chat AS (
+    let batch = EventBatch::of(events);
+    let (name, search_text) = (chat.settings.name.as_str(), chat.settings.search_text());
+    let (name, search_text) = (text(name), text(&search_text));
+    let chat_sql = "WITH chat AS (
              INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users,
                                 bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined,
                                 search_text)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $19) RETURNING seq
-         )
-         INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat",
-        &[
+         )";
+    let sql = if events.is_empty() {
+        format!("{chat_sql} INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat")
+    } else {
+        format!(
+            "{chat_sql}, bots AS (INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat)
+             {}",
+            events_insert(20)
+        )
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &row.chat_id,
             &row.tenant_key,
             &row.creator_app,
@@ -291,16 +302,18 @@ async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreEr
             &row.bots,
             &row.user_managers,
             &row.bot_managers,
-            &text(&chat.settings.name),
+            &name,
             &chat.settings.chat_type,
             &chat.settings.chat_mode,
             &row.last_active_at,
             &row.user_joined,
             &bots,
-            &text(&chat.settings.search_text()),
-        ],
-    )
-    .await?;
+            &search_text,
+        ];
+    if !events.is_empty() {
+        params.extend(batch.params());
+    }
+    execute(c, &sql, &params).await?;
     Ok(())
 }
 
@@ -315,27 +328,53 @@ async fn index_bots(tx: &Transaction<'_>, seq: i64, bots: &[AppId]) -> Result<()
     Ok(())
 }
 
-/// Appends events to the outbox in one statement: bumps the one-row counter (its row lock holds
-/// until commit, so seq order is commit order and a rollback leaves no gap), then inserts the
-/// events numbered from it.
+/// Events as the parameters of `events_insert`: their count, then one array per column.
+struct EventBatch<'a> {
+    n: i64,
+    types: Vec<&'static str>,
+    chats: Vec<&'a str>,
+    ats: Vec<i64>,
+    bodies: Vec<String>,
+}
+
+impl<'a> EventBatch<'a> {
+    fn of(events: &'a [DomainEvent]) -> Self {
+        EventBatch {
+            n: events.len() as i64,
+            types: events.iter().map(DomainEvent::type_name).collect(),
+            chats: events.iter().map(|e| e.chat_id.0.as_str()).collect(),
+            ats: events.iter().map(|e| e.at_ms).collect(),
+            bodies: events.iter().map(|e| text(&to_json(e)).into_owned()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.n, &self.types, &self.chats, &self.ats, &self.bodies]
+    }
+}
+
+/// The tail of a statement that appends a batch of events whose parameters start at `$first`:
+/// bumps the one-row counter (its row lock holds until commit, so seq order is commit order and a
+/// rollback leaves no gap), then inserts the events numbered from it.
+fn events_insert(first: usize) -> String {
+    let [n, types, chats, ats, bodies] = [first, first + 1, first + 2, first + 3, first + 4];
+    format!(
+        "{with} s AS (UPDATE event_seq SET last = last + ${n} RETURNING last)
+         INSERT INTO events (seq, type, chat_id, at_ms, body)
+         SELECT s.last - ${n} + e.ord, e.type, e.chat_id, e.at_ms, e.body
+         FROM s, unnest(${types}::text[], ${chats}::text[], ${ats}::bigint[], ${bodies}::text[])
+              WITH ORDINALITY AS e(type, chat_id, at_ms, body, ord)",
+        with = if first == 1 { "WITH" } else { "," }
+    )
+}
+
+/// Appends events to the outbox in one statement (`events_insert`).
 async fn insert_events(tx: &Transaction<'_>, events: &[DomainEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let n = events.len() as i64;
-    let types: Vec<&str> = events.iter().map(DomainEvent::type_name).collect();
-    let chats: Vec<&str> = events.iter().map(|e| e.chat_id.0.as_str()).collect();
-    let ats: Vec<i64> = events.iter().map(|e| e.at_ms).collect();
-    let bodies: Vec<String> = events.iter().map(|e| text(&to_json(e)).into_owned()).collect();
-    execute(
-        tx,
-        "WITH s AS (UPDATE event_seq SET last = last + $1 RETURNING last)
-         INSERT INTO events (seq, type, chat_id, at_ms, body)
-         SELECT s.last - $1 + e.ord, e.type, e.chat_id, e.at_ms, e.body
-         FROM s, unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS e(type, chat_id, at_ms, body, ord)",
-        &[&n, &types, &chats, &ats, &bodies],
-    )
-    .await?;
+    let batch = EventBatch::of(events);
+    execute(tx, &events_insert(1), &batch.params()).await?;
     Ok(())
 }
 
@@ -387,8 +426,7 @@ async fn apply_create(
             return Ok(Created::Existing(existing));
         }
     }
-    insert_chat(tx, &chat).await?;
-    insert_events(tx, events).await?;
+    insert_chat(tx, &chat, events).await?;
     Ok(Created::New(chat))
 }
 
@@ -539,7 +577,7 @@ async fn export_records(pool: &Pool, out: &tokio::sync::mpsc::Sender<Result<Stat
 
 async fn import_record(tx: &Transaction<'_>, record: StateRecord) -> Result<(), StoreError> {
     match record {
-        StateRecord::Chat(chat) => insert_chat(tx, &chat).await?,
+        StateRecord::Chat(chat) => insert_chat(tx, &chat, &[]).await?,
         StateRecord::ChatDedup(d) => {
             execute(
                 tx,
@@ -607,10 +645,10 @@ impl Store for PostgresStore {
         events: Vec<DomainEvent>,
     ) -> Result<Created, StoreError> {
         let mut client = self.client().await?;
-        if dedup.is_none() && events.is_empty() {
-            // One statement: its own (auto-committed) transaction.
+        if dedup.is_none() {
+            // One statement (the chat, its bots and its events): its own (auto-committed) transaction.
             let started = Instant::now();
-            insert_chat(&client, &chat).await?;
+            insert_chat(&client, &chat, &events).await?;
             self.commit_seconds.observe(started.elapsed().as_secs_f64());
             return Ok(Created::New(chat));
         }
@@ -803,8 +841,7 @@ impl Store for PostgresStore {
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("p2p chat row missing".into()));
         }
-        insert_chat(&tx, &new).await?;
-        insert_events(&tx, &events).await?;
+        insert_chat(&tx, &new, &events).await?;
         self.commit(tx).await?;
         Ok(new)
     }
@@ -920,9 +957,8 @@ impl Store for PostgresStore {
                 }
             }
         }
-        insert_chat(&tx, &new).await?;
+        insert_chat(&tx, &new, &events).await?;
         insert_task_link(&tx, &link, &new.chat_id, true).await?;
-        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(Created::New(new))
     }
