@@ -201,7 +201,12 @@ fn change_view(chat: &Chat) -> Vec<(&'static str, Value)> {
     ]
 }
 
-fn added<T: PartialEq + Clone>(before: &[T], after: &[T]) -> Vec<T> {
+/// What `after` has that `before` has not, in `after`'s order. A set: chats hold up to 5000 users.
+fn added<T: Eq + std::hash::Hash + Clone>(before: &[T], after: &[T]) -> Vec<T> {
+    if before == after {
+        return Vec::new();
+    }
+    let before: std::collections::HashSet<&T> = before.iter().collect();
     after.iter().filter(|x| !before.contains(x)).cloned().collect()
 }
 
