@@ -975,7 +975,8 @@ impl Store for PostgresStore {
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let chat_id = q.chat_id.map(|c| c.0);
+        // A NUL matches nothing (no stored id has one), as elsewhere: see `text`.
+        let chat_id = q.chat_id.map(|c| text(&c.0).into_owned());
         let rows = query(&self.client().await?, EVENTS_SQL, &[&q.after, &chat_id, &q.type_name, &(q.limit as i64)]).await?;
         rows.iter().map(event_from_row).collect()
     }

@@ -204,6 +204,8 @@ async fn the_query_is_checked_and_needs_the_admin_token() {
     let r = app.call(Method::GET, "/_larkstack/events", &t, None).await;
     assert_eq!(r.status.as_u16(), 401);
     assert_eq!(app.events("?limit=1000").await, json!({"items": [], "has_more": false}));
+    app.new_chat(&t, json!({})).await;
+    assert_eq!(app.events("?chat_id=oc_%00x").await, json!({"items": [], "has_more": false}), "a NUL matches nothing");
 }
 
 #[tokio::test]
