@@ -15,6 +15,7 @@ use crate::domain::apaas::{
 };
 use crate::domain::chat::{plan_create_with, Caller, CreateChatBody, CreateChatQuery, People};
 use crate::domain::directory::{App, AppKind, Directory, Tenant, UserIdType};
+use crate::domain::events::{chat_created, tracked, Actor};
 use crate::domain::ids::{new_chat_id, ChatId, Uid};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::{im, FeishuError};
@@ -92,7 +93,7 @@ pub async fn chat_group(
     let chat_id = match &plan.target {
         ChatTarget::Existing(raw) => {
             let chat_id = ChatId(raw.clone());
-            pull(&state, &chat_id, tenant, &plan, invitees, "chat_id").await?;
+            pull(&state, &chat_id, app, tenant, &plan, invitees, "chat_id").await?;
             state.store.link_task_chat(link, &chat_id).await?;
             chat_id
         }
@@ -101,10 +102,11 @@ pub async fn chat_group(
                 return Err(ApiError::Feishu(im::bot_ability_inactive()));
             }
             let chat = new_chat(&dir, app, tenant, &plan, name, now)?;
-            match state.store.task_chat(link, chat).await? {
+            let created = vec![chat_created(&chat, Actor::App(app.app_id.clone()), now)];
+            match state.store.task_chat(link, chat, created).await? {
                 Created::New(chat) => chat.chat_id,
                 Created::Existing(chat) => {
-                    pull(&state, &chat.chat_id, tenant, &plan, invitees, "task_id").await?;
+                    pull(&state, &chat.chat_id, app, tenant, &plan, invitees, "task_id").await?;
                     chat.chat_id
                 }
             }
@@ -116,6 +118,7 @@ pub async fn chat_group(
 async fn pull(
     state: &AppState,
     chat_id: &ChatId,
+    app: &App,
     tenant: &Tenant,
     plan: &ChatGroupPlan<'_>,
     invitees: Vec<Uid>,
@@ -123,7 +126,8 @@ async fn pull(
 ) -> Result<(), ApiError> {
     let (tenant_key, operator, now) = (tenant.tenant_key.clone(), plan.operator.uid.clone(), state.clock.now_ms());
     let dir = state.directory();
-    let change = Box::new(move |chat: &mut crate::domain::chat::Chat| {
+    let actor = Actor::App(app.app_id.clone());
+    let change = tracked(actor, now, move |chat: &mut crate::domain::chat::Chat| {
         apply_pull(&dir, chat, &tenant_key, &operator, &invitees, field, now)
     });
     match state.store.modify_chat(chat_id, change).await? {

@@ -11,6 +11,7 @@ use super::{control_error, json_body};
 use crate::api::extract::{PathParam, RawBody};
 use crate::domain::chat::{Chat, ChatStatus, Owner};
 use crate::domain::directory::{Directory, User};
+use crate::domain::events::{message_sent, parse_mentions, resolve_mentions, tracked, Actor};
 use crate::domain::ids::{new_message_id, ChatId, Uid};
 use crate::domain::message::{validate_content, Message, Sender};
 use crate::envelope::{ok, ApiError, ApiResult};
@@ -231,7 +232,12 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         sender_tenant: user.tenant_key.clone(),
         created_at_ms: now,
     };
-    let stored = state.store.create_message(message, None, 0).await?;
+    // Mentions name users by their fixture key (the control API's way of naming users).
+    let mentions = resolve_mentions(parse_mentions(&message.msg_type, &message.content), |id| {
+        dir.users().iter().find(|u| u.key == id).map(|u| u.uid.clone())
+    });
+    let events = vec![message_sent(&message, &chat, Actor::ControlAsUser(user.uid.clone()), mentions)];
+    let stored = state.store.create_message(message, None, 0, events).await?;
     Ok(ok(&json!({ "message_id": stored.message_id, "chat_id": stored.chat_id })))
 }
 
@@ -260,7 +266,7 @@ pub async fn join_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         return Err(control_error(ControlErr::BadRequest, format!("{} has resigned", user.key)));
     }
     let (uid, tenant, now) = (user.uid.clone(), user.tenant_key.clone(), state.clock.now_ms());
-    change(&state, &chat_id, move |chat| {
+    change(&state, &chat_id, &uid.clone(), move |chat| {
         if chat.status == ChatStatus::Dissolved {
             return Err("the chat has been disbanded".into());
         }
@@ -293,7 +299,7 @@ pub async fn leave_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id
     let who: Someone = json_body(&body)?;
     let dir = state.directory();
     let uid = user_by_key(&dir, &who.user)?.uid.clone();
-    change(&state, &chat_id, move |chat| {
+    change(&state, &chat_id, &uid.clone(), move |chat| {
         if chat.status == ChatStatus::Dissolved {
             return Err("the chat has been disbanded".into());
         }
@@ -309,13 +315,15 @@ pub async fn leave_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id
     .await
 }
 
-/// Runs an atomic change; a refusal (a plain message) is a 400.
+/// Runs an atomic change acting as user `uid`; a refusal (a plain message) is a 400.
 async fn change(
     state: &AppState,
     chat_id: &str,
+    uid: &Uid,
     f: impl FnOnce(&mut Chat) -> Result<(), String> + Send + 'static,
 ) -> ApiResult {
-    let change = Box::new(move |chat: &mut Chat| f(chat).map_err(|why| ControlErr::BadRequest.with_msg(why)));
+    let actor = Actor::ControlAsUser(uid.clone());
+    let change = tracked(actor, state.clock.now_ms(), move |chat: &mut Chat| f(chat).map_err(|why| ControlErr::BadRequest.with_msg(why)));
     match state.store.modify_chat(&ChatId(chat_id.to_string()), change).await? {
         None => Err(control_error(ControlErr::NotFound, format!("no chat {chat_id}"))),
         Some(Ok(chat)) => Ok(ok(&json!({ "chat_id": chat.chat_id, "user_count": chat.users.len() }))),

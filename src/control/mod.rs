@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod client;
 pub mod console;
+pub mod events;
 pub mod intercept;
 pub mod ndjson;
 
@@ -41,6 +42,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_fixture, load_fixture))
         .routes(routes!(export, import))
         .routes(routes!(journal, clear_journal))
+        .routes(routes!(events::list))
         .routes(routes!(list_faults, add_fault, clear_faults))
         .routes(routes!(list_fault_presets))
         .routes(routes!(remove_fault))
@@ -144,8 +146,9 @@ pub(crate) async fn directory(State(state): State<Arc<AppState>>) -> ApiResult {
     Ok(ok(&directory_json(&state.directory())))
 }
 
-/// Forgets everything that happened since start: chats, messages, dedup keys, task links, the
-/// journal, faults and rate windows. The directory, tokens and the clock stay.
+/// Forgets everything that happened since start: chats, messages, dedup keys, task links, events
+/// (seqs start over at 1), the journal, faults and rate windows. The directory, tokens and the
+/// clock stay.
 #[utoipa::path(
     post,
     path = "/_larkstack/reset",

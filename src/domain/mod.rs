@@ -4,6 +4,7 @@ pub mod apaas;
 pub mod chat;
 pub mod chat_ops;
 pub mod directory;
+pub mod events;
 pub mod ids;
 pub mod message;
 

@@ -10,10 +10,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageDedupKey, MessageQuery,
+    ChatChange, ChatOrder, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageDedupKey, MessageQuery,
     StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord,
 };
 use crate::domain::chat::Chat;
+use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -68,8 +69,14 @@ impl Store for Tracked {
         self.last_failure.lock().clone()
     }
 
-    async fn create_chat(&self, chat: Chat, dedup: Option<DedupKey>, window_start_ms: i64) -> Result<Created, StoreError> {
-        self.track(self.inner.create_chat(chat, dedup, window_start_ms).await)
+    async fn create_chat(
+        &self,
+        chat: Chat,
+        dedup: Option<DedupKey>,
+        window_start_ms: i64,
+        events: Vec<DomainEvent>,
+    ) -> Result<Created, StoreError> {
+        self.track(self.inner.create_chat(chat, dedup, window_start_ms, events).await)
     }
 
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
@@ -110,8 +117,8 @@ impl Store for Tracked {
         self.inner.public_name_taken(tenant, name, except).await
     }
 
-    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
-        self.track(self.inner.p2p_chat(app, uid, new).await)
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
+        self.track(self.inner.p2p_chat(app, uid, new, events).await)
     }
 
     async fn create_message(
@@ -119,8 +126,9 @@ impl Store for Tracked {
         message: Message,
         dedup: Option<MessageDedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Message, StoreError> {
-        self.track(self.inner.create_message(message, dedup, window_start_ms).await)
+        self.track(self.inner.create_message(message, dedup, window_start_ms, events).await)
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
@@ -131,8 +139,8 @@ impl Store for Tracked {
         self.inner.get_message(id).await
     }
 
-    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
-        self.track(self.inner.task_chat(link, new).await)
+    async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
+        self.track(self.inner.task_chat(link, new, events).await)
     }
 
     async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError> {
@@ -149,6 +157,10 @@ impl Store for Tracked {
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
         self.inner.count_chats().await
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.events(query).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::chat::Chat;
+use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -81,9 +82,19 @@ pub struct TokenRecord {
     pub expires_at_ms: i64,
 }
 
-/// A change to one chat, run atomically against its latest stored state. Returning `Err` leaves
-/// the chat as it was. Backends serialise changes per chat, so none is lost and caps hold.
-pub type ChatChange = Box<dyn FnOnce(&mut Chat) -> Result<(), FeishuError> + Send>;
+/// A change to one chat, run atomically against its latest stored state, returning its domain
+/// events. Returning `Err` leaves the chat as it was and records no event. Backends serialise
+/// changes per chat, so none is lost and caps hold; the events are committed with the change.
+pub type ChatChange = crate::domain::events::Change;
+
+/// A page query over the event outbox: events after `after` (a seq), oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub after: i64,
+    pub chat_id: Option<ChatId>,
+    pub type_name: Option<String>,
+    pub limit: usize,
+}
 
 /// Orders for listing a bot's chats; the cursor is the last item's position in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +163,8 @@ pub struct LinkedChat {
 
 /// One record of an exported state: one line of the NDJSON stream `GET /_larkstack/state` sends
 /// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
-/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links and tokens.
+/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens and
+/// events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 // Most records of a state are chats: boxing them would cost an allocation each for nothing.
@@ -165,6 +177,8 @@ pub enum StateRecord {
     MessageDedup(MessageDedupRecord),
     TaskChat(TaskChatRecord),
     Token(TokenRecord),
+    /// One event of the outbox, with its seq (events come after the rest, in seq order).
+    Event(StoredEvent),
 }
 
 /// Records an export hands over at a time: what the channel of an export holds at most.
@@ -230,12 +244,14 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Stores `chat`. With a dedup key, at most one chat exists per key among keys created after
-    /// `dedup_window_start_ms`; a repeat gets `Created::Existing` and stores nothing.
+    /// `dedup_window_start_ms`; a repeat gets `Created::Existing` and stores nothing. `events`
+    /// are appended to the outbox with the new chat (not on a repeat).
     async fn create_chat(
         &self,
         chat: Chat,
         dedup: Option<DedupKey>,
         dedup_window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Created, StoreError>;
 
     /// The chat a live dedup key points at.
@@ -270,16 +286,18 @@ pub trait Store: Send + Sync + 'static {
     /// Whether another normal public chat of `tenant` is named `name`.
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError>;
 
-    /// The p2p chat between bot `app` and user `uid`, creating it as `new` when there is none.
-    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError>;
+    /// The p2p chat between bot `app` and user `uid`, creating it as `new` (with `events`) when
+    /// there is none.
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError>;
 
     /// Stores `message` and marks its chat active. With a dedup key live after `window_start_ms`,
-    /// stores nothing and returns the message sent first.
+    /// stores nothing (no events either) and returns the message sent first.
     async fn create_message(
         &self,
         message: Message,
         dedup: Option<MessageDedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Message, StoreError>;
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError>;
@@ -287,8 +305,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
 
     /// The chat `link.app_id` started from `link.task_id`, if it is not dissolved; otherwise
-    /// stores `new` as that chat. Atomic, so concurrent first calls start one chat.
-    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError>;
+    /// stores `new` as that chat, with `events`. Atomic, so concurrent first calls start one chat.
+    async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError>;
 
     /// Records that an existing chat is linked to the task (a repeat link changes nothing).
     async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError>;
@@ -302,6 +320,9 @@ pub trait Store: Send + Sync + 'static {
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError>;
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
+
+    /// Events of the outbox matching `query`, in seq order.
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Whether the backend answers at all (health checks): one trivial read.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -326,7 +347,8 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Removes every chat, message, dedup key and task link; tokens stay valid.
+    /// Removes every chat, message, dedup key, task link and event (seqs start over at 1); tokens
+    /// stay valid.
     async fn clear(&self) -> Result<(), StoreError>;
 
     /// The token of `fresh.kind` for `fresh`'s (app, tenant) that expires last, if it expires after

@@ -21,11 +21,12 @@ use tokio_postgres::{NoTls, Row};
 
 use super::codec::{self, from_json, to_json, token_record, ChatRow, CHAT_COLUMNS, TOKEN_COLUMNS};
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey,
+    ChatChange, ChatOrder, EventQuery, Created, Cursor, DedupKey, DedupRecord, LinkedChat, MessageDedupKey,
     ImportBatch, MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, Store,
     StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use crate::domain::chat::Chat;
+use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -33,6 +34,7 @@ use crate::error::FeishuError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_search_text.sql"),
+    include_str!("migrations/postgres/0003_events.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 2;
@@ -264,19 +266,30 @@ async fn backfill_search_text(tx: &Transaction<'_>) -> Result<(), StoreError> {
 
 /// The chat and its bots index in one statement: atomic without a transaction of its own, and one
 /// round trip, which is most of a create's cost.
-async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreError> {
+/// With `events`, the same statement appends them to the outbox too (see `insert_events`), so a
+/// create stays one round trip.
+async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {
     let row = ChatRow::encode(chat)?;
     let bots: Vec<&str> = chat.bots.iter().map(|b| b.0.as_str()).collect();
-    execute(
-        c,
-        "WITH chat AS (
+    let batch = EventBatch::of(events);
+    let (name, search_text) = (chat.settings.name.as_str(), chat.settings.search_text());
+    let (name, search_text) = (text(name), text(&search_text));
+    let chat_sql = "WITH chat AS (
              INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users,
                                 bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined,
                                 search_text)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $19) RETURNING seq
-         )
-         INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat",
-        &[
+         )";
+    let sql = if events.is_empty() {
+        format!("{chat_sql} INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat")
+    } else {
+        format!(
+            "{chat_sql}, bots AS (INSERT INTO chat_bots (app_id, chat_seq) SELECT DISTINCT unnest($18::text[]), seq FROM chat)
+             {}",
+            events_insert(20)
+        )
+    };
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &row.chat_id,
             &row.tenant_key,
             &row.creator_app,
@@ -289,16 +302,18 @@ async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat) -> Result<(), StoreEr
             &row.bots,
             &row.user_managers,
             &row.bot_managers,
-            &text(&chat.settings.name),
+            &name,
             &chat.settings.chat_type,
             &chat.settings.chat_mode,
             &row.last_active_at,
             &row.user_joined,
             &bots,
-            &text(&chat.settings.search_text()),
-        ],
-    )
-    .await?;
+            &search_text,
+        ];
+    if !events.is_empty() {
+        params.extend(batch.params());
+    }
+    execute(c, &sql, &params).await?;
     Ok(())
 }
 
@@ -313,11 +328,85 @@ async fn index_bots(tx: &Transaction<'_>, seq: i64, bots: &[AppId]) -> Result<()
     Ok(())
 }
 
+/// Events as the parameters of `events_insert`: their count, then one array per column.
+struct EventBatch<'a> {
+    n: i64,
+    types: Vec<&'static str>,
+    chats: Vec<&'a str>,
+    ats: Vec<i64>,
+    bodies: Vec<String>,
+}
+
+impl<'a> EventBatch<'a> {
+    fn of(events: &'a [DomainEvent]) -> Self {
+        EventBatch {
+            n: events.len() as i64,
+            types: events.iter().map(DomainEvent::type_name).collect(),
+            chats: events.iter().map(|e| e.chat_id.0.as_str()).collect(),
+            ats: events.iter().map(|e| e.at_ms).collect(),
+            bodies: events.iter().map(|e| text(&to_json(e)).into_owned()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.n, &self.types, &self.chats, &self.ats, &self.bodies]
+    }
+}
+
+/// The tail of a statement that appends a batch of events whose parameters start at `$first`:
+/// bumps the one-row counter (its row lock holds until commit, so seq order is commit order and a
+/// rollback leaves no gap), then inserts the events numbered from it.
+fn events_insert(first: usize) -> String {
+    let [n, types, chats, ats, bodies] = [first, first + 1, first + 2, first + 3, first + 4];
+    format!(
+        "{with} s AS (UPDATE event_seq SET last = last + ${n} RETURNING last)
+         INSERT INTO events (seq, type, chat_id, at_ms, body)
+         SELECT s.last - ${n} + e.ord, e.type, e.chat_id, e.at_ms, e.body
+         FROM s, unnest(${types}::text[], ${chats}::text[], ${ats}::bigint[], ${bodies}::text[])
+              WITH ORDINALITY AS e(type, chat_id, at_ms, body, ord)",
+        with = if first == 1 { "WITH" } else { "," }
+    )
+}
+
+/// Appends events to the outbox in one statement (`events_insert`).
+async fn insert_events(tx: &Transaction<'_>, events: &[DomainEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let batch = EventBatch::of(events);
+    execute(tx, &events_insert(1), &batch.params()).await?;
+    Ok(())
+}
+
+async fn insert_stored_event(tx: &Transaction<'_>, e: &StoredEvent) -> Result<(), StoreError> {
+    execute(
+        tx,
+        "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)",
+        &[&e.seq, &e.event.type_name(), &e.event.chat_id.0, &e.event.at_ms, &text(&to_json(&e.event))],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Restarts the counter after the last stored event (0 when there is none).
+async fn reset_event_seq(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    execute(tx, "UPDATE event_seq SET last = (SELECT coalesce(max(seq), 0) FROM events)", &[]).await?;
+    Ok(())
+}
+
+const EVENTS_SQL: &str = "SELECT seq, body FROM events WHERE seq > $1 AND ($2::text IS NULL OR chat_id = $2)
+                          AND ($3::text IS NULL OR type = $3) ORDER BY seq LIMIT $4";
+
+fn event_from_row(r: &Row) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent { seq: r.try_get(0)?, event: from_json("events.body", r.try_get(1)?)? })
+}
+
 async fn apply_create(
     tx: &Transaction<'_>,
     chat: Chat,
     dedup: Option<&DedupKey>,
     window_start_ms: i64,
+    events: &[DomainEvent],
 ) -> Result<Created, StoreError> {
     if let Some(key) = dedup {
         // A concurrent claim of the same key waits here for the other transaction, then sees its row.
@@ -337,7 +426,7 @@ async fn apply_create(
             return Ok(Created::Existing(existing));
         }
     }
-    insert_chat(tx, &chat).await?;
+    insert_chat(tx, &chat, events).await?;
     Ok(Created::New(chat))
 }
 
@@ -412,7 +501,7 @@ const EXPORT_PAGE: i32 = 500;
 type RecordFromRow = fn(&Row) -> Result<StateRecord, StoreError>;
 
 /// Every table's export query, in export order, with how a row becomes a record.
-fn export_queries() -> [(String, RecordFromRow); 7] {
+fn export_queries() -> [(String, RecordFromRow); 8] {
     [
         (format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         (
@@ -455,6 +544,7 @@ fn export_queries() -> [(String, RecordFromRow); 7] {
         (format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"), |r| {
             Ok(StateRecord::Token(token_from_row(r)?))
         }),
+        ("SELECT seq, body FROM events ORDER BY seq".into(), |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ]
 }
 
@@ -487,7 +577,7 @@ async fn export_records(pool: &Pool, out: &tokio::sync::mpsc::Sender<Result<Stat
 
 async fn import_record(tx: &Transaction<'_>, record: StateRecord) -> Result<(), StoreError> {
     match record {
-        StateRecord::Chat(chat) => insert_chat(tx, &chat).await?,
+        StateRecord::Chat(chat) => insert_chat(tx, &chat, &[]).await?,
         StateRecord::ChatDedup(d) => {
             execute(
                 tx,
@@ -525,6 +615,7 @@ async fn import_record(tx: &Transaction<'_>, record: StateRecord) -> Result<(), 
             insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here).await?;
         }
         StateRecord::Token(token) => insert_token(tx, &token).await?,
+        StateRecord::Event(e) => insert_stored_event(tx, &e).await?,
     }
     Ok(())
 }
@@ -551,17 +642,18 @@ impl Store for PostgresStore {
         chat: Chat,
         dedup: Option<DedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Created, StoreError> {
         let mut client = self.client().await?;
         if dedup.is_none() {
-            // One statement: its own (auto-committed) transaction.
+            // One statement (the chat, its bots and its events): its own (auto-committed) transaction.
             let started = Instant::now();
-            insert_chat(&client, &chat).await?;
+            insert_chat(&client, &chat, &events).await?;
             self.commit_seconds.observe(started.elapsed().as_secs_f64());
             return Ok(Created::New(chat));
         }
         let tx = client.transaction().await?;
-        let created = apply_create(&tx, chat, dedup.as_ref(), window_start_ms).await?;
+        let created = apply_create(&tx, chat, dedup.as_ref(), window_start_ms, &events).await?;
         self.commit(tx).await?;
         Ok(created)
     }
@@ -603,9 +695,10 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         let bots_before = chat.bots.clone();
-        if let Err(e) = change(&mut chat) {
-            return Ok(Some(Err(e)));
-        }
+        let events = match change(&mut chat) {
+            Ok(events) => events,
+            Err(e) => return Ok(Some(Err(e))),
+        };
         let row = ChatRow::encode(&chat)?;
         execute(
             &tx,
@@ -635,6 +728,7 @@ impl Store for PostgresStore {
             execute(&tx, "DELETE FROM chat_bots WHERE chat_seq = $1", &[&seq]).await?;
             index_bots(&tx, seq, &chat.bots).await?;
         }
+        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(Some(Ok(chat)))
     }
@@ -724,7 +818,7 @@ impl Store for PostgresStore {
         Ok(row.is_some())
     }
 
-    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The primary key decides between concurrent first calls; the loser reads the winner's chat.
@@ -747,7 +841,7 @@ impl Store for PostgresStore {
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("p2p chat row missing".into()));
         }
-        insert_chat(&tx, &new).await?;
+        insert_chat(&tx, &new, &events).await?;
         self.commit(tx).await?;
         Ok(new)
     }
@@ -757,6 +851,7 @@ impl Store for PostgresStore {
         message: Message,
         dedup: Option<MessageDedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Message, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -799,6 +894,7 @@ impl Store for PostgresStore {
             &[&message.chat_id.0, &message.created_at_ms],
         )
         .await?;
+        insert_events(&tx, &events).await?;
         self.commit(tx).await?;
         Ok(message)
     }
@@ -843,7 +939,7 @@ impl Store for PostgresStore {
         load_message(&self.client().await?, &id.0).await
     }
 
-    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
+    async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         advisory_lock(&tx, "task", &format!("{}|{}", link.task_id, link.app_id)).await?;
@@ -861,7 +957,7 @@ impl Store for PostgresStore {
                 }
             }
         }
-        insert_chat(&tx, &new).await?;
+        insert_chat(&tx, &new, &events).await?;
         insert_task_link(&tx, &link, &new.chat_id, true).await?;
         self.commit(tx).await?;
         Ok(Created::New(new))
@@ -876,6 +972,13 @@ impl Store for PostgresStore {
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
         read_task_links(&self.client().await?).await
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        // A NUL matches nothing (no stored id has one), as elsewhere: see `text`.
+        let chat_id = q.chat_id.map(|c| text(&c.0).into_owned());
+        let rows = query(&self.client().await?, EVENTS_SQL, &[&q.after, &chat_id, &q.type_name, &(q.limit as i64)]).await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
@@ -955,6 +1058,7 @@ impl Store for PostgresStore {
                 None => return Err(StoreError::Abandoned),
             }
         }
+        reset_event_seq(&tx).await?;
         self.commit(tx).await?;
         Ok(stored)
     }
@@ -964,6 +1068,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await?;
         tx.batch_execute(&format!("TRUNCATE {STATE_TABLES}"))
             .await?;
+        reset_event_seq(&tx).await?;
         self.commit(tx).await
     }
 
@@ -1018,4 +1123,4 @@ impl Store for PostgresStore {
 
 /// Everything but tokens (which `clear` keeps).
 const STATE_TABLES: &str =
-    "task_chats, message_dedup, messages, p2p_chats, chat_dedup, chat_bots, chats";
+    "events, task_chats, message_dedup, messages, p2p_chats, chat_dedup, chat_bots, chats";

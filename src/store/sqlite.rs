@@ -12,12 +12,13 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, ImportBatch, LinkedChat, MessageDedupKey,
+    ChatChange, ChatOrder, EventQuery, Created, Cursor, DedupKey, DedupRecord, ImportBatch, LinkedChat, MessageDedupKey,
     MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, Store, StoreError, StoreStats,
     TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS, TOKEN_COLUMNS};
 use crate::domain::chat::{fold_case, Chat};
+use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0002_lifecycle.sql"),
     include_str!("migrations/sqlite/0003_task_chats.sql"),
     include_str!("migrations/sqlite/0004_search_text.sql"),
+    include_str!("migrations/sqlite/0005_events.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 4;
@@ -54,11 +56,17 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 enum WriteOp {
-    CreateChat { chat: Box<Chat>, dedup: Option<DedupKey>, window_start_ms: i64, reply: oneshot::Sender<Result<Created, StoreError>> },
+    CreateChat {
+        chat: Box<Chat>,
+        dedup: Option<DedupKey>,
+        window_start_ms: i64,
+        events: Vec<DomainEvent>,
+        reply: oneshot::Sender<Result<Created, StoreError>>,
+    },
     RotateToken { fresh: TokenRecord, reuse_after_ms: i64, reply: oneshot::Sender<Result<TokenRecord, StoreError>> },
     Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
-    P2p { app: AppId, uid: Uid, new: Box<Chat>, reply: oneshot::Sender<Result<Chat, StoreError>> },
-    TaskChat { link: TaskLink, new: Box<Chat>, reply: oneshot::Sender<Result<Created, StoreError>> },
+    P2p { app: AppId, uid: Uid, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Chat, StoreError>> },
+    TaskChat { link: TaskLink, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Created, StoreError>> },
     LinkTaskChat { link: TaskLink, chat_id: ChatId, reply: oneshot::Sender<Result<(), StoreError>> },
     /// Clears all but tokens.
     Clear { reply: oneshot::Sender<Result<(), StoreError>> },
@@ -70,6 +78,7 @@ enum WriteOp {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
         reply: oneshot::Sender<Result<Message, StoreError>>,
     },
 }
@@ -330,11 +339,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for op in batch.drain(..) {
             replies.push(match op {
-                // A single statement is atomic by itself; only multi-statement ops pay for a savepoint.
-                WriteOp::CreateChat { chat, dedup: None, reply, .. } => deliver(reply, apply_create(&tx, *chat, None, 0)),
-                WriteOp::CreateChat { chat, dedup: Some(key), window_start_ms, reply } => deliver(
+                WriteOp::CreateChat { chat, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(&mut tx, |sp| apply_create(sp, *chat, Some(&key), window_start_ms)),
+                    in_savepoint(&mut tx, |sp| apply_create(sp, *chat, dedup.as_ref(), window_start_ms, &events)),
                 ),
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
                     deliver(reply, apply_rotate_token(&tx, fresh, reuse_after_ms))
@@ -342,9 +349,11 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::Modify { chat_id, change, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change)))
                 }
-                WriteOp::P2p { app, uid, new, reply } => deliver(reply, in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new))),
-                WriteOp::TaskChat { link, new, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_task_chat(sp, &link, *new)))
+                WriteOp::P2p { app, uid, new, events, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new, &events)))
+                }
+                WriteOp::TaskChat { link, new, events, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| apply_task_chat(sp, &link, *new, &events)))
                 }
                 WriteOp::LinkTaskChat { link, chat_id, reply } => {
                     deliver(reply, insert_task_link(&tx, &link, &chat_id, false))
@@ -354,9 +363,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                     deliver(reply, in_savepoint(&mut tx, |sp| apply_import(sp, batches)))
                 }
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
-                WriteOp::CreateMessage { message, dedup, window_start_ms, reply } => deliver(
+                WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms)),
+                    in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms, &events)),
                 ),
             });
         }
@@ -405,6 +414,7 @@ fn apply_create(
     chat: Chat,
     dedup: Option<&DedupKey>,
     window_start_ms: i64,
+    events: &[DomainEvent],
 ) -> Result<Created, StoreError> {
     if let Some(key) = dedup {
         let claimed = tx
@@ -430,7 +440,33 @@ fn apply_create(
         }
     }
     insert_chat(tx, &chat)?;
+    insert_events(tx, events)?;
     Ok(Created::New(chat))
+}
+
+/// Appends events to the outbox; `seq` is the rowid, so max(seq) + 1 each (see 0005_events.sql).
+fn insert_events(tx: &Connection, events: &[DomainEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached("INSERT INTO events (type, chat_id, at_ms, body) VALUES (?1, ?2, ?3, ?4)")?;
+    for e in events {
+        insert.execute(params![e.type_name(), e.chat_id.0, e.at_ms, to_json(e)])?;
+    }
+    Ok(())
+}
+
+fn insert_stored_event(tx: &Connection, e: &StoredEvent) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![e.seq, e.event.type_name(), e.event.chat_id.0, e.event.at_ms, to_json(&e.event)])?;
+    Ok(())
+}
+
+const EVENTS_SQL: &str = "SELECT seq, body FROM events WHERE seq > ?1 AND (?2 IS NULL OR chat_id = ?2)
+                          AND (?3 IS NULL OR type = ?3) ORDER BY seq LIMIT ?4";
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent { seq: r.get(0)?, event: from_json("events.body", &r.get::<_, String>(1)?)? })
 }
 
 fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
@@ -479,9 +515,10 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
         return Ok(None);
     };
     let bots_before = chat.bots.clone();
-    if let Err(e) = change(&mut chat) {
-        return Ok(Some(Err(e)));
-    }
+    let events = match change(&mut chat) {
+        Ok(events) => events,
+        Err(e) => return Ok(Some(Err(e))),
+    };
     let row = ChatRow::encode(&chat)?;
     tx.prepare_cached(
         "UPDATE chats SET owner = ?2, external = ?3, status = ?4, settings = ?5, users = ?6, bots = ?7,
@@ -509,10 +546,11 @@ fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result
         tx.prepare_cached("DELETE FROM chat_bots WHERE chat_seq = ?1")?.execute(params![seq])?;
         index_bots(tx, seq, &chat.bots)?;
     }
+    insert_events(tx, &events)?;
     Ok(Some(Ok(chat)))
 }
 
-fn apply_p2p(tx: &Connection, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+fn apply_p2p(tx: &Connection, app: &AppId, uid: &Uid, new: Chat, events: &[DomainEvent]) -> Result<Chat, StoreError> {
     let existing: Option<String> = tx
         .prepare_cached("SELECT chat_id FROM p2p_chats WHERE app_id = ?1 AND uid = ?2")?
         .query_row(params![app.0, uid.0], |r| r.get(0))
@@ -523,10 +561,11 @@ fn apply_p2p(tx: &Connection, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat,
     tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?
         .execute(params![app.0, uid.0, new.chat_id.0])?;
     insert_chat(tx, &new)?;
+    insert_events(tx, events)?;
     Ok(new)
 }
 
-fn apply_task_chat(tx: &Connection, link: &TaskLink, new: Chat) -> Result<Created, StoreError> {
+fn apply_task_chat(tx: &Connection, link: &TaskLink, new: Chat, events: &[DomainEvent]) -> Result<Created, StoreError> {
     let started: Option<String> = tx
         .prepare_cached(
             "SELECT chat_id FROM task_chats WHERE task_id = ?1 AND app_id = ?2 AND started_here = 1
@@ -541,6 +580,7 @@ fn apply_task_chat(tx: &Connection, link: &TaskLink, new: Chat) -> Result<Create
     }
     insert_chat(tx, &new)?;
     insert_task_link(tx, link, &new.chat_id, true)?;
+    insert_events(tx, events)?;
     Ok(Created::New(new))
 }
 
@@ -552,7 +592,7 @@ fn insert_task_link(tx: &Connection, link: &TaskLink, chat_id: &ChatId, started_
     Ok(())
 }
 
-const STATE_TABLES: &[&str] = &["task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+const STATE_TABLES: &[&str] = &["events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
 fn apply_clear(tx: &Connection) -> Result<(), StoreError> {
     for table in STATE_TABLES {
@@ -615,6 +655,7 @@ fn import_record(tx: &Connection, record: StateRecord) -> Result<(), StoreError>
             insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here)?;
         }
         StateRecord::Token(token) => apply_put_token(tx, &token)?,
+        StateRecord::Event(e) => insert_stored_event(tx, &e)?,
     }
     Ok(())
 }
@@ -646,7 +687,7 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
         Ok(true)
     }
     type RecordFromRow = fn(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>;
-    let tables: [(&str, RecordFromRow); 7] = [
+    let tables: [(&str, RecordFromRow); 8] = [
         (&format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         ("SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id", |r| {
             Ok(StateRecord::ChatDedup(DedupRecord {
@@ -671,6 +712,7 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
         (&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"), |r| {
             Ok(StateRecord::Token(token_record(token_from_row(r)?)?))
         }),
+        ("SELECT seq, body FROM events ORDER BY seq", |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ];
     for (sql, row) in tables {
         if !each(&tx, sql, row, &send)? {
@@ -701,6 +743,7 @@ fn apply_create_message(
     message: Message,
     dedup: Option<&MessageDedupKey>,
     window_start_ms: i64,
+    events: &[DomainEvent],
 ) -> Result<Message, StoreError> {
     if let Some(key) = dedup {
         let claimed = tx
@@ -721,6 +764,7 @@ fn apply_create_message(
         .execute(params![message.message_id.0, message.chat_id.0, message.created_at_ms, to_json(&message)])?;
     tx.prepare_cached("UPDATE chats SET last_active_at = max(last_active_at, ?2) WHERE chat_id = ?1")?
         .execute(params![message.chat_id.0, message.created_at_ms])?;
+    insert_events(tx, events)?;
     Ok(message)
 }
 
@@ -817,9 +861,15 @@ impl Store for SqliteStore {
         Some(self.commit_seconds.clone())
     }
 
-    async fn create_chat(&self, chat: Chat, dedup: Option<DedupKey>, window_start_ms: i64) -> Result<Created, StoreError> {
+    async fn create_chat(
+        &self,
+        chat: Chat,
+        dedup: Option<DedupKey>,
+        window_start_ms: i64,
+        events: Vec<DomainEvent>,
+    ) -> Result<Created, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::CreateChat { chat: Box::new(chat), dedup, window_start_ms, reply }, rx).await
+        self.write(WriteOp::CreateChat { chat: Box::new(chat), dedup, window_start_ms, events, reply }, rx).await
     }
 
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
@@ -929,9 +979,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat) -> Result<Chat, StoreError> {
+    async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::P2p { app: app.clone(), uid: uid.clone(), new: Box::new(new), reply }, rx).await
+        self.write(WriteOp::P2p { app: app.clone(), uid: uid.clone(), new: Box::new(new), events, reply }, rx).await
     }
 
     async fn create_message(
@@ -939,9 +989,10 @@ impl Store for SqliteStore {
         message: Message,
         dedup: Option<MessageDedupKey>,
         window_start_ms: i64,
+        events: Vec<DomainEvent>,
     ) -> Result<Message, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::CreateMessage { message: Box::new(message), dedup, window_start_ms, reply }, rx).await
+        self.write(WriteOp::CreateMessage { message: Box::new(message), dedup, window_start_ms, events, reply }, rx).await
     }
 
     async fn list_messages(&self, q: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
@@ -979,9 +1030,9 @@ impl Store for SqliteStore {
         self.read(move |conn| load_message(conn, &id)).await
     }
 
-    async fn task_chat(&self, link: TaskLink, new: Chat) -> Result<Created, StoreError> {
+    async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::TaskChat { link, new: Box::new(new), reply }, rx).await
+        self.write(WriteOp::TaskChat { link, new: Box::new(new), events, reply }, rx).await
     }
 
     async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError> {
@@ -991,6 +1042,20 @@ impl Store for SqliteStore {
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
         self.read(read_task_links).await
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(EVENTS_SQL)?;
+            let mut rows =
+                stmt.query(params![q.after, q.chat_id.map(|c| c.0), q.type_name, q.limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(event_from_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
@@ -1057,5 +1122,50 @@ impl Store for SqliteStore {
             .transpose()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::{Actor, EventBody};
+
+    fn event(n: i64) -> DomainEvent {
+        DomainEvent {
+            chat_id: ChatId(format!("oc_{n}")),
+            actor: Actor::App(AppId("cli_a".into())),
+            at_ms: n,
+            body: EventBody::ManagersAdded { users: Vec::new(), bots: Vec::new() },
+        }
+    }
+
+    /// The rowid seq stays gap-free when a savepoint that appended events rolls back: the next
+    /// insert takes max(seq) + 1 again, inside the same batch and after its commit.
+    #[test]
+    fn event_seqs_have_no_gap_after_a_rolled_back_savepoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let mut tx = conn.transaction().unwrap();
+        in_savepoint(&mut tx, |sp| insert_events(sp, &[event(1), event(2)])).unwrap();
+        let refused: Result<(), StoreError> = in_savepoint(&mut tx, |sp| {
+            insert_events(sp, &[event(3)])?;
+            Err(StoreError::Backend("rolled back".into()))
+        });
+        assert!(refused.is_err());
+        in_savepoint(&mut tx, |sp| insert_events(sp, &[event(4)])).unwrap();
+        tx.commit().unwrap();
+        let tx = conn.transaction().unwrap();
+        insert_events(&tx, &[event(5)]).unwrap();
+        tx.rollback().unwrap();
+        insert_events(&conn, &[event(6)]).unwrap();
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT seq, at_ms FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [(1, 1), (2, 2), (3, 4), (4, 6)]);
     }
 }

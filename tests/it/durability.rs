@@ -1,9 +1,12 @@
-//! kill -9 while creates are in flight: every acknowledged chat is on disk with all its members.
+//! kill -9 while creates are in flight: every acknowledged chat is on disk with all its members,
+//! and with its event: the outbox holds exactly one created event per stored chat, gap-free.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use larkstack::domain::events::EventBody;
 use larkstack::domain::ids::ChatId;
+use larkstack::store::EventQuery;
 use serde_json::json;
 
 use crate::support::*;
@@ -68,5 +71,25 @@ async fn acknowledged_chats_survive_sigkill() {
         let chat = store.get_chat(&ChatId(id.clone())).await.unwrap().unwrap_or_else(|| panic!("acknowledged chat {id} lost"));
         assert_eq!(chat.users.len(), 50, "{id} has all its members");
         assert_eq!(chat.bots.len(), 1);
+    }
+    // Events are committed with their change: one created event per stored chat (acknowledged or
+    // not), none without its chat, and their seqs have no gap.
+    let mut events = Vec::new();
+    loop {
+        let after = events.last().map(|e: &larkstack::domain::events::StoredEvent| e.seq).unwrap_or(0);
+        let page = store.events(EventQuery { after, limit: 1000, ..Default::default() }).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page);
+    }
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>(), "gap-free");
+    assert!(events.iter().all(|e| matches!(e.event.body, EventBody::ChatCreated { .. })));
+    let created: std::collections::HashSet<String> = events.iter().map(|e| e.event.chat_id.0.clone()).collect();
+    assert_eq!(created.len(), events.len(), "one event per chat");
+    assert_eq!(events.len() as u64, store.count_chats().await.unwrap(), "no chat without its event, no event without its chat");
+    for id in &acked {
+        assert!(created.contains(id), "acknowledged chat {id} lost its event");
     }
 }

@@ -11,6 +11,7 @@ mod control;
 mod create_chat;
 mod durability;
 mod errors;
+mod events;
 mod fuzz_regressions;
 mod hardening;
 mod idempotency;

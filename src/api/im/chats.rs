@@ -19,6 +19,7 @@ use crate::domain::chat::{
     CREATE_DEDUP_WINDOW_MS, MAX_UUID_CHARS,
 };
 use crate::domain::directory::{App, Directory, UserIdType};
+use crate::domain::events::{chat_created, tracked, Actor};
 use crate::domain::ids::{new_chat_id, ChatId};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::{im, FeishuError};
@@ -262,7 +263,8 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
     };
 
     let chat = plan_create(dir, &Caller { app, tenant }, &query, body, new_chat_id(now), now)?;
-    let stored = match state.store.create_chat(chat, dedup, window_start).await? {
+    let events = vec![chat_created(&chat, Actor::App(app.app_id.clone()), now)];
+    let stored = match state.store.create_chat(chat, dedup, window_start, events).await? {
         Created::New(chat) | Created::Existing(chat) => chat,
     };
     Ok(ok(&created_chat_view(dir, app, &stored, query.user_id_type)))
@@ -341,7 +343,8 @@ pub async fn update(
         }
     }
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
-    let change = Box::new(move |chat: &mut Chat| apply_update(&dir, &app_c, &tenant_c, id_type, chat, body));
+    let actor = Actor::App(app.app_id.clone());
+    let change = tracked(actor, state.clock.now_ms(), move |chat: &mut Chat| apply_update(&dir, &app_c, &tenant_c, id_type, chat, body));
     change_chat(&state, &current.chat_id, change).await?;
     Ok(ok(&serde_json::json!({})))
 }
@@ -362,7 +365,8 @@ pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap, Path
     let call = ImCall::begin(&state, &headers, Family::DeleteChat, DELETE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
-    let change = Box::new(move |chat: &mut Chat| apply_disband(&dir, &app_c, &tenant_c, chat));
+    let actor = Actor::App(app.app_id.clone());
+    let change = tracked(actor, state.clock.now_ms(), move |chat: &mut Chat| apply_disband(&dir, &app_c, &tenant_c, chat));
     change_chat(&state, &ChatId(chat_id), change).await?;
     Ok(ok(&serde_json::json!({})))
 }

@@ -13,7 +13,8 @@ use crate::domain::chat_ops::{
     apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, other_tenant, plan_add,
     require_member, standing, usable_group, AddPlan, MemberIdType, Standing,
 };
-use crate::domain::directory::UserIdType;
+use crate::domain::directory::{App, UserIdType};
+use crate::domain::events::{tracked, Actor};
 use crate::domain::ids::{ChatId, Uid};
 
 use crate::envelope::{ok, ApiError, ApiResult};
@@ -37,8 +38,15 @@ fn invalid(field: &str, why: String) -> FeishuError {
     FeishuError::im_invalid_param(field, None, why)
 }
 
-async fn change(state: &AppState, chat_id: &str, f: crate::store::ChatChange) -> Result<Chat, ApiError> {
-    change_chat(state, &ChatId(chat_id.to_string()), f).await
+/// Runs `f` on the chat as the calling app; its events are what it did to the chat.
+async fn change(
+    state: &AppState,
+    chat_id: &str,
+    app: &App,
+    f: impl FnOnce(&mut Chat) -> Result<(), FeishuError> + Send + 'static,
+) -> Result<Chat, ApiError> {
+    let change = tracked(Actor::App(app.app_id.clone()), state.clock.now_ms(), f);
+    change_chat(state, &ChatId(chat_id.to_string()), change).await
 }
 
 #[derive(Serialize)]
@@ -92,16 +100,12 @@ pub async fn add(
     let now = state.clock.now_ms();
     let outcome = Arc::new(parking_lot::Mutex::new(AddPlan::default()));
     let sink = outcome.clone();
-    change(
-        &state,
-        &chat_id,
-        Box::new(move |chat: &mut Chat| {
-            let plan = plan_add(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list, succeed_type)?;
-            apply_add(chat, &plan, now)?;
-            *sink.lock() = plan;
-            Ok(())
-        }),
-    )
+    change(&state, &chat_id, app, move |chat: &mut Chat| {
+        let plan = plan_add(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list, succeed_type)?;
+        apply_add(chat, &plan, now)?;
+        *sink.lock() = plan;
+        Ok(())
+    })
     .await?;
     let plan = std::mem::take(&mut *outcome.lock());
     Ok(ok(&AddReply {
@@ -142,14 +146,10 @@ pub async fn remove(
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
     let invalid_ids = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let sink = invalid_ids.clone();
-    change(
-        &state,
-        &chat_id,
-        Box::new(move |chat: &mut Chat| {
-            *sink.lock() = apply_remove(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list)?;
-            Ok(())
-        }),
-    )
+    change(&state, &chat_id, app, move |chat: &mut Chat| {
+        *sink.lock() = apply_remove(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list)?;
+        Ok(())
+    })
     .await?;
     let invalid_id_list = std::mem::take(&mut *invalid_ids.lock());
     Ok(ok(&serde_json::json!({ "invalid_id_list": invalid_id_list })))
@@ -264,7 +264,7 @@ pub async fn me_join(State(state): State<Arc<AppState>>, headers: HeaderMap, Pat
     let call = ImCall::begin(&state, &headers, Family::MeJoin, WRITE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
-    change(&state, &chat_id, Box::new(move |chat: &mut Chat| apply_me_join(&dir, &app_c, &tenant_c, chat))).await?;
+    change(&state, &chat_id, app, move |chat: &mut Chat| apply_me_join(&dir, &app_c, &tenant_c, chat)).await?;
     Ok(ok(&serde_json::json!({})))
 }
 
@@ -282,11 +282,9 @@ async fn managers(state: Arc<AppState>, headers: HeaderMap, uri: Uri, chat_id: S
     let body: ManagerIds = parse_json(body, invalid)?;
     check_id_list(&body.manager_ids, id_type, "manager_ids")?;
     let (dir, app_c, tenant_c) = (call.dir.clone(), app.clone(), tenant.clone());
-    let chat = change(
-        &state,
-        &chat_id,
-        Box::new(move |chat: &mut Chat| apply_managers(&dir, &app_c, &tenant_c, chat, id_type, &body.manager_ids, add)),
-    )
+    let chat = change(&state, &chat_id, app, move |chat: &mut Chat| {
+        apply_managers(&dir, &app_c, &tenant_c, chat, id_type, &body.manager_ids, add)
+    })
     .await?;
     let user_type = match id_type {
         MemberIdType::User(t) => t,

@@ -11,6 +11,7 @@ use crate::api::extract::{parse_json, QueryParams, RawBody};
 use crate::domain::chat::{Chat, ChatSettings, ChatStatus, Owner, DEFAULT_AVATAR_KEY};
 use crate::domain::chat_ops::{chat_dissolved, standing};
 use crate::domain::directory::{App, Directory, Tenant, User, UserIdType};
+use crate::domain::events::{chat_created, message_sent, parse_mentions, resolve_mentions, Actor};
 use crate::domain::ids::{new_chat_id, new_message_id, ChatId};
 use crate::domain::message::{
     bot_not_in_chat, chat_rate_limited, invalid, user_unavailable, validate_content, Message, Sender, MESSAGE_DEDUP_WINDOW_MS,
@@ -179,7 +180,9 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         chat
     } else {
         let user = p2p_user(&call.dir, app, tenant, &receive_id_type, &receive_id)?;
-        let chat = state.store.p2p_chat(&app.app_id, &user.uid, new_p2p_chat(app, tenant, user, now)).await?;
+        let new = new_p2p_chat(app, tenant, user, now);
+        let created = vec![chat_created(&new, Actor::App(app.app_id.clone()), now)];
+        let chat = state.store.p2p_chat(&app.app_id, &user.uid, new, created).await?;
         message_chat(&call.dir, app, tenant, &chat)?;
         chat
     };
@@ -194,7 +197,15 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         created_at_ms: now,
     };
     let dedup = body.uuid.filter(|u| !u.is_empty()).map(|uuid| MessageDedupKey { app_id: app.app_id.clone(), uuid });
-    let stored = state.store.create_message(message, dedup, now - MESSAGE_DEDUP_WINDOW_MS).await?;
+    // Mention ids are in the sender's id space: open_id, union_id or user_id.
+    let mentions = resolve_mentions(parse_mentions(&message.msg_type, &message.content), |id| {
+        [UserIdType::OpenId, UserIdType::UnionId, UserIdType::UserId]
+            .into_iter()
+            .find_map(|t| call.dir.resolve_user(app, &tenant.tenant_key, t, id))
+            .map(|u| u.uid.clone())
+    });
+    let events = vec![message_sent(&message, &chat, Actor::App(app.app_id.clone()), mentions)];
+    let stored = state.store.create_message(message, dedup, now - MESSAGE_DEDUP_WINDOW_MS, events).await?;
     Ok(ok(&message_view(&call.dir, app, &stored)))
 }
 
