@@ -502,8 +502,10 @@ user_id = "bob_uid"
     fn bots_messages_never_to_themselves_and_to_others_only_when_they_at_them() {
         let d = dir();
         let c = group(&d);
-        // A bot's own message goes nowhere, not even to the all-messages bot... only to others.
+        // A bot's own message does not come back to it (the others lack include_bot).
         assert!(sent(&d, &c, Sender::App(app("cli_all")), "hi").is_empty());
+        // Not even when it @s itself and holds the include-bot scope.
+        assert!(sent(&d, &c, Sender::App(app("cli_at")), r#"<at user_id="cli_at">me</at>"#).is_empty());
         // Another bot @-ing the at-bot (which has include_bot) reaches it; the all-bot lacks include_bot.
         let ev = sent(&d, &c, Sender::App(app("cli_bare")), r#"<at user_id="cli_at">x</at> and <at user_id="cli_all">y</at>"#);
         assert_eq!(to(&ev), ["cli_at"]);
