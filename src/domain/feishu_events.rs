@@ -220,7 +220,7 @@ impl View<'_> {
             return None;
         };
         let me = &self.app.app_id;
-        let mentions_me = mentions.iter().any(|m| self.mentioned_bot(m).as_ref() == Some(me));
+        let mentions_me = mentions.iter().any(|m| self.mentioned_bot(m, sender).as_ref() == Some(me));
         match sender {
             // Never a bot's own message; other bots' only when they @ it, with the include-bot scope.
             Sender::App(a) if a == me => return None,
@@ -249,7 +249,7 @@ impl View<'_> {
             .iter()
             .filter(|m| m.id != "all")
             .map(|m| {
-                let (id, kind, name, tenant) = if let Some(bot) = self.mentioned_bot(m) {
+                let (id, kind, name, tenant) = if let Some(bot) = self.mentioned_bot(m, sender) {
                     let name = self.dir.app(&bot).map(|a| a.name.clone());
                     (self.bot(&bot), "bot", name, self.bot_tenant(&bot, chat))
                 } else if let Some(u) = &m.uid {
@@ -289,15 +289,24 @@ impl View<'_> {
     }
 
     /// The bot a mention names: by app id or fixture key (the control API's way), or by the
-    /// bot's open_id as this app sees it.
-    fn mentioned_bot(&self, m: &Mention) -> Option<AppId> {
+    /// bot's open_id as the sending app sees it (mention ids are in the sender's id space).
+    fn mentioned_bot(&self, m: &Mention, sender: &Sender) -> Option<AppId> {
         if m.uid.is_some() {
             return None;
         }
+        let sender_app = match sender {
+            Sender::App(a) => self.dir.app(a),
+            Sender::User(_) => None,
+        };
         self.dir
             .apps()
             .iter()
-            .find(|a| a.bot && (a.app_id.0 == m.id || a.key == m.id || self.dir.bot_open_id(self.app, &a.app_id).0 == m.id))
+            .find(|a| {
+                a.bot
+                    && (a.app_id.0 == m.id
+                        || a.key == m.id
+                        || sender_app.is_some_and(|s| self.dir.bot_open_id(s, &a.app_id).0 == m.id))
+            })
             .map(|a| a.app_id.clone())
     }
 }
@@ -512,6 +521,13 @@ user_id = "bob_uid"
         assert_eq!(ev[0].event["sender"]["sender_type"], "app");
         assert_eq!(ev[0].event["sender"]["sender_id"]["user_id"], Value::Null);
         assert_eq!(ev[0].event["sender"]["sender_id"]["open_id"], d.bot_open_id(d.app(&app("cli_at")).unwrap(), &app("cli_bare")).0);
+        // A bot names another bot by that bot's open_id in its own (the sender's) id space.
+        let as_bare = d.bot_open_id(d.app(&app("cli_bare")).unwrap(), &app("cli_at")).0;
+        let ev = sent(&d, &c, Sender::App(app("cli_bare")), &format!(r#"<at user_id="{as_bare}">x</at>"#));
+        assert_eq!(to(&ev), ["cli_at"]);
+        assert_eq!(ev[0].event["message"]["mentions"][0]["id"]["open_id"], d.bot_open_id(d.app(&app("cli_at")).unwrap(), &app("cli_at")).0);
+        let as_at = d.bot_open_id(d.app(&app("cli_at")).unwrap(), &app("cli_at")).0;
+        assert!(sent(&d, &c, Sender::App(app("cli_bare")), &format!(r#"<at user_id="{as_at}">x</at>"#)).is_empty(), "not the sender's id");
     }
 
     #[test]
