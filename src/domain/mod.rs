@@ -5,6 +5,7 @@ pub mod chat;
 pub mod chat_ops;
 pub mod directory;
 pub mod events;
+pub mod feishu_events;
 pub mod ids;
 pub mod message;
 
