@@ -167,13 +167,14 @@ impl SqliteStore {
         private_files(data_dir, &path)?;
         migrate(&mut conn)?;
         // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now. A
-        // store of this process dropped just before may still be closing its connections: give
-        // them up to 5 s (each try waits `CHECKPOINT_WAIT`).
+        // store of this process dropped just before may still be closing, or be in a checkpoint
+        // of its own (SQLite then answers busy at once, without waiting): try for up to ~5 s.
         let mut wal = WalBound::new(&path, Default::default());
         for _ in 0..20 {
             if wal.truncate(&conn) {
                 break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
         let (tx, rx) = mpsc::unbounded_channel();
