@@ -5,6 +5,7 @@
 //! A call that returns `Ok` has been committed durably.
 
 mod codec;
+pub(crate) mod sql;
 pub mod health;
 pub mod postgres;
 pub mod sqlite;
