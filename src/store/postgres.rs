@@ -265,6 +265,10 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
     async fn events_restored(&mut self) -> Result<(), StoreError> {
         reset_event_seq(self.0).await
     }
+
+    async fn next_batch(&mut self, batches: &mut tokio::sync::mpsc::Receiver<ImportBatch>) -> Option<ImportBatch> {
+        batches.recv().await
+    }
 }
 
 /// Fills `search_text` of the chats stored before the column existed, then makes it required.
@@ -619,25 +623,10 @@ impl Store for PostgresStore {
     }
 
     /// One transaction: TRUNCATE, then the records as they come; committed only at `End`.
-    async fn import(&self, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
+    async fn import(&self, batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut pg = Pg(&tx);
-        pg.clear(true).await?;
-        let mut stored = 0;
-        loop {
-            match batches.recv().await {
-                Some(ImportBatch::Records(records)) => {
-                    for record in records {
-                        sql::import_record(&mut pg, record).await?;
-                        stored += 1;
-                    }
-                }
-                Some(ImportBatch::End) => break,
-                None => return Err(StoreError::Abandoned),
-            }
-        }
-        pg.events_restored().await?;
+        let stored = sql::import(&mut Pg(&tx), batches).await?;
         self.commit(tx).await?;
         Ok(stored)
     }

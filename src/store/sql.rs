@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use super::codec::{self, from_json, to_json, token_record, ChatRow};
 use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, LinkedChat, MessageDedupKey,
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey,
     MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
     TokenRecord,
 };
@@ -253,6 +253,9 @@ pub trait Tx {
 
     /// After events were stored with their seqs (an import): the next one follows the last.
     async fn events_restored(&mut self) -> Result<(), StoreError>;
+
+    /// The next batch of an import (`None`: the sender gave up), waited for as the backend waits.
+    async fn next_batch(&mut self, batches: &mut tokio::sync::mpsc::Receiver<ImportBatch>) -> Option<ImportBatch>;
 
     async fn query_opt<T>(
         &mut self,
@@ -627,8 +630,29 @@ async fn insert_token(tx: &mut impl Tx, t: &TokenRecord) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Replaces everything with the records received; how many it stored. Nothing is committed
+/// unless it returns `Ok` (the backend's transaction or savepoint makes it all or nothing).
+pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
+    tx.clear(true).await?;
+    let mut stored = 0;
+    loop {
+        match tx.next_batch(&mut batches).await {
+            Some(ImportBatch::Records(records)) => {
+                for record in records {
+                    import_record(tx, record).await?;
+                    stored += 1;
+                }
+            }
+            Some(ImportBatch::End) => break,
+            None => return Err(StoreError::Abandoned),
+        }
+    }
+    tx.events_restored().await?;
+    Ok(stored)
+}
+
 /// Stores one record of an import (after `Tx::clear(true)`).
-pub async fn import_record(tx: &mut impl Tx, record: StateRecord) -> Result<(), StoreError> {
+async fn import_record(tx: &mut impl Tx, record: StateRecord) -> Result<(), StoreError> {
     match record {
         StateRecord::Chat(chat) => tx.insert_chat(&chat, &[]).await?,
         StateRecord::ChatDedup(d) => {

@@ -360,7 +360,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 }
                 WriteOp::Clear { reply } => deliver(reply, in_savepoint(&mut tx, |sp| ready(sp.clear(false)))),
                 WriteOp::Import { batches, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_import(sp.0, batches)))
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
                 }
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
@@ -508,6 +508,11 @@ impl Tx for Lite<'_> {
     async fn events_restored(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// The writer thread waits for the sender.
+    async fn next_batch(&mut self, batches: &mut mpsc::Receiver<ImportBatch>) -> Option<ImportBatch> {
+        batches.blocking_recv()
+    }
 }
 
 /// Appends events to the outbox; `seq` is the rowid, so max(seq) + 1 each (see 0005_events.sql).
@@ -567,26 +572,6 @@ fn apply_limit_growth(tx: &Connection, limit: bool) -> Result<(), StoreError> {
     let pages: i64 = if limit { tx.query_row("PRAGMA page_count", [], |r| r.get(0))? } else { 0xFFFF_FFFE };
     tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
     Ok(())
-}
-
-/// Empties every table, then stores each record as it arrives; the caller's savepoint makes it
-/// all or nothing.
-fn apply_import(tx: &Connection, mut batches: mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
-    let mut lite = Lite(tx);
-    ready(lite.clear(true))?;
-    let mut stored = 0;
-    loop {
-        match batches.blocking_recv() {
-            Some(ImportBatch::Records(records)) => {
-                for record in records {
-                    ready(sql::import_record(&mut lite, record))?;
-                    stored += 1;
-                }
-            }
-            Some(ImportBatch::End) => return Ok(stored),
-            None => return Err(StoreError::Abandoned),
-        }
-    }
 }
 
 /// Streams every record from one read transaction (so the copy is consistent) on its own
