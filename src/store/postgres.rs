@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{to_json, ChatRow};
-use super::sql::{self, Cols, Param, Sql, Tx};
+use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
 use super::{
     ChatChange, ChatOrder, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery,
     StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
@@ -223,20 +223,14 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
         Ok(self.0.execute_raw(&stmt, params.iter()).await?)
     }
 
-    async fn query<T>(
-        &mut self,
-        sql: &Sql,
-        params: &[Param<'_>],
-        mut row: impl FnMut(&dyn Cols) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
+    async fn each(&mut self, sql: &Sql, params: &[Param<'_>], row: &mut EachRow<'_>) -> Result<(), StoreError> {
         let stmt = self.0.prepare_cached(sql.postgres()).await?;
         let rows = self.0.query_raw(&stmt, params.iter()).await?;
         futures_util::pin_mut!(rows);
-        let mut out = Vec::new();
         while let Some(r) = futures_util::TryStreamExt::try_next(&mut rows).await? {
-            out.push(row(&r)?);
+            row(&r)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn insert_chat(&mut self, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {

@@ -221,19 +221,17 @@ pub trait Cols {
     }
 }
 
+/// What `Tx::each` hands each row to.
+pub type EachRow<'r> = dyn FnMut(&dyn Cols) -> Result<(), StoreError> + Send + 'r;
+
 /// A connection or transaction of one backend. Futures of the SQLite one are always ready.
 #[allow(async_fn_in_trait)]
 pub trait Tx {
     /// Runs `sql`; the number of rows it changed.
     async fn execute(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, StoreError>;
 
-    /// Runs `sql`, turning each row into a `T` with `row`.
-    async fn query<T>(
-        &mut self,
-        sql: &Sql,
-        params: &[Param<'_>],
-        row: impl FnMut(&dyn Cols) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError>;
+    /// Runs `sql`, handing each row to `row` as it is read.
+    async fn each(&mut self, sql: &Sql, params: &[Param<'_>], row: &mut EachRow<'_>) -> Result<(), StoreError>;
 
     /// Stores a chat with its bots index and appends `events` to the outbox; its `seq`.
     async fn insert_chat(&mut self, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError>;
@@ -257,11 +255,23 @@ pub trait Tx {
     /// The next batch of an import (`None`: the sender gave up), waited for as the backend waits.
     async fn next_batch(&mut self, batches: &mut tokio::sync::mpsc::Receiver<ImportBatch>) -> Option<ImportBatch>;
 
-    async fn query_opt<T>(
+    /// Runs `sql`, turning each row into a `T` with `row`.
+    async fn query<T: Send>(
         &mut self,
         sql: &Sql,
         params: &[Param<'_>],
-        row: impl FnMut(&dyn Cols) -> Result<T, StoreError>,
+        mut row: impl FnMut(&dyn Cols) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.each(sql, params, &mut |r| Ok(out.push(row(r)?))).await?;
+        Ok(out)
+    }
+
+    async fn query_opt<T: Send>(
+        &mut self,
+        sql: &Sql,
+        params: &[Param<'_>],
+        row: impl FnMut(&dyn Cols) -> Result<T, StoreError> + Send,
     ) -> Result<Option<T>, StoreError> {
         Ok(self.query(sql, params, row).await?.pop())
     }

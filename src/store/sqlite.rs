@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{self, Cols, Param, Sql, Tx, STATE_TABLES};
+use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
 use super::{
     ChatChange, ChatOrder, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
     Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
@@ -464,19 +464,13 @@ impl Tx for Lite<'_> {
         Ok(self.0.prepare_cached(sql.sqlite())?.execute(rusqlite::params_from_iter(params))? as u64)
     }
 
-    async fn query<T>(
-        &mut self,
-        sql: &Sql,
-        params: &[Param<'_>],
-        mut row: impl FnMut(&dyn Cols) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
+    async fn each(&mut self, sql: &Sql, params: &[Param<'_>], row: &mut EachRow<'_>) -> Result<(), StoreError> {
         let mut stmt = self.0.prepare_cached(sql.sqlite())?;
         let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
-        let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            out.push(row(r)?);
+            row(r)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn insert_chat(&mut self, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {
