@@ -263,7 +263,11 @@ pub trait Tx {
         mut row: impl FnMut(&dyn Cols) -> Result<T, StoreError> + Send,
     ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        self.each(sql, params, &mut |r| Ok(out.push(row(r)?))).await?;
+        self.each(sql, params, &mut |r| {
+            out.push(row(r)?);
+            Ok(())
+        })
+        .await?;
         Ok(out)
     }
 
