@@ -1,10 +1,13 @@
-//! Storage: one `Store` trait, one module per backend.
+//! Storage: one `Store` trait, one module per backend; the SQL both backends run, statements and
+//! algorithms, is written once in `sql` (how to add to it: docs/architecture.md, "A new stored
+//! thing").
 //!
 //! The contract never leans on a single writer: uniqueness (chat ids, `uuid` dedup keys, tokens)
 //! is enforced by constraints, so a backend with many concurrent writers keeps the same guarantees.
 //! A call that returns `Ok` has been committed durably.
 
 mod codec;
+pub(crate) mod sql;
 pub mod health;
 pub mod postgres;
 pub mod sqlite;
