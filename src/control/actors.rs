@@ -17,7 +17,7 @@ use crate::domain::message::{validate_content, Message, Sender};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::ControlErr;
 use crate::state::AppState;
-use crate::store::MessageOrder;
+use crate::store::{MessageOrder, NewMessage};
 
 const MAX_PAGE: usize = 500;
 
@@ -237,7 +237,7 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         dir.users().iter().find(|u| u.key == id).map(|u| u.uid.clone())
     });
     let events = vec![message_sent(&message, &chat, Actor::ControlAsUser(user.uid.clone()), mentions)];
-    let stored = state.store.create_message(message, None, 0, events).await?;
+    let stored = state.store.create_message(NewMessage { message, dedup: None, dedup_window_start_ms: 0, events }).await?;
     Ok(ok(&json!({ "message_id": stored.message_id, "chat_id": stored.chat_id })))
 }
 

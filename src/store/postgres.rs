@@ -21,8 +21,8 @@ use tokio_postgres::{NoTls, Row};
 
 use super::codec::{to_json, ChatRow};
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
-use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery,
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
+    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageQuery,
     StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use crate::domain::chat::Chat;
@@ -452,13 +452,8 @@ impl Store for PostgresStore {
         Some(self.commit_seconds.clone())
     }
 
-    async fn create_chat(
-        &self,
-        chat: Chat,
-        dedup: Option<DedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Created, StoreError> {
+    async fn create_chat(&self, new: NewChat) -> Result<Created, StoreError> {
+        let NewChat { chat, dedup, dedup_window_start_ms: window_start_ms, events } = new;
         let mut client = self.client().await?;
         if dedup.is_none() {
             // One statement (the chat, its bots and its events): its own (auto-committed) transaction.
@@ -496,26 +491,12 @@ impl Store for PostgresStore {
         Ok(modified)
     }
 
-    async fn chats_of_bot(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        order: ChatOrder,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<(Cursor, Chat)>, StoreError> {
-        sql::chats_of_bot(&mut Pg(&self.client().await?), app, tenant, order, after, limit).await
+    async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+        sql::chats_of_bot(&mut Pg(&self.client().await?), &q).await
     }
 
-    async fn search_chats(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        query_text: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, Chat)>, StoreError> {
-        sql::search_chats(&mut Pg(&self.client().await?), app, tenant, query_text, after_seq, limit).await
+    async fn search_chats(&self, q: ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
+        sql::search_chats(&mut Pg(&self.client().await?), &q).await
     }
 
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
@@ -530,13 +511,8 @@ impl Store for PostgresStore {
         Ok(chat)
     }
 
-    async fn create_message(
-        &self,
-        message: Message,
-        dedup: Option<MessageDedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Message, StoreError> {
+    async fn create_message(&self, new: NewMessage) -> Result<Message, StoreError> {
+        let NewMessage { message, dedup, dedup_window_start_ms: window_start_ms, events } = new;
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let message = sql::create_message(&mut Pg(&tx), message, dedup.as_ref(), window_start_ms, &events).await?;

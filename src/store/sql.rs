@@ -12,7 +12,7 @@
 use std::sync::LazyLock;
 
 use super::codec::{self, from_json, to_json, token_record, ChatRow};
-use super::{
+use super::{BotChatsQuery, ChatSearchQuery, 
     ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey,
     MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
     TokenRecord,
@@ -377,16 +377,9 @@ pub async fn find_dedup(tx: &mut impl Tx, key: &DedupKey, window_start_ms: i64) 
     }
 }
 
-pub async fn chats_of_bot(
-    tx: &mut impl Tx,
-    app: &AppId,
-    tenant: &TenantKey,
-    order: ChatOrder,
-    after: Option<Cursor>,
-    limit: usize,
-) -> Result<Vec<(Cursor, Chat)>, StoreError> {
-    let (app, tenant, limit) = (Text(&app.0), Text(&tenant.0), Int(limit as i64));
-    let rows = match (order, after) {
+pub async fn chats_of_bot(tx: &mut impl Tx, q: &BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+    let (app, tenant, limit) = (Text(&q.app.0), Text(&q.tenant.0), Int(q.limit as i64));
+    let rows = match (q.order, q.after) {
         (ChatOrder::CreatedAsc, None) => tx.query(&BOT_CHATS_CREATED, &[app, tenant, limit], chat_from_row).await?,
         (ChatOrder::CreatedAsc, Some(c)) => {
             tx.query(&BOT_CHATS_CREATED_AFTER, &[app, tenant, limit, Int(c.seq)], chat_from_row).await?
@@ -396,19 +389,12 @@ pub async fn chats_of_bot(
             tx.query(&BOT_CHATS_ACTIVE_AFTER, &[app, tenant, limit, Int(c.key), Int(c.seq)], chat_from_row).await?
         }
     };
-    Ok(rows.into_iter().map(|(seq, chat)| (order.cursor(seq, &chat), chat)).collect())
+    Ok(rows.into_iter().map(|(seq, chat)| (q.order.cursor(seq, &chat), chat)).collect())
 }
 
-pub async fn search_chats(
-    tx: &mut impl Tx,
-    app: &AppId,
-    tenant: &TenantKey,
-    query: &str,
-    after_seq: i64,
-    limit: usize,
-) -> Result<Vec<(i64, Chat)>, StoreError> {
-    let needle = fold_case(query);
-    let params = [Text(&app.0), Text(&tenant.0), Text(&needle), Int(after_seq), Int(limit as i64)];
+pub async fn search_chats(tx: &mut impl Tx, q: &ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
+    let needle = fold_case(&q.text);
+    let params = [Text(&q.app.0), Text(&q.tenant.0), Text(&needle), Int(q.after_seq), Int(q.limit as i64)];
     tx.query(&SEARCH_CHATS, &params, chat_from_row).await
 }
 

@@ -12,8 +12,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
-use super::{
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
+    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
     Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use super::codec::{to_json, ChatRow};
@@ -591,20 +591,14 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
     Ok(())
 }
 
-
 #[async_trait]
 impl Store for SqliteStore {
     fn commit_latency(&self) -> Option<Histogram> {
         Some(self.commit_seconds.clone())
     }
 
-    async fn create_chat(
-        &self,
-        chat: Chat,
-        dedup: Option<DedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Created, StoreError> {
+    async fn create_chat(&self, new: NewChat) -> Result<Created, StoreError> {
+        let NewChat { chat, dedup, dedup_window_start_ms: window_start_ms, events } = new;
         let (reply, rx) = oneshot::channel();
         self.write(WriteOp::CreateChat { chat: Box::new(chat), dedup, window_start_ms, events, reply }, rx).await
     }
@@ -624,28 +618,12 @@ impl Store for SqliteStore {
         self.write(WriteOp::Modify { chat_id: chat_id.clone(), change, reply }, rx).await
     }
 
-    async fn chats_of_bot(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        order: ChatOrder,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<(Cursor, Chat)>, StoreError> {
-        let (app, tenant) = (app.clone(), tenant.clone());
-        self.read(move |conn| ready(sql::chats_of_bot(&mut Lite(conn), &app, &tenant, order, after, limit))).await
+    async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+        self.read(move |conn| ready(sql::chats_of_bot(&mut Lite(conn), &q))).await
     }
 
-    async fn search_chats(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        query: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, Chat)>, StoreError> {
-        let (app, tenant, query) = (app.clone(), tenant.clone(), query.to_string());
-        self.read(move |conn| ready(sql::search_chats(&mut Lite(conn), &app, &tenant, &query, after_seq, limit))).await
+    async fn search_chats(&self, q: ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
+        self.read(move |conn| ready(sql::search_chats(&mut Lite(conn), &q))).await
     }
 
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
@@ -658,13 +636,8 @@ impl Store for SqliteStore {
         self.write(WriteOp::P2p { app: app.clone(), uid: uid.clone(), new: Box::new(new), events, reply }, rx).await
     }
 
-    async fn create_message(
-        &self,
-        message: Message,
-        dedup: Option<MessageDedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Message, StoreError> {
+    async fn create_message(&self, new: NewMessage) -> Result<Message, StoreError> {
+        let NewMessage { message, dedup, dedup_window_start_ms: window_start_ms, events } = new;
         let (reply, rx) = oneshot::channel();
         self.write(WriteOp::CreateMessage { message: Box::new(message), dedup, window_start_ms, events, reply }, rx).await
     }

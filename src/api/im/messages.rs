@@ -20,7 +20,7 @@ use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::FeishuError;
 use crate::ratelimit::Family;
 use crate::state::AppState;
-use crate::store::{MessageDedupKey, MessageOrder, MessageQuery};
+use crate::store::{MessageDedupKey, MessageOrder, MessageQuery, NewMessage};
 
 const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
 const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
@@ -185,7 +185,10 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
             .map(|u| u.uid.clone())
     });
     let events = vec![message_sent(&message, &chat, Actor::App(app.app_id.clone()), mentions)];
-    let stored = state.store.create_message(message, dedup, now - MESSAGE_DEDUP_WINDOW_MS, events).await?;
+    let stored = state
+        .store
+        .create_message(NewMessage { message, dedup, dedup_window_start_ms: now - MESSAGE_DEDUP_WINDOW_MS, events })
+        .await?;
     Ok(ok(&message_view(&call.dir, app, &stored)))
 }
 
