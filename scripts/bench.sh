@@ -22,9 +22,13 @@ larkstack_port=18810
 baseline_port=18811
 
 command -v wrk >/dev/null && command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk sqlite3; }
-cargo build --release --locked --bin larkstack --example bench_baseline
-bin=target/release/larkstack
-baseline=target/release/examples/bench_baseline
+# LARKSTACK_BENCH_BIN / LARKSTACK_BENCH_BASELINE: benchmark other builds (e.g. an earlier commit's,
+# to compare before and after a change on one machine) instead of building this checkout.
+if [[ -z "${LARKSTACK_BENCH_BIN:-}" ]]; then
+    cargo build --release --locked --bin larkstack --example bench_baseline
+fi
+bin="${LARKSTACK_BENCH_BIN:-target/release/larkstack}"
+baseline="${LARKSTACK_BENCH_BASELINE:-target/release/examples/bench_baseline}"
 
 work="$(mktemp -d)"
 pids=()
