@@ -52,6 +52,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
 
 /// The whole HTTP surface; usable in-process from tests.
 pub fn app(state: Arc<AppState>) -> Router {
+    crate::delivery::Engine::start(&state);
     let (api, doc) = routes(state.clone()).split_for_parts();
     api.merge(openapi::publish(&doc))
         .merge(control::console::router())

@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod client;
 pub mod console;
+pub mod deliveries;
 pub mod events;
 pub mod intercept;
 pub mod ndjson;
@@ -43,6 +44,9 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(export, import))
         .routes(routes!(journal, clear_journal))
         .routes(routes!(events::list))
+        .routes(routes!(deliveries::get_settings, deliveries::put_settings))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::redeliver))
         .routes(routes!(list_faults, add_fault, clear_faults))
         .routes(routes!(list_fault_presets))
         .routes(routes!(remove_fault))
@@ -95,6 +99,7 @@ pub fn directory_json(dir: &Directory) -> serde_json::Value {
                 "kind": if a.kind == AppKind::Store { "store" } else { "self_built" }, "developer": a.developer,
                 "bot": a.bot, "home_tenant_key": a.home_tenant, "scopes": a.scopes,
                 "installed_tenant_keys": a.installs.keys().collect::<Vec<_>>(),
+                "events": a.events,
             })
         })
         .collect();
@@ -542,6 +547,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(stats) => stats,
         Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
     };
+    state.metrics.set_delivery_queue(state.deliveries.queue_depth());
     match state.metrics.encode(stats) {
         Ok(text) => {
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -1,0 +1,347 @@
+//! Webhook delivery of Feishu events (spec events.md §1).
+//!
+//! A fan-out step reads the outbox in `seq` order from a cursor and turns each domain event into
+//! one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
+//! `event_id` fixed at creation. Workers send due deliveries: per app one at a time in creation
+//! order, so events of one chat reach one app in commit order and a slow or dead receiver only
+//! holds up its own app. A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
+//! larkstack clock, keeping its `event_id`; a delivery waiting for a retry does not hold up later
+//! ones (docs/parity.md).
+//!
+//! This version keeps the cursor, the deliveries and run-time settings in memory (see the
+//! report: the store tables are the next step), so a restart starts from the outbox's end.
+
+pub mod send;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::directory::Directory;
+use crate::domain::feishu_events::app_events;
+use crate::domain::ids::AppId;
+use crate::domain::subscriptions::EventSettings;
+use crate::state::AppState;
+use crate::store::EventQuery;
+
+/// Attempts kept for `GET /_larkstack/deliveries`.
+pub const MAX_ATTEMPTS_KEPT: usize = 10_000;
+/// Outbox events read per fan-out step.
+const FANOUT_BATCH: usize = 500;
+const TICK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowState {
+    Pending,
+    InFlight,
+    Delivered,
+    GivenUp,
+}
+
+/// One event for one app, until delivered or given up.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub event_id: String,
+    pub seq: i64,
+    pub app_id: AppId,
+    pub chat_id: String,
+    pub event_type: &'static str,
+    /// The plain envelope (encrypted per attempt with the app's key then).
+    pub payload: Value,
+    pub committed_ms: i64,
+    pub failed: u32,
+    pub due_ms: i64,
+    pub state: RowState,
+}
+
+/// One HTTP attempt, as `GET /_larkstack/deliveries` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub event_id: String,
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub app_id: AppId,
+    pub chat_id: String,
+    pub url: String,
+    pub attempt: u32,
+    pub at_ms: i64,
+    /// `null` when the receiver gave no HTTP answer.
+    pub status: Option<u16>,
+    pub delivered: bool,
+    pub latency_ms: u64,
+    pub response: String,
+    /// When the next attempt is due, if there is one.
+    pub next_retry_ms: Option<i64>,
+    /// The plain envelope sent (encrypted on the wire when the app has a key).
+    pub payload: Value,
+    #[serde(skip)]
+    committed_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    cursor: i64,
+    rows: Vec<Row>,
+    attempts: VecDeque<Attempt>,
+    busy: HashSet<AppId>,
+}
+
+/// The delivery engine of one node.
+#[derive(Default)]
+pub struct Engine {
+    overrides: Mutex<HashMap<AppId, EventSettings>>,
+    inner: Mutex<Inner>,
+    wake: tokio::sync::Notify,
+    started: AtomicBool,
+}
+
+impl Engine {
+    /// The app's settings now: run-time ones, else the fixture's.
+    pub fn settings(&self, dir: &Directory, app_id: &AppId) -> Option<EventSettings> {
+        if let Some(s) = self.overrides.lock().get(app_id) {
+            return Some(s.clone());
+        }
+        dir.app(app_id).map(|a| a.events.clone())
+    }
+
+    pub fn set_settings(&self, app_id: &AppId, settings: EventSettings) {
+        self.overrides.lock().insert(app_id.clone(), settings);
+        self.wake.notify_one();
+    }
+
+    /// Forgets run-time settings (a new fixture or a reset).
+    pub fn clear_settings(&self) {
+        self.overrides.lock().clear();
+    }
+
+    /// Attempts, oldest first, filtered.
+    pub fn attempts(&self, filter: impl Fn(&Attempt) -> bool) -> Vec<Attempt> {
+        self.inner.lock().attempts.iter().filter(|a| filter(a)).cloned().collect()
+    }
+
+    /// Deliveries not yet delivered or given up (the queue).
+    pub fn queue_depth(&self) -> usize {
+        self.inner.lock().rows.iter().filter(|r| matches!(r.state, RowState::Pending | RowState::InFlight)).count()
+    }
+
+    /// Sends `event_id` again now, to every app it went to, keeping the id. `false` if unknown.
+    pub fn redeliver(&self, event_id: &str, now_ms: i64) -> bool {
+        let mut inner = self.inner.lock();
+        let payloads: Vec<Row> = {
+            let mut found: Vec<Row> = inner.rows.iter().filter(|r| r.event_id == event_id).cloned().collect();
+            if found.is_empty() {
+                found = inner
+                    .attempts
+                    .iter()
+                    .rev()
+                    .find(|a| a.event_id == event_id)
+                    .and_then(|a| self_payload(&inner, a))
+                    .into_iter()
+                    .collect();
+            }
+            found
+        };
+        if payloads.is_empty() {
+            return false;
+        }
+        for mut r in payloads {
+            if let Some(existing) = inner.rows.iter_mut().find(|x| x.event_id == r.event_id && x.app_id == r.app_id) {
+                if existing.state != RowState::InFlight {
+                    existing.state = RowState::Pending;
+                    existing.due_ms = now_ms;
+                }
+            } else {
+                r.state = RowState::Pending;
+                r.due_ms = now_ms;
+                inner.rows.push(r);
+            }
+        }
+        drop(inner);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Starts the engine's loop for `state` once (later calls do nothing).
+    pub fn start(state: &Arc<AppState>) {
+        if state.deliveries.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            state.deliveries.started.store(false, Ordering::Release);
+            return;
+        };
+        // Start from the outbox's end: events committed before this node ran are not sent.
+        let weak = Arc::downgrade(state);
+        rt.spawn(async move {
+            if let Some(state) = weak.upgrade() {
+                let last = last_seq(&state).await;
+                state.deliveries.inner.lock().cursor = last;
+            }
+            run(weak).await
+        });
+    }
+}
+
+fn self_payload(_inner: &Inner, a: &Attempt) -> Option<Row> {
+    Some(Row {
+        event_id: a.event_id.clone(),
+        seq: a.seq,
+        app_id: a.app_id.clone(),
+        chat_id: a.chat_id.clone(),
+        event_type: a.event_type,
+        payload: a.payload.clone(),
+        committed_ms: a.committed_ms,
+        failed: 0,
+        due_ms: 0,
+        state: RowState::Pending,
+    })
+}
+
+async fn last_seq(state: &AppState) -> i64 {
+    let mut after = 0;
+    loop {
+        let q = EventQuery { after, chat_id: None, type_name: None, limit: 1000 };
+        match state.store.events(q).await {
+            Ok(items) if !items.is_empty() => after = items.last().map(|e| e.seq).unwrap_or(after),
+            _ => return after,
+        }
+    }
+}
+
+async fn run(weak: Weak<AppState>) {
+    loop {
+        let Some(state) = weak.upgrade() else { return };
+        if let Err(e) = fan_out(&state).await {
+            tracing::warn!(error = %e, "event fan-out failed; retrying");
+        }
+        dispatch(&state);
+        {
+            let wake = state.deliveries.wake.notified();
+            let _ = tokio::time::timeout(TICK, wake).await;
+        }
+        drop(state);
+    }
+}
+
+/// Turns new outbox events into deliveries.
+async fn fan_out(state: &AppState) -> Result<(), crate::store::StoreError> {
+    let engine = &state.deliveries;
+    let after = engine.inner.lock().cursor;
+    let events = state.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let dir = state.directory();
+    let mut rows = Vec::new();
+    for e in &events {
+        let Some(chat) = state.store.get_chat(&e.event.chat_id).await? else { continue };
+        for ae in app_events(e, &chat, &dir) {
+            let Some(settings) = engine.settings(&dir, &ae.app_id) else { continue };
+            if !settings.subscribes(ae.event_type) {
+                continue;
+            }
+            let event_id = wire::new_event_id();
+            let payload = wire::envelope(&ae, &event_id, e.event.at_ms, &settings.verification_token);
+            rows.push(Row {
+                event_id,
+                seq: e.seq,
+                app_id: ae.app_id,
+                chat_id: e.event.chat_id.0.clone(),
+                event_type: ae.event_type,
+                payload,
+                committed_ms: e.event.at_ms,
+                failed: 0,
+                due_ms: i64::MIN,
+                state: RowState::Pending,
+            });
+        }
+    }
+    let mut inner = engine.inner.lock();
+    if inner.cursor == after {
+        inner.cursor = events.last().map(|e| e.seq).unwrap_or(after);
+        inner.rows.extend(rows);
+    }
+    Ok(())
+}
+
+/// Starts one attempt per idle app whose next delivery is due.
+fn dispatch(state: &Arc<AppState>) {
+    let engine = &state.deliveries;
+    let now = state.clock.now_ms();
+    let dir = state.directory();
+    let mut inner = engine.inner.lock();
+    let mut picked: Vec<(usize, String, EventSettings)> = Vec::new();
+    let mut seen: HashSet<AppId> = HashSet::new();
+    for (i, r) in inner.rows.iter().enumerate() {
+        if r.state != RowState::Pending || r.due_ms > now || inner.busy.contains(&r.app_id) || !seen.insert(r.app_id.clone()) {
+            continue;
+        }
+        let Some(settings) = engine.settings(&dir, &r.app_id) else { continue };
+        let Some(url) = settings.webhook_url() else { continue };
+        picked.push((i, url.to_string(), settings));
+    }
+    for (i, url, settings) in picked {
+        let row = &mut inner.rows[i];
+        row.state = RowState::InFlight;
+        let row = row.clone();
+        inner.busy.insert(row.app_id.clone());
+        let state = state.clone();
+        tokio::spawn(async move { attempt(state, row, url, settings).await });
+    }
+}
+
+async fn attempt(state: Arc<AppState>, row: Row, url: String, settings: EventSettings) {
+    let signed = wire::seal(&row.payload, &settings.encrypt_key, state.clock.now_secs());
+    let outcome = send::post(&url, &signed.headers, signed.body, send::TIMEOUT).await;
+    let now = state.clock.now_ms();
+    let delivered = outcome.delivered();
+    let failed = row.failed + u32::from(!delivered);
+    let next_retry_ms = if delivered { None } else { wire::next_retry(failed, now) };
+    state.metrics.delivery(row.event_type, delivered, next_retry_ms.is_none(), now - row.committed_ms);
+    let engine = &state.deliveries;
+    let mut inner = engine.inner.lock();
+    inner.busy.remove(&row.app_id);
+    inner.attempts.push_back(Attempt {
+        event_id: row.event_id.clone(),
+        seq: row.seq,
+        event_type: row.event_type,
+        app_id: row.app_id.clone(),
+        chat_id: row.chat_id.clone(),
+        url,
+        attempt: row.failed + 1,
+        at_ms: now,
+        status: outcome.status,
+        delivered,
+        latency_ms: outcome.latency_ms,
+        response: outcome.body,
+        next_retry_ms,
+        payload: row.payload.clone(),
+        committed_ms: row.committed_ms,
+    });
+    while inner.attempts.len() > MAX_ATTEMPTS_KEPT {
+        inner.attempts.pop_front();
+    }
+    if let Some(r) = inner.rows.iter_mut().find(|r| r.event_id == row.event_id && r.app_id == row.app_id) {
+        r.failed = failed;
+        match next_retry_ms {
+            _ if delivered => r.state = RowState::Delivered,
+            Some(due) => {
+                r.state = RowState::Pending;
+                r.due_ms = due;
+            }
+            None => r.state = RowState::GivenUp,
+        }
+    }
+    // Finished rows leave the queue (their attempts stay listed).
+    inner.rows.retain(|r| matches!(r.state, RowState::Pending | RowState::InFlight));
+    drop(inner);
+    engine.wake.notify_one();
+}
