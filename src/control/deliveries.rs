@@ -129,7 +129,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Ur
     if items.len() > limit {
         items.drain(..items.len() - limit);
     }
-    Ok(ok(&json!({ "items": items, "queue_depth": state.deliveries.queue_depth() })))
+    Ok(ok(&json!({ "items": items, "queue_depth": state.deliveries.queue_depth(), "fanned_out_seq": state.deliveries.cursor() })))
 }
 
 /// Sends an event again now, with the same `event_id`.

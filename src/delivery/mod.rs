@@ -8,8 +8,9 @@
 //! larkstack clock, keeping its `event_id`; a delivery waiting for a retry does not hold up later
 //! ones (docs/parity.md).
 //!
-//! This version keeps the cursor, the deliveries and run-time settings in memory (see the
-//! report: the store tables are the next step), so a restart starts from the outbox's end.
+//! This version keeps the cursor, the deliveries and run-time settings in memory (the store
+//! tables are the next step): a restart fans the whole outbox out again (at-least-once, with
+//! new `event_id`s), and several nodes each deliver every event.
 
 pub mod send;
 pub mod wire;
@@ -34,6 +35,8 @@ use crate::store::EventQuery;
 pub const MAX_ATTEMPTS_KEPT: usize = 10_000;
 /// Outbox events read per fan-out step.
 const FANOUT_BATCH: usize = 500;
+/// Fan-out pauses while this many deliveries wait (the outbox holds the rest).
+pub const MAX_QUEUED: usize = 50_000;
 const TICK: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -178,15 +181,15 @@ impl Engine {
             state.deliveries.started.store(false, Ordering::Release);
             return;
         };
-        // Start from the outbox's end: events committed before this node ran are not sent.
+        // The cursor starts at the outbox's beginning (it is not persisted yet): after a restart
+        // every event is fanned out again, so none is lost and some are delivered twice.
         let weak = Arc::downgrade(state);
-        rt.spawn(async move {
-            if let Some(state) = weak.upgrade() {
-                let last = last_seq(&state).await;
-                state.deliveries.inner.lock().cursor = last;
-            }
-            run(weak).await
-        });
+        rt.spawn(run(weak));
+    }
+
+    /// The last outbox seq fanned out.
+    pub fn cursor(&self) -> i64 {
+        self.inner.lock().cursor
     }
 }
 
@@ -203,17 +206,6 @@ fn self_payload(_inner: &Inner, a: &Attempt) -> Option<Row> {
         due_ms: 0,
         state: RowState::Pending,
     })
-}
-
-async fn last_seq(state: &AppState) -> i64 {
-    let mut after = 0;
-    loop {
-        let q = EventQuery { after, chat_id: None, type_name: None, limit: 1000 };
-        match state.store.events(q).await {
-            Ok(items) if !items.is_empty() => after = items.last().map(|e| e.seq).unwrap_or(after),
-            _ => return after,
-        }
-    }
 }
 
 async fn run(weak: Weak<AppState>) {
@@ -234,7 +226,13 @@ async fn run(weak: Weak<AppState>) {
 /// Turns new outbox events into deliveries.
 async fn fan_out(state: &AppState) -> Result<(), crate::store::StoreError> {
     let engine = &state.deliveries;
-    let after = engine.inner.lock().cursor;
+    let after = {
+        let inner = engine.inner.lock();
+        if inner.rows.len() >= MAX_QUEUED {
+            return Ok(());
+        }
+        inner.cursor
+    };
     let events = state.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
     if events.is_empty() {
         return Ok(());
@@ -245,7 +243,8 @@ async fn fan_out(state: &AppState) -> Result<(), crate::store::StoreError> {
         let Some(chat) = state.store.get_chat(&e.event.chat_id).await? else { continue };
         for ae in app_events(e, &chat, &dir) {
             let Some(settings) = engine.settings(&dir, &ae.app_id) else { continue };
-            if !settings.subscribes(ae.event_type) {
+            // Only apps with a request URL get deliveries (long-connection apps: the next issue).
+            if !settings.subscribes(ae.event_type) || settings.webhook_url().is_none() {
                 continue;
             }
             let event_id = wire::new_event_id();

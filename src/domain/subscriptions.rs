@@ -27,8 +27,9 @@ pub const EVENT_SCOPES: &[(&str, &[&str])] = &[
     ("im.chat.member.user.withdrawn_v1", &["im:chat.members:read"]),
     ("im.chat.member.bot.added_v1", &["im:chat.members:bot_access"]),
     ("im.chat.member.bot.deleted_v1", &["im:chat.members:bot_access"]),
-    ("im.chat.updated_v1", &["im:chat:read"]),
-    ("im.chat.disbanded_v1", &["im:chat:read"]),
+    // `im:chat` (read and update chats) includes reading them.
+    ("im.chat.updated_v1", &["im:chat:read", "im:chat"]),
+    ("im.chat.disbanded_v1", &["im:chat:read", "im:chat"]),
     ("im.chat.access_event.bot_p2p_chat_entered_v1", &["im:chat.access_event.bot_p2p_chat:read"]),
 ];
 
@@ -192,6 +193,7 @@ mod tests {
         let s = scopes(&["im:chat:read"]);
         let d = EventSettings::defaults(&app, &s);
         let patch = SettingsPatch { event_types: Some(vec!["im.chat.member.bot.added_v1".into()]), ..Default::default() };
+        assert!(d.apply(&SettingsPatch { event_types: Some(vec!["im.chat.updated_v1".into()]), ..Default::default() }, &s).is_ok());
         let err = d.apply(&patch, &s).unwrap_err();
         assert!(err.contains("im:chat.members:bot_access"), "{err}");
         let patch = SettingsPatch { event_types: Some(vec!["im.nope".into()]), ..Default::default() };

@@ -24,4 +24,5 @@ mod ratelimit;
 mod tenancy;
 mod transport;
 mod storage;
+mod webhooks;
 mod wire;
