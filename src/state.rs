@@ -39,7 +39,7 @@ pub struct AppState {
     /// What this node shares with others through Redis, when it runs as one of several.
     pub shared: Option<Arc<Redis>>,
     /// Webhook delivery of events (started with the router).
-    pub deliveries: crate::delivery::Engine,
+    pub deliveries: Arc<crate::delivery::Engine>,
 }
 
 pub struct StateConfig {
@@ -94,7 +94,7 @@ impl AppState {
             faults: Faults::default(),
             fixture_text: RwLock::new(config.fixture_text),
             fixture_file: config.fixture_file,
-            deliveries: crate::delivery::Engine::default(),
+            deliveries: Arc::default(),
         })
     }
 

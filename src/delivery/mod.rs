@@ -28,8 +28,19 @@ use crate::domain::directory::Directory;
 use crate::domain::feishu_events::app_events;
 use crate::domain::ids::AppId;
 use crate::domain::subscriptions::EventSettings;
-use crate::state::AppState;
-use crate::store::EventQuery;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::store::{EventQuery, Store};
+
+/// What the engine works with (the server hands it over at start).
+#[derive(Clone)]
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<Clock>,
+    pub metrics: Arc<Metrics>,
+    /// The directory now; `None` once the server is gone (the engine then stops).
+    pub directory: Arc<dyn Fn() -> Option<Arc<Directory>> + Send + Sync>,
+}
 
 /// Attempts kept for `GET /_larkstack/deliveries`.
 pub const MAX_ATTEMPTS_KEPT: usize = 10_000;
@@ -172,19 +183,19 @@ impl Engine {
         true
     }
 
-    /// Starts the engine's loop for `state` once (later calls do nothing).
-    pub fn start(state: &Arc<AppState>) {
-        if state.deliveries.started.swap(true, Ordering::AcqRel) {
+    /// Starts the engine's loop once (later calls do nothing); it stops when the engine is
+    /// dropped or `ctx.directory` says the server is gone.
+    pub fn start(self: &Arc<Self>, ctx: Ctx) {
+        if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            state.deliveries.started.store(false, Ordering::Release);
+            self.started.store(false, Ordering::Release);
             return;
         };
         // The cursor starts at the outbox's beginning (it is not persisted yet): after a restart
         // every event is fanned out again, so none is lost and some are delivered twice.
-        let weak = Arc::downgrade(state);
-        rt.spawn(run(weak));
+        rt.spawn(run(Arc::downgrade(self), ctx));
     }
 
     /// The last outbox seq fanned out.
@@ -208,24 +219,22 @@ fn self_payload(_inner: &Inner, a: &Attempt) -> Option<Row> {
     })
 }
 
-async fn run(weak: Weak<AppState>) {
+async fn run(weak: Weak<Engine>, ctx: Ctx) {
     loop {
-        let Some(state) = weak.upgrade() else { return };
-        if let Err(e) = fan_out(&state).await {
+        let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
+        if let Err(e) = fan_out(&engine, &ctx, &dir).await {
             tracing::warn!(error = %e, "event fan-out failed; retrying");
         }
-        dispatch(&state);
+        dispatch(&engine, &ctx, &dir);
         {
-            let wake = state.deliveries.wake.notified();
+            let wake = engine.wake.notified();
             let _ = tokio::time::timeout(TICK, wake).await;
         }
-        drop(state);
     }
 }
 
 /// Turns new outbox events into deliveries.
-async fn fan_out(state: &AppState) -> Result<(), crate::store::StoreError> {
-    let engine = &state.deliveries;
+async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<(), crate::store::StoreError> {
     let after = {
         let inner = engine.inner.lock();
         if inner.rows.len() >= MAX_QUEUED {
@@ -233,16 +242,15 @@ async fn fan_out(state: &AppState) -> Result<(), crate::store::StoreError> {
         }
         inner.cursor
     };
-    let events = state.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
+    let events = ctx.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
     if events.is_empty() {
         return Ok(());
     }
-    let dir = state.directory();
     let mut rows = Vec::new();
     for e in &events {
-        let Some(chat) = state.store.get_chat(&e.event.chat_id).await? else { continue };
-        for ae in app_events(e, &chat, &dir) {
-            let Some(settings) = engine.settings(&dir, &ae.app_id) else { continue };
+        let Some(chat) = ctx.store.get_chat(&e.event.chat_id).await? else { continue };
+        for ae in app_events(e, &chat, dir) {
+            let Some(settings) = engine.settings(dir, &ae.app_id) else { continue };
             // Only apps with a request URL get deliveries (long-connection apps: the next issue).
             if !settings.subscribes(ae.event_type) || settings.webhook_url().is_none() {
                 continue;
@@ -272,10 +280,8 @@ async fn fan_out(state: &AppState) -> Result<(), crate::store::StoreError> {
 }
 
 /// Starts one attempt per idle app whose next delivery is due.
-fn dispatch(state: &Arc<AppState>) {
-    let engine = &state.deliveries;
-    let now = state.clock.now_ms();
-    let dir = state.directory();
+fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
+    let now = ctx.clock.now_ms();
     let mut inner = engine.inner.lock();
     let mut picked: Vec<(usize, String, EventSettings)> = Vec::new();
     let mut seen: HashSet<AppId> = HashSet::new();
@@ -283,7 +289,7 @@ fn dispatch(state: &Arc<AppState>) {
         if r.state != RowState::Pending || r.due_ms > now || inner.busy.contains(&r.app_id) || !seen.insert(r.app_id.clone()) {
             continue;
         }
-        let Some(settings) = engine.settings(&dir, &r.app_id) else { continue };
+        let Some(settings) = engine.settings(dir, &r.app_id) else { continue };
         let Some(url) = settings.webhook_url() else { continue };
         picked.push((i, url.to_string(), settings));
     }
@@ -292,20 +298,19 @@ fn dispatch(state: &Arc<AppState>) {
         row.state = RowState::InFlight;
         let row = row.clone();
         inner.busy.insert(row.app_id.clone());
-        let state = state.clone();
-        tokio::spawn(async move { attempt(state, row, url, settings).await });
+        let (engine, ctx) = (engine.clone(), ctx.clone());
+        tokio::spawn(async move { attempt(engine, ctx, row, url, settings).await });
     }
 }
 
-async fn attempt(state: Arc<AppState>, row: Row, url: String, settings: EventSettings) {
-    let signed = wire::seal(&row.payload, &settings.encrypt_key, state.clock.now_secs());
+async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings: EventSettings) {
+    let signed = wire::seal(&row.payload, &settings.encrypt_key, ctx.clock.now_secs());
     let outcome = send::post(&url, &signed.headers, signed.body, send::TIMEOUT).await;
-    let now = state.clock.now_ms();
+    let now = ctx.clock.now_ms();
     let delivered = outcome.delivered();
     let failed = row.failed + u32::from(!delivered);
     let next_retry_ms = if delivered { None } else { wire::next_retry(failed, now) };
-    state.metrics.delivery(row.event_type, delivered, next_retry_ms.is_none(), now - row.committed_ms);
-    let engine = &state.deliveries;
+    ctx.metrics.delivery(row.event_type, delivered, next_retry_ms.is_none(), now - row.committed_ms);
     let mut inner = engine.inner.lock();
     inner.busy.remove(&row.app_id);
     inner.attempts.push_back(Attempt {
