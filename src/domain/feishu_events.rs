@@ -46,7 +46,8 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
         let p2p = chat_type == "p2p";
         let mentioned = mentions.iter().any(|m| m.id == app_id.0);
         let receives = if p2p {
-            app.has_scope("im:message.p2p_msg:readonly")
+            // GUESS (docs/parity.md): `im:message` (read and send p2p and group messages) covers p2p.
+            app.has_any_scope(&["im:message.p2p_msg:readonly", "im:message"])
         } else {
             app.has_scope("im:message.group_msg") || (mentioned && app.has_scope("im:message.group_at_msg:readonly"))
         };

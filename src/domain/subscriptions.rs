@@ -20,6 +20,8 @@ pub const EVENT_SCOPES: &[(&str, &[&str])] = &[
             "im:message.group_at_msg:readonly",
             "im:message.group_msg",
             "im:message.group_at_msg.include_bot:readonly",
+            // GUESS (docs/parity.md): reading and sending p2p and group messages covers p2p.
+            "im:message",
         ],
     ),
     ("im.chat.member.user.added_v1", &["im:chat.members:read"]),
