@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{control_error, json_body, query};
 use crate::api::extract::{PathParam, RawBody};
-use crate::delivery::{send, wire};
+use crate::delivery::{send, wire, DeliveryFault};
 use crate::domain::ids::AppId;
 use crate::domain::subscriptions::{EventSettings, SettingsPatch};
 use crate::envelope::{ok, ApiError, ApiResult};
@@ -148,4 +148,74 @@ pub(crate) async fn redeliver(State(state): State<Arc<AppState>>, PathParam(even
         return Err(control_error(ControlErr::NotFound, format!("no delivery with event_id {event_id}")));
     }
     Ok(ok(&json!({ "event_id": event_id })))
+}
+
+/// A delivery fault rule for one app.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFaultSpec {
+    app_id: String,
+    #[serde(flatten)]
+    #[schema(inline)]
+    fault: DeliveryFault,
+}
+
+fn faults_json(state: &AppState) -> serde_json::Value {
+    let items: Vec<_> = state
+        .deliveries
+        .faults()
+        .into_iter()
+        .map(|(app_id, f)| json!({"app_id": app_id, "fail_next": f.fail_next, "delay_ms": f.delay_ms, "deliver_twice": f.deliver_twice}))
+        .collect();
+    json!({ "items": items })
+}
+
+/// The delivery faults, one rule per app.
+#[utoipa::path(
+    get,
+    path = "/_larkstack/faults/deliveries",
+    operation_id = "list_delivery_faults",
+    tag = "control",
+    summary = "Webhook delivery faults by app",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult {
+    Ok(ok(&faults_json(&state)))
+}
+
+/// Sets an app's delivery faults: fail the next N attempts, delay each, deliver the next N twice.
+#[utoipa::path(
+    post,
+    path = "/_larkstack/faults/deliveries",
+    operation_id = "set_delivery_fault",
+    tag = "control",
+    summary = "Set an app's webhook delivery faults (fail_next, delay_ms, deliver_twice; all 0 removes)",
+    request_body(content = DeliveryFaultSpec, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn set_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let spec: DeliveryFaultSpec = json_body(&body)?;
+    let (app_id, _) = app_settings(&state, &spec.app_id)?;
+    if spec.fault.delay_ms > 60_000 {
+        return Err(control_error(ControlErr::BadRequest, "delay_ms is at most 60000"));
+    }
+    state.deliveries.set_fault(&app_id, spec.fault);
+    Ok(ok(&faults_json(&state)))
+}
+
+/// Removes every delivery fault.
+#[utoipa::path(
+    delete,
+    path = "/_larkstack/faults/deliveries",
+    operation_id = "clear_delivery_faults",
+    tag = "control",
+    summary = "Remove every webhook delivery fault",
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub(crate) async fn clear_faults(State(state): State<Arc<AppState>>) -> ApiResult {
+    state.deliveries.clear_faults();
+    Ok(ok(&faults_json(&state)))
 }

@@ -47,6 +47,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(deliveries::get_settings, deliveries::put_settings))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::redeliver))
+        .routes(routes!(deliveries::list_faults, deliveries::set_fault, deliveries::clear_faults))
         .routes(routes!(list_faults, add_fault, clear_faults))
         .routes(routes!(list_fault_presets))
         .routes(routes!(remove_fault))
@@ -172,6 +173,7 @@ async fn clear_runtime(state: &AppState) -> Result<(), ApiError> {
     state.store.clear().await?;
     state.journal.clear();
     state.faults.clear();
+    state.deliveries.reset();
     state.limits.clear().await?;
     Ok(())
 }
@@ -212,6 +214,8 @@ async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError>
         crate::secrets::write_private(file, text.as_bytes()).map_err(|e| control_error(ControlErr::Failed, format!("{}: {e}", file.display())))?;
     }
     state.replace_directory(directory);
+    // The new fixture's event settings replace any set at run time.
+    state.deliveries.clear_settings();
     *state.fixture_text.write() = Some(text);
     Ok(())
 }
@@ -295,6 +299,8 @@ pub(crate) async fn import(State(state): State<Arc<AppState>>, req: Request) -> 
     }
     state.token_cache.write().clear();
     state.limits.clear().await?;
+    // A new outbox: fanned out from its start (at-least-once, like a restart).
+    state.deliveries.reset();
     Ok(ok(&json!({ "records": records })))
 }
 

@@ -100,6 +100,22 @@ pub struct Attempt {
     committed_ms: i64,
 }
 
+/// Delivery faults of one app (`/_larkstack/faults/deliveries`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryFault {
+    /// The next this many attempts fail without reaching the receiver (retried as usual).
+    #[serde(default)]
+    pub fail_next: u32,
+    /// Every attempt waits this long before it is sent (wall time; the 3 s timeout still holds
+    /// for the receiver's answer).
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// The next this many deliveries are sent twice, as Feishu may (bots must de-duplicate).
+    #[serde(default)]
+    pub deliver_twice: u32,
+}
+
 #[derive(Default)]
 struct Inner {
     cursor: i64,
@@ -112,6 +128,7 @@ struct Inner {
 #[derive(Default)]
 pub struct Engine {
     overrides: Mutex<HashMap<AppId, EventSettings>>,
+    faults: Mutex<HashMap<AppId, DeliveryFault>>,
     inner: Mutex<Inner>,
     wake: tokio::sync::Notify,
     started: AtomicBool,
@@ -129,6 +146,54 @@ impl Engine {
     pub fn set_settings(&self, app_id: &AppId, settings: EventSettings) {
         self.overrides.lock().insert(app_id.clone(), settings);
         self.wake.notify_one();
+    }
+
+    /// Sets (or, when all zero, removes) an app's delivery faults.
+    pub fn set_fault(&self, app_id: &AppId, fault: DeliveryFault) {
+        let mut faults = self.faults.lock();
+        if fault == DeliveryFault::default() {
+            faults.remove(app_id);
+        } else {
+            faults.insert(app_id.clone(), fault);
+        }
+    }
+
+    pub fn faults(&self) -> Vec<(AppId, DeliveryFault)> {
+        let mut v: Vec<_> = self.faults.lock().iter().map(|(a, f)| (a.clone(), f.clone())).collect();
+        v.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        v
+    }
+
+    pub fn clear_faults(&self) {
+        self.faults.lock().clear();
+    }
+
+    /// What the fault rules do to the app's next attempt: (fail it, delay, send twice).
+    fn take_fault(&self, app_id: &AppId) -> (bool, u64, bool) {
+        let mut faults = self.faults.lock();
+        let Some(f) = faults.get_mut(app_id) else { return (false, 0, false) };
+        let fail = f.fail_next > 0;
+        f.fail_next = f.fail_next.saturating_sub(1);
+        let twice = !fail && f.deliver_twice > 0;
+        if twice {
+            f.deliver_twice -= 1;
+        }
+        let delay_ms = f.delay_ms;
+        if *f == DeliveryFault::default() {
+            faults.remove(app_id);
+        }
+        (fail, delay_ms, twice)
+    }
+
+    /// After the store was cleared or replaced: the outbox starts over, so does the fan-out;
+    /// queued deliveries, attempts and faults are forgotten (run-time settings stay).
+    pub fn reset(&self) {
+        let mut inner = self.inner.lock();
+        inner.cursor = 0;
+        inner.rows.retain(|r| r.state == RowState::InFlight);
+        inner.attempts.clear();
+        drop(inner);
+        self.clear_faults();
     }
 
     /// Forgets run-time settings (a new fixture or a reset).
@@ -304,8 +369,21 @@ fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
 }
 
 async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings: EventSettings) {
+    let (fail, delay_ms, twice) = engine.take_fault(&row.app_id);
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
     let signed = wire::seal(&row.payload, &settings.encrypt_key, ctx.clock.now_secs());
-    let outcome = send::post(&url, &signed.headers, signed.body, send::TIMEOUT).await;
+    let outcome = if fail {
+        send::Outcome { status: None, body: "failed by a delivery fault (/_larkstack/faults/deliveries)".into(), latency_ms: 0 }
+    } else {
+        let first = send::post(&url, &signed.headers, signed.body.clone(), send::TIMEOUT).await;
+        if twice {
+            // The same request again: same event_id, same signature.
+            send::post(&url, &signed.headers, signed.body, send::TIMEOUT).await;
+        }
+        first
+    };
     let now = ctx.clock.now_ms();
     let delivered = outcome.delivered();
     let failed = row.failed + u32::from(!delivered);

@@ -179,6 +179,12 @@ impl TestApp {
         self.new_chat(&t, json!({"name": "hooks", "owner_id": a, "user_id_list": [b]})).await
     }
 
+    /// Stops larkstack's clock, so a retry fires only when a test moves it.
+    async fn freeze_clock(&self) {
+        let r = self.admin_call(Method::POST, "/_larkstack/clock", Some(json!({"freeze": true}))).await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+    }
+
     /// Waits until the engine has fanned out every event committed so far.
     async fn fanned_out(&self) {
         let events = self.admin_call(Method::GET, "/_larkstack/events?limit=1000", None).await;
@@ -288,6 +294,7 @@ async fn a_failing_receiver_is_retried_on_the_advanced_clock_with_the_same_event
     let key = "retry-key";
     let rx = Receiver::start(key, Answer::Good).await;
     assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": key})).await.code(), 0);
+    app.freeze_clock().await;
     *rx.fail_next.lock() = 1;
     let chat = app.group().await;
     app.say(&chat, "alice", "try again").await;
@@ -341,4 +348,121 @@ async fn unsubscribed_types_and_long_connection_apps_get_no_webhook() {
     let got = rx.wait_events("", 1).await;
     assert_eq!(got[0].1["event"]["message"]["content"], json!({"text": "for you"}).to_string());
     assert_eq!(got.len(), 1);
+}
+
+fn demo_with(helper_keys: &str) -> Result<larkstack::domain::directory::Directory, String> {
+    let text = larkstack::domain::directory::DEMO_FIXTURE.replace("key = \"helper-bot\"", &format!("key = \"helper-bot\"\n{helper_keys}"));
+    larkstack::domain::directory::Directory::from_toml(&text).map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn fixture_keys_set_the_subscription_and_the_directory_shows_it() {
+    let dir = demo_with("event_url = \"http://127.0.0.1:9/hook\"\nencrypt_key = \"\"\nverification_token = \"vt\"\nevent_types = [\"im.chat.disbanded_v1\"]\nevent_mode = \"long_connection\"").unwrap();
+    let app = TestApp::with(dir, larkstack::state::StateConfig::default()).await;
+    let r = app.admin_call(Method::GET, &format!("/_larkstack/apps/{}/events", app.app_id("helper-bot")), None).await;
+    assert_eq!(
+        r.body["data"],
+        json!({"event_url": "http://127.0.0.1:9/hook", "encrypt_key": "", "verification_token": "vt",
+               "event_types": ["im.chat.disbanded_v1"], "event_mode": "long_connection"})
+    );
+    let d = app.admin_call(Method::GET, "/_larkstack/directory", None).await;
+    let helper = d.body["data"]["apps"].as_array().unwrap().iter().find(|a| a["key"] == "helper-bot").unwrap().clone();
+    assert_eq!(helper["events"], r.body["data"]);
+    // Defaults: derived secrets (stable), every type the scopes allow, webhook, no URL.
+    let demo = app.admin_call(Method::GET, &format!("/_larkstack/apps/{}/events", app.app_id("demo-bot")), None).await;
+    let again = TestApp::demo().await;
+    let demo2 = again.admin_call(Method::GET, &format!("/_larkstack/apps/{}/events", again.app_id("demo-bot")), None).await;
+    assert_eq!(demo.body["data"], demo2.body["data"]);
+    assert_eq!(demo.body["data"]["event_url"], Value::Null);
+    assert_eq!(demo.body["data"]["event_mode"], "webhook");
+    assert_eq!(demo.body["data"]["encrypt_key"].as_str().unwrap().len(), 32);
+    assert!(demo.body["data"]["event_types"].as_array().unwrap().contains(&json!("im.chat.member.user.added_v1")) == false);
+    assert!(demo.body["data"]["event_types"].as_array().unwrap().contains(&json!("im.chat.updated_v1")));
+    // A type whose scope the app lacks is refused at load, naming the scope.
+    let err = demo_with("event_types = [\"im.chat.member.bot.added_v1\"]").unwrap_err();
+    assert!(err.contains("im:chat.members:bot_access") && err.contains("helper-bot"), "{err}");
+    // A long-connection app gets no webhook even with a URL.
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": "", "event_mode": "long_connection"})).await.code(), 0);
+    assert!(rx.challenges("").is_empty());
+    let chat = app.group().await;
+    app.say(&chat, "alice", "over ws").await;
+    app.fanned_out().await;
+    assert!(rx.events("").is_empty());
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_by_type_and_outcome() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    app.freeze_clock().await;
+    *rx.fail_next.lock() = 1;
+    let chat = app.group().await;
+    app.say(&chat, "alice", "m1").await;
+    app.say(&chat, "alice", "m2").await;
+    rx.wait_events("", 2).await;
+    let mut text = String::new();
+    for _ in 0..500 {
+        let (_, _, body) = app.raw(Method::GET, "/metrics", &[("authorization", &format!("Bearer {}", app.state.admin_token))], None).await;
+        text = String::from_utf8(body).unwrap();
+        if text.contains(r#"larkstack_event_deliveries_total{event_type="im.message.receive_v1",outcome="delivered"} 1"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(text.contains(r#"larkstack_event_deliveries_total{event_type="im.message.receive_v1",outcome="retry"} 1"#), "{text}");
+    assert!(text.contains(r#"larkstack_event_deliveries_total{event_type="im.message.receive_v1",outcome="delivered"} 1"#), "{text}");
+    assert!(text.contains("larkstack_event_delivery_latency_seconds_count 1"), "{text}");
+    assert!(text.contains("larkstack_event_delivery_queue 1"), "{text}");
+}
+
+#[tokio::test]
+async fn delivery_faults_fail_the_next_attempts_and_deliver_twice() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    app.freeze_clock().await;
+    let bot = app.app_id("demo-bot");
+    let r = app.admin_call(Method::POST, "/_larkstack/faults/deliveries", Some(json!({"app_id": bot, "fail_next": 1, "deliver_twice": 1}))).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_eq!(r.body["data"]["items"], json!([{"app_id": bot, "fail_next": 1, "delay_ms": 0, "deliver_twice": 1}]));
+    let chat = app.group().await;
+    app.say(&chat, "alice", "faulty").await;
+    // The first attempt fails without reaching the receiver; the retry is sent twice.
+    let mut items = Vec::new();
+    for _ in 0..500 {
+        let d = app.admin_call(Method::GET, "/_larkstack/deliveries", None).await;
+        items = d.body["data"]["items"].as_array().unwrap().clone();
+        if !items.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(items[0]["status"], Value::Null, "{items:?}");
+    assert!(items[0]["response"].as_str().unwrap().contains("fault"));
+    assert!(rx.events("").is_empty());
+    assert_eq!(app.admin_call(Method::POST, "/_larkstack/clock", Some(json!({"advance": "15s"}))).await.code(), 0);
+    let got = rx.wait_events("", 2).await;
+    assert_eq!(got[0].1["header"]["event_id"], got[1].1["header"]["event_id"]);
+    assert_eq!(got[0].1["header"]["event_id"], items[0]["event_id"]);
+    // Cleared.
+    let r = app.admin_call(Method::DELETE, "/_larkstack/faults/deliveries", None).await;
+    assert_eq!(r.body["data"]["items"], json!([]));
+}
+
+#[tokio::test]
+async fn after_a_reset_the_new_outbox_is_delivered_from_its_start() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let chat = app.group().await;
+    app.say(&chat, "alice", "before").await;
+    rx.wait_events("", 1).await;
+    assert_eq!(app.admin_call(Method::POST, "/_larkstack/reset", None).await.code(), 0);
+    // Seqs start over at 1: the engine must not skip them.
+    let chat = app.group().await;
+    app.say(&chat, "alice", "after").await;
+    let got = rx.wait_events("", 2).await;
+    assert_eq!(got[1].1["event"]["message"]["content"], json!({"text": "after"}).to_string());
 }
