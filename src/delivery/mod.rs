@@ -2,9 +2,9 @@
 //!
 //! A fan-out step reads the outbox in `seq` order from a cursor and turns each domain event into
 //! one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
-//! `event_id` fixed at creation. Workers send due deliveries: per app one at a time in creation
-//! order, so events of one chat reach one app in commit order and a slow or dead receiver only
-//! holds up its own app. A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
+//! `event_id` fixed at creation. Workers send due deliveries: per (app, chat) one at a time in
+//! creation order, so events of one chat reach one app in commit order; per app at most
+//! `MAX_IN_FLIGHT_PER_APP` at once, so a slow or dead receiver only holds up its own app. A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
 //! larkstack clock, keeping its `event_id`; a delivery waiting for a retry does not hold up later
 //! ones (docs/parity.md).
 //!
@@ -49,6 +49,9 @@ const FANOUT_BATCH: usize = 500;
 /// Fan-out pauses while this many deliveries wait (the outbox holds the rest).
 pub const MAX_QUEUED: usize = 50_000;
 const TICK: Duration = Duration::from_millis(20);
+/// Concurrent attempts per app (over different chats): a slow receiver holds up at most this
+/// many of its own deliveries and nobody else's.
+pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -121,7 +124,11 @@ struct Inner {
     cursor: i64,
     rows: Vec<Row>,
     attempts: VecDeque<Attempt>,
-    busy: HashSet<AppId>,
+    /// (app, chat) pairs with an attempt in flight: one at a time each, so a chat's events reach
+    /// an app in commit order.
+    busy: HashSet<(AppId, String)>,
+    /// Attempts in flight per app (at most `MAX_IN_FLIGHT_PER_APP`).
+    in_flight: HashMap<AppId, usize>,
 }
 
 /// The delivery engine of one node.
@@ -349,20 +356,32 @@ fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
     let now = ctx.clock.now_ms();
     let mut inner = engine.inner.lock();
     let mut picked: Vec<(usize, String, EventSettings)> = Vec::new();
-    let mut seen: HashSet<AppId> = HashSet::new();
+    let mut seen: HashSet<(AppId, String)> = HashSet::new();
+    let mut in_flight = inner.in_flight.clone();
     for (i, r) in inner.rows.iter().enumerate() {
-        if r.state != RowState::Pending || r.due_ms > now || inner.busy.contains(&r.app_id) || !seen.insert(r.app_id.clone()) {
+        if r.state != RowState::Pending || r.due_ms > now {
+            continue;
+        }
+        // Only the first due delivery of each (app, chat) may go, and not while one is in flight.
+        let key = (r.app_id.clone(), r.chat_id.clone());
+        if !seen.insert(key.clone()) || inner.busy.contains(&key) {
+            continue;
+        }
+        let n = in_flight.entry(r.app_id.clone()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_APP {
             continue;
         }
         let Some(settings) = engine.settings(dir, &r.app_id) else { continue };
         let Some(url) = settings.webhook_url() else { continue };
+        *n += 1;
         picked.push((i, url.to_string(), settings));
     }
+    inner.in_flight = in_flight;
     for (i, url, settings) in picked {
         let row = &mut inner.rows[i];
         row.state = RowState::InFlight;
         let row = row.clone();
-        inner.busy.insert(row.app_id.clone());
+        inner.busy.insert((row.app_id.clone(), row.chat_id.clone()));
         let (engine, ctx) = (engine.clone(), ctx.clone());
         tokio::spawn(async move { attempt(engine, ctx, row, url, settings).await });
     }
@@ -390,7 +409,10 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings:
     let next_retry_ms = if delivered { None } else { wire::next_retry(failed, now) };
     ctx.metrics.delivery(row.event_type, delivered, next_retry_ms.is_none(), now - row.committed_ms);
     let mut inner = engine.inner.lock();
-    inner.busy.remove(&row.app_id);
+    inner.busy.remove(&(row.app_id.clone(), row.chat_id.clone()));
+    if let Some(n) = inner.in_flight.get_mut(&row.app_id) {
+        *n = n.saturating_sub(1);
+    }
     inner.attempts.push_back(Attempt {
         event_id: row.event_id.clone(),
         seq: row.seq,

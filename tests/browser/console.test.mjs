@@ -357,6 +357,19 @@ test('web console', async (t) => {
     await byTestId('journal-path').fill('');
   });
 
+  await t.test('screenshot of the chats page', async () => {
+    await goTo('chats');
+    await page.locator(`[data-testid="chat-row"][data-chat-id="${chatId}"]`).filter({ hasText: CHAT_NAME }).waitFor();
+    await byTestId('chat-row').filter({ hasText: '故障之后的群' }).waitFor();
+    assert.equal(await byTestId('chat-row').count(), 3);
+    await page.setViewportSize({ width: 1280, height: 720 });
+    await page.waitForFunction(() => !document.querySelector('[data-testid="toast"]'));
+    await page.evaluate(() => document.fonts.ready);
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT });
+    await page.setViewportSize({ width: 1440, height: 900 });
+  });
+
   await t.test('events: a user\'s message delivered to a webhook receiver, with its payload', async () => {
     // A receiver that echoes the challenge and takes every event (plain: no encrypt key).
     const received = [];
@@ -397,19 +410,6 @@ test('web console', async (t) => {
     } finally {
       receiver.close();
     }
-  });
-
-  await t.test('screenshot of the chats page', async () => {
-    await goTo('chats');
-    await page.locator(`[data-testid="chat-row"][data-chat-id="${chatId}"]`).filter({ hasText: CHAT_NAME }).waitFor();
-    await byTestId('chat-row').filter({ hasText: '故障之后的群' }).waitFor();
-    assert.equal(await byTestId('chat-row').count(), 3);
-    await page.setViewportSize({ width: 1280, height: 720 });
-    await page.waitForFunction(() => !document.querySelector('[data-testid="toast"]'));
-    await page.evaluate(() => document.fonts.ready);
-    mkdirSync(dirname(SCREENSHOT), { recursive: true });
-    await page.screenshot({ path: SCREENSHOT });
-    await page.setViewportSize({ width: 1440, height: 900 });
   });
 
   await t.test('clock: freeze, advance by 1 h and a custom duration, set, unfreeze', async () => {

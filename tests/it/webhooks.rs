@@ -466,3 +466,24 @@ async fn after_a_reset_the_new_outbox_is_delivered_from_its_start() {
     let got = rx.wait_events("", 2).await;
     assert_eq!(got[1].1["event"]["message"]["content"], json!({"text": "after"}).to_string());
 }
+
+#[tokio::test]
+async fn a_chats_events_reach_the_app_in_commit_order() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let (a, b) = (app.group().await, app.group().await);
+    for i in 0..20 {
+        app.say(&a, "alice", &format!("a{i}")).await;
+        app.say(&b, "bob", &format!("b{i}")).await;
+    }
+    let got = rx.wait_events("", 40).await;
+    let texts = |chat: &str| -> Vec<String> {
+        got.iter()
+            .filter(|(_, v)| v["event"]["message"]["chat_id"] == chat)
+            .map(|(_, v)| serde_json::from_str::<Value>(v["event"]["message"]["content"].as_str().unwrap()).unwrap()["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(texts(&a), (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    assert_eq!(texts(&b), (0..20).map(|i| format!("b{i}")).collect::<Vec<_>>());
+}
