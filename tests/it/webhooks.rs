@@ -487,3 +487,74 @@ async fn a_chats_events_reach_the_app_in_commit_order() {
     assert_eq!(texts(&a), (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>());
     assert_eq!(texts(&b), (0..20).map(|i| format!("b{i}")).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_acknowledged_before_a_kill_9_are_delivered_after_the_restart() {
+    let rx = Receiver::start("", Answer::Good).await;
+    // Every attempt fails until the restart: the deliveries are pending when the node dies.
+    *rx.fail_next.lock() = u32::MAX;
+    let data = tempfile::tempdir().unwrap();
+    let text = larkstack::domain::directory::DEMO_FIXTURE
+        .replace("key = \"demo-bot\"", &format!("key = \"demo-bot\"\nevent_url = \"{}\"\nencrypt_key = \"\"", rx.url));
+    let fixture = write_fixture(data.path(), &text);
+    let db = data.path().join("db");
+    let server = Server::spawn(&db, Some(&fixture), &["--rate-limits", "off"]);
+    let client = reqwest::Client::new();
+    let token: Value = client
+        .post(server.url("/open-apis/auth/v3/tenant_access_token/internal"))
+        .json(&json!({"app_id": DEMO_APP_ID, "app_secret": DEMO_SECRET}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["tenant_access_token"].as_str().unwrap().to_string();
+    let chat: Value = client
+        .post(server.url("/open-apis/im/v1/chats?user_id_type=user_id"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "durable events"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let chat_id = chat["data"]["chat_id"].as_str().unwrap().to_string();
+    let admin = std::fs::read_to_string(db.join("admin-token")).unwrap().trim().to_string();
+    let control = |path: String, body: Value| {
+        let (client, admin) = (client.clone(), admin.clone());
+        async move { client.post(path).bearer_auth(admin).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(control(server.url(&format!("/_larkstack/chats/{chat_id}/join")), json!({"user": "alice"})).await["code"], 0);
+    for i in 0..20 {
+        let r = control(server.url(&format!("/_larkstack/chats/{chat_id}/messages")), json!({"user": "alice", "text": format!("d{i}")})).await;
+        assert_eq!(r["code"], 0, "{r}");
+    }
+    // At least one attempt failed: the node is mid-delivery.
+    for _ in 0..1000 {
+        if !rx.got.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    // Only what arrives from here on counts (the failed attempts above were refused).
+    rx.got.lock().clear();
+    *rx.fail_next.lock() = 0;
+    let _server = Server::spawn(&db, Some(&fixture), &["--rate-limits", "off"]);
+    let mut texts: Vec<String> = Vec::new();
+    for _ in 0..1500 {
+        texts = rx
+            .events("")
+            .iter()
+            .filter(|(_, v)| v["header"]["event_type"] == "im.message.receive_v1")
+            .map(|(_, v)| serde_json::from_str::<Value>(v["event"]["message"]["content"].as_str().unwrap()).unwrap()["text"].as_str().unwrap().to_string())
+            .collect();
+        if (0..20).all(|i| texts.contains(&format!("d{i}"))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not every acknowledged message was delivered after the restart: {texts:?}");
+}
