@@ -42,8 +42,10 @@ pub struct Ctx {
     pub directory: Arc<dyn Fn() -> Option<Arc<Directory>> + Send + Sync>,
 }
 
-/// Attempts kept for `GET /_larkstack/deliveries`.
+/// Attempts kept for `GET /_larkstack/deliveries`: at most this many…
 pub const MAX_ATTEMPTS_KEPT: usize = 10_000;
+/// …and at most this many bytes of payloads and responses.
+pub const MAX_ATTEMPT_BYTES: usize = 64 << 20;
 /// Outbox events read per fan-out step.
 const FANOUT_BATCH: usize = 500;
 /// Fan-out pauses while this many deliveries wait (the outbox holds the rest).
@@ -124,6 +126,8 @@ struct Inner {
     cursor: i64,
     rows: Vec<Row>,
     attempts: VecDeque<Attempt>,
+    /// Bytes of the kept attempts' payloads and responses.
+    attempt_bytes: usize,
     /// (app, chat) pairs with an attempt in flight: one at a time each, so a chat's events reach
     /// an app in commit order.
     busy: HashSet<(AppId, String)>,
@@ -199,6 +203,7 @@ impl Engine {
         inner.cursor = 0;
         inner.rows.retain(|r| r.state == RowState::InFlight);
         inner.attempts.clear();
+        inner.attempt_bytes = 0;
         drop(inner);
         self.clear_faults();
     }
@@ -274,6 +279,21 @@ impl Engine {
     pub fn cursor(&self) -> i64 {
         self.inner.lock().cursor
     }
+}
+
+/// Keeps `a`, dropping the oldest attempts beyond the bounds (entries and bytes).
+fn keep_attempt(inner: &mut Inner, a: Attempt) {
+    inner.attempt_bytes += attempt_size(&a);
+    inner.attempts.push_back(a);
+    while inner.attempts.len() > MAX_ATTEMPTS_KEPT || inner.attempt_bytes > MAX_ATTEMPT_BYTES {
+        let Some(old) = inner.attempts.pop_front() else { break };
+        inner.attempt_bytes -= attempt_size(&old);
+    }
+}
+
+/// What an attempt weighs in memory, roughly: its payload and response.
+fn attempt_size(a: &Attempt) -> usize {
+    a.payload.to_string().len() + a.response.len() + a.url.len() + 256
 }
 
 fn self_payload(_inner: &Inner, a: &Attempt) -> Option<Row> {
@@ -413,7 +433,7 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings:
     if let Some(n) = inner.in_flight.get_mut(&row.app_id) {
         *n = n.saturating_sub(1);
     }
-    inner.attempts.push_back(Attempt {
+    keep_attempt(&mut inner, Attempt {
         event_id: row.event_id.clone(),
         seq: row.seq,
         event_type: row.event_type,
@@ -430,9 +450,6 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings:
         payload: row.payload.clone(),
         committed_ms: row.committed_ms,
     });
-    while inner.attempts.len() > MAX_ATTEMPTS_KEPT {
-        inner.attempts.pop_front();
-    }
     if let Some(r) = inner.rows.iter_mut().find(|r| r.event_id == row.event_id && r.app_id == row.app_id) {
         r.failed = failed;
         match next_retry_ms {
@@ -448,4 +465,46 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings:
     inner.rows.retain(|r| matches!(r.state, RowState::Pending | RowState::InFlight));
     drop(inner);
     engine.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(n: usize, response: String) -> Attempt {
+        Attempt {
+            event_id: format!("{n:032x}"),
+            seq: n as i64,
+            event_type: "im.message.receive_v1",
+            app_id: AppId("cli_x".into()),
+            chat_id: "oc_x".into(),
+            url: "http://127.0.0.1:1/".into(),
+            attempt: 1,
+            at_ms: 0,
+            status: Some(200),
+            delivered: true,
+            latency_ms: 1,
+            response,
+            next_retry_ms: None,
+            payload: Value::Null,
+            committed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn kept_attempts_are_bounded_in_entries_and_bytes() {
+        let mut inner = Inner::default();
+        for n in 0..MAX_ATTEMPTS_KEPT + 5 {
+            keep_attempt(&mut inner, attempt(n, String::new()));
+        }
+        assert_eq!(inner.attempts.len(), MAX_ATTEMPTS_KEPT);
+        assert_eq!(inner.attempts.front().unwrap().seq, 5);
+        let big = "x".repeat(MAX_ATTEMPT_BYTES / 3);
+        for n in 0..4 {
+            keep_attempt(&mut inner, attempt(n, big.clone()));
+        }
+        assert!(inner.attempt_bytes <= MAX_ATTEMPT_BYTES);
+        assert_eq!(inner.attempts.len(), 2);
+        assert_eq!(inner.attempt_bytes, inner.attempts.iter().map(attempt_size).sum::<usize>());
+    }
 }

@@ -142,9 +142,9 @@ mod tests {
     }
 
     #[test]
-    fn a_known_vector_from_the_node_sdk_decrypts() {
-        // Produced by @larksuiteoapi/node-sdk's AESCipher logic (node crypto, aes-256-cbc, IV
-        // first) for key "test key" and plain "hello world".
+    fn an_iv_first_blob_built_by_hand_decrypts() {
+        // The layout the SDKs read (spec events.md §1.3): IV ‖ ciphertext, key = SHA-256 of the
+        // encrypt key. (The SDKs themselves decrypt deliveries in tests/sdk and tests/sdk-node.)
         let key = aes_key("test key");
         let iv = [7u8; 16];
         let ct = Enc::new(&key.into(), &iv.into()).encrypt_padded_vec_mut::<Pkcs7>(b"hello world");
