@@ -9,8 +9,9 @@
 //! ones (docs/parity.md).
 //!
 //! This version keeps the cursor, the deliveries and run-time settings in memory (the store
-//! tables are the next step): a restart fans the whole outbox out again (at-least-once, with
-//! new `event_id`s), and several nodes each deliver every event.
+//! tables are the next step): a restart fans the whole outbox out again (at-least-once; the
+//! `event_id` is derived from the event and the app, so a redelivery carries the same one), and
+//! several nodes each deliver every event.
 
 pub mod send;
 pub mod wire;
@@ -347,7 +348,7 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<(), crat
             if !settings.subscribes(ae.event_type) || settings.webhook_url().is_none() {
                 continue;
             }
-            let event_id = wire::new_event_id();
+            let event_id = wire::event_id_for(&ae.app_id.0, e.seq, e.event.at_ms);
             let payload = wire::envelope(&ae, &event_id, e.event.at_ms, &settings.verification_token);
             rows.push(Row {
                 event_id,

@@ -29,6 +29,12 @@ pub fn new_event_id() -> String {
     hex::encode(b)
 }
 
+/// The `event_id` of an outbox event's delivery to an app: 32 hex, the same every time the
+/// event is fanned out (after a restart too), so receivers de-duplicate redeliveries by it.
+pub fn event_id_for(app_id: &str, seq: i64, committed_ms: i64) -> String {
+    hex::encode(&Sha256::digest(format!("event_id|{app_id}|{seq}|{committed_ms}").as_bytes())[..16])
+}
+
 /// The schema-2.0 envelope, every header field a string, `create_time` in ms.
 pub fn envelope(e: &AppEvent, event_id: &str, create_time_ms: i64, token: &str) -> Value {
     json!({
@@ -165,6 +171,18 @@ mod tests {
         assert_eq!(h("X-Lark-Signature"), signature(&h("X-Lark-Request-Timestamp"), &h("X-Lark-Request-Nonce"), "k", &s.body));
         assert_eq!(open("k", &s.body).unwrap(), payload);
         assert!(!String::from_utf8(s.body.clone()).unwrap().contains(' '));
+    }
+
+    #[test]
+    fn event_ids_are_stable_per_event_and_app() {
+        let id = event_id_for("cli_a", 7, 1_700_000_000_000);
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(id, event_id_for("cli_a", 7, 1_700_000_000_000));
+        assert_ne!(id, event_id_for("cli_b", 7, 1_700_000_000_000));
+        assert_ne!(id, event_id_for("cli_a", 8, 1_700_000_000_000));
+        // After a reset seqs start over; the commit time tells the events apart.
+        assert_ne!(id, event_id_for("cli_a", 7, 1_700_000_000_001));
     }
 
     #[test]

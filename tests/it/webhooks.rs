@@ -539,6 +539,8 @@ async fn events_acknowledged_before_a_kill_9_are_delivered_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.kill9();
+    let ids_before: std::collections::HashSet<String> =
+        rx.events("").iter().map(|(_, v)| v["header"]["event_id"].as_str().unwrap().to_string()).collect();
     // Only what arrives from here on counts (the failed attempts above were refused).
     rx.got.lock().clear();
     *rx.fail_next.lock() = 0;
@@ -552,6 +554,10 @@ async fn events_acknowledged_before_a_kill_9_are_delivered_after_the_restart() {
             .map(|(_, v)| serde_json::from_str::<Value>(v["event"]["message"]["content"].as_str().unwrap()).unwrap()["text"].as_str().unwrap().to_string())
             .collect();
         if (0..20).all(|i| texts.contains(&format!("d{i}"))) {
+            // A redelivered event keeps its event_id across the restart (receivers de-duplicate).
+            let after: std::collections::HashSet<String> =
+                rx.events("").iter().map(|(_, v)| v["header"]["event_id"].as_str().unwrap().to_string()).collect();
+            assert!(!ids_before.is_empty() && ids_before.is_subset(&after), "{ids_before:?} vs {after:?}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
