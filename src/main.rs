@@ -242,25 +242,40 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
-    println!("larkstack listening on http://{addr}");
-    println!("data dir: {} (directory from {source})", args.data_dir.display());
-    println!("store: {store_line}");
+    // The banner goes out whole and its write errors are ignored: a server whose stdout reader
+    // went away (`larkstack serve | head -1`) keeps serving.
+    let mut banner = String::new();
+    macro_rules! outln {
+        ($out:expr, $($arg:tt)*) => {{
+            use std::fmt::Write as _;
+            let _ = writeln!($out, $($arg)*);
+        }};
+    }
+    outln!(banner, "larkstack listening on http://{addr}");
+    outln!(banner, "data dir: {} (directory from {source})", args.data_dir.display());
+    outln!(banner, "store: {store_line}");
     if redis.is_some() {
-        println!("shared through Redis: rate-limit windows, creates in flight, the clock");
+        outln!(banner, "shared through Redis: rate-limit windows, creates in flight, the clock");
     }
     if args.rate_limits == "off" {
-        println!("rate limits: OFF");
+        outln!(banner, "rate limits: OFF");
     }
-    println!(
+    outln!(
+        banner,
         "connections: at most {max_connections}{}; hosts: {}",
         fd_limit.map(|n| format!(" (fd limit {n})")).unwrap_or_default(),
         if hosts.checks() { "loopback, the listen IP and --public-host" } else { "any" }
     );
-    println!("console: http://{addr}/#token={admin_token}");
-    println!("control API: http://{addr}/_larkstack/ (Authorization: Bearer {admin_token})");
-    println!("apps (use with lark.Client.builder().domain(\"http://{addr}\")):");
+    outln!(banner, "console: http://{addr}/#token={admin_token}");
+    outln!(banner, "control API: http://{addr}/_larkstack/ (Authorization: Bearer {admin_token})");
+    outln!(banner, "apps (use with lark.Client.builder().domain(\"http://{addr}\")):");
     for app in directory.apps().iter().filter(|a| a.kind == AppKind::SelfBuilt && a.bot) {
-        println!("  {:<14} app_id={}  app_secret={}", app.key, app.app_id, app.app_secret);
+        outln!(banner, "  {:<14} app_id={}  app_secret={}", app.key, app.app_id, app.app_secret);
+    }
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(banner.as_bytes()).and_then(|()| stdout.flush());
     }
     let serve_options = larkstack::server::ServeOptions {
         hosts,
@@ -283,7 +298,5 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             ..StateConfig::default()
         },
     );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
     larkstack::server::serve(listener, larkstack::app(state), serve_options).await.map_err(|e| e.to_string())
 }

@@ -248,6 +248,24 @@ impl RateLimits {
     }
 }
 
+/// The most stamps in any window `(x − span, x]`: what a limit of that span bounds (the tests
+/// measure admitted calls with it).
+pub fn max_in_window(stamps: &[i64], span: i64) -> usize {
+    let mut sorted = stamps.to_vec();
+    sorted.sort_unstable();
+    let mut lo = 0;
+    (0..sorted.len())
+        .map(|hi| {
+            while sorted[lo] <= sorted[hi] - span {
+                lo += 1;
+            }
+            hi + 1 - lo
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+
 #[cfg(test)]
 mod tests {
     use rand::seq::SliceRandom;
@@ -404,22 +422,6 @@ mod tests {
             nodes.fill(2, T0 - 120_000, "cli_a", 50).await;
             assert_eq!(nodes.refusal(0, T0 - 120_000, "cli_a").await, (50, 1));
         }
-    }
-
-    /// The most stamps in any window `(x − span, x]`.
-    fn max_in_window(stamps: &[i64], span: i64) -> usize {
-        let mut sorted = stamps.to_vec();
-        sorted.sort_unstable();
-        let mut lo = 0;
-        (0..sorted.len())
-            .map(|hi| {
-                while sorted[lo] <= sorted[hi] - span {
-                    lo += 1;
-                }
-                hi + 1 - lo
-            })
-            .max()
-            .unwrap_or(0)
     }
 
     /// The definition, by brute force: admitting `t` keeps every window of every limit within it.

@@ -47,6 +47,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     }
 }
 
+/// The route's two path parameters, in order; a bad one is rejected like `PathParam`'s.
+pub struct PathPair(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathPair {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<(String, String)>::from_request_parts(parts, state).await {
+            Ok(Path((a, b))) => Ok(PathPair(a, b)),
+            Err(e) => Err(ApiError::Feishu(TransportErr::BadPathParam.with_msg(e.body_text()))),
+        }
+    }
+}
+
 /// Parses a JSON body; `invalid` builds the family's "invalid parameter" error from (field, reason).
 pub fn parse_json<T: DeserializeOwned>(
     bytes: &[u8],

@@ -8,16 +8,16 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{control_error, json_body};
-use crate::api::extract::{PathParam, RawBody};
-use crate::domain::chat::{Chat, ChatStatus, Owner};
+use crate::api::extract::{PathPair, PathParam, RawBody};
+use crate::domain::chat::{new_p2p_chat, Chat, ChatStatus, Owner};
 use crate::domain::directory::{Directory, User};
-use crate::domain::events::{message_sent, parse_mentions, resolve_mentions, tracked, Actor};
-use crate::domain::ids::{new_message_id, ChatId, Uid};
+use crate::domain::events::{chat_created, message_sent, parse_mentions, resolve_mentions, tracked, Actor, DomainEvent, EventBody};
+use crate::domain::ids::{new_message_id, AppId, ChatId, Uid};
 use crate::domain::message::{validate_content, Message, Sender};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::ControlErr;
 use crate::state::AppState;
-use crate::store::MessageOrder;
+use crate::store::{MessageOrder, NewMessage};
 
 const MAX_PAGE: usize = 500;
 
@@ -237,7 +237,7 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         dir.users().iter().find(|u| u.key == id).map(|u| u.uid.clone())
     });
     let events = vec![message_sent(&message, &chat, Actor::ControlAsUser(user.uid.clone()), mentions)];
-    let stored = state.store.create_message(message, None, 0, events).await?;
+    let stored = state.store.create_message(NewMessage { message, dedup: None, dedup_window_start_ms: 0, events }).await?;
     Ok(ok(&json!({ "message_id": stored.message_id, "chat_id": stored.chat_id })))
 }
 
@@ -329,4 +329,73 @@ async fn change(
         Some(Ok(chat)) => Ok(ok(&json!({ "chat_id": chat.chat_id, "user_count": chat.users.len() }))),
         Some(Err(e)) => Err(ApiError::Feishu(e)),
     }
+}
+
+/// A user opens the bot's p2p chat in the Feishu client: the chat is created if there is none yet
+/// (owned by the bot, as when the bot writes first), and `im.chat.access_event.bot_p2p_chat_entered_v1`
+/// is recorded with the chat's latest message.
+#[utoipa::path(
+    post,
+    path = "/_larkstack/users/{user}/p2p/{app_id}/enter",
+    tag = "control",
+    summary = "A user opens a bot's p2p chat",
+    params(
+        ("user" = String, Path, description = "The user's fixture key"),
+        ("app_id" = String, Path, description = "The bot's app (cli_…)"),
+    ),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn enter_p2p(State(state): State<Arc<AppState>>, PathPair(user_key, app_id): PathPair) -> ApiResult {
+    let dir = state.directory();
+    let user = user_by_key(&dir, &user_key)?;
+    let app = dir.app(&AppId(app_id.clone())).ok_or_else(|| control_error(ControlErr::NotFound, format!("no app {app_id}")))?;
+    if !user.is_active() {
+        return Err(control_error(ControlErr::BadRequest, format!("{} has resigned", user.key)));
+    }
+    if !app.bot || !app.enabled_in(&user.tenant_key) || !app.can_see(user) {
+        return Err(control_error(ControlErr::BadRequest, format!("{} has no bot {} can open", app_id, user.key)));
+    }
+    let tenant = dir.tenant(&user.tenant_key).ok_or_else(|| control_error(ControlErr::Failed, "the user's tenant is missing"))?;
+    let actor = Actor::ControlAsUser(user.uid.clone());
+    let now = state.clock.now_ms();
+    let new = new_p2p_chat(app, tenant, user, now);
+    let entered = |chat_id: &ChatId, last: Option<&Message>| DomainEvent {
+        chat_id: chat_id.clone(),
+        actor: actor.clone(),
+        at_ms: now,
+        body: EventBody::BotP2pChatEntered {
+            last_message_id: last.map(|m| m.message_id.clone()),
+            last_message_create_time_ms: last.map(|m| m.created_at_ms),
+        },
+    };
+    // A new chat is created with both events in one transaction; an existing one gets the
+    // entered event through an empty change, committed on its own.
+    let events = vec![chat_created(&new, actor.clone(), now), entered(&new.chat_id, None)];
+    let new_id = new.chat_id.clone();
+    let chat = state.store.p2p_chat(&app.app_id, &user.uid, new, events).await?;
+    let created = chat.chat_id == new_id;
+    if !created {
+        let last = state
+            .store
+            .list_messages(crate::store::MessageQuery {
+                chat_id: chat.chat_id.clone(),
+                start_ms: None,
+                end_ms: None,
+                order: MessageOrder::Desc,
+                after: None,
+                limit: 1,
+            })
+            .await?
+            .pop()
+            .map(|(_, m)| m);
+        let event = entered(&chat.chat_id, last.as_ref());
+        let change: crate::store::ChatChange = Box::new(move |_: &mut Chat| Ok(vec![event]));
+        match state.store.modify_chat(&chat.chat_id, change).await? {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(ApiError::Feishu(e)),
+            None => return Err(control_error(ControlErr::NotFound, format!("no chat {}", chat.chat_id.0))),
+        }
+    }
+    Ok(ok(&json!({ "chat_id": chat.chat_id, "created": created })))
 }

@@ -57,6 +57,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::post_as_user))
         .routes(routes!(actors::join_as_user))
         .routes(routes!(actors::leave_as_user))
+        .routes(routes!(actors::enter_p2p))
         .routes(routes!(actors::tasks))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

@@ -256,6 +256,27 @@ impl Chat {
 
 pub const OPERATE_AS_OWNER_SCOPE: &str = "im:chat:operate_as_owner";
 
+/// A new p2p chat between `app`'s bot and `user` of `tenant`, owned by the bot.
+pub fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
+    let default: ChatSettings = serde_json::from_value(serde_json::json!({"name": ""})).expect("defaults");
+    Chat {
+        chat_id: super::ids::new_chat_id(now_ms),
+        tenant_key: tenant.tenant_key.clone(),
+        creator_app: app.app_id.clone(),
+        owner: Owner::Bot(app.app_id.clone()),
+        external: false, // callers pass a user of `tenant`
+        status: ChatStatus::Normal,
+        created_at_ms: now_ms,
+        settings: ChatSettings { chat_mode: "p2p".into(), avatar: DEFAULT_AVATAR_KEY.into(), ..default },
+        users: vec![user.uid.clone()],
+        user_join_keys: vec![join_key(now_ms, 0)],
+        bots: vec![app.app_id.clone()],
+        user_managers: Vec::new(),
+        bot_managers: Vec::new(),
+        last_active_at_ms: now_ms,
+    }
+}
+
 pub fn join_key(at_ms: i64, position: usize) -> i64 {
     at_ms.saturating_mul(1000) + (position as i64 % 1000)
 }

@@ -578,6 +578,16 @@ impl Directory {
             .unwrap_or_else(|| derive_open_id(&app.app_id, &user.uid))
     }
 
+    /// A bot's open_id as `viewer` sees it (Feishu gives bots an open_id per app, like users).
+    pub fn bot_open_id(&self, viewer: &App, bot: &AppId) -> OpenId {
+        derive_open_id(&viewer.app_id, &Uid(format!("bot:{}", bot.0)))
+    }
+
+    /// A bot's union_id for `developer`'s apps.
+    pub fn bot_union_id(&self, developer: &str, bot: &AppId) -> UnionId {
+        derive_union_id(developer, &Uid(format!("bot:{}", bot.0)))
+    }
+
     pub fn union_id(&self, developer: &str, user: &User) -> UnionId {
         self.union_id_of
             .get(&(developer.to_string(), user.uid.clone()))

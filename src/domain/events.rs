@@ -87,6 +87,9 @@ pub enum EventBody {
     ManagersAdded { users: Vec<Uid>, bots: Vec<AppId> },
     #[serde(rename = "larkstack.chat.managers.removed_v1")]
     ManagersRemoved { users: Vec<Uid>, bots: Vec<AppId> },
+    /// A user opened the bot's p2p chat (the control API's `…/p2p/{app_id}/enter`).
+    #[serde(rename = "im.chat.access_event.bot_p2p_chat_entered_v1")]
+    BotP2pChatEntered { last_message_id: Option<MessageId>, last_message_create_time_ms: Option<i64> },
     #[serde(rename = "im.message.receive_v1")]
     MessageSent { message_id: MessageId, chat_type: String, sender: Sender, msg_type: String, content: String, mentions: Vec<Mention> },
 }
@@ -104,6 +107,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "larkstack.chat.managers.added_v1",
     "larkstack.chat.managers.removed_v1",
     "im.message.receive_v1",
+    "im.chat.access_event.bot_p2p_chat_entered_v1",
 ];
 
 /// One domain event, as the outbox stores it (without its `seq`, which the store assigns).
@@ -131,6 +135,7 @@ impl DomainEvent {
             EventBody::ManagersAdded { .. } => EVENT_TYPES[8],
             EventBody::ManagersRemoved { .. } => EVENT_TYPES[9],
             EventBody::MessageSent { .. } => EVENT_TYPES[10],
+            EventBody::BotP2pChatEntered { .. } => EVENT_TYPES[11],
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{StoreError, TokenKind, TokenRecord};
 use crate::domain::chat::{join_key, Chat, ChatStatus};
 use crate::domain::ids::{AppId, ChatId, TenantKey, Uid};
 
-/// A chat's column values, in `CHAT_COLUMNS` order after `seq`.
+/// A chat's column values, in `chat_columns!()` order after `seq` (see `sql`).
 pub struct ChatRow {
     pub chat_id: String,
     pub tenant_key: String,
@@ -22,11 +22,6 @@ pub struct ChatRow {
     pub last_active_at: i64,
     pub user_joined: Vec<u8>,
 }
-
-/// The columns `ChatRow` is read from, `seq` first (the insert order of chats).
-pub const CHAT_COLUMNS: &str =
-    "seq, chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users, \
-                                bots, user_managers, bot_managers, last_active_at, user_joined";
 
 impl ChatRow {
     pub fn encode(chat: &Chat) -> Result<Self, StoreError> {
@@ -153,8 +148,6 @@ fn joined_from_blob(blob: &[u8], users: usize, created_at_ms: i64) -> Result<Vec
 
 /// The token columns `token, kind, app_id, tenant_key, issued_at, expires_at` as read.
 pub type TokenRow = (String, String, String, String, i64, i64);
-
-pub const TOKEN_COLUMNS: &str = "token, kind, app_id, tenant_key, issued_at, expires_at";
 
 pub fn token_record(row: TokenRow) -> Result<TokenRecord, StoreError> {
     let (token, kind, app, tenant, issued, expires) = row;

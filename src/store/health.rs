@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{
-    ChatChange, ChatOrder, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageDedupKey, MessageQuery,
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
+    ChatChange, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageQuery,
     StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord,
 };
 use crate::domain::chat::Chat;
@@ -69,14 +69,8 @@ impl Store for Tracked {
         self.last_failure.lock().clone()
     }
 
-    async fn create_chat(
-        &self,
-        chat: Chat,
-        dedup: Option<DedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Created, StoreError> {
-        self.track(self.inner.create_chat(chat, dedup, window_start_ms, events).await)
+    async fn create_chat(&self, new: NewChat) -> Result<Created, StoreError> {
+        self.track(self.inner.create_chat(new).await)
     }
 
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
@@ -91,26 +85,12 @@ impl Store for Tracked {
         self.track(self.inner.modify_chat(chat_id, change).await)
     }
 
-    async fn chats_of_bot(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        order: ChatOrder,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<(Cursor, Chat)>, StoreError> {
-        self.inner.chats_of_bot(app, tenant, order, after, limit).await
+    async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+        self.inner.chats_of_bot(q).await
     }
 
-    async fn search_chats(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        query: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, Chat)>, StoreError> {
-        self.inner.search_chats(app, tenant, query, after_seq, limit).await
+    async fn search_chats(&self, q: ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
+        self.inner.search_chats(q).await
     }
 
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
@@ -121,14 +101,8 @@ impl Store for Tracked {
         self.track(self.inner.p2p_chat(app, uid, new, events).await)
     }
 
-    async fn create_message(
-        &self,
-        message: Message,
-        dedup: Option<MessageDedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Message, StoreError> {
-        self.track(self.inner.create_message(message, dedup, window_start_ms, events).await)
+    async fn create_message(&self, new: NewMessage) -> Result<Message, StoreError> {
+        self.track(self.inner.create_message(new).await)
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {

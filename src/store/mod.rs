@@ -1,10 +1,13 @@
-//! Storage: one `Store` trait, one module per backend.
+//! Storage: one `Store` trait, one module per backend; the SQL both backends run, statements and
+//! algorithms, is written once in `sql` (how to add to it: docs/architecture.md, "A new stored
+//! thing").
 //!
 //! The contract never leans on a single writer: uniqueness (chat ids, `uuid` dedup keys, tokens)
 //! is enforced by constraints, so a backend with many concurrent writers keeps the same guarantees.
 //! A call that returns `Ok` has been committed durably.
 
 mod codec;
+pub(crate) mod sql;
 pub mod health;
 pub mod postgres;
 pub mod sqlite;
@@ -93,6 +96,49 @@ pub struct EventQuery {
     pub after: i64,
     pub chat_id: Option<ChatId>,
     pub type_name: Option<String>,
+    pub limit: usize,
+}
+
+/// A chat to store: with a dedup key, at most one chat exists per key among keys created after
+/// `dedup_window_start_ms`, and a repeat stores nothing (neither the chat nor its events).
+#[derive(Debug, Clone)]
+pub struct NewChat {
+    pub chat: Chat,
+    pub dedup: Option<DedupKey>,
+    pub dedup_window_start_ms: i64,
+    /// Committed with the chat.
+    pub events: Vec<DomainEvent>,
+}
+
+/// A message to store: with a dedup key live after `dedup_window_start_ms`, a repeat stores
+/// nothing and answers the message sent first.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub message: Message,
+    pub dedup: Option<MessageDedupKey>,
+    pub dedup_window_start_ms: i64,
+    /// Committed with the message.
+    pub events: Vec<DomainEvent>,
+}
+
+/// Chats of `tenant` that bot `app` is in, `limit` of them after `after` in `order`.
+#[derive(Debug, Clone)]
+pub struct BotChatsQuery {
+    pub app: AppId,
+    pub tenant: TenantKey,
+    pub order: ChatOrder,
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// Chats of `tenant` whose name or i18n names contain `text` (case-folded) that bot `app` is
+/// in, or that are public, in creation order after `after_seq`.
+#[derive(Debug, Clone)]
+pub struct ChatSearchQuery {
+    pub app: AppId,
+    pub tenant: TenantKey,
+    pub text: String,
+    pub after_seq: i64,
     pub limit: usize,
 }
 
@@ -246,13 +292,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `chat`. With a dedup key, at most one chat exists per key among keys created after
     /// `dedup_window_start_ms`; a repeat gets `Created::Existing` and stores nothing. `events`
     /// are appended to the outbox with the new chat (not on a repeat).
-    async fn create_chat(
-        &self,
-        chat: Chat,
-        dedup: Option<DedupKey>,
-        dedup_window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Created, StoreError>;
+    async fn create_chat(&self, new: NewChat) -> Result<Created, StoreError>;
 
     /// The chat a live dedup key points at.
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError>;
@@ -263,25 +303,11 @@ pub trait Store: Send + Sync + 'static {
     async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError>;
 
     /// Chats of `tenant` that bot `app` is in, `limit` of them after `after` in `order`.
-    async fn chats_of_bot(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        order: ChatOrder,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<(Cursor, Chat)>, StoreError>;
+    async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError>;
 
     /// Chats of `tenant` whose name contains `query` (case-insensitively) that bot `app` is in,
     /// or that are public, in creation order after `after_seq`.
-    async fn search_chats(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        query: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, Chat)>, StoreError>;
+    async fn search_chats(&self, q: ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError>;
 
     /// Whether another normal public chat of `tenant` is named `name`.
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError>;
@@ -292,13 +318,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `message` and marks its chat active. With a dedup key live after `window_start_ms`,
     /// stores nothing (no events either) and returns the message sent first.
-    async fn create_message(
-        &self,
-        message: Message,
-        dedup: Option<MessageDedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Message, StoreError>;
+    async fn create_message(&self, new: NewMessage) -> Result<Message, StoreError>;
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError>;
 

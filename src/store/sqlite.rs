@@ -7,17 +7,17 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    ChatChange, ChatOrder, EventQuery, Created, Cursor, DedupKey, DedupRecord, ImportBatch, LinkedChat, MessageDedupKey,
-    MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, Store, StoreError, StoreStats,
-    TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
+use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
+    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
+    Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
-use super::codec::{self, from_json, to_json, token_record, ChatRow, TokenRow, CHAT_COLUMNS, TOKEN_COLUMNS};
-use crate::domain::chat::{fold_case, Chat};
+use super::codec::{to_json, ChatRow};
+use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
@@ -167,13 +167,14 @@ impl SqliteStore {
         private_files(data_dir, &path)?;
         migrate(&mut conn)?;
         // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now. A
-        // store of this process dropped just before may still be closing its connections: give
-        // them up to 5 s (each try waits `CHECKPOINT_WAIT`).
+        // store of this process dropped just before may still be closing, or be in a checkpoint
+        // of its own (SQLite then answers busy at once, without waiting): try for up to ~5 s.
         let mut wal = WalBound::new(&path, Default::default());
         for _ in 0..20 {
             if wal.truncate(&conn) {
                 break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -341,31 +342,31 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
             replies.push(match op {
                 WriteOp::CreateChat { chat, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(&mut tx, |sp| apply_create(sp, *chat, dedup.as_ref(), window_start_ms, &events)),
+                    in_savepoint(&mut tx, |sp| ready(sql::create_chat(sp, *chat, dedup.as_ref(), window_start_ms, &events))),
                 ),
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
-                    deliver(reply, apply_rotate_token(&tx, fresh, reuse_after_ms))
+                    deliver(reply, ready(sql::rotate_token(&mut Lite(&tx), fresh, reuse_after_ms)))
                 }
                 WriteOp::Modify { chat_id, change, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_modify(sp, &chat_id, change)))
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
                 }
                 WriteOp::P2p { app, uid, new, events, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_p2p(sp, &app, &uid, *new, &events)))
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::p2p_chat(sp, &app, &uid, *new, &events))))
                 }
                 WriteOp::TaskChat { link, new, events, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_task_chat(sp, &link, *new, &events)))
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::task_chat(sp, &link, *new, &events))))
                 }
                 WriteOp::LinkTaskChat { link, chat_id, reply } => {
-                    deliver(reply, insert_task_link(&tx, &link, &chat_id, false))
+                    deliver(reply, ready(sql::insert_task_link(&mut Lite(&tx), &link, &chat_id, false)))
                 }
-                WriteOp::Clear { reply } => deliver(reply, in_savepoint(&mut tx, apply_clear)),
+                WriteOp::Clear { reply } => deliver(reply, in_savepoint(&mut tx, |sp| ready(sp.clear(false)))),
                 WriteOp::Import { batches, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| apply_import(sp, batches)))
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
                 }
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(&mut tx, |sp| apply_create_message(sp, *message, dedup.as_ref(), window_start_ms, &events)),
+                    in_savepoint(&mut tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
                 ),
             });
         }
@@ -395,12 +396,13 @@ fn deliver<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, res
     })
 }
 
+/// Runs an op in a savepoint of its own: one failed op leaves the rest of its batch as it was.
 fn in_savepoint<T>(
     tx: &mut Transaction<'_>,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let sp = tx.savepoint()?;
-    match f(&sp) {
+    match f(&mut Lite(&sp)) {
         Ok(v) => {
             sp.commit()?;
             Ok(v)
@@ -409,39 +411,103 @@ fn in_savepoint<T>(
     }
 }
 
-fn apply_create(
-    tx: &Connection,
-    chat: Chat,
-    dedup: Option<&DedupKey>,
-    window_start_ms: i64,
-    events: &[DomainEvent],
-) -> Result<Created, StoreError> {
-    if let Some(key) = dedup {
-        let claimed = tx
-            .prepare_cached(
-                "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (tenant_key, app_id, uuid, owner) DO UPDATE
-                 SET chat_id = excluded.chat_id, created_at = excluded.created_at
-                 WHERE chat_dedup.created_at <= ?7",
-            )?
-            .execute(params![
-                key.tenant_key.0,
-                key.app_id.0,
-                key.uuid,
-                key.owner,
-                chat.chat_id.0,
-                chat.created_at_ms,
-                window_start_ms
-            ])?;
-        if claimed == 0 {
-            let existing = dedup_target(tx, key)?
-                .ok_or_else(|| StoreError::Corrupt(format!("dedup key {key:?} points at a missing chat")))?;
-            return Ok(Created::Existing(existing));
+/// Runs a future of the shared SQL (`super::sql`) over `Lite`: its statements run synchronously,
+/// so it is ready at its first poll.
+fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => unreachable!("SQLite statements never wait"),
+    }
+}
+
+/// The shared SQL's `Tx` on a SQLite connection (the writer's savepoint, or a reader's
+/// connection); statements are prepared once per connection (`prepare_cached`).
+struct Lite<'c>(&'c Connection);
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match *self {
+            Param::Int(v) => ToSqlOutput::Owned(Value::Integer(v)),
+            Param::OptInt(v) => ToSqlOutput::Owned(v.map_or(Value::Null, Value::Integer)),
+            Param::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Param::OptText(s) => ToSqlOutput::Borrowed(s.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes()))),
+            Param::Bool(b) => ToSqlOutput::Owned(Value::Integer(b as i64)),
+            Param::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+impl Cols for rusqlite::Row<'_> {
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        Ok(self.get(i)?)
+    }
+
+    fn str(&self, i: usize) -> Result<&str, StoreError> {
+        self.get_ref(i)?.as_str().map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+    }
+
+    fn blob(&self, i: usize) -> Result<&[u8], StoreError> {
+        match self.get_ref(i)? {
+            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Ok(b),
+            other => Err(StoreError::Corrupt(format!("column {i}: {:?} is no blob", other.data_type()))),
         }
     }
-    insert_chat(tx, &chat)?;
-    insert_events(tx, events)?;
-    Ok(Created::New(chat))
+
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.get(i)?)
+    }
+}
+
+impl Tx for Lite<'_> {
+    async fn execute(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        Ok(self.0.prepare_cached(sql.sqlite())?.execute(rusqlite::params_from_iter(params))? as u64)
+    }
+
+    async fn each(&mut self, sql: &Sql, params: &[Param<'_>], row: &mut EachRow<'_>) -> Result<(), StoreError> {
+        let mut stmt = self.0.prepare_cached(sql.sqlite())?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            row(r)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_chat(&mut self, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {
+        insert_chat(self.0, chat)?;
+        insert_events(self.0, events)
+    }
+
+    async fn index_bots(&mut self, seq: i64, bots: &[AppId]) -> Result<(), StoreError> {
+        index_bots(self.0, seq, bots)
+    }
+
+    async fn insert_events(&mut self, events: &[DomainEvent]) -> Result<(), StoreError> {
+        insert_events(self.0, events)
+    }
+
+    /// The writer runs one change at a time.
+    async fn lock(&mut self, _scope: &str, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
+        for table in STATE_TABLES.iter().chain(tokens.then_some(&"tokens")) {
+            self.0.execute(&format!("DELETE FROM {table}"), [])?;
+        }
+        Ok(())
+    }
+
+    /// An event's seq is its rowid: the next one follows the last by itself.
+    async fn events_restored(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The writer thread waits for the sender.
+    async fn next_batch(&mut self, batches: &mut mpsc::Receiver<ImportBatch>) -> Option<ImportBatch> {
+        batches.blocking_recv()
+    }
 }
 
 /// Appends events to the outbox; `seq` is the rowid, so max(seq) + 1 each (see 0005_events.sql).
@@ -454,19 +520,6 @@ fn insert_events(tx: &Connection, events: &[DomainEvent]) -> Result<(), StoreErr
         insert.execute(params![e.type_name(), e.chat_id.0, e.at_ms, to_json(e)])?;
     }
     Ok(())
-}
-
-fn insert_stored_event(tx: &Connection, e: &StoredEvent) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![e.seq, e.event.type_name(), e.event.chat_id.0, e.event.at_ms, to_json(&e.event)])?;
-    Ok(())
-}
-
-const EVENTS_SQL: &str = "SELECT seq, body FROM events WHERE seq > ?1 AND (?2 IS NULL OR chat_id = ?2)
-                          AND (?3 IS NULL OR type = ?3) ORDER BY seq LIMIT ?4";
-
-fn event_from_row(r: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent { seq: r.get(0)?, event: from_json("events.body", &r.get::<_, String>(1)?)? })
 }
 
 fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
@@ -510,153 +563,9 @@ fn index_bots(tx: &Connection, seq: i64, bots: &[AppId]) -> Result<(), StoreErro
     Ok(())
 }
 
-fn apply_modify(tx: &Connection, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
-    let Some((seq, mut chat)) = load_chat_where(tx, "chat_id = ?1", params![chat_id.0])?.pop() else {
-        return Ok(None);
-    };
-    let bots_before = chat.bots.clone();
-    let events = match change(&mut chat) {
-        Ok(events) => events,
-        Err(e) => return Ok(Some(Err(e))),
-    };
-    let row = ChatRow::encode(&chat)?;
-    tx.prepare_cached(
-        "UPDATE chats SET owner = ?2, external = ?3, status = ?4, settings = ?5, users = ?6, bots = ?7,
-                          user_managers = ?8, bot_managers = ?9, name = ?10, chat_type = ?11, last_active_at = ?12,
-                          user_joined = ?13, search_text = ?14
-         WHERE seq = ?1",
-    )?
-    .execute(params![
-        seq,
-        row.owner,
-        row.external,
-        row.status,
-        row.settings,
-        row.users,
-        row.bots,
-        row.user_managers,
-        row.bot_managers,
-        chat.settings.name,
-        chat.settings.chat_type,
-        row.last_active_at,
-        row.user_joined,
-        chat.settings.search_text(),
-    ])?;
-    if chat.bots != bots_before {
-        tx.prepare_cached("DELETE FROM chat_bots WHERE chat_seq = ?1")?.execute(params![seq])?;
-        index_bots(tx, seq, &chat.bots)?;
-    }
-    insert_events(tx, &events)?;
-    Ok(Some(Ok(chat)))
-}
-
-fn apply_p2p(tx: &Connection, app: &AppId, uid: &Uid, new: Chat, events: &[DomainEvent]) -> Result<Chat, StoreError> {
-    let existing: Option<String> = tx
-        .prepare_cached("SELECT chat_id FROM p2p_chats WHERE app_id = ?1 AND uid = ?2")?
-        .query_row(params![app.0, uid.0], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = existing {
-        return load_chat(tx, &ChatId(id))?.ok_or_else(|| StoreError::Corrupt("p2p chat row missing".into()));
-    }
-    tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?
-        .execute(params![app.0, uid.0, new.chat_id.0])?;
-    insert_chat(tx, &new)?;
-    insert_events(tx, events)?;
-    Ok(new)
-}
-
-fn apply_task_chat(tx: &Connection, link: &TaskLink, new: Chat, events: &[DomainEvent]) -> Result<Created, StoreError> {
-    let started: Option<String> = tx
-        .prepare_cached(
-            "SELECT chat_id FROM task_chats WHERE task_id = ?1 AND app_id = ?2 AND started_here = 1
-             ORDER BY linked_at DESC LIMIT 1",
-        )?
-        .query_row(params![link.task_id, link.app_id.0], |r| r.get(0))
-        .optional()?;
-    if let Some(chat) = started.map(|id| load_chat(tx, &ChatId(id))).transpose()?.flatten() {
-        if !chat.is_dissolved() {
-            return Ok(Created::Existing(chat));
-        }
-    }
-    insert_chat(tx, &new)?;
-    insert_task_link(tx, link, &new.chat_id, true)?;
-    insert_events(tx, events)?;
-    Ok(Created::New(new))
-}
-
-fn insert_task_link(tx: &Connection, link: &TaskLink, chat_id: &ChatId, started_here: bool) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO task_chats (task_id, app_id, chat_id, started_here, linked_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![link.task_id, link.app_id.0, chat_id.0, started_here, link.at_ms])?;
-    Ok(())
-}
-
-const STATE_TABLES: &[&str] = &["events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
-
-fn apply_clear(tx: &Connection) -> Result<(), StoreError> {
-    for table in STATE_TABLES {
-        tx.execute(&format!("DELETE FROM {table}"), [])?;
-    }
-    Ok(())
-}
-
 fn apply_limit_growth(tx: &Connection, limit: bool) -> Result<(), StoreError> {
     let pages: i64 = if limit { tx.query_row("PRAGMA page_count", [], |r| r.get(0))? } else { 0xFFFF_FFFE };
     tx.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
-    Ok(())
-}
-
-/// Empties every table, then stores each record as it arrives; the caller's savepoint makes it
-/// all or nothing.
-fn apply_import(tx: &Connection, mut batches: mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
-    apply_clear(tx)?;
-    tx.execute("DELETE FROM tokens", [])?;
-    let mut stored = 0;
-    loop {
-        match batches.blocking_recv() {
-            Some(ImportBatch::Records(records)) => {
-                for record in records {
-                    import_record(tx, record)?;
-                    stored += 1;
-                }
-            }
-            Some(ImportBatch::End) => return Ok(stored),
-            None => return Err(StoreError::Abandoned),
-        }
-    }
-}
-
-fn import_record(tx: &Connection, record: StateRecord) -> Result<(), StoreError> {
-    match record {
-        StateRecord::Chat(chat) => {
-            insert_chat(tx, &chat)?;
-        }
-        StateRecord::ChatDedup(d) => {
-            tx.prepare_cached(
-                "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![d.key.tenant_key.0, d.key.app_id.0, d.key.uuid, d.key.owner, d.chat_id.0, d.created_at_ms])?;
-        }
-        StateRecord::P2pChat(p) => {
-            tx.prepare_cached("INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES (?1, ?2, ?3)")?
-                .execute(params![p.app_id.0, p.uid.0, p.chat_id.0])?;
-        }
-        StateRecord::Message(m) => {
-            tx.prepare_cached("INSERT INTO messages (message_id, chat_id, created_at, body) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![m.message_id.0, m.chat_id.0, m.created_at_ms, to_json(&m)])?;
-        }
-        StateRecord::MessageDedup(d) => {
-            tx.prepare_cached("INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![d.app_id.0, d.uuid, d.message_id.0, d.created_at_ms])?;
-        }
-        StateRecord::TaskChat(t) => {
-            let link = TaskLink { task_id: t.task_id, app_id: t.link.app_id, at_ms: t.link.linked_at_ms };
-            insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here)?;
-        }
-        StateRecord::Token(token) => apply_put_token(tx, &token)?,
-        StateRecord::Event(e) => insert_stored_event(tx, &e)?,
-    }
     Ok(())
 }
 
@@ -670,189 +579,16 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
     conn.pragma_update(None, "cache_size", -2048)?;
     conn.pragma_update(None, "mmap_size", 0)?;
     let tx = conn.unchecked_transaction()?;
-    let send = |record: StateRecord| out.blocking_send(Ok(record)).is_ok();
-    fn each(
-        tx: &Connection,
-        sql: &str,
-        mut row: impl FnMut(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>,
-        send: &impl Fn(StateRecord) -> bool,
-    ) -> Result<bool, StoreError> {
-        let mut stmt = tx.prepare(sql)?;
+    for (sql, record) in sql::export_queries() {
+        let mut stmt = tx.prepare(sql.sqlite())?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            if !send(row(r)?) {
-                return Ok(false);
+            if out.blocking_send(Ok(record(r)?)).is_err() {
+                return Ok(()); // the reader is gone
             }
         }
-        Ok(true)
-    }
-    type RecordFromRow = fn(&rusqlite::Row<'_>) -> Result<StateRecord, StoreError>;
-    let tables: [(&str, RecordFromRow); 8] = [
-        (&format!("SELECT {CHAT_COLUMNS} FROM chats ORDER BY seq"), |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
-        ("SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id", |r| {
-            Ok(StateRecord::ChatDedup(DedupRecord {
-                key: DedupKey { tenant_key: TenantKey(r.get(0)?), app_id: AppId(r.get(1)?), uuid: r.get(2)?, owner: r.get(3)? },
-                chat_id: ChatId(r.get(4)?),
-                created_at_ms: r.get(5)?,
-            }))
-        }),
-        ("SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid", |r| {
-            Ok(StateRecord::P2pChat(P2pRecord { app_id: AppId(r.get(0)?), uid: Uid(r.get(1)?), chat_id: ChatId(r.get(2)?) }))
-        }),
-        ("SELECT body FROM messages ORDER BY seq", |r| Ok(StateRecord::Message(from_json("messages.body", &r.get::<_, String>(0)?)?))),
-        ("SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id", |r| {
-            Ok(StateRecord::MessageDedup(MessageDedupRecord {
-                app_id: AppId(r.get(0)?),
-                uuid: r.get(1)?,
-                message_id: MessageId(r.get(2)?),
-                created_at_ms: r.get(3)?,
-            }))
-        }),
-        (TASK_LINKS_SQL, |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
-        (&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at, token"), |r| {
-            Ok(StateRecord::Token(token_record(token_from_row(r)?)?))
-        }),
-        ("SELECT seq, body FROM events ORDER BY seq", |r| Ok(StateRecord::Event(event_from_row(r)?))),
-    ];
-    for (sql, row) in tables {
-        if !each(&tx, sql, row, &send)? {
-            break;
-        }
     }
     Ok(())
-}
-
-const TASK_LINKS_SQL: &str =
-    "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats ORDER BY linked_at, task_id, chat_id";
-
-fn task_link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskChatRecord> {
-    Ok(TaskChatRecord {
-        task_id: r.get(0)?,
-        link: LinkedChat { chat_id: ChatId(r.get(1)?), app_id: AppId(r.get(2)?), started_here: r.get(3)?, linked_at_ms: r.get(4)? },
-    })
-}
-
-fn read_task_links(conn: &Connection) -> Result<Vec<TaskChatRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(TASK_LINKS_SQL)?;
-    let rows = stmt.query_map([], task_link_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-fn apply_create_message(
-    tx: &Connection,
-    message: Message,
-    dedup: Option<&MessageDedupKey>,
-    window_start_ms: i64,
-    events: &[DomainEvent],
-) -> Result<Message, StoreError> {
-    if let Some(key) = dedup {
-        let claimed = tx
-            .prepare_cached(
-                "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (app_id, uuid) DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at
-                 WHERE message_dedup.created_at <= ?5",
-            )?
-            .execute(params![key.app_id.0, key.uuid, message.message_id.0, message.created_at_ms, window_start_ms])?;
-        if claimed == 0 {
-            let first: String = tx
-                .prepare_cached("SELECT message_id FROM message_dedup WHERE app_id = ?1 AND uuid = ?2")?
-                .query_row(params![key.app_id.0, key.uuid], |r| r.get(0))?;
-            return load_message(tx, &MessageId(first))?.ok_or_else(|| StoreError::Corrupt("deduped message missing".into()));
-        }
-    }
-    tx.prepare_cached("INSERT INTO messages (message_id, chat_id, created_at, body) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![message.message_id.0, message.chat_id.0, message.created_at_ms, to_json(&message)])?;
-    tx.prepare_cached("UPDATE chats SET last_active_at = max(last_active_at, ?2) WHERE chat_id = ?1")?
-        .execute(params![message.chat_id.0, message.created_at_ms])?;
-    insert_events(tx, events)?;
-    Ok(message)
-}
-
-fn load_message(conn: &Connection, id: &MessageId) -> Result<Option<Message>, StoreError> {
-    let body: Option<String> = conn
-        .prepare_cached("SELECT body FROM messages WHERE message_id = ?1")?
-        .query_row(params![id.0], |r| r.get(0))
-        .optional()?;
-    body.map(|b| from_json("messages.body", &b)).transpose()
-}
-
-fn dedup_target(conn: &Connection, key: &DedupKey) -> Result<Option<Chat>, StoreError> {
-    let chat_id: Option<String> = conn
-        .prepare_cached("SELECT chat_id FROM chat_dedup WHERE tenant_key = ?1 AND app_id = ?2 AND uuid = ?3 AND owner = ?4")?
-        .query_row(params![key.tenant_key.0, key.app_id.0, key.uuid, key.owner], |r| r.get(0))
-        .optional()?;
-    match chat_id {
-        Some(id) => load_chat(conn, &ChatId(id)),
-        None => Ok(None),
-    }
-}
-
-/// Runs in the writer, which serialises it against every other rotation.
-fn apply_rotate_token(tx: &Connection, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {
-    let latest = tx
-        .prepare_cached(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE app_id = ?1 AND tenant_key = ?2 AND kind = ?3
-             ORDER BY expires_at DESC LIMIT 1"
-        ))?
-        .query_row(params![fresh.app_id.0, fresh.tenant_key.0, fresh.kind.as_str()], token_from_row)
-        .optional()?
-        .map(token_record)
-        .transpose()?;
-    match latest {
-        Some(t) if t.expires_at_ms > reuse_after_ms => Ok(t),
-        _ => {
-            apply_put_token(tx, &fresh)?;
-            Ok(fresh)
-        }
-    }
-}
-
-fn apply_put_token(tx: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO tokens (token, kind, app_id, tenant_key, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![t.token, t.kind.as_str(), t.app_id.0, t.tenant_key.0, t.issued_at_ms, t.expires_at_ms])?;
-    Ok(())
-}
-
-fn chat_from_row(r: &rusqlite::Row<'_>) -> Result<(i64, Chat), StoreError> {
-    let row = ChatRow {
-        chat_id: r.get(1)?,
-        tenant_key: r.get(2)?,
-        creator_app: r.get(3)?,
-        owner: r.get(4)?,
-        external: r.get(5)?,
-        status: codec::status_from(&r.get::<_, String>(6)?),
-        created_at: r.get(7)?,
-        settings: r.get(8)?,
-        users: r.get(9)?,
-        bots: r.get(10)?,
-        user_managers: r.get(11)?,
-        bot_managers: r.get(12)?,
-        last_active_at: r.get(13)?,
-        user_joined: r.get(14)?,
-    };
-    Ok((r.get(0)?, row.decode()?))
-}
-
-/// Chats matching `condition` (SQL over the `chats` table, aliased `c`).
-fn load_chat_where(conn: &Connection, condition: &str, params: impl rusqlite::Params) -> Result<Vec<(i64, Chat)>, StoreError> {
-    let sql = format!("SELECT {CHAT_COLUMNS} FROM chats c WHERE {condition}");
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(chat_from_row(row)?);
-    }
-    Ok(out)
-}
-
-fn load_chat(conn: &Connection, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
-    Ok(load_chat_where(conn, "chat_id = ?1", params![chat_id.0])?.pop().map(|(_, c)| c))
-}
-
-fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
 #[async_trait]
@@ -861,38 +597,20 @@ impl Store for SqliteStore {
         Some(self.commit_seconds.clone())
     }
 
-    async fn create_chat(
-        &self,
-        chat: Chat,
-        dedup: Option<DedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Created, StoreError> {
+    async fn create_chat(&self, new: NewChat) -> Result<Created, StoreError> {
+        let NewChat { chat, dedup, dedup_window_start_ms: window_start_ms, events } = new;
         let (reply, rx) = oneshot::channel();
         self.write(WriteOp::CreateChat { chat: Box::new(chat), dedup, window_start_ms, events, reply }, rx).await
     }
 
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
         let key = key.clone();
-        self.read(move |conn| {
-            let live: Option<String> = conn
-                .prepare_cached(
-                    "SELECT chat_id FROM chat_dedup WHERE tenant_key = ?1 AND app_id = ?2 AND uuid = ?3 AND owner = ?4
-                     AND created_at > ?5",
-                )?
-                .query_row(params![key.tenant_key.0, key.app_id.0, key.uuid, key.owner, window_start_ms], |r| r.get(0))
-                .optional()?;
-            match live {
-                Some(id) => load_chat(conn, &ChatId(id)),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.read(move |conn| ready(sql::find_dedup(&mut Lite(conn), &key, window_start_ms))).await
     }
 
     async fn get_chat(&self, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
         let id = chat_id.clone();
-        self.read(move |conn| load_chat(conn, &id)).await
+        self.read(move |conn| ready(sql::load_chat(&mut Lite(conn), &id.0))).await
     }
 
     async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
@@ -900,83 +618,17 @@ impl Store for SqliteStore {
         self.write(WriteOp::Modify { chat_id: chat_id.clone(), change, reply }, rx).await
     }
 
-    async fn chats_of_bot(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        order: ChatOrder,
-        after: Option<Cursor>,
-        limit: usize,
-    ) -> Result<Vec<(Cursor, Chat)>, StoreError> {
-        let (app, tenant) = (app.0.clone(), tenant.0.clone());
-        self.read(move |conn| {
-            let membership = "c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = ?1) AND c.tenant_key = ?2
-                              AND c.chat_mode = 'group' AND c.status = 'normal'";
-            let rows = match (order, after) {
-                (ChatOrder::CreatedAsc, None) => load_chat_where(
-                    conn,
-                    &format!("{membership} ORDER BY c.seq LIMIT ?3"),
-                    params![app, tenant, limit as i64],
-                )?,
-                (ChatOrder::CreatedAsc, Some(c)) => load_chat_where(
-                    conn,
-                    &format!("{membership} AND c.seq > ?4 ORDER BY c.seq LIMIT ?3"),
-                    params![app, tenant, limit as i64, c.seq],
-                )?,
-                (ChatOrder::ActiveDesc, None) => load_chat_where(
-                    conn,
-                    &format!("{membership} ORDER BY c.last_active_at DESC, c.seq DESC LIMIT ?3"),
-                    params![app, tenant, limit as i64],
-                )?,
-                (ChatOrder::ActiveDesc, Some(c)) => load_chat_where(
-                    conn,
-                    &format!(
-                        "{membership} AND (c.last_active_at < ?4 OR (c.last_active_at = ?4 AND c.seq < ?5))
-                         ORDER BY c.last_active_at DESC, c.seq DESC LIMIT ?3"
-                    ),
-                    params![app, tenant, limit as i64, c.key, c.seq],
-                )?,
-            };
-            Ok(rows.into_iter().map(|(seq, chat)| (order.cursor(seq, &chat), chat)).collect())
-        })
-        .await
+    async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+        self.read(move |conn| ready(sql::chats_of_bot(&mut Lite(conn), &q))).await
     }
 
-    async fn search_chats(
-        &self,
-        app: &AppId,
-        tenant: &TenantKey,
-        query: &str,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, Chat)>, StoreError> {
-        let (app, tenant) = (app.0.clone(), tenant.0.clone());
-        // instr() over the search text folded in Rust (name and i18n names): a plain substring match
-        // that needs no LIKE escaping, folding every script as PostgreSQL does.
-        let needle = fold_case(query);
-        self.read(move |conn| {
-            load_chat_where(
-                conn,
-                "c.tenant_key = ?2 AND c.status = 'normal' AND c.chat_mode = 'group' AND c.seq > ?4
-                 AND (c.chat_type = 'public' OR c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = ?1))
-                 AND instr(c.search_text, ?3) > 0 ORDER BY c.seq LIMIT ?5",
-                params![app, tenant, needle, after_seq, limit as i64],
-            )
-        })
-        .await
+    async fn search_chats(&self, q: ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
+        self.read(move |conn| ready(sql::search_chats(&mut Lite(conn), &q))).await
     }
 
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
-        let (tenant, name, except) = (tenant.0.clone(), name.to_string(), except.0.clone());
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT 1 FROM chats WHERE tenant_key = ?1 AND chat_type = 'public' AND name = ?2
-                     AND status = 'normal' AND chat_id != ?3 LIMIT 1",
-                )?
-                .exists(params![tenant, name, except])?)
-        })
-        .await
+        let (tenant, name, except) = (tenant.clone(), name.to_string(), except.clone());
+        self.read(move |conn| ready(sql::public_name_taken(&mut Lite(conn), &tenant, &name, &except))).await
     }
 
     async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
@@ -984,50 +636,19 @@ impl Store for SqliteStore {
         self.write(WriteOp::P2p { app: app.clone(), uid: uid.clone(), new: Box::new(new), events, reply }, rx).await
     }
 
-    async fn create_message(
-        &self,
-        message: Message,
-        dedup: Option<MessageDedupKey>,
-        window_start_ms: i64,
-        events: Vec<DomainEvent>,
-    ) -> Result<Message, StoreError> {
+    async fn create_message(&self, new: NewMessage) -> Result<Message, StoreError> {
+        let NewMessage { message, dedup, dedup_window_start_ms: window_start_ms, events } = new;
         let (reply, rx) = oneshot::channel();
         self.write(WriteOp::CreateMessage { message: Box::new(message), dedup, window_start_ms, events, reply }, rx).await
     }
 
     async fn list_messages(&self, q: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
-        self.read(move |conn| {
-            let (cmp, dir) = match q.order {
-                MessageOrder::Asc => (">", "ASC"),
-                MessageOrder::Desc => ("<", "DESC"),
-            };
-            let sql = format!(
-                "SELECT created_at, seq, body FROM messages WHERE chat_id = ?1 AND created_at >= ?2 AND created_at <= ?3
-                 AND (?4 IS NULL OR created_at {cmp} ?4 OR (created_at = ?4 AND seq {cmp} ?5))
-                 ORDER BY created_at {dir}, seq {dir} LIMIT ?6"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![
-                q.chat_id.0,
-                q.start_ms.unwrap_or(i64::MIN),
-                q.end_ms.unwrap_or(i64::MAX),
-                q.after.map(|c| c.key),
-                q.after.map(|c| c.seq).unwrap_or(0),
-                q.limit as i64
-            ])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let cursor = Cursor { key: row.get(0)?, seq: row.get(1)? };
-                out.push((cursor, from_json("messages.body", &row.get::<_, String>(2)?)?));
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| ready(sql::list_messages(&mut Lite(conn), &q))).await
     }
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
         let id = id.clone();
-        self.read(move |conn| load_message(conn, &id)).await
+        self.read(move |conn| ready(sql::load_message(&mut Lite(conn), &id.0))).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
@@ -1041,29 +662,19 @@ impl Store for SqliteStore {
     }
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
-        self.read(read_task_links).await
+        self.read(|conn| ready(sql::task_links(&mut Lite(conn)))).await
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(EVENTS_SQL)?;
-            let mut rows =
-                stmt.query(params![q.after, q.chat_id.map(|c| c.0), q.type_name, q.limit as i64])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                out.push(event_from_row(row)?);
-            }
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| ready(sql::events(&mut Lite(conn), &q))).await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
-        self.read(|conn| Ok(conn.query_row("SELECT count(*) FROM chats", [], |r| r.get::<_, i64>(0))? as u64)).await
+        self.read(|conn| ready(sql::count_chats(&mut Lite(conn)))).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.read(|conn| ready(sql::ping(&mut Lite(conn)))).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -1077,7 +688,7 @@ impl Store for SqliteStore {
     }
 
     async fn all_chats(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError> {
-        self.read(move |conn| load_chat_where(conn, "seq > ?1 ORDER BY seq LIMIT ?2", params![after_seq, limit as i64])).await
+        self.read(move |conn| ready(sql::all_chats(&mut Lite(conn), after_seq, limit))).await
     }
 
     fn export(&self) -> mpsc::Receiver<Result<StateRecord, StoreError>> {
@@ -1114,16 +725,10 @@ impl Store for SqliteStore {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE token = ?1"))?
-            .query_row(params![token], token_from_row)
-            .optional()?
-            .map(token_record)
-            .transpose()
-        })
-        .await
+        self.read(move |conn| ready(sql::find_token(&mut Lite(conn), &token))).await
     }
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -1147,13 +752,13 @@ mod tests {
         let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
         migrate(&mut conn).unwrap();
         let mut tx = conn.transaction().unwrap();
-        in_savepoint(&mut tx, |sp| insert_events(sp, &[event(1), event(2)])).unwrap();
+        in_savepoint(&mut tx, |sp| insert_events(sp.0, &[event(1), event(2)])).unwrap();
         let refused: Result<(), StoreError> = in_savepoint(&mut tx, |sp| {
-            insert_events(sp, &[event(3)])?;
+            insert_events(sp.0, &[event(3)])?;
             Err(StoreError::Backend("rolled back".into()))
         });
         assert!(refused.is_err());
-        in_savepoint(&mut tx, |sp| insert_events(sp, &[event(4)])).unwrap();
+        in_savepoint(&mut tx, |sp| insert_events(sp.0, &[event(4)])).unwrap();
         tx.commit().unwrap();
         let tx = conn.transaction().unwrap();
         insert_events(&tx, &[event(5)]).unwrap();

@@ -170,6 +170,41 @@ fn directory_into_a_closed_pipe_exits_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
 
+#[test]
+fn serve_keeps_serving_when_its_stdout_reader_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A pipe whose reader is closed before the server writes its banner (`larkstack serve | head -0`).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_larkstack"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(crate::support::backend_args(&tmp.path().join("data")))
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let healthy = loop {
+        match reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")) {
+            Ok(r) => break r.status().as_u16(),
+            Err(_) if std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("no answer ({e}); exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    };
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(healthy, 200);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
 #[tokio::test]
 async fn a_fault_with_count_zero_is_refused() {
     let app = TestApp::demo().await;

@@ -12,6 +12,7 @@ mod create_chat;
 mod durability;
 mod errors;
 mod events;
+mod feishu_events;
 mod fuzz_regressions;
 mod hardening;
 mod idempotency;

@@ -286,22 +286,6 @@ async fn multinode_rate_limits_hold_across_nodes() {
     assert_eq!(round(60).await, (50, 10));
 }
 
-/// The most stamps in any window `(x − span, x]`.
-fn max_in_window(stamps: &[i64], span: i64) -> usize {
-    let mut sorted = stamps.to_vec();
-    sorted.sort_unstable();
-    let mut lo = 0;
-    (0..sorted.len())
-        .map(|hi| {
-            while sorted[lo] <= sorted[hi] - span {
-                lo += 1;
-            }
-            hi + 1 - lo
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 fn system_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -364,7 +348,7 @@ async fn multinode_real_clock_never_admits_more_than_fifty_in_any_second() {
     assert_eq!(stamps.len(), admitted.len());
     let (first, last) = (admitted.iter().map(|a| a.0).min().unwrap(), admitted.iter().map(|a| a.1).max().unwrap());
     assert!(stamps.iter().all(|at| (first..=last).contains(at)));
-    assert!(max_in_window(&stamps, 1000) <= 50, "{} in one second", max_in_window(&stamps, 1000));
+    assert!(larkstack::ratelimit::max_in_window(&stamps, 1000) <= 50, "{} in one second", larkstack::ratelimit::max_in_window(&stamps, 1000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

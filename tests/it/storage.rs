@@ -14,7 +14,7 @@ use larkstack::domain::directory::Directory;
 use larkstack::domain::ids::ChatId;
 use larkstack::state::{AppState, StateConfig};
 use larkstack::store::sqlite::SqliteStore;
-use larkstack::store::Store;
+use larkstack::store::{NewChat, Store};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -74,7 +74,7 @@ async fn the_sqlite_wal_stays_bounded_under_load_and_is_truncated_at_open() {
             for i in 0..1200u64 {
                 let mut chat = template.clone();
                 chat.chat_id = ChatId(format!("oc_{w:016x}{i:016x}"));
-                store.create_chat(chat, None, 0, Vec::new()).await.unwrap();
+                store.create_chat(NewChat { chat, dedup: None, dedup_window_start_ms: 0, events: Vec::new() }).await.unwrap();
                 written.fetch_add(1, Ordering::Relaxed);
             }
         }));

@@ -13,7 +13,7 @@ use crate::api::extract::{parse_json, PathParam, QueryParams, RawBody};
 use crate::domain::chat_ops::{
     apply_disband, apply_update, other_tenant, public_name_used, standing, usable_group, Standing, UpdateChatBody,
 };
-use crate::store::{ChatOrder, Cursor};
+use crate::store::{BotChatsQuery, ChatOrder, ChatSearchQuery, Cursor, NewChat};
 use crate::domain::chat::{
     avatar_url, plan_create, Caller, Chat, CreateChatBody, CreateChatQuery, I18nNames, Owner, RestrictedModeSetting,
     CREATE_DEDUP_WINDOW_MS, MAX_UUID_CHARS,
@@ -264,7 +264,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
 
     let chat = plan_create(dir, &Caller { app, tenant }, &query, body, new_chat_id(now), now)?;
     let events = vec![chat_created(&chat, Actor::App(app.app_id.clone()), now)];
-    let stored = match state.store.create_chat(chat, dedup, window_start, events).await? {
+    let stored = match state.store.create_chat(NewChat { chat, dedup, dedup_window_start_ms: window_start, events }).await? {
         Created::New(chat) | Created::Existing(chat) => chat,
     };
     Ok(ok(&created_chat_view(dir, app, &stored, query.user_id_type)))
@@ -443,7 +443,16 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     };
     let size = page_size(q.get("page_size"), 20, 100, im_param)?;
     let after = decode_cursor(q.get("page_token"), im_param)?;
-    let mut rows = state.store.chats_of_bot(&app.app_id, &tenant.tenant_key, order, after, size + 1).await?;
+    let mut rows = state
+        .store
+        .chats_of_bot(BotChatsQuery {
+            app: app.app_id.clone(),
+            tenant: tenant.tenant_key.clone(),
+            order,
+            after,
+            limit: size + 1,
+        })
+        .await?;
     let has_more = rows.len() > size;
     rows.truncate(size);
     let page_token = has_more.then(|| rows.last().map(|(c, _)| encode_cursor(*c))).flatten();
@@ -480,7 +489,16 @@ pub async fn search(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
         return Ok(ok(&Page::<ListItem> { items: Vec::new(), page_token: None, has_more: false }));
     }
     let after_seq = after.map(|c| c.seq).unwrap_or(0);
-    let mut rows = state.store.search_chats(&app.app_id, &tenant.tenant_key, query, after_seq, size + 1).await?;
+    let mut rows = state
+        .store
+        .search_chats(ChatSearchQuery {
+            app: app.app_id.clone(),
+            tenant: tenant.tenant_key.clone(),
+            text: query.to_string(),
+            after_seq,
+            limit: size + 1,
+        })
+        .await?;
     let has_more = rows.len() > size;
     rows.truncate(size);
     let page_token = has_more.then(|| rows.last().map(|(seq, _)| encode_cursor(Cursor { key: *seq, seq: *seq }))).flatten();

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode_cursor, encode_cursor, page_size, user_ref, ImCall};
 use crate::api::extract::{parse_json, QueryParams, RawBody};
-use crate::domain::chat::{Chat, ChatSettings, ChatStatus, Owner, DEFAULT_AVATAR_KEY};
+use crate::domain::chat::{new_p2p_chat, Chat};
 use crate::domain::chat_ops::{chat_dissolved, standing};
 use crate::domain::directory::{App, Directory, Tenant, User, UserIdType};
 use crate::domain::events::{chat_created, message_sent, parse_mentions, resolve_mentions, Actor};
-use crate::domain::ids::{new_chat_id, new_message_id, ChatId};
+use crate::domain::ids::{new_message_id, ChatId};
 use crate::domain::message::{
     bot_not_in_chat, chat_rate_limited, invalid, user_unavailable, validate_content, Message, Sender, MESSAGE_DEDUP_WINDOW_MS,
 };
@@ -20,7 +20,7 @@ use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::FeishuError;
 use crate::ratelimit::Family;
 use crate::state::AppState;
-use crate::store::{MessageDedupKey, MessageOrder, MessageQuery};
+use crate::store::{MessageDedupKey, MessageOrder, MessageQuery, NewMessage};
 
 const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
 const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
@@ -110,26 +110,6 @@ fn p2p_user<'d>(dir: &'d Directory, app: &App, tenant: &Tenant, id_type: &str, r
     Ok(user)
 }
 
-fn new_p2p_chat(app: &App, tenant: &Tenant, user: &User, now_ms: i64) -> Chat {
-    let default: ChatSettings = serde_json::from_value(serde_json::json!({"name": ""})).expect("defaults");
-    Chat {
-        chat_id: new_chat_id(now_ms),
-        tenant_key: tenant.tenant_key.clone(),
-        creator_app: app.app_id.clone(),
-        owner: Owner::Bot(app.app_id.clone()),
-        external: false, // p2p_user: always a user of the token's tenant
-        status: ChatStatus::Normal,
-        created_at_ms: now_ms,
-        settings: ChatSettings { chat_mode: "p2p".into(), avatar: DEFAULT_AVATAR_KEY.into(), ..default },
-        users: vec![user.uid.clone()],
-        user_join_keys: vec![crate::domain::chat::join_key(now_ms, 0)],
-        bots: vec![app.app_id.clone()],
-        user_managers: Vec::new(),
-        bot_managers: Vec::new(),
-        last_active_at_ms: now_ms,
-    }
-}
-
 /// Sends a message as the calling bot.
 ///
 /// Side effects, in order:
@@ -205,7 +185,10 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
             .map(|u| u.uid.clone())
     });
     let events = vec![message_sent(&message, &chat, Actor::App(app.app_id.clone()), mentions)];
-    let stored = state.store.create_message(message, dedup, now - MESSAGE_DEDUP_WINDOW_MS, events).await?;
+    let stored = state
+        .store
+        .create_message(NewMessage { message, dedup, dedup_window_start_ms: now - MESSAGE_DEDUP_WINDOW_MS, events })
+        .await?;
     Ok(ok(&message_view(&call.dir, app, &stored)))
 }
 

@@ -1,0 +1,699 @@
+//! Every statement and algorithm the SQL backends share, written once.
+//!
+//! Statements are written in PostgreSQL's spelling (`$1…` placeholders) as `Sql` statics (the
+//! `statements!` macro); SQLite's spelling is derived once, on first use, by `sqlite_spelling`
+//! (placeholders `?1…` and the few words the dialects spell apart: `SQLITE_SPELLING`). The
+//! algorithms (create, modify, p2p, task link, token rotation, messages, listings, export rows,
+//! import records) are async functions over `Tx`, which each backend implements: PostgreSQL on a
+//! pooled connection or transaction, SQLite on the writer's savepoint or a reader's connection
+//! (its futures are always ready: see `sqlite::ready`). What only one dialect can say (the
+//! one-round-trip chat insert of PostgreSQL, advisory locks, clearing tables) is a `Tx` method.
+
+use std::sync::LazyLock;
+
+use super::codec::{self, from_json, to_json, token_record, ChatRow};
+use super::{BotChatsQuery, ChatSearchQuery, 
+    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey,
+    MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
+    TokenRecord,
+};
+use crate::domain::chat::{fold_case, Chat};
+use crate::domain::events::{DomainEvent, StoredEvent};
+use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::message::Message;
+use crate::error::FeishuError;
+
+/// One statement: its PostgreSQL text, and its SQLite text made from it once.
+pub struct Sql {
+    text: &'static str,
+    sqlite: LazyLock<String>,
+}
+
+impl Sql {
+    pub fn postgres(&self) -> &'static str {
+        self.text
+    }
+
+    pub fn sqlite(&self) -> &str {
+        &self.sqlite
+    }
+}
+
+/// What SQLite spells otherwise, in the statements of this module.
+const SQLITE_SPELLING: &[(&str, &str)] = &[
+    // Row locks: SQLite's single writer already serialises every change.
+    (" FOR UPDATE", ""),
+    ("greatest(", "max("),
+    ("strpos(", "instr("),
+    // Booleans are integers (a partial index says `= 1`).
+    (" = TRUE", " = 1"),
+];
+
+/// `text` in SQLite's spelling: `$n` placeholders as `?n`, then `SQLITE_SPELLING`.
+pub fn sqlite_spelling(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    SQLITE_SPELLING.iter().fold(out, |s, (pg, lite)| s.replace(pg, lite))
+}
+
+/// `name = "text", "more text";` declares `pub static name: Sql` (the pieces are `concat!`ed, so
+/// column lists come in as the `chat_columns!()` and `token_columns!()` macros).
+macro_rules! statements {
+    ($($(#[$m:meta])* $name:ident = $($text:expr),+ ;)*) => {
+        $(
+            $(#[$m])*
+            pub static $name: Sql = Sql {
+                text: concat!($($text),+),
+                sqlite: LazyLock::new(|| sqlite_spelling(concat!($($text),+))),
+            };
+        )*
+    };
+}
+
+/// The columns `chat_from_row` reads, `seq` first (see `codec::ChatRow`).
+macro_rules! chat_columns {
+    () => {
+        "seq, chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users, \
+         bots, user_managers, bot_managers, last_active_at, user_joined"
+    };
+}
+
+/// The columns `token_from_row` reads.
+macro_rules! token_columns {
+    () => {
+        "token, kind, app_id, tenant_key, issued_at, expires_at"
+    };
+}
+
+/// Where a group chat that bot `$1` is in, of tenant `$2`, is listed.
+macro_rules! bot_membership {
+    () => {
+        "SELECT seq, chat_id, tenant_key, creator_app, owner, external, status, created_at, settings, users, \
+         bots, user_managers, bot_managers, last_active_at, user_joined FROM chats c
+         WHERE c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = $1) AND c.tenant_key = $2
+         AND c.chat_mode = 'group' AND c.status = 'normal'"
+    };
+}
+
+/// The messages of one chat in a time range, after a cursor (`$4` null: from the start).
+macro_rules! message_page {
+    ($cmp:literal, $dir:literal) => {
+        concat!(
+            "SELECT created_at, seq, body FROM messages WHERE chat_id = $1 AND created_at >= $2 AND created_at <= $3
+             AND (CAST($4 AS BIGINT) IS NULL OR created_at ", $cmp, " $4 OR (created_at = $4 AND seq ", $cmp, " $5))
+             ORDER BY created_at ", $dir, ", seq ", $dir, " LIMIT $6"
+        )
+    };
+}
+
+statements! {
+    CHAT_BY_ID = "SELECT ", chat_columns!(), " FROM chats c WHERE chat_id = $1";
+    /// The chat's row, locked until the transaction ends (PostgreSQL; SQLite's writer is alone).
+    CHAT_FOR_UPDATE = "SELECT ", chat_columns!(), " FROM chats c WHERE chat_id = $1 FOR UPDATE";
+    ALL_CHATS = "SELECT ", chat_columns!(), " FROM chats c WHERE seq > $1 ORDER BY seq LIMIT $2";
+    BOT_CHATS_CREATED = bot_membership!(), " ORDER BY c.seq LIMIT $3";
+    BOT_CHATS_CREATED_AFTER = bot_membership!(), " AND c.seq > $4 ORDER BY c.seq LIMIT $3";
+    BOT_CHATS_ACTIVE = bot_membership!(), " ORDER BY c.last_active_at DESC, c.seq DESC LIMIT $3";
+    BOT_CHATS_ACTIVE_AFTER = bot_membership!(),
+        " AND (c.last_active_at < $4 OR (c.last_active_at = $4 AND c.seq < $5))
+         ORDER BY c.last_active_at DESC, c.seq DESC LIMIT $3";
+    /// A plain substring match over the search text folded in Rust (name and i18n names): no LIKE
+    /// escaping, and the same folding on both backends.
+    SEARCH_CHATS = "SELECT ", chat_columns!(), " FROM chats c
+        WHERE c.tenant_key = $2 AND c.status = 'normal' AND c.chat_mode = 'group' AND c.seq > $4
+        AND (c.chat_type = 'public' OR c.seq IN (SELECT chat_seq FROM chat_bots WHERE app_id = $1))
+        AND strpos(c.search_text, $3) > 0 ORDER BY c.seq LIMIT $5";
+    PUBLIC_NAME_TAKEN = "SELECT 1 FROM chats WHERE tenant_key = $1 AND chat_type = 'public' AND name = $2
+        AND status = 'normal' AND chat_id != $3 LIMIT 1";
+    UPDATE_CHAT = "UPDATE chats SET owner = $2, external = $3, status = $4, settings = $5, users = $6, bots = $7,
+                          user_managers = $8, bot_managers = $9, name = $10, chat_type = $11, last_active_at = $12,
+                          user_joined = $13, search_text = $14
+        WHERE seq = $1";
+    UNINDEX_BOTS = "DELETE FROM chat_bots WHERE chat_seq = $1";
+
+    /// Claims a dedup key unless a live one (created after `$7`) holds it.
+    CLAIM_CHAT_DEDUP = "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (tenant_key, app_id, uuid, owner) DO UPDATE
+        SET chat_id = excluded.chat_id, created_at = excluded.created_at
+        WHERE chat_dedup.created_at <= $7";
+    INSERT_CHAT_DEDUP = "INSERT INTO chat_dedup (tenant_key, app_id, uuid, owner, chat_id, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6)";
+    DEDUP_CHAT_ID = "SELECT chat_id FROM chat_dedup WHERE tenant_key = $1 AND app_id = $2 AND uuid = $3 AND owner = $4";
+    LIVE_DEDUP_CHAT_ID = "SELECT chat_id FROM chat_dedup WHERE tenant_key = $1 AND app_id = $2 AND uuid = $3
+        AND owner = $4 AND created_at > $5";
+
+    CLAIM_P2P = "INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+    INSERT_P2P = "INSERT INTO p2p_chats (app_id, uid, chat_id) VALUES ($1, $2, $3)";
+    P2P_CHAT_ID = "SELECT chat_id FROM p2p_chats WHERE app_id = $1 AND uid = $2";
+
+    CLAIM_MESSAGE_DEDUP = "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (app_id, uuid) DO UPDATE SET message_id = excluded.message_id, created_at = excluded.created_at
+        WHERE message_dedup.created_at <= $5";
+    INSERT_MESSAGE_DEDUP = "INSERT INTO message_dedup (app_id, uuid, message_id, created_at) VALUES ($1, $2, $3, $4)";
+    DEDUP_MESSAGE_ID = "SELECT message_id FROM message_dedup WHERE app_id = $1 AND uuid = $2";
+    INSERT_MESSAGE = "INSERT INTO messages (message_id, chat_id, created_at, body) VALUES ($1, $2, $3, $4)";
+    MARK_ACTIVE = "UPDATE chats SET last_active_at = greatest(last_active_at, $2) WHERE chat_id = $1";
+    MESSAGE_BODY = "SELECT body FROM messages WHERE message_id = $1";
+    MESSAGES_ASC = message_page!(">", "ASC");
+    MESSAGES_DESC = message_page!("<", "DESC");
+
+    STARTED_TASK_CHAT = "SELECT chat_id FROM task_chats WHERE task_id = $1 AND app_id = $2 AND started_here = TRUE
+        ORDER BY linked_at DESC LIMIT 1";
+    INSERT_TASK_LINK = "INSERT INTO task_chats (task_id, app_id, chat_id, started_here, linked_at) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT DO NOTHING";
+    TASK_LINKS = "SELECT task_id, chat_id, app_id, started_here, linked_at FROM task_chats
+        ORDER BY linked_at, task_id, chat_id";
+
+    LATEST_TOKEN = "SELECT ", token_columns!(), " FROM tokens WHERE app_id = $1 AND tenant_key = $2 AND kind = $3
+        ORDER BY expires_at DESC LIMIT 1";
+    INSERT_TOKEN = "INSERT INTO tokens (token, kind, app_id, tenant_key, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+    TOKEN = "SELECT ", token_columns!(), " FROM tokens WHERE token = $1";
+
+    EVENTS = "SELECT seq, body FROM events WHERE seq > $1 AND (CAST($2 AS TEXT) IS NULL OR chat_id = $2)
+        AND (CAST($3 AS TEXT) IS NULL OR type = $3) ORDER BY seq LIMIT $4";
+    INSERT_STORED_EVENT = "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)";
+
+    COUNT_CHATS = "SELECT count(*) FROM chats";
+    PING = "SELECT 1";
+
+    EXPORT_CHATS = "SELECT ", chat_columns!(), " FROM chats ORDER BY seq";
+    EXPORT_CHAT_DEDUP = "SELECT tenant_key, app_id, uuid, owner, chat_id, created_at FROM chat_dedup ORDER BY created_at, chat_id";
+    EXPORT_P2P = "SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid";
+    EXPORT_MESSAGES = "SELECT body FROM messages ORDER BY seq";
+    EXPORT_MESSAGE_DEDUP = "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id";
+    EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
+    EXPORT_EVENTS = "SELECT seq, body FROM events ORDER BY seq";
+}
+
+/// Every table of the state but tokens (which `clear` keeps), children first.
+pub const STATE_TABLES: &[&str] = &["events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+
+/// A value bound to a placeholder.
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Bool(bool),
+    Blob(&'a [u8]),
+}
+
+use Param::{Blob, Bool, Int, OptInt, OptText, Text};
+
+/// One row as read: column `i`, counted from 0.
+pub trait Cols {
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn str(&self, i: usize) -> Result<&str, StoreError>;
+    fn blob(&self, i: usize) -> Result<&[u8], StoreError>;
+    fn flag(&self, i: usize) -> Result<bool, StoreError>;
+
+    fn string(&self, i: usize) -> Result<String, StoreError> {
+        Ok(self.str(i)?.to_owned())
+    }
+}
+
+/// What `Tx::each` hands each row to.
+pub type EachRow<'r> = dyn FnMut(&dyn Cols) -> Result<(), StoreError> + Send + 'r;
+
+/// A connection or transaction of one backend. Futures of the SQLite one are always ready.
+#[allow(async_fn_in_trait)]
+pub trait Tx {
+    /// Runs `sql`; the number of rows it changed.
+    async fn execute(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, StoreError>;
+
+    /// Runs `sql`, handing each row to `row` as it is read.
+    async fn each(&mut self, sql: &Sql, params: &[Param<'_>], row: &mut EachRow<'_>) -> Result<(), StoreError>;
+
+    /// Stores a chat with its bots index and appends `events` to the outbox; its `seq`.
+    async fn insert_chat(&mut self, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError>;
+
+    /// Indexes a stored chat's bots (on top of what is indexed).
+    async fn index_bots(&mut self, seq: i64, bots: &[AppId]) -> Result<(), StoreError>;
+
+    /// Appends events to the outbox, numbered on from the last one.
+    async fn insert_events(&mut self, events: &[DomainEvent]) -> Result<(), StoreError>;
+
+    /// Serialises transactions that take the same `(scope, key)` until they end (a no-op where
+    /// one writer runs everything).
+    async fn lock(&mut self, scope: &str, key: &str) -> Result<(), StoreError>;
+
+    /// Empties `STATE_TABLES` (and tokens with `tokens`); event seqs start over at 1.
+    async fn clear(&mut self, tokens: bool) -> Result<(), StoreError>;
+
+    /// After events were stored with their seqs (an import): the next one follows the last.
+    async fn events_restored(&mut self) -> Result<(), StoreError>;
+
+    /// The next batch of an import (`None`: the sender gave up), waited for as the backend waits.
+    async fn next_batch(&mut self, batches: &mut tokio::sync::mpsc::Receiver<ImportBatch>) -> Option<ImportBatch>;
+
+    /// Runs `sql`, turning each row into a `T` with `row`.
+    async fn query<T: Send>(
+        &mut self,
+        sql: &Sql,
+        params: &[Param<'_>],
+        mut row: impl FnMut(&dyn Cols) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.each(sql, params, &mut |r| {
+            out.push(row(r)?);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn query_opt<T: Send>(
+        &mut self,
+        sql: &Sql,
+        params: &[Param<'_>],
+        row: impl FnMut(&dyn Cols) -> Result<T, StoreError> + Send,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.query(sql, params, row).await?.pop())
+    }
+}
+
+pub fn chat_from_row(r: &dyn Cols) -> Result<(i64, Chat), StoreError> {
+    let row = ChatRow {
+        chat_id: r.string(1)?,
+        tenant_key: r.string(2)?,
+        creator_app: r.string(3)?,
+        owner: r.string(4)?,
+        external: r.flag(5)?,
+        status: codec::status_from(r.str(6)?),
+        created_at: r.int(7)?,
+        settings: r.string(8)?,
+        users: r.blob(9)?.to_vec(),
+        bots: r.string(10)?,
+        user_managers: r.blob(11)?.to_vec(),
+        bot_managers: r.string(12)?,
+        last_active_at: r.int(13)?,
+        user_joined: r.blob(14)?.to_vec(),
+    };
+    Ok((r.int(0)?, row.decode()?))
+}
+
+pub fn token_from_row(r: &dyn Cols) -> Result<TokenRecord, StoreError> {
+    token_record((r.string(0)?, r.string(1)?, r.string(2)?, r.string(3)?, r.int(4)?, r.int(5)?))
+}
+
+fn event_from_row(r: &dyn Cols) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent { seq: r.int(0)?, event: from_json("events.body", r.str(1)?)? })
+}
+
+fn task_link_from_row(r: &dyn Cols) -> Result<TaskChatRecord, StoreError> {
+    Ok(TaskChatRecord {
+        task_id: r.string(0)?,
+        link: LinkedChat {
+            chat_id: ChatId(r.string(1)?),
+            app_id: AppId(r.string(2)?),
+            started_here: r.flag(3)?,
+            linked_at_ms: r.int(4)?,
+        },
+    })
+}
+
+fn message_from_row(r: &dyn Cols) -> Result<Message, StoreError> {
+    from_json("messages.body", r.str(0)?)
+}
+
+/// How an exported row of one table becomes a record.
+pub type RecordFromRow = fn(&dyn Cols) -> Result<StateRecord, StoreError>;
+
+/// Every table's export query, in export order (see `StateRecord`), with how a row becomes a record.
+pub fn export_queries() -> [(&'static Sql, RecordFromRow); 8] {
+    [
+        (&EXPORT_CHATS, |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
+        (&EXPORT_CHAT_DEDUP, |r| {
+            Ok(StateRecord::ChatDedup(DedupRecord {
+                key: DedupKey {
+                    tenant_key: TenantKey(r.string(0)?),
+                    app_id: AppId(r.string(1)?),
+                    uuid: r.string(2)?,
+                    owner: r.string(3)?,
+                },
+                chat_id: ChatId(r.string(4)?),
+                created_at_ms: r.int(5)?,
+            }))
+        }),
+        (&EXPORT_P2P, |r| {
+            Ok(StateRecord::P2pChat(P2pRecord { app_id: AppId(r.string(0)?), uid: Uid(r.string(1)?), chat_id: ChatId(r.string(2)?) }))
+        }),
+        (&EXPORT_MESSAGES, |r| Ok(StateRecord::Message(message_from_row(r)?))),
+        (&EXPORT_MESSAGE_DEDUP, |r| {
+            Ok(StateRecord::MessageDedup(MessageDedupRecord {
+                app_id: AppId(r.string(0)?),
+                uuid: r.string(1)?,
+                message_id: MessageId(r.string(2)?),
+                created_at_ms: r.int(3)?,
+            }))
+        }),
+        (&TASK_LINKS, |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
+        (&EXPORT_TOKENS, |r| Ok(StateRecord::Token(token_from_row(r)?))),
+        (&EXPORT_EVENTS, |r| Ok(StateRecord::Event(event_from_row(r)?))),
+    ]
+}
+
+// ---- reads ----
+
+pub async fn load_chat(tx: &mut impl Tx, chat_id: &str) -> Result<Option<Chat>, StoreError> {
+    Ok(tx.query_opt(&CHAT_BY_ID, &[Text(chat_id)], chat_from_row).await?.map(|(_, c)| c))
+}
+
+/// The chat a live dedup key points at.
+pub async fn find_dedup(tx: &mut impl Tx, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
+    let params = [Text(&key.tenant_key.0), Text(&key.app_id.0), Text(&key.uuid), Text(&key.owner), Int(window_start_ms)];
+    match tx.query_opt(&LIVE_DEDUP_CHAT_ID, &params, |r| r.string(0)).await? {
+        Some(id) => load_chat(tx, &id).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn chats_of_bot(tx: &mut impl Tx, q: &BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
+    let (app, tenant, limit) = (Text(&q.app.0), Text(&q.tenant.0), Int(q.limit as i64));
+    let rows = match (q.order, q.after) {
+        (ChatOrder::CreatedAsc, None) => tx.query(&BOT_CHATS_CREATED, &[app, tenant, limit], chat_from_row).await?,
+        (ChatOrder::CreatedAsc, Some(c)) => {
+            tx.query(&BOT_CHATS_CREATED_AFTER, &[app, tenant, limit, Int(c.seq)], chat_from_row).await?
+        }
+        (ChatOrder::ActiveDesc, None) => tx.query(&BOT_CHATS_ACTIVE, &[app, tenant, limit], chat_from_row).await?,
+        (ChatOrder::ActiveDesc, Some(c)) => {
+            tx.query(&BOT_CHATS_ACTIVE_AFTER, &[app, tenant, limit, Int(c.key), Int(c.seq)], chat_from_row).await?
+        }
+    };
+    Ok(rows.into_iter().map(|(seq, chat)| (q.order.cursor(seq, &chat), chat)).collect())
+}
+
+pub async fn search_chats(tx: &mut impl Tx, q: &ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
+    let needle = fold_case(&q.text);
+    let params = [Text(&q.app.0), Text(&q.tenant.0), Text(&needle), Int(q.after_seq), Int(q.limit as i64)];
+    tx.query(&SEARCH_CHATS, &params, chat_from_row).await
+}
+
+pub async fn public_name_taken(tx: &mut impl Tx, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
+    let params = [Text(&tenant.0), Text(name), Text(&except.0)];
+    Ok(tx.query_opt(&PUBLIC_NAME_TAKEN, &params, |_| Ok(())).await?.is_some())
+}
+
+pub async fn all_chats(tx: &mut impl Tx, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError> {
+    tx.query(&ALL_CHATS, &[Int(after_seq), Int(limit as i64)], chat_from_row).await
+}
+
+pub async fn count_chats(tx: &mut impl Tx) -> Result<u64, StoreError> {
+    Ok(tx.query_opt(&COUNT_CHATS, &[], |r| r.int(0)).await?.unwrap_or(0) as u64)
+}
+
+pub async fn ping(tx: &mut impl Tx) -> Result<(), StoreError> {
+    tx.query(&PING, &[], |_| Ok(())).await?;
+    Ok(())
+}
+
+pub async fn list_messages(tx: &mut impl Tx, q: &MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
+    let sql = match q.order {
+        MessageOrder::Asc => &MESSAGES_ASC,
+        MessageOrder::Desc => &MESSAGES_DESC,
+    };
+    let params = [
+        Text(&q.chat_id.0),
+        Int(q.start_ms.unwrap_or(i64::MIN)),
+        Int(q.end_ms.unwrap_or(i64::MAX)),
+        OptInt(q.after.map(|c| c.key)),
+        Int(q.after.map(|c| c.seq).unwrap_or(0)),
+        Int(q.limit as i64),
+    ];
+    tx.query(sql, &params, |r| Ok((Cursor { key: r.int(0)?, seq: r.int(1)? }, from_json("messages.body", r.str(2)?)?)))
+        .await
+}
+
+pub async fn load_message(tx: &mut impl Tx, id: &str) -> Result<Option<Message>, StoreError> {
+    tx.query_opt(&MESSAGE_BODY, &[Text(id)], message_from_row).await
+}
+
+pub async fn task_links(tx: &mut impl Tx) -> Result<Vec<TaskChatRecord>, StoreError> {
+    tx.query(&TASK_LINKS, &[], task_link_from_row).await
+}
+
+pub async fn events(tx: &mut impl Tx, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    let params = [Int(q.after), OptText(q.chat_id.as_ref().map(|c| c.0.as_str())), OptText(q.type_name.as_deref()), Int(q.limit as i64)];
+    tx.query(&EVENTS, &params, event_from_row).await
+}
+
+pub async fn find_token(tx: &mut impl Tx, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    tx.query_opt(&TOKEN, &[Text(token)], token_from_row).await
+}
+
+// ---- changes: each runs inside one transaction (or savepoint) the backend commits ----
+
+/// Stores `chat` unless a live dedup key says it was created already.
+pub async fn create_chat(
+    tx: &mut impl Tx,
+    chat: Chat,
+    dedup: Option<&DedupKey>,
+    window_start_ms: i64,
+    events: &[DomainEvent],
+) -> Result<Created, StoreError> {
+    if let Some(key) = dedup {
+        // A concurrent claim of the same key waits here for the other transaction, then sees its row.
+        let params = [
+            Text(&key.tenant_key.0),
+            Text(&key.app_id.0),
+            Text(&key.uuid),
+            Text(&key.owner),
+            Text(&chat.chat_id.0),
+            Int(chat.created_at_ms),
+            Int(window_start_ms),
+        ];
+        if tx.execute(&CLAIM_CHAT_DEDUP, &params).await? == 0 {
+            let existing = dedup_target(tx, key)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("dedup key {key:?} points at a missing chat")))?;
+            return Ok(Created::Existing(existing));
+        }
+    }
+    tx.insert_chat(&chat, events).await?;
+    Ok(Created::New(chat))
+}
+
+async fn dedup_target(tx: &mut impl Tx, key: &DedupKey) -> Result<Option<Chat>, StoreError> {
+    let params = [Text(&key.tenant_key.0), Text(&key.app_id.0), Text(&key.uuid), Text(&key.owner)];
+    match tx.query_opt(&DEDUP_CHAT_ID, &params, |r| r.string(0)).await? {
+        Some(id) => load_chat(tx, &id).await,
+        None => Ok(None),
+    }
+}
+
+/// Applies `change` to the chat's latest state (its row locked until the end of the transaction).
+pub async fn modify_chat(
+    tx: &mut impl Tx,
+    chat_id: &ChatId,
+    change: ChatChange,
+) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
+    let Some((seq, mut chat)) = tx.query_opt(&CHAT_FOR_UPDATE, &[Text(&chat_id.0)], chat_from_row).await? else {
+        return Ok(None);
+    };
+    let bots_before = chat.bots.clone();
+    let events = match change(&mut chat) {
+        Ok(events) => events,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    let row = ChatRow::encode(&chat)?;
+    let search_text = chat.settings.search_text();
+    let params = [
+        Int(seq),
+        Text(&row.owner),
+        Bool(row.external),
+        Text(row.status),
+        Text(&row.settings),
+        Blob(&row.users),
+        Text(&row.bots),
+        Blob(&row.user_managers),
+        Text(&row.bot_managers),
+        Text(&chat.settings.name),
+        Text(&chat.settings.chat_type),
+        Int(row.last_active_at),
+        Blob(&row.user_joined),
+        Text(&search_text),
+    ];
+    tx.execute(&UPDATE_CHAT, &params).await?;
+    if chat.bots != bots_before {
+        tx.execute(&UNINDEX_BOTS, &[Int(seq)]).await?;
+        tx.index_bots(seq, &chat.bots).await?;
+    }
+    tx.insert_events(&events).await?;
+    Ok(Some(Ok(chat)))
+}
+
+/// The p2p chat of `app` and `uid`, stored as `new` when there is none. The primary key decides
+/// between concurrent first calls; the loser reads the winner's chat.
+pub async fn p2p_chat(tx: &mut impl Tx, app: &AppId, uid: &Uid, new: Chat, events: &[DomainEvent]) -> Result<Chat, StoreError> {
+    if tx.execute(&CLAIM_P2P, &[Text(&app.0), Text(&uid.0), Text(&new.chat_id.0)]).await? == 0 {
+        let id = tx
+            .query_opt(&P2P_CHAT_ID, &[Text(&app.0), Text(&uid.0)], |r| r.string(0))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("p2p row vanished".into()))?;
+        return load_chat(tx, &id).await?.ok_or_else(|| StoreError::Corrupt("p2p chat row missing".into()));
+    }
+    tx.insert_chat(&new, events).await?;
+    Ok(new)
+}
+
+pub async fn create_message(
+    tx: &mut impl Tx,
+    message: Message,
+    dedup: Option<&MessageDedupKey>,
+    window_start_ms: i64,
+    events: &[DomainEvent],
+) -> Result<Message, StoreError> {
+    if let Some(key) = dedup {
+        let params = [
+            Text(&key.app_id.0),
+            Text(&key.uuid),
+            Text(&message.message_id.0),
+            Int(message.created_at_ms),
+            Int(window_start_ms),
+        ];
+        if tx.execute(&CLAIM_MESSAGE_DEDUP, &params).await? == 0 {
+            let first = tx
+                .query_opt(&DEDUP_MESSAGE_ID, &[Text(&key.app_id.0), Text(&key.uuid)], |r| r.string(0))
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("message dedup row vanished".into()))?;
+            return load_message(tx, &first).await?.ok_or_else(|| StoreError::Corrupt("deduped message missing".into()));
+        }
+    }
+    insert_message(tx, &message).await?;
+    tx.execute(&MARK_ACTIVE, &[Text(&message.chat_id.0), Int(message.created_at_ms)]).await?;
+    tx.insert_events(events).await?;
+    Ok(message)
+}
+
+async fn insert_message(tx: &mut impl Tx, m: &Message) -> Result<(), StoreError> {
+    let body = to_json(m);
+    tx.execute(&INSERT_MESSAGE, &[Text(&m.message_id.0), Text(&m.chat_id.0), Int(m.created_at_ms), Text(&body)]).await?;
+    Ok(())
+}
+
+/// The chat `link.app_id` started from the task unless it is dissolved; otherwise stores `new`.
+pub async fn task_chat(tx: &mut impl Tx, link: &TaskLink, new: Chat, events: &[DomainEvent]) -> Result<Created, StoreError> {
+    tx.lock("task", &format!("{}|{}", link.task_id, link.app_id)).await?;
+    let started = tx.query_opt(&STARTED_TASK_CHAT, &[Text(&link.task_id), Text(&link.app_id.0)], |r| r.string(0)).await?;
+    if let Some(id) = started {
+        if let Some(chat) = load_chat(tx, &id).await? {
+            if !chat.is_dissolved() {
+                return Ok(Created::Existing(chat));
+            }
+        }
+    }
+    tx.insert_chat(&new, events).await?;
+    insert_task_link(tx, link, &new.chat_id, true).await?;
+    Ok(Created::New(new))
+}
+
+/// Links a chat to a task; a repeat link changes nothing.
+pub async fn insert_task_link(tx: &mut impl Tx, link: &TaskLink, chat_id: &ChatId, started_here: bool) -> Result<(), StoreError> {
+    let params = [Text(&link.task_id), Text(&link.app_id.0), Text(&chat_id.0), Bool(started_here), Int(link.at_ms)];
+    tx.execute(&INSERT_TASK_LINK, &params).await?;
+    Ok(())
+}
+
+/// The latest token of `fresh`'s kind, app and tenant if it expires after `reuse_after_ms`;
+/// otherwise stores `fresh`.
+pub async fn rotate_token(tx: &mut impl Tx, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError> {
+    tx.lock("token", &format!("{}|{}|{}", fresh.app_id, fresh.tenant_key, fresh.kind.as_str())).await?;
+    let params = [Text(&fresh.app_id.0), Text(&fresh.tenant_key.0), Text(fresh.kind.as_str())];
+    if let Some(t) = tx.query_opt(&LATEST_TOKEN, &params, token_from_row).await? {
+        if t.expires_at_ms > reuse_after_ms {
+            return Ok(t);
+        }
+    }
+    insert_token(tx, &fresh).await?;
+    Ok(fresh)
+}
+
+async fn insert_token(tx: &mut impl Tx, t: &TokenRecord) -> Result<(), StoreError> {
+    let params = [
+        Text(&t.token),
+        Text(t.kind.as_str()),
+        Text(&t.app_id.0),
+        Text(&t.tenant_key.0),
+        Int(t.issued_at_ms),
+        Int(t.expires_at_ms),
+    ];
+    tx.execute(&INSERT_TOKEN, &params).await?;
+    Ok(())
+}
+
+/// Replaces everything with the records received; how many it stored. Nothing is committed
+/// unless it returns `Ok` (the backend's transaction or savepoint makes it all or nothing).
+pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
+    tx.clear(true).await?;
+    let mut stored = 0;
+    loop {
+        match tx.next_batch(&mut batches).await {
+            Some(ImportBatch::Records(records)) => {
+                for record in records {
+                    import_record(tx, record).await?;
+                    stored += 1;
+                }
+            }
+            Some(ImportBatch::End) => break,
+            None => return Err(StoreError::Abandoned),
+        }
+    }
+    tx.events_restored().await?;
+    Ok(stored)
+}
+
+/// Stores one record of an import (after `Tx::clear(true)`).
+async fn import_record(tx: &mut impl Tx, record: StateRecord) -> Result<(), StoreError> {
+    match record {
+        StateRecord::Chat(chat) => tx.insert_chat(&chat, &[]).await?,
+        StateRecord::ChatDedup(d) => {
+            let k = &d.key;
+            let params = [Text(&k.tenant_key.0), Text(&k.app_id.0), Text(&k.uuid), Text(&k.owner), Text(&d.chat_id.0), Int(d.created_at_ms)];
+            tx.execute(&INSERT_CHAT_DEDUP, &params).await?;
+        }
+        StateRecord::P2pChat(p) => {
+            tx.execute(&INSERT_P2P, &[Text(&p.app_id.0), Text(&p.uid.0), Text(&p.chat_id.0)]).await?;
+        }
+        StateRecord::Message(m) => insert_message(tx, &m).await?,
+        StateRecord::MessageDedup(d) => {
+            let params = [Text(&d.app_id.0), Text(&d.uuid), Text(&d.message_id.0), Int(d.created_at_ms)];
+            tx.execute(&INSERT_MESSAGE_DEDUP, &params).await?;
+        }
+        StateRecord::TaskChat(t) => {
+            let link = TaskLink { task_id: t.task_id, app_id: t.link.app_id, at_ms: t.link.linked_at_ms };
+            insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here).await?;
+        }
+        StateRecord::Token(token) => insert_token(tx, &token).await?,
+        StateRecord::Event(e) => {
+            let body = to_json(&e.event);
+            let params = [Int(e.seq), Text(e.event.type_name()), Text(&e.event.chat_id.0), Int(e.event.at_ms), Text(&body)];
+            tx.execute(&INSERT_STORED_EVENT, &params).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_spelling_numbers_placeholders_and_swaps_words() {
+        assert_eq!(
+            sqlite_spelling("SELECT greatest(a, $2) FROM t WHERE x = $1 AND b = TRUE FOR UPDATE"),
+            "SELECT max(a, ?2) FROM t WHERE x = ?1 AND b = 1"
+        );
+        assert_eq!(CHAT_FOR_UPDATE.sqlite(), CHAT_BY_ID.sqlite());
+        assert!(MESSAGES_ASC.postgres().contains("created_at > $4"));
+        assert!(MESSAGES_DESC.sqlite().contains("ORDER BY created_at DESC, seq DESC LIMIT ?6"));
+    }
+}
