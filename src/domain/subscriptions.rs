@@ -24,14 +24,15 @@ pub const EVENT_SCOPES: &[(&str, &[&str])] = &[
             "im:message",
         ],
     ),
-    ("im.chat.member.user.added_v1", &["im:chat.members:read"]),
-    ("im.chat.member.user.deleted_v1", &["im:chat.members:read"]),
-    ("im.chat.member.user.withdrawn_v1", &["im:chat.members:read"]),
-    ("im.chat.member.bot.added_v1", &["im:chat.members:bot_access"]),
-    ("im.chat.member.bot.deleted_v1", &["im:chat.members:bot_access"]),
-    // `im:chat` (read and update chats) includes reading them.
-    ("im.chat.updated_v1", &["im:chat:read", "im:chat"]),
-    ("im.chat.disbanded_v1", &["im:chat:read", "im:chat"]),
+    // `im:chat:readonly` and `im:chat` (read, and read and update, chats) include these reads,
+    // as the payloads (`feishu_events`) take them.
+    ("im.chat.member.user.added_v1", &["im:chat.members:read", "im:chat:readonly", "im:chat"]),
+    ("im.chat.member.user.deleted_v1", &["im:chat.members:read", "im:chat:readonly", "im:chat"]),
+    ("im.chat.member.user.withdrawn_v1", &["im:chat.members:read", "im:chat:readonly", "im:chat"]),
+    ("im.chat.member.bot.added_v1", &["im:chat.members:bot_access", "im:chat:readonly", "im:chat"]),
+    ("im.chat.member.bot.deleted_v1", &["im:chat.members:bot_access", "im:chat:readonly", "im:chat"]),
+    ("im.chat.updated_v1", &["im:chat:read", "im:chat:readonly", "im:chat"]),
+    ("im.chat.disbanded_v1", &["im:chat:read", "im:chat:readonly", "im:chat"]),
     ("im.chat.access_event.bot_p2p_chat_entered_v1", &["im:chat.access_event.bot_p2p_chat:read"]),
 ];
 

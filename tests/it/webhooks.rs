@@ -376,11 +376,12 @@ async fn fixture_keys_set_the_subscription_and_the_directory_shows_it() {
     assert_eq!(demo.body["data"]["event_url"], Value::Null);
     assert_eq!(demo.body["data"]["event_mode"], "webhook");
     assert_eq!(demo.body["data"]["encrypt_key"].as_str().unwrap().len(), 32);
-    assert!(demo.body["data"]["event_types"].as_array().unwrap().contains(&json!("im.chat.member.user.added_v1")) == false);
+    assert!(demo.body["data"]["event_types"].as_array().unwrap().contains(&json!("im.chat.member.user.added_v1")));
+    assert!(!demo.body["data"]["event_types"].as_array().unwrap().contains(&json!("im.chat.access_event.bot_p2p_chat_entered_v1")));
     assert!(demo.body["data"]["event_types"].as_array().unwrap().contains(&json!("im.chat.updated_v1")));
     // A type whose scope the app lacks is refused at load, naming the scope.
-    let err = demo_with("event_types = [\"im.chat.member.bot.added_v1\"]").unwrap_err();
-    assert!(err.contains("im:chat.members:bot_access") && err.contains("helper-bot"), "{err}");
+    let err = demo_with("event_types = [\"im.message.receive_v1\"]").unwrap_err();
+    assert!(err.contains("im:message.p2p_msg:readonly") && err.contains("helper-bot"), "{err}");
     // A long-connection app gets no webhook even with a URL.
     let rx = Receiver::start("", Answer::Good).await;
     assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": "", "event_mode": "long_connection"})).await.code(), 0);
