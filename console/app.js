@@ -1,7 +1,7 @@
 // larkstack console: a small single-page app over the control API (/_larkstack/, see
 // docs/control-api.md) and /healthz. No build step, no dependencies: the browser loads these ES
 // modules as they are, served from the binary (src/control/console.rs). Pages are hash routes:
-// #/directory, #/chats, #/chats/<chat_id>, #/tasks, #/journal, #/faults, #/clock.
+// #/directory, #/chats, #/chats/<chat_id>, #/tasks, #/journal, #/events, #/faults, #/clock.
 //
 // This module boots the console and routes; lib/ has the shared helpers (api.js: the control
 // API with the admin token; dom.js: elements; format.js: times; page.js: a page's life), and
@@ -17,6 +17,7 @@ import { pageClock } from './pages/clock.js';
 import { pageDirectory } from './pages/directory.js';
 import { pageFaults } from './pages/faults.js';
 import { pageJournal } from './pages/journal.js';
+import { pageEvents } from './pages/events.js';
 import { pageTasks } from './pages/tasks.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ const routes = [
   [/^\/chats\/([^/]+)$/, 'chats', pageChat],
   [/^\/tasks(?:\/([^/]+))?$/, 'tasks', pageTasks],
   [/^\/journal$/, 'journal', pageJournal],
+  [/^\/events$/, 'events', pageEvents],
   [/^\/faults$/, 'faults', pageFaults],
   [/^\/clock$/, 'clock', pageClock],
 ];

@@ -11,6 +11,10 @@
 #       create-chat with 50 members on SQLite, on PostgreSQL + Redis with 1 node, and with 2 nodes
 #       (the connections split between them); PostgreSQL and Redis at 127.0.0.1 unless
 #       LARKSTACK_BENCH_PG_ADMIN / LARKSTACK_BENCH_REDIS say otherwise
+#   scripts/bench.sh events [seconds=10] [connections=64] [rate=1000]
+#       create-chat on a server whose bot subscribes to every event type with a local sink
+#       (bench/event_sink.py, encrypted deliveries) vs the same without subscribers; then users'
+#       messages at `rate`/s (bench/post_messages.py) and the commit→sink p50/p99 the sink saw
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scenario="${1:-create}"
@@ -163,5 +167,51 @@ PY
     ratio postgres-2-nodes baseline "create-chat, PostgreSQL x2 nodes"
     echo "chats stored in PostgreSQL: $(psql "${pg_admin%/*}/larkstack_bench" -tAc 'select count(*) from bench.chats')"
     ;;
-*) echo "unknown scenario $scenario (create | chats | cluster)" >&2; exit 2 ;;
+events)
+    rate="${4:-1000}"
+    export BENCH_BODY="$(body_with $members)"
+    sink_port=18815
+    python3 bench/event_sink.py $sink_port &
+    sink=$!
+    pids+=($sink)
+    # The same directory, its bot subscribed to every event type (scopes for all of them).
+    sed -e 's|^scopes = \["im:chat"\]$|scopes = ["im:chat", "im:chat:read", "im:chat.members:read", "im:chat.members:bot_access", "im:message.group_msg", "im:message.p2p_msg:readonly", "im:chat.access_event.bot_p2p_chat:read"]\nevent_url = "http://127.0.0.1:'$sink_port'/hook"|' \
+        "$work/fixture.toml" > "$work/fixture-sub.toml"
+    "$bin" serve --listen 127.0.0.1:18814 --data-dir "$work/sub" --fixture "$work/fixture-sub.toml" --rate-limits off >/dev/null &
+    pids+=($!)
+    wait_port 18814; wait_port $sink_port
+    echo "create-chat, ${members} members, ${conns} connections, ${secs}s each: without subscribers, then with a subscribed bot"
+    wrk_run unsubscribed $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
+    kill "${pids[0]}" # the unsubscribed node rests from here on
+    export BENCH_TOKEN="$(token_of 18814)"
+    wrk_run subscribed 18814 /open-apis/im/v1/chats bench/create_chat.lua
+    header; row unsubscribed; row subscribed
+    ratio subscribed unsubscribed "create-chat with a subscribed bot vs without"
+    # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
+    kill -TERM $sink; wait $sink 2>/dev/null || true
+    python3 bench/event_sink.py $sink_port > "$work/sink.txt" &
+    sink=$!
+    pids+=($sink)
+    wait_port $sink_port
+    user0="$(py 'print(d["users"][0]["open_ids"]["bot"])')"
+    chats=""
+    for i in $(seq 50); do
+        id="$(curl -s -X POST http://127.0.0.1:18814/open-apis/im/v1/chats -H "Authorization: Bearer $BENCH_TOKEN" \
+            -H 'Content-Type: application/json' -d "{\"name\":\"ev $i\",\"user_id_list\":[\"$user0\"]}" \
+            | python3 -c 'import json,sys;print(json.load(sys.stdin)["data"]["chat_id"])')"
+        chats="${chats:+$chats,}$id"
+    done
+    sleep 2
+    kill -TERM $sink; wait $sink 2>/dev/null || true
+    python3 bench/event_sink.py $sink_port > "$work/sink.txt" &
+    sink=$!
+    pids+=($sink)
+    wait_port $sink_port
+    echo "users' messages at ${rate}/s for ${secs}s over 50 chats, each an im.message.receive_v1 to the bot"
+    python3 bench/post_messages.py 18814 "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
+    sleep 3
+    kill -TERM $sink; wait $sink 2>/dev/null || true
+    cat "$work/sink.txt"
+    ;;
+*) echo "unknown scenario $scenario (create | chats | cluster | events)" >&2; exit 2 ;;
 esac

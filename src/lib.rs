@@ -4,6 +4,7 @@ pub mod api;
 pub mod clock;
 pub mod cluster;
 pub mod control;
+pub mod delivery;
 pub mod domain;
 pub mod envelope;
 pub mod error;

@@ -26,6 +26,13 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    event_type: String,
+    /// `delivered`, `retry` (failed, another attempt due) or `given_up`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: String,
 }
@@ -39,6 +46,9 @@ pub struct Metrics {
     chats: Gauge,
     members: Gauge,
     messages: Gauge,
+    deliveries: Family<DeliveryLabels, Counter>,
+    delivery_latency: Histogram,
+    delivery_queue: Gauge,
 }
 
 impl Metrics {
@@ -56,13 +66,36 @@ impl Metrics {
         registry.register("chats", "Chats stored (all tenants, disbanded included)", chats.clone());
         registry.register("members", "User memberships over all chats", members.clone());
         registry.register("messages", "Messages stored", messages.clone());
-        Metrics { registry, requests, latency, chats, members, messages }
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register("event_deliveries", "Webhook delivery attempts by event type and outcome", deliveries.clone());
+        let delivery_latency = latency_histogram();
+        registry.register("event_delivery_latency_seconds", "Time from an event's commit to its receiver's 2xx", delivery_latency.clone());
+        let delivery_queue = Gauge::default();
+        registry.register("event_delivery_queue", "Deliveries not yet delivered or given up (this node)", delivery_queue.clone());
+        Metrics { registry, requests, latency, chats, members, messages, deliveries, delivery_latency, delivery_queue }
     }
 
     pub fn observe(&self, endpoint: &str, method: &str, code: i64, seconds: f64) {
         let labels = RequestLabels { endpoint: endpoint.to_string(), method: method.to_string(), code };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&EndpointLabels { endpoint: labels.endpoint }).observe(seconds);
+    }
+
+    /// One webhook attempt: `last` when no retry follows; `since_commit_ms` counts when delivered.
+    pub fn delivery(&self, event_type: &str, delivered: bool, last: bool, since_commit_ms: i64) {
+        let outcome = match (delivered, last) {
+            (true, _) => "delivered",
+            (false, false) => "retry",
+            (false, true) => "given_up",
+        };
+        self.deliveries.get_or_create(&DeliveryLabels { event_type: event_type.to_string(), outcome: outcome.into() }).inc();
+        if delivered {
+            self.delivery_latency.observe(since_commit_ms.max(0) as f64 / 1000.0);
+        }
+    }
+
+    pub fn set_delivery_queue(&self, depth: usize) {
+        self.delivery_queue.set(depth as i64);
     }
 
     /// The OpenMetrics text, with the store's sizes as of `stats`.

@@ -52,6 +52,13 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
 
 /// The whole HTTP surface; usable in-process from tests.
 pub fn app(state: Arc<AppState>) -> Router {
+    let weak = Arc::downgrade(&state);
+    state.deliveries.start(crate::delivery::Ctx {
+        store: state.store.clone(),
+        clock: state.clock.clone(),
+        metrics: state.metrics.clone(),
+        directory: Arc::new(move || weak.upgrade().map(|s| s.directory())),
+    });
     let (api, doc) = routes(state.clone()).split_for_parts();
     api.merge(openapi::publish(&doc))
         .merge(control::console::router())

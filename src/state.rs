@@ -38,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What this node shares with others through Redis, when it runs as one of several.
     pub shared: Option<Arc<Redis>>,
+    /// Webhook delivery of events (started with the router).
+    pub deliveries: Arc<crate::delivery::Engine>,
 }
 
 pub struct StateConfig {
@@ -92,6 +94,7 @@ impl AppState {
             faults: Faults::default(),
             fixture_text: RwLock::new(config.fixture_text),
             fixture_file: config.fixture_file,
+            deliveries: Arc::default(),
         })
     }
 

@@ -35,6 +35,7 @@ pub const FILES: &[(&str, &str, &str)] = &[
     ("pages/chats.js", JS, include_str!("../../console/pages/chats.js")),
     ("pages/clock.js", JS, include_str!("../../console/pages/clock.js")),
     ("pages/directory.js", JS, include_str!("../../console/pages/directory.js")),
+    ("pages/events.js", JS, include_str!("../../console/pages/events.js")),
     ("pages/faults.js", JS, include_str!("../../console/pages/faults.js")),
     ("pages/journal.js", JS, include_str!("../../console/pages/journal.js")),
     ("pages/tasks.js", JS, include_str!("../../console/pages/tasks.js")),

@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod client;
 pub mod console;
+pub mod deliveries;
 pub mod events;
 pub mod intercept;
 pub mod ndjson;
@@ -43,6 +44,10 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(export, import))
         .routes(routes!(journal, clear_journal))
         .routes(routes!(events::list))
+        .routes(routes!(deliveries::get_settings, deliveries::put_settings))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::redeliver))
+        .routes(routes!(deliveries::list_faults, deliveries::set_fault, deliveries::clear_faults))
         .routes(routes!(list_faults, add_fault, clear_faults))
         .routes(routes!(list_fault_presets))
         .routes(routes!(remove_fault))
@@ -96,6 +101,7 @@ pub fn directory_json(dir: &Directory) -> serde_json::Value {
                 "kind": if a.kind == AppKind::Store { "store" } else { "self_built" }, "developer": a.developer,
                 "bot": a.bot, "home_tenant_key": a.home_tenant, "scopes": a.scopes,
                 "installed_tenant_keys": a.installs.keys().collect::<Vec<_>>(),
+                "events": a.events,
             })
         })
         .collect();
@@ -168,6 +174,7 @@ async fn clear_runtime(state: &AppState) -> Result<(), ApiError> {
     state.store.clear().await?;
     state.journal.clear();
     state.faults.clear();
+    state.deliveries.reset();
     state.limits.clear().await?;
     Ok(())
 }
@@ -208,6 +215,8 @@ async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError>
         crate::secrets::write_private(file, text.as_bytes()).map_err(|e| control_error(ControlErr::Failed, format!("{}: {e}", file.display())))?;
     }
     state.replace_directory(directory);
+    // The new fixture's event settings replace any set at run time.
+    state.deliveries.clear_settings();
     *state.fixture_text.write() = Some(text);
     Ok(())
 }
@@ -291,6 +300,8 @@ pub(crate) async fn import(State(state): State<Arc<AppState>>, req: Request) -> 
     }
     state.token_cache.write().clear();
     state.limits.clear().await?;
+    // A new outbox: fanned out from its start (at-least-once, like a restart).
+    state.deliveries.reset();
     Ok(ok(&json!({ "records": records })))
 }
 
@@ -543,6 +554,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(stats) => stats,
         Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
     };
+    state.metrics.set_delivery_queue(state.deliveries.queue_depth());
     match state.metrics.encode(stats) {
         Ok(text) => {
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -86,6 +86,15 @@ pub struct AppSpec {
     #[serde(default)]
     pub availability: AvailabilitySpec,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Event subscription (docs/fixture.md): the request URL.
+    pub event_url: Option<String>,
+    /// Derived when absent; empty: plain delivery.
+    pub encrypt_key: Option<String>,
+    /// Derived when absent.
+    pub verification_token: Option<String>,
+    /// Default: every type the app's scopes allow.
+    pub event_types: Option<Vec<String>>,
+    pub event_mode: Option<super::subscriptions::EventMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +194,8 @@ pub struct App {
     /// `None`: sees every user of the tenants it is installed in.
     pub visible_users: Option<HashSet<Uid>>,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Event settings as the fixture says (run-time changes live in the store).
+    pub events: super::subscriptions::EventSettings,
 }
 
 impl App {
@@ -418,6 +429,17 @@ impl Directory {
                 return Err(invalid(format!("app_id {app_id} appears twice")));
             }
             app_key_to_id.insert(a.key.clone(), app_id.clone());
+            let scopes: HashSet<String> = a.scopes.into_iter().collect();
+            let patch = super::subscriptions::SettingsPatch {
+                event_url: a.event_url,
+                encrypt_key: a.encrypt_key,
+                verification_token: a.verification_token,
+                event_types: a.event_types,
+                event_mode: a.event_mode,
+            };
+            let events = super::subscriptions::EventSettings::defaults(&app_id, &scopes)
+                .apply(&patch, &scopes)
+                .map_err(|e| invalid(format!("app {:?}: {e}", a.key)))?;
             d.apps.push(App {
                 name: a.name.unwrap_or_else(|| a.key.clone()),
                 app_secret: a.app_secret.unwrap_or_else(|| derive_app_secret(&a.key)),
@@ -429,9 +451,10 @@ impl Directory {
                 home_tenant,
                 bot: a.bot,
                 external_chats: a.external_chats,
-                scopes: a.scopes.into_iter().collect(),
+                scopes,
                 visible_users,
                 rate_limit: a.rate_limit,
+                events,
             });
         }
 

@@ -10,6 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -367,6 +368,48 @@ test('web console', async (t) => {
     mkdirSync(dirname(SCREENSHOT), { recursive: true });
     await page.screenshot({ path: SCREENSHOT });
     await page.setViewportSize({ width: 1440, height: 900 });
+  });
+
+  await t.test('events: a user\'s message delivered to a webhook receiver, with its payload', async () => {
+    // A receiver that echoes the challenge and takes every event (plain: no encrypt key).
+    const received = [];
+    const receiver = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (c) => { raw += c; });
+      req.on('end', () => {
+        const body = JSON.parse(raw);
+        if (body.type === 'url_verification') {
+          res.end(JSON.stringify({ challenge: body.challenge }));
+          return;
+        }
+        received.push(body);
+        res.end('{"msg":"success"}');
+      });
+    });
+    await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${receiver.address().port}/webhook`;
+      await control('PUT', `/_larkstack/apps/${DEMO_APP.app_id}/events`, { event_url: url, encrypt_key: '' });
+      const created = await createChat('事件测试群');
+      assert.equal(created.body.code, 0, JSON.stringify(created.body));
+      const chatId = created.body.data.chat_id;
+      const me = await control('GET', '/_larkstack/directory');
+      const member = me.users.find((u) => u.key === 'alice') ? 'alice' : me.users[0].key;
+      await control('POST', `/_larkstack/chats/${chatId}/join`, { user: member }).catch(() => {});
+      await control('POST', `/_larkstack/chats/${chatId}/messages`, { user: member, text: '给机器人的消息' });
+      await goTo('events');
+      const row = page.locator('[data-testid="event-row"][data-type="im.message.receive_v1"]').first();
+      await row.waitFor();
+      await byTestId('event-deliveries').filter({ hasText: '1/1 delivered' }).first().waitFor({ timeout: 10000 });
+      await row.click();
+      await byTestId('delivery-row').first().waitFor();
+      assert.match(await byTestId('delivery-status').first().innerText(), /200/);
+      assert.match(await byTestId('delivery-payload').innerText(), /给机器人的消息/);
+      assert.equal(received.length, 1);
+      await control('PUT', `/_larkstack/apps/${DEMO_APP.app_id}/events`, { event_url: '' });
+    } finally {
+      receiver.close();
+    }
   });
 
   await t.test('clock: freeze, advance by 1 h and a custom duration, set, unfreeze', async () => {

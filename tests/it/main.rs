@@ -25,4 +25,5 @@ mod ratelimit;
 mod tenancy;
 mod transport;
 mod storage;
+mod webhooks;
 mod wire;

@@ -14,10 +14,10 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 # Cached: install only when the venv lacks the pinned SDK or pytest.
 if ! "$venv/bin/python" -c "
-import importlib.metadata, lark_oapi, pytest
+import importlib.metadata, lark_oapi, pytest, flask
 assert importlib.metadata.version('lark-oapi') == '$lark_oapi_version'
 " 2>/dev/null; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "lark-oapi==$lark_oapi_version" pytest
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "lark-oapi==$lark_oapi_version" pytest flask
 fi
 
 LARKSTACK_BIN="${LARKSTACK_BIN:-${CARGO_TARGET_DIR:-target}/debug/larkstack}"

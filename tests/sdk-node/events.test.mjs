@@ -1,0 +1,208 @@
+// Webhook events received by an unmodified `lark.EventDispatcher` behind
+// `lark.adaptDefault('/webhook', dispatcher, {autoChallenge: true})` on `http.createServer`, with and
+// without encryption: url_verification, then each event type caused by actions through the API (the
+// SDK client) and the control API (acting as a user).
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import * as lark from "@larksuiteoapi/node-sdk";
+
+const BIN = process.env.LARKSTACK_BIN;
+assert.ok(BIN, "LARKSTACK_BIN must name the larkstack binary (tests/sdk-node/run.sh sets it)");
+const WAIT_MS = 20_000; // generous: the machine may be loaded
+
+const directory = JSON.parse(execFileSync(BIN, ["directory"], { encoding: "utf8" }));
+const apps = Object.fromEntries(directory.apps.map((a) => [a.key, a]));
+const users = Object.fromEntries(directory.users.map((u) => [u.key, u]));
+const openId = (user, app = "demo-bot") => users[user].open_ids[app];
+
+const TYPES = [
+    "im.message.receive_v1",
+    "im.chat.member.user.added_v1",
+    "im.chat.member.user.deleted_v1",
+    "im.chat.member.user.withdrawn_v1",
+    "im.chat.member.bot.added_v1",
+    "im.chat.member.bot.deleted_v1",
+    "im.chat.updated_v1",
+    "im.chat.disbanded_v1",
+    "im.chat.access_event.bot_p2p_chat_entered_v1",
+];
+
+async function startLarkstack() {
+    const dataDir = mkdtempSync(join(tmpdir(), "larkstack-node-events-"));
+    const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir];
+    if (process.env.LARKSTACK_DATABASE) {
+        args.push("--database-schema", "nodeev_" + dataDir.toLowerCase().replace(/[^a-z0-9]/g, "_").slice(-40));
+    }
+    const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "inherit"] });
+    const lines = createInterface({ input: proc.stdout });
+    const baseUrl = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("larkstack did not report its address in 30 s")), 30_000);
+        proc.once("exit", (code) => reject(new Error(`larkstack exited early with ${code}`)));
+        lines.on("line", (line) => {
+            const m = /^larkstack listening on (http:\/\/127\.0\.0\.1:\d+)\s*$/.exec(line);
+            if (m) {
+                clearTimeout(timer);
+                resolve(m[1]);
+            }
+        });
+    });
+    const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
+    return {
+        baseUrl,
+        async control(method, path, body) {
+            const r = await fetch(baseUrl + path, {
+                method,
+                headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+                body: body === undefined ? undefined : JSON.stringify(body),
+            });
+            return r.json();
+        },
+        stop() {
+            proc.kill("SIGTERM");
+            rmSync(dataDir, { recursive: true, force: true });
+        },
+    };
+}
+
+/** A bot: the SDK's dispatcher on a real HTTP server; handled events are kept in `got`. */
+async function startBot(encryptKey, verificationToken) {
+    const got = [];
+    const waiters = [];
+    const handlers = {};
+    for (const t of TYPES) {
+        handlers[t] = async (data) => {
+            got.push({ type: t, data });
+            for (const w of waiters.splice(0)) w();
+        };
+    }
+    const dispatcher = new lark.EventDispatcher({ encryptKey, verificationToken, loggerLevel: lark.LoggerLevel.error }).register(handlers);
+    const server = http.createServer(lark.adaptDefault("/webhook", dispatcher, { autoChallenge: true }));
+    await new Promise((r) => server.listen(0, "127.0.0.1", r));
+    return {
+        url: `http://127.0.0.1:${server.address().port}/webhook`,
+        got,
+        async wait(type, where = () => true) {
+            const deadline = Date.now() + WAIT_MS;
+            for (;;) {
+                const hit = got.find((e) => e.type === type && where(e.data));
+                if (hit) return hit.data;
+                if (Date.now() > deadline) assert.fail(`no ${type} within ${WAIT_MS} ms; got ${got.map((e) => e.type)}`);
+                await new Promise((r) => {
+                    waiters.push(r);
+                    setTimeout(r, 100);
+                });
+            }
+        },
+        close: () => server.close(),
+    };
+}
+
+function ok(resp) {
+    assert.equal(resp.code, 0, `code=${resp.code} msg=${resp.msg}`);
+    return resp.data;
+}
+
+// One server for both modes: the SDK's default token cache is keyed by app_id only.
+let server;
+let client;
+const appId = apps["demo-bot"].app_id;
+
+before(async () => {
+    server = await startLarkstack();
+    client = new lark.Client({
+        appId,
+        appSecret: apps["demo-bot"].app_secret,
+        domain: server.baseUrl,
+        loggerLevel: lark.LoggerLevel.error,
+    });
+});
+
+after(() => server?.stop());
+
+for (const mode of ["encrypted", "plain"]) {
+    describe(`Node SDK EventDispatcher receives webhooks (${mode})`, () => {
+        const key = mode === "encrypted" ? "node-sdk-key" : "";
+        let bot;
+
+        before(async () => {
+            bot = await startBot(key, "node-sdk-token");
+        });
+
+        after(() => bot?.close());
+
+        const newGroup = async (name) =>
+            ok(await client.im.v1.chat.create({
+                params: { user_id_type: "open_id" },
+                data: { name, owner_id: openId("alice"), user_id_list: [openId("bob")] },
+            })).chat_id;
+
+        test("url_verification is answered by adaptDefault's autoChallenge", async () => {
+            const r = await server.control("PUT", `/_larkstack/apps/${appId}/events`, {
+                event_url: bot.url,
+                encrypt_key: key,
+                verification_token: "node-sdk-token",
+            });
+            assert.equal(r.code, 0, JSON.stringify(r));
+            assert.equal(r.data.event_url, bot.url);
+        });
+
+        test("a user's group message", async () => {
+            const chatId = await newGroup("node events");
+            const r = await server.control("POST", `/_larkstack/chats/${chatId}/messages`, { user: "alice", text: "hi node" });
+            assert.equal(r.code, 0, JSON.stringify(r));
+            const data = await bot.wait("im.message.receive_v1", (d) => d.message.chat_id === chatId);
+            // The Node SDK flattens {schema, ...header, ...event}.
+            assert.equal(data.schema, "2.0");
+            assert.equal(data.event_type, "im.message.receive_v1");
+            assert.equal(data.token, "node-sdk-token");
+            assert.match(data.event_id, /^[0-9a-f]{32}$/);
+            assert.equal(data.app_id, appId);
+            assert.equal(data.message.chat_type, "group");
+            assert.deepEqual(JSON.parse(data.message.content), { text: "hi node" });
+            assert.equal(data.sender.sender_id.open_id, openId("alice"));
+        });
+
+        test("a user's p2p message", async () => {
+            const sent = ok(await client.im.v1.message.create({
+                params: { receive_id_type: "open_id" },
+                data: { receive_id: openId("alice"), msg_type: "text", content: JSON.stringify({ text: "hello" }) },
+            }));
+            const r = await server.control("POST", `/_larkstack/chats/${sent.chat_id}/messages`, { user: "alice", text: "p2p back" });
+            assert.equal(r.code, 0, JSON.stringify(r));
+            const data = await bot.wait("im.message.receive_v1", (d) => d.message.chat_id === sent.chat_id);
+            assert.equal(data.message.chat_type, "p2p");
+        });
+
+        test("members added and left", async () => {
+            const chatId = await newGroup("node members");
+            ok(await client.im.v1.chatMembers.create({
+                path: { chat_id: chatId },
+                params: { member_id_type: "open_id" },
+                data: { id_list: [openId("carol")] },
+            }));
+            const added = await bot.wait("im.chat.member.user.added_v1", (d) => d.chat_id === chatId);
+            assert.deepEqual(added.users.map((u) => u.user_id.open_id), [openId("carol")]);
+            const r = await server.control("POST", `/_larkstack/chats/${chatId}/leave`, { user: "carol" });
+            assert.equal(r.code, 0, JSON.stringify(r));
+            const left = await bot.wait("im.chat.member.user.deleted_v1", (d) => d.chat_id === chatId);
+            assert.deepEqual(left.users.map((u) => u.user_id.open_id), [openId("carol")]);
+        });
+
+        test("chat updated, then disbanded", async () => {
+            const chatId = await newGroup("node update");
+            ok(await client.im.v1.chat.update({ path: { chat_id: chatId }, data: { name: "node renamed" } }));
+            const upd = await bot.wait("im.chat.updated_v1", (d) => d.chat_id === chatId);
+            assert.equal(upd.after_change.name, "node renamed");
+            ok(await client.im.v1.chat.delete({ path: { chat_id: chatId } }));
+            const gone = await bot.wait("im.chat.disbanded_v1", (d) => d.chat_id === chatId);
+            assert.equal(gone.name, "node renamed");
+        });
+    });
+}
