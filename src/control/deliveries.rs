@@ -150,14 +150,22 @@ pub(crate) async fn redeliver(State(state): State<Arc<AppState>>, PathParam(even
     Ok(ok(&json!({ "event_id": event_id })))
 }
 
-/// A delivery fault rule for one app.
+/// A delivery fault rule for one app: `app_id` and the fields of `DeliveryFault`. Spelled out
+/// rather than flattened: serde refuses unknown fields only without `flatten`, and the OpenAPI
+/// document would otherwise join two closed objects that no body satisfies.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFaultSpec {
     app_id: String,
-    #[serde(flatten)]
-    #[schema(inline)]
-    fault: DeliveryFault,
+    /// The next this many attempts fail without reaching the receiver (retried as usual).
+    #[serde(default)]
+    fail_next: u32,
+    /// Every attempt waits this long before it is sent (at most 60000).
+    #[serde(default)]
+    delay_ms: u64,
+    /// The next this many deliveries are sent twice, as Feishu may (bots must de-duplicate).
+    #[serde(default)]
+    deliver_twice: u32,
 }
 
 fn faults_json(state: &AppState) -> serde_json::Value {
@@ -198,10 +206,11 @@ pub(crate) async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult
 pub(crate) async fn set_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let spec: DeliveryFaultSpec = json_body(&body)?;
     let (app_id, _) = app_settings(&state, &spec.app_id)?;
-    if spec.fault.delay_ms > 60_000 {
+    if spec.delay_ms > 60_000 {
         return Err(control_error(ControlErr::BadRequest, "delay_ms is at most 60000"));
     }
-    state.deliveries.set_fault(&app_id, spec.fault);
+    let fault = DeliveryFault { fail_next: spec.fail_next, delay_ms: spec.delay_ms, deliver_twice: spec.deliver_twice };
+    state.deliveries.set_fault(&app_id, fault);
     Ok(ok(&faults_json(&state)))
 }
 
