@@ -6,51 +6,8 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import * as lark from "@larksuiteoapi/node-sdk";
-
-const BIN = process.env.LARKSTACK_BIN;
-assert.ok(BIN, "LARKSTACK_BIN must name the larkstack binary (tests/sdk-node/run.sh sets it)");
-
-const directory = JSON.parse(execFileSync(BIN, ["directory"], { encoding: "utf8" }));
-const apps = Object.fromEntries(directory.apps.map((a) => [a.key, a]));
-const users = Object.fromEntries(directory.users.map((u) => [u.key, u]));
-/** open_ids are per app: the ID `app` sees for `user`. */
-const openId = (user, app = "demo-bot") => users[user].open_ids[app];
-
-/** Starts `larkstack serve` on a free port with a fresh data dir; resolves to {baseUrl, stop}. */
-async function startLarkstack() {
-    const dataDir = mkdtempSync(join(tmpdir(), "larkstack-node-sdk-"));
-    const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir];
-    if (process.env.LARKSTACK_DATABASE) {
-        // On PostgreSQL (scripts/test.sh's second pass) each server gets a schema of its own.
-        args.push("--database-schema", "nodesdk_" + dataDir.toLowerCase().replace(/[^a-z0-9]/g, "_").slice(-40));
-    }
-    const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "inherit"] });
-    const lines = createInterface({ input: proc.stdout });
-    const baseUrl = await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("larkstack did not report its address in 30 s")), 30_000);
-        proc.once("exit", (code) => reject(new Error(`larkstack exited early with ${code}`)));
-        lines.on("line", (line) => {
-            const m = /^larkstack listening on (http:\/\/127\.0\.0\.1:\d+)\s*$/.exec(line);
-            if (m) {
-                clearTimeout(timer);
-                resolve(m[1]);
-            }
-        });
-    });
-    return {
-        baseUrl,
-        stop() {
-            proc.kill("SIGTERM");
-            rmSync(dataDir, { recursive: true, force: true });
-        },
-    };
-}
+import { apps, openId, startLarkstack, users } from "./larkstack.mjs";
 
 /** The reply of an SDK call that must succeed: its `data`. */
 function ok(resp) {
@@ -79,7 +36,7 @@ describe("official Node SDK against larkstack", () => {
     let client;
 
     before(async () => {
-        server = await startLarkstack();
+        server = await startLarkstack("nodesdk");
         const app = apps["demo-bot"];
         client = new lark.Client({
             appId: app.app_id,

@@ -5,22 +5,11 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import * as lark from "@larksuiteoapi/node-sdk";
+import { apps, openId, startLarkstack, users } from "./larkstack.mjs";
 
-const BIN = process.env.LARKSTACK_BIN;
-assert.ok(BIN, "LARKSTACK_BIN must name the larkstack binary (tests/sdk-node/run.sh sets it)");
 const WAIT_MS = 20_000; // generous: the machine may be loaded
-
-const directory = JSON.parse(execFileSync(BIN, ["directory"], { encoding: "utf8" }));
-const apps = Object.fromEntries(directory.apps.map((a) => [a.key, a]));
-const users = Object.fromEntries(directory.users.map((u) => [u.key, u]));
-const openId = (user, app = "demo-bot") => users[user].open_ids[app];
 
 const TYPES = [
     "im.message.receive_v1",
@@ -33,43 +22,6 @@ const TYPES = [
     "im.chat.disbanded_v1",
     "im.chat.access_event.bot_p2p_chat_entered_v1",
 ];
-
-async function startLarkstack() {
-    const dataDir = mkdtempSync(join(tmpdir(), "larkstack-node-events-"));
-    const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir];
-    if (process.env.LARKSTACK_DATABASE) {
-        args.push("--database-schema", "nodeev_" + dataDir.toLowerCase().replace(/[^a-z0-9]/g, "_").slice(-40));
-    }
-    const proc = spawn(BIN, args, { stdio: ["ignore", "pipe", "inherit"] });
-    const lines = createInterface({ input: proc.stdout });
-    const baseUrl = await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("larkstack did not report its address in 30 s")), 30_000);
-        proc.once("exit", (code) => reject(new Error(`larkstack exited early with ${code}`)));
-        lines.on("line", (line) => {
-            const m = /^larkstack listening on (http:\/\/127\.0\.0\.1:\d+)\s*$/.exec(line);
-            if (m) {
-                clearTimeout(timer);
-                resolve(m[1]);
-            }
-        });
-    });
-    const adminToken = readFileSync(join(dataDir, "admin-token"), "utf8").trim();
-    return {
-        baseUrl,
-        async control(method, path, body) {
-            const r = await fetch(baseUrl + path, {
-                method,
-                headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-                body: body === undefined ? undefined : JSON.stringify(body),
-            });
-            return r.json();
-        },
-        stop() {
-            proc.kill("SIGTERM");
-            rmSync(dataDir, { recursive: true, force: true });
-        },
-    };
-}
 
 /** A bot: the SDK's dispatcher on a real HTTP server; handled events are kept in `got`. */
 async function startBot(encryptKey, verificationToken) {
@@ -115,7 +67,7 @@ let client;
 const appId = apps["demo-bot"].app_id;
 
 before(async () => {
-    server = await startLarkstack();
+    server = await startLarkstack("nodeev");
     client = new lark.Client({
         appId,
         appSecret: apps["demo-bot"].app_secret,
