@@ -339,8 +339,11 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<(), crat
     if events.is_empty() {
         return Ok(());
     }
+    // With no request URL set anywhere there is nobody to deliver to: move the cursor past the
+    // events without reading their chats (a store read per event, on every write path's heels).
+    let receivers = dir.apps().iter().any(|a| engine.settings(dir, &a.app_id).is_some_and(|s| s.webhook_url().is_some()));
     let mut rows = Vec::new();
-    for e in &events {
+    for e in events.iter().filter(|_| receivers) {
         let Some(chat) = ctx.store.get_chat(&e.event.chat_id).await? else { continue };
         for ae in app_events(e, &chat, dir) {
             let Some(settings) = engine.settings(dir, &ae.app_id) else { continue };
