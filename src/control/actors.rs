@@ -17,7 +17,7 @@ use crate::domain::message::{validate_content, Message, Sender};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::ControlErr;
 use crate::state::AppState;
-use crate::store::{MessageOrder, NewMessage};
+use crate::store::NewMessage;
 
 const MAX_PAGE: usize = 500;
 
@@ -104,14 +104,7 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id):
     let dir = state.directory();
     let messages = state
         .store
-        .list_messages(crate::store::MessageQuery {
-            chat_id: chat.chat_id.clone(),
-            start_ms: None,
-            end_ms: None,
-            order: MessageOrder::Desc,
-            after: None,
-            limit: 100,
-        })
+        .list_messages(crate::store::MessageQuery::latest(chat.chat_id.clone(), 100))
         .await?;
     let messages: Vec<_> = messages
         .into_iter()
@@ -378,14 +371,7 @@ pub async fn enter_p2p(State(state): State<Arc<AppState>>, PathPair(user_key, ap
     if !created {
         let last = state
             .store
-            .list_messages(crate::store::MessageQuery {
-                chat_id: chat.chat_id.clone(),
-                start_ms: None,
-                end_ms: None,
-                order: MessageOrder::Desc,
-                after: None,
-                limit: 1,
-            })
+            .list_messages(crate::store::MessageQuery::latest(chat.chat_id.clone(), 1))
             .await?
             .pop()
             .map(|(_, m)| m);

@@ -184,6 +184,13 @@ pub struct MessageQuery {
     pub limit: usize,
 }
 
+impl MessageQuery {
+    /// The newest `limit` messages of a chat, newest first.
+    pub fn latest(chat_id: ChatId, limit: usize) -> Self {
+        MessageQuery { chat_id, start_ms: None, end_ms: None, order: MessageOrder::Desc, after: None, limit }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageDedupKey {
     pub app_id: AppId,
