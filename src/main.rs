@@ -82,6 +82,11 @@ struct ServeArgs {
     /// Bound on the bytes the request journal keeps (bodies are cut at 64 KiB each); oldest out first.
     #[arg(long, env = "LARKSTACK_JOURNAL_BYTES", default_value_t = larkstack::control::journal::DEFAULT_JOURNAL_BYTES)]
     journal_bytes: usize,
+    /// Bound on the bytes the event outbox keeps (events' columns, see docs/control-api.md): the
+    /// oldest events the webhook fan-out has passed are deleted beyond it.
+    #[arg(long, env = "LARKSTACK_OUTBOX_BYTES", default_value_t = larkstack::state::DEFAULT_OUTBOX_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    outbox_bytes: u64,
     /// A PostgreSQL URL (postgres://user@host:port/db) to keep the state there instead of in the
     /// data dir's SQLite database: the way to run several nodes on one state.
     #[arg(long, env = "LARKSTACK_DATABASE")]
@@ -292,6 +297,7 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             admin_token,
             journal_size: args.journal_size,
             journal_bytes: args.journal_bytes,
+            outbox_bytes: args.outbox_bytes,
             fixture_text: Some(text),
             fixture_file: Some(args.data_dir.join("fixture.toml")),
             redis,

@@ -58,6 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         clock: state.clock.clone(),
         metrics: state.metrics.clone(),
         directory: Arc::new(move || weak.upgrade().map(|s| s.directory())),
+        outbox_bytes: state.outbox_bytes,
     });
     let (api, doc) = routes(state.clone()).split_for_parts();
     api.merge(openapi::publish(&doc))

@@ -16,6 +16,8 @@ use crate::ratelimit::RateLimits;
 use crate::store::{DedupKey, Store, TokenRecord};
 
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+/// Default bound on the event outbox's bytes (`--outbox-bytes`).
+pub const DEFAULT_OUTBOX_BYTES: u64 = 256 << 20;
 
 pub struct AppState {
     pub clock: Arc<Clock>,
@@ -40,6 +42,8 @@ pub struct AppState {
     pub shared: Option<Arc<Redis>>,
     /// Webhook delivery of events (started with the router).
     pub deliveries: Arc<crate::delivery::Engine>,
+    /// Bound on the event outbox's bytes, enforced behind the delivery's fan-out.
+    pub outbox_bytes: u64,
 }
 
 pub struct StateConfig {
@@ -52,6 +56,8 @@ pub struct StateConfig {
     pub fixture_text: Option<String>,
     pub fixture_file: Option<std::path::PathBuf>,
     pub redis: Option<Arc<Redis>>,
+    /// Bound on the event outbox's bytes (at least 1; the newest event is always kept).
+    pub outbox_bytes: u64,
 }
 
 impl Default for StateConfig {
@@ -65,6 +71,7 @@ impl Default for StateConfig {
             fixture_text: None,
             fixture_file: None,
             redis: None,
+            outbox_bytes: DEFAULT_OUTBOX_BYTES,
         }
     }
 }
@@ -95,6 +102,7 @@ impl AppState {
             fixture_text: RwLock::new(config.fixture_text),
             fixture_file: config.fixture_file,
             deliveries: Arc::default(),
+            outbox_bytes: config.outbox_bytes.max(1),
         })
     }
 

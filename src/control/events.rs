@@ -1,6 +1,7 @@
 //! `GET /_larkstack/events`: the event outbox, for test harnesses (and, later, delivery). Each
 //! item is a domain event with its `seq` (gap-free per store), `type`, `chat_id`, `actor`,
-//! `at_ms` and its details.
+//! `at_ms` and its details. The outbox keeps the newest `--outbox-bytes` of events the fan-out
+//! has passed (`outbox` says which seqs are kept): `after` below the oldest kept seq starts there.
 
 use std::sync::Arc;
 
@@ -65,5 +66,12 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Ur
     let mut items = state.store.events(q).await?;
     let has_more = items.len() > limit;
     items.truncate(limit);
-    Ok(ok(&json!({ "items": items, "has_more": has_more })))
+    let outbox = state.store.outbox_stats().await?;
+    let outbox = json!({
+        "first_seq": outbox.first_seq,
+        "last_seq": outbox.last_seq,
+        "bytes": outbox.bytes,
+        "max_bytes": state.outbox_bytes,
+    });
+    Ok(ok(&json!({ "items": items, "has_more": has_more, "outbox": outbox })))
 }

@@ -41,6 +41,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// The directory now; `None` once the server is gone (the engine then stops).
     pub directory: Arc<dyn Fn() -> Option<Arc<Directory>> + Send + Sync>,
+    /// Bound on the outbox's bytes (`--outbox-bytes`): the loop prunes what it has fanned out.
+    pub outbox_bytes: u64,
 }
 
 /// Attempts kept for `GET /_larkstack/deliveries`: at most this many…
@@ -52,6 +54,9 @@ const FANOUT_BATCH: usize = 500;
 /// Fan-out pauses while this many deliveries wait (the outbox holds the rest).
 pub const MAX_QUEUED: usize = 50_000;
 const TICK: Duration = Duration::from_millis(20);
+/// Least time between two outbox prunes: the outbox may exceed `--outbox-bytes` by what is
+/// committed (and fanned out) in this long.
+const PRUNE_EVERY: Duration = Duration::from_millis(250);
 /// Concurrent attempts per app (over different chats): a slow receiver holds up at most this
 /// many of its own deliveries and nobody else's.
 pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
@@ -313,16 +318,39 @@ fn self_payload(_inner: &Inner, a: &Attempt) -> Option<Row> {
 }
 
 async fn run(weak: Weak<Engine>, ctx: Ctx) {
+    let mut pruned = Pruned { cursor: 0, at: tokio::time::Instant::now() };
     loop {
         let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
         if let Err(e) = fan_out(&engine, &ctx, &dir).await {
             tracing::warn!(error = %e, "event fan-out failed; retrying");
         }
         dispatch(&engine, &ctx, &dir);
+        prune_outbox(&ctx, engine.cursor(), &mut pruned).await;
         {
             let wake = engine.wake.notified();
             let _ = tokio::time::timeout(TICK, wake).await;
         }
+    }
+}
+
+/// The cursor the last prune of the outbox ran with, and when.
+struct Pruned {
+    cursor: i64,
+    at: tokio::time::Instant,
+}
+
+/// Keeps the outbox within `ctx.outbox_bytes`. Only what the fan-out has passed may go: the floor
+/// is `cursor`. Runs when the cursor moved, at most every `PRUNE_EVERY` (an idle store sees no
+/// writes); a failure is retried at the next turn.
+async fn prune_outbox(ctx: &Ctx, cursor: i64, last: &mut Pruned) {
+    if cursor == last.cursor || last.at.elapsed() < PRUNE_EVERY {
+        return;
+    }
+    let outcome = ctx.store.prune_events(ctx.outbox_bytes, cursor).await;
+    last.at = tokio::time::Instant::now();
+    match outcome {
+        Ok(_) => last.cursor = cursor,
+        Err(e) => tracing::warn!(error = %e, "outbox prune failed; retrying"),
     }
 }
 

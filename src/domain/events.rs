@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::chat::{Chat, ChatStatus, I18nNames, Owner};
-use super::ids::{AppId, ChatId, MessageId, Uid};
+use super::ids::{AppId, ChatId, MessageId, PackedUids, Uid};
 use super::message::{Message, Sender};
 use crate::error::FeishuError;
 
@@ -63,8 +63,19 @@ pub struct Mention {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum EventBody {
+    /// `users` are the members at creation, packed (the outbox keeps them in a column of their
+    /// own: `store::codec::EventRow`); in JSON, the list of uids.
     #[serde(rename = "larkstack.chat.created_v1")]
-    ChatCreated { name: String, chat_mode: String, chat_type: String, owner: Owner, users: Vec<Uid>, bots: Vec<AppId>, external: bool },
+    ChatCreated {
+        name: String,
+        chat_mode: String,
+        chat_type: String,
+        owner: Owner,
+        #[serde(default)]
+        users: PackedUids,
+        bots: Vec<AppId>,
+        external: bool,
+    },
     /// Only the changed keys appear in `before_change` / `after_change` (keys of Feishu's
     /// `ChatChange`; `owner_id` is the owner as `{kind, id}`).
     #[serde(rename = "im.chat.updated_v1")]
@@ -172,7 +183,9 @@ pub fn chat_created(chat: &Chat, actor: Actor, at_ms: i64) -> DomainEvent {
             chat_mode: chat.settings.chat_mode.clone(),
             chat_type: chat.settings.chat_type.clone(),
             owner: chat.owner.clone(),
-            users: chat.users.clone(),
+            // Every member of a storable chat has a derived uid (`ChatRow::encode` refuses the
+            // chat otherwise, and this event is committed only with it).
+            users: PackedUids::pack(&chat.users).unwrap_or_default(),
             bots: chat.bots.clone(),
             external: chat.external,
         },

@@ -169,6 +169,61 @@ impl Uid {
     }
 }
 
+/// A list of uids packed 10 bytes each (`Uid::to_bytes`, the form the chats table keeps members
+/// in): what a created chat's event carries, so a 5000-member chat costs one 50 KB buffer, not
+/// 5000 strings. It serialises as the list of uid strings, so JSON readers see a plain list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackedUids(Vec<u8>);
+
+impl PackedUids {
+    /// `None` when a uid is not a derived one (`u` + 20 hex), which no stored chat holds.
+    pub fn pack(uids: &[Uid]) -> Option<Self> {
+        let mut bytes = Vec::with_capacity(uids.len() * 10);
+        for u in uids {
+            bytes.extend_from_slice(&u.to_bytes()?);
+        }
+        Some(PackedUids(bytes))
+    }
+
+    /// `None` unless `bytes` is a whole number of 10-byte uids.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Self> {
+        (bytes.len() % 10 == 0).then_some(PackedUids(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len() / 10
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Uid> + '_ {
+        self.0.chunks_exact(10).map(Uid::from_bytes)
+    }
+
+    pub fn to_vec(&self) -> Vec<Uid> {
+        self.iter().collect()
+    }
+}
+
+impl Serialize for PackedUids {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for PackedUids {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let uids = Vec::<Uid>::deserialize(d)?;
+        PackedUids::pack(&uids).ok_or_else(|| serde::de::Error::custom("a uid is not `u` + 20 hex"))
+    }
+}
+
 /// `t-` + 40 characters, the shape of a current tenant_access_token.
 pub fn new_access_token() -> String {
     format!("t-g{}", random_hex(39))
@@ -204,6 +259,13 @@ mod tests {
         assert!(new_chat_id(1_800_000_000_001) > c, "ids grow with time");
         let uid = derive_uid("t", "u");
         assert_eq!(Uid::from_bytes(&uid.to_bytes().unwrap()), uid);
+        let packed = PackedUids::pack(&[uid.clone(), derive_uid("t", "v")]).unwrap();
+        assert_eq!((packed.len(), packed.as_bytes().len()), (2, 20));
+        assert_eq!(packed.to_vec(), [uid.clone(), derive_uid("t", "v")]);
+        let json = serde_json::to_string(&packed).unwrap();
+        assert_eq!(serde_json::from_str::<PackedUids>(&json).unwrap(), packed);
+        assert!(PackedUids::pack(&[Uid("bot:x".into())]).is_none());
+        assert!(PackedUids::from_bytes(vec![0; 11]).is_none());
         let t = new_access_token();
         assert!(t.starts_with("t-") && t.len() == 42);
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
-    ChatChange, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageQuery,
+    ChatChange, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageQuery, OutboxStats,
     StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord,
 };
 use crate::domain::chat::Chat;
@@ -135,6 +135,14 @@ impl Store for Tracked {
 
     async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.events(query).await
+    }
+
+    async fn prune_events(&self, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError> {
+        self.track(self.inner.prune_events(max_bytes, floor_seq).await)
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.inner.outbox_stats().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

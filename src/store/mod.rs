@@ -283,6 +283,15 @@ pub struct StoreStats {
     pub messages: u64,
 }
 
+/// What the event outbox keeps (`Store::outbox_stats`): its oldest and newest seqs (0 when
+/// empty) and the bytes of the events between them (`codec::event_bytes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub bytes: u64,
+}
+
 /// Latency buckets, 100 µs to ~3 s: the backends' commit latency, and /metrics' request latency.
 pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
     use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -348,8 +357,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_chats(&self) -> Result<u64, StoreError>;
 
-    /// Events of the outbox matching `query`, in seq order.
+    /// Events of the outbox matching `query`, in seq order. After a prune, `after` below the
+    /// oldest kept seq starts at the oldest kept event.
     async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Deletes the oldest events of the outbox until the rest hold at most `max_bytes`
+    /// (`codec::event_bytes`), but none after `floor_seq` (the delivery has not fanned them out)
+    /// and never the newest; how many it deleted. Work: O(log n) plus the rows deleted.
+    async fn prune_events(&self, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError>;
+
+    /// The outbox's extent in seqs and bytes (index lookups only).
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 
     /// Whether the backend answers at all (health checks): one trivial read.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -19,10 +19,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::codec::{to_json, ChatRow};
+use super::codec::{ChatRow, EventRow};
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
-    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageQuery,
+    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageQuery, OutboxStats,
     StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
 use crate::domain::chat::Chat;
@@ -35,7 +35,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_search_text.sql"),
     include_str!("migrations/postgres/0003_events.sql"),
+    OUTBOX_COMPACT_MIGRATION,
 ];
+/// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
+/// (found by its text, so renumbering the migrations cannot miss it).
+const OUTBOX_COMPACT_MIGRATION: &str = include_str!("migrations/postgres/0004_outbox_compact.sql");
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 2;
 /// Advisory lock keys. Migrations: one node at a time migrates the database.
@@ -140,6 +144,9 @@ impl PostgresStore {
             if i + 1 == SEARCH_TEXT_MIGRATION {
                 backfill_search_text(&tx).await?;
             }
+            if *sql == OUTBOX_COMPACT_MIGRATION {
+                sql::compact_legacy_events(&mut Pg(&tx)).await?;
+            }
             tx.execute(
                 "INSERT INTO larkstack_migrations (version) VALUES ($1)",
                 &[&(i as i32 + 1)],
@@ -188,6 +195,7 @@ impl ToSql for Param<'_> {
             Param::OptText(s) => s.map(text).as_deref().to_sql_checked(ty, out),
             Param::Bool(b) => b.to_sql_checked(ty, out),
             Param::Blob(b) => b.to_sql_checked(ty, out),
+            Param::OptBlob(b) => b.to_sql_checked(ty, out),
         }
     }
 
@@ -209,6 +217,10 @@ impl Cols for Row {
     }
 
     fn blob(&self, i: usize) -> Result<&[u8], StoreError> {
+        Ok(self.try_get(i)?)
+    }
+
+    fn opt_blob(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
         Ok(self.try_get(i)?)
     }
 
@@ -348,42 +360,69 @@ async fn index_bots<C: GenericClient>(tx: &C, seq: i64, bots: &[AppId]) -> Resul
     Ok(())
 }
 
-/// Events as the parameters of `events_insert`: their count, then one array per column.
-struct EventBatch<'a> {
+/// Events as the parameters of `events_insert`: their count and bytes, then one array per column
+/// (`codec::EventRow`).
+struct EventBatch {
     n: i64,
+    bytes: i64,
     types: Vec<&'static str>,
-    chats: Vec<&'a str>,
+    chats: Vec<String>,
     ats: Vec<i64>,
+    users: Vec<Option<Vec<u8>>>,
     bodies: Vec<String>,
+    sizes: Vec<i64>,
 }
 
-impl<'a> EventBatch<'a> {
-    fn of(events: &'a [DomainEvent]) -> Self {
-        EventBatch {
+impl EventBatch {
+    fn of(events: &[DomainEvent]) -> Self {
+        let mut batch = EventBatch {
             n: events.len() as i64,
-            types: events.iter().map(DomainEvent::type_name).collect(),
-            chats: events.iter().map(|e| e.chat_id.0.as_str()).collect(),
-            ats: events.iter().map(|e| e.at_ms).collect(),
-            bodies: events.iter().map(|e| text(&to_json(e)).into_owned()).collect(),
+            bytes: 0,
+            types: Vec::with_capacity(events.len()),
+            chats: Vec::with_capacity(events.len()),
+            ats: Vec::with_capacity(events.len()),
+            users: Vec::with_capacity(events.len()),
+            bodies: Vec::with_capacity(events.len()),
+            sizes: Vec::with_capacity(events.len()),
+        };
+        for e in events {
+            let mut row = EventRow::encode(e);
+            // Measured as stored (see `text`), so a prune measures the same bytes.
+            for column in [&mut row.body, &mut row.chat_id] {
+                if let std::borrow::Cow::Owned(stored) = text(column) {
+                    *column = stored;
+                }
+            }
+            batch.sizes.push(row.bytes());
+            batch.types.push(row.type_name);
+            batch.chats.push(row.chat_id);
+            batch.ats.push(row.at_ms);
+            batch.users.push(row.users);
+            batch.bodies.push(row.body);
         }
+        batch.bytes = batch.sizes.iter().sum();
+        batch
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
-        [&self.n, &self.types, &self.chats, &self.ats, &self.bodies]
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [&self.n, &self.bytes, &self.types, &self.chats, &self.ats, &self.users, &self.bodies, &self.sizes]
     }
 }
 
 /// The tail of a statement that appends a batch of events whose parameters start at `$first`:
-/// bumps the one-row counter (its row lock holds until commit, so seq order is commit order and a
-/// rollback leaves no gap), then inserts the events numbered from it.
+/// bumps the one-row counter's seq and bytes (its row lock holds until commit, so seq order is
+/// commit order and a rollback leaves no gap), then inserts the events numbered from it, each
+/// ending its size after the one before (`bytes_end`).
 fn events_insert(first: usize) -> String {
-    let [n, types, chats, ats, bodies] = [first, first + 1, first + 2, first + 3, first + 4];
+    let [n, bytes, types, chats, ats, users, bodies, sizes] = std::array::from_fn(|i| first + i);
     format!(
-        "{with} s AS (UPDATE event_seq SET last = last + ${n} RETURNING last)
-         INSERT INTO events (seq, type, chat_id, at_ms, body)
-         SELECT s.last - ${n} + e.ord, e.type, e.chat_id, e.at_ms, e.body
-         FROM s, unnest(${types}::text[], ${chats}::text[], ${ats}::bigint[], ${bodies}::text[])
-              WITH ORDINALITY AS e(type, chat_id, at_ms, body, ord)",
+        "{with} s AS (UPDATE event_seq SET last = last + ${n}, bytes = bytes + ${bytes} RETURNING last, bytes)
+         INSERT INTO events (seq, type, chat_id, at_ms, users, body, bytes_end)
+         SELECT s.last - ${n} + e.ord, e.type, e.chat_id, e.at_ms, e.users, e.body,
+                s.bytes - ${bytes} + (sum(e.size) OVER (ORDER BY e.ord))::bigint
+         FROM s, unnest(${types}::text[], ${chats}::text[], ${ats}::bigint[], ${users}::bytea[], ${bodies}::text[],
+                        ${sizes}::bigint[])
+              WITH ORDINALITY AS e(type, chat_id, at_ms, users, body, size, ord)",
         with = if first == 1 { "WITH" } else { "," }
     )
 }
@@ -398,9 +437,11 @@ async fn insert_events<C: GenericClient>(tx: &C, events: &[DomainEvent]) -> Resu
     Ok(())
 }
 
-/// Restarts the counter after the last stored event (0 when there is none).
+/// Restarts the counter after the last stored event (0 when there is none), seq and bytes.
 async fn reset_event_seq<C: GenericClient>(tx: &C) -> Result<(), StoreError> {
-    execute(tx, "UPDATE event_seq SET last = (SELECT coalesce(max(seq), 0) FROM events)", &[]).await?;
+    let sql = "UPDATE event_seq SET last = coalesce((SELECT max(seq) FROM events), 0),
+                                    bytes = coalesce((SELECT bytes_end FROM events ORDER BY seq DESC LIMIT 1), 0)";
+    execute(tx, sql, &[]).await?;
     Ok(())
 }
 
@@ -550,6 +591,18 @@ impl Store for PostgresStore {
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         // A NUL matches nothing (no stored id has one), as elsewhere: see `text`.
         sql::events(&mut Pg(&self.client().await?), &q).await
+    }
+
+    async fn prune_events(&self, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let pruned = sql::prune_events(&mut Pg(&tx), max_bytes, floor_seq).await?;
+        self.commit(tx).await?;
+        Ok(pruned)
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        sql::outbox_stats(&mut Pg(&self.client().await?)).await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {

@@ -11,10 +11,10 @@
 
 use std::sync::LazyLock;
 
-use super::codec::{self, from_json, to_json, token_record, ChatRow};
+use super::codec::{self, from_json, to_json, token_record, ChatRow, EventRow};
 use super::{BotChatsQuery, ChatSearchQuery, 
     ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey,
-    MessageDedupRecord, MessageOrder, MessageQuery, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
+    MessageDedupRecord, MessageOrder, MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
     TokenRecord,
 };
 use crate::domain::chat::{fold_case, Chat};
@@ -89,6 +89,13 @@ macro_rules! chat_columns {
 macro_rules! token_columns {
     () => {
         "token, kind, app_id, tenant_key, issued_at, expires_at"
+    };
+}
+
+/// The columns `event_from_row` reads, `seq` first (see `codec::EventRow`).
+macro_rules! event_columns {
+    () => {
+        "seq, type, chat_id, at_ms, users, body, bytes_end"
     };
 }
 
@@ -177,9 +184,22 @@ statements! {
     INSERT_TOKEN = "INSERT INTO tokens (token, kind, app_id, tenant_key, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
     TOKEN = "SELECT ", token_columns!(), " FROM tokens WHERE token = $1";
 
-    EVENTS = "SELECT seq, body FROM events WHERE seq > $1 AND (CAST($2 AS TEXT) IS NULL OR chat_id = $2)
+    /// No index on `chat_id` (it cost every create a second B-tree insert): a chat's events are
+    /// found by walking seq order from `$1`, within the outbox's byte bound.
+    EVENTS = "SELECT ", event_columns!(), " FROM events WHERE seq > $1 AND (CAST($2 AS TEXT) IS NULL OR chat_id = $2)
         AND (CAST($3 AS TEXT) IS NULL OR type = $3) ORDER BY seq LIMIT $4";
-    INSERT_STORED_EVENT = "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)";
+    /// An event with its seq (an import, in seq order): it ends `$7` bytes after the last one.
+    INSERT_STORED_EVENT = "INSERT INTO events (seq, type, chat_id, at_ms, users, body, bytes_end)
+        VALUES ($1, $2, $3, $4, $5, $6, coalesce((SELECT bytes_end FROM events ORDER BY seq DESC LIMIT 1), 0) + $7)";
+    FIRST_EVENT = "SELECT ", event_columns!(), " FROM events ORDER BY seq LIMIT 1";
+    LAST_EVENT = "SELECT ", event_columns!(), " FROM events ORDER BY seq DESC LIMIT 1";
+    /// The oldest event that ends past byte `$1` or comes after seq `$2`. It walks seq order from
+    /// the oldest and stops there, so it reads the rows a prune deletes plus one.
+    FIRST_KEPT_EVENT = "SELECT ", event_columns!(), " FROM events WHERE bytes_end > $1 OR seq > $2 ORDER BY seq LIMIT 1";
+    PRUNE_EVENTS = "DELETE FROM events WHERE seq < $1";
+    /// Rows of the layout before `codec::EventRow` (the whole event as JSON in `body`).
+    LEGACY_EVENTS = "SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
+    COMPACT_EVENT = "UPDATE events SET users = $2, body = $3, bytes_end = $4 WHERE seq = $1";
 
     COUNT_CHATS = "SELECT count(*) FROM chats";
     PING = "SELECT 1";
@@ -190,7 +210,7 @@ statements! {
     EXPORT_MESSAGES = "SELECT body FROM messages ORDER BY seq";
     EXPORT_MESSAGE_DEDUP = "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id";
     EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
-    EXPORT_EVENTS = "SELECT seq, body FROM events ORDER BY seq";
+    EXPORT_EVENTS = "SELECT ", event_columns!(), " FROM events ORDER BY seq";
 }
 
 /// Every table of the state but tokens (which `clear` keeps), children first.
@@ -205,15 +225,18 @@ pub enum Param<'a> {
     OptText(Option<&'a str>),
     Bool(bool),
     Blob(&'a [u8]),
+    OptBlob(Option<&'a [u8]>),
 }
 
-use Param::{Blob, Bool, Int, OptInt, OptText, Text};
+use Param::{Blob, Bool, Int, OptBlob, OptInt, OptText, Text};
 
 /// One row as read: column `i`, counted from 0.
 pub trait Cols {
     fn int(&self, i: usize) -> Result<i64, StoreError>;
     fn str(&self, i: usize) -> Result<&str, StoreError>;
     fn blob(&self, i: usize) -> Result<&[u8], StoreError>;
+    /// A blob column that may be `NULL`.
+    fn opt_blob(&self, i: usize) -> Result<Option<&[u8]>, StoreError>;
     fn flag(&self, i: usize) -> Result<bool, StoreError>;
 
     fn string(&self, i: usize) -> Result<String, StoreError> {
@@ -306,7 +329,26 @@ pub fn token_from_row(r: &dyn Cols) -> Result<TokenRecord, StoreError> {
 }
 
 fn event_from_row(r: &dyn Cols) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent { seq: r.int(0)?, event: from_json("events.body", r.str(1)?)? })
+    let event = codec::decode_event(r.str(1)?, r.str(2)?, r.int(3)?, r.opt_blob(4)?, r.str(5)?)?;
+    Ok(StoredEvent { seq: r.int(0)?, event })
+}
+
+/// An event row's seq, where it ends in the outbox's bytes, and its size (`codec::event_bytes`).
+fn event_extent(r: &dyn Cols) -> Result<EventExtent, StoreError> {
+    let bytes = codec::event_bytes(r.str(1)?, r.str(2)?, r.opt_blob(4)?, r.str(5)?);
+    Ok(EventExtent { seq: r.int(0)?, end: r.int(6)?, bytes })
+}
+
+struct EventExtent {
+    seq: i64,
+    end: i64,
+    bytes: i64,
+}
+
+impl EventExtent {
+    fn start(&self) -> i64 {
+        self.end - self.bytes
+    }
 }
 
 fn task_link_from_row(r: &dyn Cols) -> Result<TaskChatRecord, StoreError> {
@@ -444,6 +486,57 @@ pub async fn task_links(tx: &mut impl Tx) -> Result<Vec<TaskChatRecord>, StoreEr
 pub async fn events(tx: &mut impl Tx, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
     let params = [Int(q.after), OptText(q.chat_id.as_ref().map(|c| c.0.as_str())), OptText(q.type_name.as_deref()), Int(q.limit as i64)];
     tx.query(&EVENTS, &params, event_from_row).await
+}
+
+/// The oldest and newest events kept and the bytes between them (three index lookups).
+pub async fn outbox_stats(tx: &mut impl Tx) -> Result<OutboxStats, StoreError> {
+    let first = tx.query_opt(&FIRST_EVENT, &[], event_extent).await?;
+    let last = tx.query_opt(&LAST_EVENT, &[], event_extent).await?;
+    Ok(match (first, last) {
+        (Some(first), Some(last)) => OutboxStats { first_seq: first.seq, last_seq: last.seq, bytes: (last.end - first.start()).max(0) as u64 },
+        _ => OutboxStats::default(),
+    })
+}
+
+/// Deletes the oldest events until the rest fit in `max_bytes`, sparing every event after
+/// `floor_seq` and the newest one (SQLite numbers the next event after it); how many went.
+/// Work: two index lookups, then the rows deleted (plus one) in seq order.
+pub async fn prune_events(tx: &mut impl Tx, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError> {
+    let Some(last) = tx.query_opt(&LAST_EVENT, &[], event_extent).await? else { return Ok(0) };
+    // Events that end at or before this byte lie wholly outside the newest `max_bytes`.
+    let below = last.end.saturating_sub(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+    let Some(first_kept) = tx.query_opt(&FIRST_KEPT_EVENT, &[Int(below), Int(floor_seq)], event_extent).await? else {
+        return Ok(0);
+    };
+    // Within the floor, an event that starts before the bound but ends past it goes too.
+    let straddles = first_kept.seq <= floor_seq && first_kept.start() < below;
+    let cut = if straddles { first_kept.seq + 1 } else { first_kept.seq };
+    tx.execute(&PRUNE_EVENTS, &[Int(cut.min(last.seq))]).await
+}
+
+/// Rewrites the rows an older larkstack stored (the whole event as JSON in `body`) into
+/// `codec::EventRow`'s layout with their `bytes_end`, a page at a time; run by the migration that
+/// adds the columns.
+pub async fn compact_legacy_events(tx: &mut impl Tx) -> Result<(), StoreError> {
+    const PAGE: i64 = 1000;
+    let (mut after, mut end) = (0, 0);
+    loop {
+        let page = tx
+            .query(&LEGACY_EVENTS, &[Int(after), Int(PAGE)], |r| {
+                Ok((r.int(0)?, from_json::<DomainEvent>("events.body", r.str(1)?)?))
+            })
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        for (seq, event) in page {
+            let row = EventRow::encode(&event);
+            end += row.bytes();
+            tx.execute(&COMPACT_EVENT, &[Int(seq), OptBlob(row.users.as_deref()), Text(&row.body), Int(end)]).await?;
+            after = seq;
+        }
+    }
+    tx.events_restored().await
 }
 
 pub async fn find_token(tx: &mut impl Tx, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -674,8 +767,16 @@ async fn import_record(tx: &mut impl Tx, record: StateRecord) -> Result<(), Stor
         }
         StateRecord::Token(token) => insert_token(tx, &token).await?,
         StateRecord::Event(e) => {
-            let body = to_json(&e.event);
-            let params = [Int(e.seq), Text(e.event.type_name()), Text(&e.event.chat_id.0), Int(e.event.at_ms), Text(&body)];
+            let row = EventRow::encode(&e.event);
+            let params = [
+                Int(e.seq),
+                Text(row.type_name),
+                Text(&row.chat_id),
+                Int(row.at_ms),
+                OptBlob(row.users.as_deref()),
+                Text(&row.body),
+                Int(row.bytes()),
+            ];
             tx.execute(&INSERT_STORED_EVENT, &params).await?;
         }
     }

@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
-    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
+    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, OutboxStats, StateRecord,
     Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
 };
-use super::codec::{to_json, ChatRow};
+use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
@@ -30,7 +30,11 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0003_task_chats.sql"),
     include_str!("migrations/sqlite/0004_search_text.sql"),
     include_str!("migrations/sqlite/0005_events.sql"),
+    OUTBOX_COMPACT_MIGRATION,
 ];
+/// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
+/// (found by its text, so renumbering the migrations cannot miss it).
+const OUTBOX_COMPACT_MIGRATION: &str = include_str!("migrations/sqlite/0006_outbox_compact.sql");
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 4;
 /// Most operations one commit carries; bounds latency of the first op in a burst.
@@ -72,6 +76,8 @@ enum WriteOp {
     Clear { reply: oneshot::Sender<Result<(), StoreError>> },
     /// Replaces everything with the records received, in one transaction.
     Import { batches: mpsc::Receiver<ImportBatch>, reply: oneshot::Sender<Result<u64, StoreError>> },
+    /// Deletes the outbox's oldest events beyond `max_bytes`, none after `floor_seq`.
+    PruneEvents { max_bytes: u64, floor_seq: i64, reply: oneshot::Sender<Result<u64, StoreError>> },
     /// Test hook: caps the database at its current size (`true`), or lifts the cap.
     LimitGrowth { limit: bool, reply: oneshot::Sender<Result<(), StoreError>> },
     CreateMessage {
@@ -120,6 +126,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         if i + 1 == SEARCH_TEXT_MIGRATION {
             backfill_search_text(&tx)?;
+        }
+        if *sql == OUTBOX_COMPACT_MIGRATION {
+            ready(sql::compact_legacy_events(&mut Lite(&tx)))?;
         }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
@@ -364,6 +373,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
                 }
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
+                WriteOp::PruneEvents { max_bytes, floor_seq, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::prune_events(sp, max_bytes, floor_seq))))
+                }
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
                     in_savepoint(&mut tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
@@ -435,6 +447,7 @@ impl rusqlite::ToSql for Param<'_> {
             Param::OptText(s) => ToSqlOutput::Borrowed(s.map_or(ValueRef::Null, |s| ValueRef::Text(s.as_bytes()))),
             Param::Bool(b) => ToSqlOutput::Owned(Value::Integer(b as i64)),
             Param::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Param::OptBlob(b) => ToSqlOutput::Borrowed(b.map_or(ValueRef::Null, ValueRef::Blob)),
         })
     }
 }
@@ -452,6 +465,13 @@ impl Cols for rusqlite::Row<'_> {
         match self.get_ref(i)? {
             rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => Ok(b),
             other => Err(StoreError::Corrupt(format!("column {i}: {:?} is no blob", other.data_type()))),
+        }
+    }
+
+    fn opt_blob(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
+        match self.get_ref(i)? {
+            rusqlite::types::ValueRef::Null => Ok(None),
+            _ => self.blob(i).map(Some),
         }
     }
 
@@ -510,14 +530,19 @@ impl Tx for Lite<'_> {
     }
 }
 
-/// Appends events to the outbox; `seq` is the rowid, so max(seq) + 1 each (see 0005_events.sql).
+/// Appends events to the outbox (`codec::EventRow`); `seq` is the rowid, so max(seq) + 1 each
+/// (see 0005_events.sql), and each ends its size after the last one (`bytes_end`).
 fn insert_events(tx: &Connection, events: &[DomainEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut insert = tx.prepare_cached("INSERT INTO events (type, chat_id, at_ms, body) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (type, chat_id, at_ms, users, body, bytes_end)
+         VALUES (?1, ?2, ?3, ?4, ?5, coalesce((SELECT bytes_end FROM events ORDER BY seq DESC LIMIT 1), 0) + ?6)",
+    )?;
     for e in events {
-        insert.execute(params![e.type_name(), e.chat_id.0, e.at_ms, to_json(e)])?;
+        let row = EventRow::encode(e);
+        insert.execute(params![row.type_name, row.chat_id, row.at_ms, row.users, row.body, row.bytes()])?;
     }
     Ok(())
 }
@@ -667,6 +692,15 @@ impl Store for SqliteStore {
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(move |conn| ready(sql::events(&mut Lite(conn), &q))).await
+    }
+
+    async fn prune_events(&self, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::PruneEvents { max_bytes, floor_seq, reply }, rx).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.read(|conn| ready(sql::outbox_stats(&mut Lite(conn)))).await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {

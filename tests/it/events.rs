@@ -3,6 +3,8 @@
 //! export/import round trip include them.
 
 use axum::http::Method;
+use larkstack::domain::directory::Directory;
+use larkstack::state::{StateConfig, DEFAULT_OUTBOX_BYTES};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -203,9 +205,12 @@ async fn the_query_is_checked_and_needs_the_admin_token() {
     let t = app.token("demo-bot").await;
     let r = app.call(Method::GET, "/_larkstack/events", &t, None).await;
     assert_eq!(r.status.as_u16(), 401);
-    assert_eq!(app.events("?limit=1000").await, json!({"items": [], "has_more": false}));
+    let outbox = json!({"first_seq": 0, "last_seq": 0, "bytes": 0, "max_bytes": DEFAULT_OUTBOX_BYTES});
+    assert_eq!(app.events("?limit=1000").await, json!({"items": [], "has_more": false, "outbox": outbox}));
     app.new_chat(&t, json!({})).await;
-    assert_eq!(app.events("?chat_id=oc_%00x").await, json!({"items": [], "has_more": false}), "a NUL matches nothing");
+    let none = app.events("?chat_id=oc_%00x").await;
+    assert_eq!((&none["items"], &none["has_more"]), (&json!([]), &json!(false)), "a NUL matches nothing");
+    assert_eq!((&none["outbox"]["first_seq"], &none["outbox"]["last_seq"]), (&json!(1), &json!(1)));
 }
 
 #[tokio::test]
@@ -231,4 +236,131 @@ async fn reset_clears_events_and_the_state_round_trip_keeps_them() {
     assert_eq!(app.event_items("").await, before, "the import restores them");
     assert_eq!(app.call(Method::PUT, &format!("/open-apis/im/v1/chats/{id}"), &t, Some(json!({"name": "d"}))).await.code(), 0);
     assert_eq!(seqs(&app.event_items("").await), [1, 2, 3], "new events follow the imported ones");
+}
+
+/// With a tiny `--outbox-bytes`, the fan-out's prune keeps the newest events that fit (and no
+/// fewer), round after round of writes: a listing from the start begins at the oldest kept one,
+/// and the seqs go on.
+#[tokio::test]
+async fn the_outbox_keeps_the_newest_events_within_outbox_bytes() {
+    const MAX: u64 = 4096;
+    let app = TestApp::with(Directory::demo(), StateConfig { outbox_bytes: MAX, rate_limits: false, ..StateConfig::default() }).await;
+    let t = app.token("demo-bot").await;
+    let o = |u: &str| app.open_id("demo-bot", u);
+    let members = json!([o("bob"), o("carol"), o("erin")]);
+    let mut created = 0;
+    for round in 0..4 {
+        for _ in 0..10 {
+            created += 1;
+            app.new_chat(&t, json!({"name": format!("bounded {created:02}"), "owner_id": o("alice"), "user_id_list": members})).await;
+        }
+        // The prune follows the fan-out (at most every 250 ms): wait for it to catch up.
+        let mut outbox = Value::Null;
+        for _ in 0..200 {
+            outbox = app.events("?limit=1").await["outbox"].clone();
+            if outbox["bytes"].as_u64().unwrap() <= MAX {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let (first, last, bytes) = (outbox["first_seq"].as_i64().unwrap(), outbox["last_seq"].as_i64().unwrap(), outbox["bytes"].as_u64().unwrap());
+        assert!(bytes <= MAX, "round {round}: {outbox}");
+        assert_eq!((last, &outbox["max_bytes"]), (created, &json!(MAX)));
+        let kept = app.event_items("?limit=1000").await;
+        assert_eq!(seqs(&kept), (first..=created).collect::<Vec<i64>>(), "a listing from 0 starts at the oldest kept event");
+        // 10 events fit (~340 bytes each), 20 do not. No more went than needed: the one before
+        // the oldest kept (as big as they) would not have fit.
+        assert_eq!(first > 1, round > 0, "round {round}: {outbox}");
+        let one = bytes / kept.len() as u64;
+        assert!(first == 1 || bytes + one + 8 > MAX, "round {round}: {outbox}, {} events", kept.len());
+    }
+    // The seqs go on after the pruned ones.
+    app.new_chat(&t, json!({"name": "after"})).await;
+    assert_eq!(app.events("?limit=1").await["outbox"]["last_seq"], json!(41));
+}
+
+/// `Store::prune_events` never deletes past the floor (events the fan-out has not passed), nor
+/// the newest event, whose seq the next one follows (SQLite numbers by max(seq) + 1).
+#[tokio::test]
+async fn a_prune_spares_events_past_the_floor_and_the_newest() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    for i in 0..6 {
+        app.new_chat(&t, json!({"name": format!("p{i}")})).await;
+    }
+    let store = &app.state.store;
+    assert_eq!(store.prune_events(1, 3).await.unwrap(), 3, "1 byte allowed: all up to the floor go");
+    assert_eq!(seqs(&app.event_items("").await), [4, 5, 6]);
+    let stats = store.outbox_stats().await.unwrap();
+    assert_eq!((stats.first_seq, stats.last_seq), (4, 6));
+    let all_three = stats.bytes;
+    assert_eq!(store.prune_events(all_three, 6).await.unwrap(), 0, "they fit");
+    assert_eq!(store.prune_events(all_three - 1, 6).await.unwrap(), 1, "one byte less: the oldest goes");
+    assert_eq!(store.prune_events(1, 100).await.unwrap(), 1, "all but the newest");
+    assert_eq!(seqs(&app.event_items("").await), [6]);
+    assert_eq!(store.prune_events(1, 100).await.unwrap(), 0);
+    app.new_chat(&t, json!({"name": "next"})).await;
+    assert_eq!(seqs(&app.event_items("").await), [6, 7], "no seq is used twice");
+}
+
+/// Events an older larkstack stored (the whole event as JSON in `body`, an index on chat_id)
+/// read the same after the upgrade, which rewrites them into the compact layout.
+#[tokio::test]
+async fn events_stored_in_the_layout_before_read_the_same_after_the_upgrade() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    let o = |u: &str| app.open_id("demo-bot", u);
+    let id = app.new_chat(&t, json!({"name": "old", "owner_id": o("alice"), "user_id_list": [o("bob")]})).await;
+    assert_eq!(app.call(Method::PUT, &format!("/open-apis/im/v1/chats/{id}"), &t, Some(json!({"name": "older"}))).await.code(), 0);
+    let before = app.event_items("").await;
+    assert_eq!(types(&before), ["larkstack.chat.created_v1", "im.chat.updated_v1"]);
+    // The rows as the layout before held them: the listed event without its seq.
+    let legacy: Vec<(i64, String, String, i64, String)> = before
+        .iter()
+        .map(|e| {
+            let mut body = e.clone();
+            body.as_object_mut().unwrap().remove("seq");
+            (e["seq"].as_i64().unwrap(), e["type"].as_str().unwrap().into(), id.clone(), e["at_ms"].as_i64().unwrap(), body.to_string())
+        })
+        .collect();
+    let TestApp { data, state, router, .. } = app;
+    drop((state, router));
+    match test_database() {
+        None => {
+            let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+            conn.execute_batch("DROP TABLE events;").unwrap();
+            conn.execute_batch(include_str!("../../src/store/migrations/sqlite/0005_events.sql")).unwrap();
+            for (seq, type_name, chat_id, at_ms, body) in &legacy {
+                conn.execute("INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)", rusqlite::params![seq, type_name, chat_id, at_ms, body])
+                    .unwrap();
+            }
+            conn.execute_batch("PRAGMA user_version = 5;").unwrap();
+        }
+        Some(url) => {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            let schema = schema_for(data.path());
+            client.batch_execute(&format!("SET search_path = {schema}; DROP TABLE events, event_seq;")).await.unwrap();
+            client.batch_execute(include_str!("../../src/store/migrations/postgres/0003_events.sql")).await.unwrap();
+            for (seq, type_name, chat_id, at_ms, body) in &legacy {
+                let sql = "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)";
+                client.execute(sql, &[seq, type_name, chat_id, at_ms, body]).await.unwrap();
+            }
+            client.batch_execute("UPDATE event_seq SET last = 2; DELETE FROM larkstack_migrations WHERE version >= 4;").await.unwrap();
+        }
+    }
+    let app = TestApp::on(data, Directory::demo(), StateConfig::default(), Default::default()).await;
+    assert_eq!(app.event_items("").await, before);
+    assert_eq!(seqs(&app.event_items(&format!("?chat_id={id}&type=im.chat.updated_v1")).await), [2]);
+    let outbox = app.events("").await["outbox"].clone();
+    assert!(outbox["bytes"].as_u64().unwrap() > 0, "{outbox}");
+    assert_eq!(app.call(Method::PUT, &format!("/open-apis/im/v1/chats/{id}"), &t, Some(json!({"name": "new"}))).await.code(), 0);
+    let after = app.event_items("").await;
+    assert_eq!(seqs(&after), [1, 2, 3]);
+    // The new event's bytes follow the rewritten ones'.
+    let grown = app.events("").await["outbox"]["bytes"].as_u64().unwrap();
+    assert!(grown > outbox["bytes"].as_u64().unwrap());
+    assert_eq!(app.state.store.prune_events(1, 3).await.unwrap(), 2);
+    assert_eq!(app.event_items("").await, after[2..]);
 }

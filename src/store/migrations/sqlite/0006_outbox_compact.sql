@@ -1,0 +1,10 @@
+-- The outbox, compacted. `body` keeps only what no column holds (not `type`, `chat_id`, `at_ms`);
+-- a created chat's members move to `users`, 10 bytes a uid as in `chats.users` (NULL for other
+-- events). `bytes_end` is where the event ends in the outbox's running byte count, so a prune
+-- to `--outbox-bytes` finds its cut by walking the oldest rows only. The rows already stored
+-- are rewritten right after this script (`sql::compact_legacy_events`).
+-- The index on chat_id goes: it cost every event a second B-tree insert, and the control API's
+-- chat filter walks seq order within the bounded outbox instead.
+ALTER TABLE events ADD COLUMN users BLOB;
+ALTER TABLE events ADD COLUMN bytes_end INTEGER NOT NULL DEFAULT 0;
+DROP INDEX events_by_chat;
