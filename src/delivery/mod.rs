@@ -6,7 +6,8 @@
 //! creation order, so events of one chat reach one app in commit order; per app at most
 //! `MAX_IN_FLIGHT_PER_APP` at once, so a slow or dead receiver only holds up its own app. A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
 //! larkstack clock, keeping its `event_id`; a delivery waiting for a retry does not hold up later
-//! ones (docs/parity.md).
+//! ones (docs/parity.md). Behind the fan-out, the loop prunes the outbox to `--outbox-bytes`
+//! (`prune_outbox`: the floor is the cursor, so only events already fanned out go).
 //!
 //! This version keeps the cursor, the deliveries and run-time settings in memory (the store
 //! tables are the next step): a restart fans the whole outbox out again (at-least-once; the

@@ -187,7 +187,7 @@ impl PackedUids {
 
     /// `None` unless `bytes` is a whole number of 10-byte uids.
     pub fn from_bytes(bytes: Vec<u8>) -> Option<Self> {
-        (bytes.len() % 10 == 0).then_some(PackedUids(bytes))
+        bytes.len().is_multiple_of(10).then_some(PackedUids(bytes))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
