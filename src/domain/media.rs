@@ -21,7 +21,7 @@ pub const MAX_DOWNLOAD_BYTES: usize = 100 << 20;
 /// "GIF 图片分辨率不能超过 2000 x 2000".
 pub const MAX_GIF_SIDE: usize = 2000;
 /// "其他图片分辨率不能超过 12000 x 12000".
-pub const MAX_IMAGE_SIDE: usize = 12000;
+pub const MAX_IMAGE_SIDE: usize = 12_000;
 /// "用于设置头像的图片分辨率不能超过 4096 x 4096".
 pub const MAX_AVATAR_SIDE: usize = 4096;
 
