@@ -63,7 +63,8 @@ async fn store(state: &AppState, app: &App, meta: BlobMeta, bytes: Bytes) -> Res
     Ok(())
 }
 
-fn new_meta(state: &AppState, app: &App, tenant: &Tenant, kind: BlobKind, purpose: &str, content_type: &str, file_name: &str, size: usize) -> BlobMeta {
+/// What an upload by `app` in `tenant` is stored as.
+fn new_meta(state: &AppState, (app, tenant): (&App, &Tenant), kind: BlobKind, purpose: &str, content_type: &str, file_name: &str, size: usize) -> BlobMeta {
     BlobMeta {
         key: new_blob_key(kind),
         app_id: app.app_id.clone(),
@@ -126,7 +127,7 @@ pub async fn upload_image(State(state): State<Arc<AppState>>, headers: HeaderMap
     let image_type = form.text("image_type");
     let content_type = check_image(image_type, image.as_deref())?;
     let image = image.unwrap_or_default();
-    let meta = new_meta(&state, app, tenant, BlobKind::Image, image_type.unwrap_or_default(), content_type, "", image.len());
+    let meta = new_meta(&state, (app, tenant), BlobKind::Image, image_type.unwrap_or_default(), content_type, "", image.len());
     let key = meta.key.clone();
     store(&state, app, meta, image).await?;
     Ok(ok(&serde_json::json!({ "image_key": key })))
@@ -156,7 +157,7 @@ pub async fn upload_file(State(state): State<Arc<AppState>>, headers: HeaderMap,
     let content_type = check_file(file_type, file_name, form.text("duration"), file.as_deref())?;
     let file = file.unwrap_or_default();
     let (file_type, file_name) = (file_type.unwrap_or_default(), file_name.unwrap_or_default());
-    let meta = new_meta(&state, app, tenant, BlobKind::File, file_type, content_type, file_name, file.len());
+    let meta = new_meta(&state, (app, tenant), BlobKind::File, file_type, content_type, file_name, file.len());
     let key = meta.key.clone();
     store(&state, app, meta, file).await?;
     Ok(ok(&serde_json::json!({ "file_key": key })))
