@@ -22,7 +22,7 @@ fn media_fixture() -> Directory {
 }
 
 /// A PNG header of `width`×`height`, then `tail` (the rules read headers only).
-fn png(width: u32, height: u32, tail: &[u8]) -> Vec<u8> {
+pub(crate) fn png(width: u32, height: u32, tail: &[u8]) -> Vec<u8> {
     let mut b = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R'];
     b.extend_from_slice(&width.to_be_bytes());
     b.extend_from_slice(&height.to_be_bytes());
@@ -52,10 +52,10 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-const BOUNDARY: &str = "----larkstackMediaTest7MA4YWxkTrZu0gW";
+pub(crate) const BOUNDARY: &str = "----larkstackMediaTest7MA4YWxkTrZu0gW";
 
 /// A multipart body: (field, file name for file parts, bytes).
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
+pub(crate) fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     let mut body = Vec::new();
     for (name, file_name, data) in parts {
         body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
