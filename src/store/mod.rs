@@ -395,7 +395,7 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Removes every chat, message, dedup key, task link and event (seqs start over at 1); tokens
+    /// Removes every chat, message, dedup key, task link, event and upload (seqs start over at 1); tokens
     /// stay valid.
     async fn clear(&self) -> Result<(), StoreError>;
 

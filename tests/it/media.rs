@@ -412,3 +412,13 @@ async fn a_large_upload_is_stored_and_served_whole() {
     eprintln!("30 MB upload: {upload_ms} ms; a chat create and the download after it: {} ms", started.elapsed().as_millis());
     assert!(upload_ms < 20_000, "a 30 MB upload took {upload_ms} ms");
 }
+
+#[tokio::test]
+async fn a_reset_forgets_uploads() {
+    let app = TestApp::with(media_fixture(), StateConfig::default()).await;
+    let demo = app.token("demo-bot").await;
+    let key = image_key(&app, &demo, "message", &png(2, 2, b"reset me")).await;
+    let r = app.post_json("/_larkstack/reset", Some(&app.state.admin_token), &json!({})).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_eq!(download_code(&app, &demo, &format!("/open-apis/im/v1/images/{key}")).await, 234005);
+}
