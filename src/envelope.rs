@@ -56,6 +56,19 @@ pub fn ok<T: Serialize>(data: &T) -> Response {
     with_code(json_response(StatusCode::OK, body), 0)
 }
 
+/// Bytes under HTTP 200 (image and file downloads): `code` 0 for metrics, no envelope. The body
+/// is the stored buffer itself, written out as it is (no copy).
+pub fn binary(content_type: &str, disposition: Option<&str>, bytes: axum::body::Bytes) -> Response {
+    let mut resp = (StatusCode::OK, bytes).into_response();
+    let headers = resp.headers_mut();
+    let content_type = HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, content_type);
+    if let Some(v) = disposition.and_then(|d| HeaderValue::from_str(d).ok()) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    with_code(resp, 0)
+}
+
 /// A reply whose fields sit at the top level (the auth endpoints), under HTTP 200.
 pub fn top_level(body: &serde_json::Value) -> Response {
     let code = body.get("code").and_then(serde_json::Value::as_i64).unwrap_or(0);

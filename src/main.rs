@@ -87,6 +87,10 @@ struct ServeArgs {
     #[arg(long, env = "LARKSTACK_OUTBOX_BYTES", default_value_t = larkstack::state::DEFAULT_OUTBOX_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     outbox_bytes: u64,
+    /// Bytes one app's uploaded images and files may take in the store (all its tenants); an
+    /// upload past it is refused with 234042.
+    #[arg(long, env = "LARKSTACK_BLOB_QUOTA_BYTES", default_value_t = larkstack::state::DEFAULT_BLOB_QUOTA_BYTES)]
+    blob_quota_bytes: u64,
     /// A PostgreSQL URL (postgres://user@host:port/db) to keep the state there instead of in the
     /// data dir's SQLite database: the way to run several nodes on one state.
     #[arg(long, env = "LARKSTACK_DATABASE")]
@@ -298,6 +302,7 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             journal_size: args.journal_size,
             journal_bytes: args.journal_bytes,
             outbox_bytes: args.outbox_bytes,
+            blob_quota_bytes: args.blob_quota_bytes,
             fixture_text: Some(text),
             fixture_file: Some(args.data_dir.join("fixture.toml")),
             redis,

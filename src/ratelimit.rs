@@ -43,6 +43,8 @@ pub enum Family {
     ChatMessages,
     ApaasChatGroup,
     ApaasTaskQuery,
+    /// Image and file uploads and downloads, message resources (1000/min, 50/s each).
+    Resources,
 }
 
 impl Family {

@@ -18,6 +18,8 @@ use crate::store::{DedupKey, Store, TokenRecord};
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Default bound on the event outbox's bytes (`--outbox-bytes`).
 pub const DEFAULT_OUTBOX_BYTES: u64 = 256 << 20;
+/// Default bound on the bytes one app's uploaded images and files take in the store.
+pub const DEFAULT_BLOB_QUOTA_BYTES: u64 = 1 << 30;
 
 pub struct AppState {
     pub clock: Arc<Clock>,
@@ -29,6 +31,8 @@ pub struct AppState {
     /// Create requests with a dedup key that are between validation and commit.
     pub creates_in_flight: Mutex<HashSet<DedupKey>>,
     pub body_limit: usize,
+    /// Bytes one app's uploads (images and files, all tenants) may take in the store.
+    pub blob_quota_bytes: u64,
     /// The only credential the control API accepts (and one /open-apis never accepts).
     pub admin_token: String,
     pub journal: Journal,
@@ -49,6 +53,7 @@ pub struct AppState {
 pub struct StateConfig {
     pub rate_limits: bool,
     pub body_limit: usize,
+    pub blob_quota_bytes: u64,
     pub admin_token: String,
     pub journal_size: usize,
     /// Bound on the bytes the journal keeps.
@@ -65,6 +70,7 @@ impl Default for StateConfig {
         StateConfig {
             rate_limits: true,
             body_limit: DEFAULT_BODY_LIMIT,
+            blob_quota_bytes: DEFAULT_BLOB_QUOTA_BYTES,
             admin_token: new_admin_token(),
             journal_size: DEFAULT_JOURNAL_SIZE,
             journal_bytes: DEFAULT_JOURNAL_BYTES,
@@ -96,6 +102,7 @@ impl AppState {
             token_cache: RwLock::new(HashMap::new()),
             creates_in_flight: Mutex::new(HashSet::new()),
             body_limit: config.body_limit,
+            blob_quota_bytes: config.blob_quota_bytes,
             admin_token: config.admin_token,
             journal: Journal::new(config.journal_size, config.journal_bytes),
             faults: Faults::default(),

@@ -19,11 +19,25 @@ pub(crate) fn too_large(limit: usize) -> ApiError {
     ApiError::Feishu(TransportErr::BodyTooLarge.with_msg(format!("request body exceeds {limit} bytes")))
 }
 
+/// Bytes an upload's multipart body may take on top of the largest file: the other fields, the
+/// part headers and boundaries.
+pub const MULTIPART_OVERHEAD: usize = 1 << 20;
+
+/// The body limit of a request to `path`: the uploads (`/open-apis/im/v1/images` and `/files`)
+/// take the largest file Feishu accepts plus `MULTIPART_OVERHEAD`, the rest the configured limit.
+pub fn body_limit_for(state: &AppState, path: &str) -> usize {
+    if crate::api::im::media::UPLOAD_PATHS.contains(&path) {
+        state.body_limit.max(crate::domain::media::MAX_FILE_BYTES + MULTIPART_OVERHEAD)
+    } else {
+        state.body_limit
+    }
+}
+
 impl FromRequest<std::sync::Arc<AppState>> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request<Body>, state: &std::sync::Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let limit = state.body_limit;
+        let limit = body_limit_for(state, req.uri().path());
         let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large(limit));

@@ -3,4 +3,5 @@
 pub mod apaas;
 pub mod auth;
 pub mod extract;
+pub mod multipart;
 pub mod im;

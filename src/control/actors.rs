@@ -215,6 +215,12 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         _ => return Err(control_error(ControlErr::BadRequest, "give `text`, or `msg_type` and `content`")),
     };
     validate_content(&msg_type, &content).map_err(|e| control_error(ControlErr::BadRequest, format!("{}: {:?}", e.msg, e.field_violations)))?;
+    // A user sends what was uploaded in their tenant (by any app: see docs/parity.md).
+    let sender = crate::domain::media::Sender::User(&user.tenant_key);
+    crate::api::im::media::check_message_resources(&state, &msg_type, &content, sender).await.map_err(|e| match e {
+        ApiError::Feishu(e) => control_error(ControlErr::BadRequest, format!("{}: {:?}", e.msg, e.field_violations)),
+        other => other,
+    })?;
     let now = state.clock.now_ms();
     let message = Message {
         message_id: new_message_id(now),

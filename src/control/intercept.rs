@@ -32,8 +32,9 @@ pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: N
     let method = parts.method.as_str().to_string();
     let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |p| p.to_string());
     let bearer_token = bearer(&parts.headers).map(str::to_string);
-    let (request_body, response) = match axum::body::to_bytes(body, state.body_limit).await {
-        Err(_) => (Bytes::new(), too_large(state.body_limit).into_response()),
+    let limit = crate::api::extract::body_limit_for(&state, parts.uri.path());
+    let (request_body, response) = match axum::body::to_bytes(body, limit).await {
+        Err(_) => (Bytes::new(), too_large(limit).into_response()),
         Ok(bytes) => {
             let effect = if state.faults.is_empty() {
                 None

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod events;
 pub mod feishu_events;
 pub mod ids;
+pub mod media;
 pub mod message;
 pub mod subscriptions;
 

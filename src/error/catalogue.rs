@@ -144,6 +144,32 @@ errors! {
         /// The per-chat message budget is spent (never a Redis failure: that is `InfraError`).
         ChatRateLimited = (230020, 400, "This operation triggers the frequency limit."),
         ContentTooLong = (230025, 400, "The length of the message content reaches its limit."),
+        /// An image or file message names a key another app (or tenant) uploaded.
+        NotResourceOwner = (230017, 400, "Bot is NOT the owner of the resource."),
+        /// The key was uploaded as another kind than the message type carries (avatar image, mp4 as a file).
+        UploadTypeMismatch = (230055, 400, "The type of file upload does not match the type of message being sent."),
+    }
+}
+
+errors! {
+    /// IM images, files and message resources (`/open-apis/im/v1/images*`, `/files*`,
+    /// `/messages/:message_id/resources/:file_key`); messages as on Feishu's pages.
+    ResourceErr {
+        InvalidParam = (234001, 400, "Invalid request param."),
+        FileNotInMessage = (234003, 400, "File not in message."),
+        AppNotInChat = (234004, 400, "App not in chat."),
+        /// An unknown key (larkstack deletes nothing: a key it never issued).
+        ResourceDeleted = (234005, 400, "Image has been deleted"),
+        TooLarge = (234006, 400, "The file size exceed the max value."),
+        BotAbilityInactive = (234007, 400, "App does not enable bot feature."),
+        NotResourceSender = (234008, 400, "The app is not the resource sender"),
+        EmptyFile = (234010, 400, "File's size can't be 0."),
+        UnknownImageFormat = (234011, 400, "Can't regonnize the image format."),
+        DownloadTooLarge = (234037, 400, "Downloaded file size exceeds limit."),
+        ResolutionTooLarge = (234039, 400, "Image resolution exceeds limit."),
+        /// The app's blob quota (`--blob-quota-bytes`) is spent: Feishu's "storage full" (docs/parity.md).
+        StorageFull = (234042, 400, "Hybrid deployment tenant storage error, such as full storage space, please contact tenant administrator."),
+        UnsupportedMessageType = (234043, 400, "Unsupported message type."),
     }
 }
 
@@ -205,6 +231,7 @@ pub fn all() -> Vec<Entry> {
     out.extend(AuthErr::ALL.iter().map(|e| e.entry()));
     out.extend(ChatErr::ALL.iter().map(|e| e.entry()));
     out.extend(MessageErr::ALL.iter().map(|e| e.entry()));
+    out.extend(ResourceErr::ALL.iter().map(|e| e.entry()));
     out.extend(ApaasErr::ALL.iter().map(|e| e.entry()));
     out.extend(TransportErr::ALL.iter().map(|e| e.entry()));
     out.extend(ControlErr::ALL.iter().map(|e| e.entry()));

@@ -16,6 +16,7 @@ use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage,
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
 
@@ -111,6 +112,18 @@ impl Store for Tracked {
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
         self.inner.get_message(id).await
+    }
+
+    async fn put_blob(&self, blob: Blob, quota_bytes: u64) -> Result<bool, StoreError> {
+        self.track(self.inner.put_blob(blob, quota_bytes).await)
+    }
+
+    async fn blob_meta(&self, key: &str) -> Result<Option<BlobMeta>, StoreError> {
+        self.inner.blob_meta(key).await
+    }
+
+    async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
+        self.inner.get_blob(key).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
 
@@ -216,8 +217,8 @@ pub struct LinkedChat {
 
 /// One record of an exported state: one line of the NDJSON stream `GET /_larkstack/state` sends
 /// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
-/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens and
-/// events.
+/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens,
+/// events, and last the blobs (each `Blob` followed by its bytes in `BlobChunk`s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 // Most records of a state are chats: boxing them would cost an allocation each for nothing.
@@ -230,8 +231,18 @@ pub enum StateRecord {
     MessageDedup(MessageDedupRecord),
     TaskChat(TaskChatRecord),
     Token(TokenRecord),
-    /// One event of the outbox, with its seq (events come after the rest, in seq order).
+    /// One event of the outbox, with its seq (events come after the tables above, in seq order).
     Event(StoredEvent),
+    /// An uploaded image or file; its bytes follow in `BlobChunk` records, in order.
+    Blob(BlobMeta),
+    BlobChunk(BlobChunkRecord),
+}
+
+/// Some bytes of the blob before it in the stream (at most `sql::BLOB_CHUNK_BYTES`), base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobChunkRecord {
+    pub key: String,
+    pub data: String,
 }
 
 /// Records an export hands over at a time: what the channel of an export holds at most.
@@ -340,6 +351,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError>;
 
+    /// Stores an uploaded image or file, unless its app's blobs would then take more than
+    /// `quota_bytes`: `Ok(false)`, nothing stored. Check and insert are atomic across nodes.
+    async fn put_blob(&self, blob: Blob, quota_bytes: u64) -> Result<bool, StoreError>;
+
+    /// What was uploaded under `key`, without the bytes.
+    async fn blob_meta(&self, key: &str) -> Result<Option<BlobMeta>, StoreError>;
+
+    /// What was uploaded under `key`, with the bytes.
+    async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError>;
+
     /// The chat `link.app_id` started from `link.task_id`, if it is not dissolved; otherwise
     /// stores `new` as that chat, with `events`. Atomic, so concurrent first calls start one chat.
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError>;
@@ -392,7 +413,7 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Removes every chat, message, dedup key, task link and event (seqs start over at 1); tokens
+    /// Removes every chat, message, dedup key, task link, event and upload (seqs start over at 1); tokens
     /// stay valid.
     async fn clear(&self) -> Result<(), StoreError>;
 

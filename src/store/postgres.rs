@@ -28,6 +28,7 @@ use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage,
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
 
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_search_text.sql"),
     include_str!("migrations/postgres/0003_events.sql"),
     OUTBOX_COMPACT_MIGRATION,
+    include_str!("migrations/postgres/0009_blobs.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -473,7 +475,11 @@ async fn export_records(pool: &Pool, out: &tokio::sync::mpsc::Sender<Result<Stat
             }
         }
     }
-    Ok(())
+    sql::export_blobs(&mut Pg(&tx), |r| {
+        let out = out.clone();
+        async move { out.send(Ok(r)).await.is_ok() }
+    })
+    .await
 }
 
 /// Serialises transactions that take the same `(scope, key)`, until they end.
@@ -567,6 +573,24 @@ impl Store for PostgresStore {
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
         sql::load_message(&mut Pg(&self.client().await?), &id.0).await
+    }
+
+    async fn put_blob(&self, blob: Blob, quota_bytes: u64) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let stored = sql::put_blob(&mut Pg(&tx), &blob, quota_bytes).await?;
+        if stored {
+            self.commit(tx).await?;
+        }
+        Ok(stored)
+    }
+
+    async fn blob_meta(&self, key: &str) -> Result<Option<BlobMeta>, StoreError> {
+        sql::blob_meta(&mut Pg(&self.client().await?), key).await
+    }
+
+    async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
+        sql::load_blob(&mut Pg(&self.client().await?), key).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {

@@ -12,7 +12,7 @@
 use std::sync::LazyLock;
 
 use super::codec::{self, from_json, to_json, token_record, ChatRow, EventRow};
-use super::{BotChatsQuery, ChatSearchQuery, 
+use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, 
     ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey,
     MessageDedupRecord, MessageOrder, MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
     TokenRecord,
@@ -20,6 +20,7 @@ use super::{BotChatsQuery, ChatSearchQuery,
 use crate::domain::chat::{fold_case, Chat};
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::media::{self, BlobKind, BlobMeta};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
 
@@ -96,6 +97,13 @@ macro_rules! token_columns {
 macro_rules! event_columns {
     () => {
         "seq, type, chat_id, at_ms, users, body, bytes_end"
+    };
+}
+
+/// The columns `blob_meta_from_row` reads.
+macro_rules! blob_columns {
+    () => {
+        "key, app_id, tenant_key, kind, purpose, content_type, file_name, size, created_at"
     };
 }
 
@@ -211,10 +219,19 @@ statements! {
     EXPORT_MESSAGE_DEDUP = "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id";
     EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
     EXPORT_EVENTS = "SELECT ", event_columns!(), " FROM events ORDER BY seq";
+
+    /// Bytes the app's blobs take, for the blob quota.
+    BLOB_BYTES_OF_APP = "SELECT CAST(coalesce(sum(size), 0) AS BIGINT) FROM blobs WHERE app_id = $1";
+    INSERT_BLOB = "INSERT INTO blobs (key, app_id, tenant_key, kind, purpose, content_type, file_name, size, created_at, bytes)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+    BLOB_META = "SELECT ", blob_columns!(), " FROM blobs WHERE key = $1";
+    BLOB_WITH_BYTES = "SELECT ", blob_columns!(), ", bytes FROM blobs WHERE key = $1";
+    /// Keys only: an export reads one blob's bytes at a time.
+    EXPORT_BLOB_KEYS = "SELECT key FROM blobs ORDER BY created_at, key";
 }
 
 /// Every table of the state but tokens (which `clear` keeps), children first.
-pub const STATE_TABLES: &[&str] = &["events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+pub const STATE_TABLES: &[&str] = &["blobs", "events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy)]
@@ -363,6 +380,21 @@ fn task_link_from_row(r: &dyn Cols) -> Result<TaskChatRecord, StoreError> {
     })
 }
 
+fn blob_meta_from_row(r: &dyn Cols) -> Result<BlobMeta, StoreError> {
+    let kind = r.str(3)?;
+    Ok(BlobMeta {
+        key: r.string(0)?,
+        app_id: AppId(r.string(1)?),
+        tenant_key: TenantKey(r.string(2)?),
+        kind: BlobKind::parse(kind).ok_or_else(|| StoreError::Corrupt(format!("blobs.kind {kind:?}")))?,
+        purpose: r.string(4)?,
+        content_type: r.string(5)?,
+        file_name: r.string(6)?,
+        size: r.int(7)?,
+        created_at_ms: r.int(8)?,
+    })
+}
+
 fn message_from_row(r: &dyn Cols) -> Result<Message, StoreError> {
     from_json("messages.body", r.str(0)?)
 }
@@ -477,6 +509,42 @@ pub async fn list_messages(tx: &mut impl Tx, q: &MessageQuery) -> Result<Vec<(Cu
 
 pub async fn load_message(tx: &mut impl Tx, id: &str) -> Result<Option<Message>, StoreError> {
     tx.query_opt(&MESSAGE_BODY, &[Text(id)], message_from_row).await
+}
+
+pub async fn blob_meta(tx: &mut impl Tx, key: &str) -> Result<Option<BlobMeta>, StoreError> {
+    tx.query_opt(&BLOB_META, &[Text(key)], blob_meta_from_row).await
+}
+
+pub async fn load_blob(tx: &mut impl Tx, key: &str) -> Result<Option<media::Blob>, StoreError> {
+    tx.query_opt(&BLOB_WITH_BYTES, &[Text(key)], |r| Ok(media::Blob { meta: blob_meta_from_row(r)?, bytes: r.blob(9)?.to_vec().into() })).await
+}
+
+/// Bytes of a blob per `StateRecord::BlobChunk` of an export: a record, and what the export's
+/// channel holds of a blob per record, stays this small whatever the blob's size.
+pub const BLOB_CHUNK_BYTES: usize = 256 << 10;
+
+/// Every blob as records: its `StateRecord::Blob`, then its bytes in `BlobChunk`s of at most
+/// `BLOB_CHUNK_BYTES`, one blob at a time (so memory holds one blob, plus what `emit` buffers).
+/// `emit` answers false when the reader is gone, which ends the export.
+pub async fn export_blobs<F: std::future::Future<Output = bool>>(
+    tx: &mut impl Tx,
+    mut emit: impl FnMut(StateRecord) -> F,
+) -> Result<(), StoreError> {
+    use base64::Engine as _;
+    let keys = tx.query(&EXPORT_BLOB_KEYS, &[], |r| r.string(0)).await?;
+    for key in keys {
+        let Some(blob) = load_blob(tx, &key).await? else { continue };
+        if !emit(StateRecord::Blob(blob.meta)).await {
+            return Ok(());
+        }
+        for chunk in blob.bytes.chunks(BLOB_CHUNK_BYTES) {
+            let data = base64::engine::general_purpose::STANDARD.encode(chunk);
+            if !emit(StateRecord::BlobChunk(BlobChunkRecord { key: key.clone(), data })).await {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn task_links(tx: &mut impl Tx) -> Result<Vec<TaskChatRecord>, StoreError> {
@@ -673,6 +741,37 @@ async fn insert_message(tx: &mut impl Tx, m: &Message) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Stores `blob` unless its app's blobs would take more than `quota_bytes` with it (`false`:
+/// nothing stored). The app's lock makes check and insert one step on every backend.
+pub async fn put_blob(tx: &mut impl Tx, blob: &media::Blob, quota_bytes: u64) -> Result<bool, StoreError> {
+    let m = &blob.meta;
+    tx.lock("blob_quota", &m.app_id.0).await?;
+    let used = tx.query_opt(&BLOB_BYTES_OF_APP, &[Text(&m.app_id.0)], |r| r.int(0)).await?.unwrap_or(0);
+    if (used.max(0) as u64).saturating_add(blob.bytes.len() as u64) > quota_bytes {
+        return Ok(false);
+    }
+    insert_blob(tx, blob).await?;
+    Ok(true)
+}
+
+async fn insert_blob(tx: &mut impl Tx, blob: &media::Blob) -> Result<(), StoreError> {
+    let m = &blob.meta;
+    let params = [
+        Text(&m.key),
+        Text(&m.app_id.0),
+        Text(&m.tenant_key.0),
+        Text(m.kind.as_str()),
+        Text(&m.purpose),
+        Text(&m.content_type),
+        Text(&m.file_name),
+        Int(blob.bytes.len() as i64),
+        Int(m.created_at_ms),
+        Blob(&blob.bytes),
+    ];
+    tx.execute(&INSERT_BLOB, &params).await?;
+    Ok(())
+}
+
 /// The chat `link.app_id` started from the task unless it is dissolved; otherwise stores `new`.
 pub async fn task_chat(tx: &mut impl Tx, link: &TaskLink, new: Chat, events: &[DomainEvent]) -> Result<Created, StoreError> {
     tx.lock("task", &format!("{}|{}", link.task_id, link.app_id)).await?;
@@ -728,11 +827,12 @@ async fn insert_token(tx: &mut impl Tx, t: &TokenRecord) -> Result<(), StoreErro
 pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
     tx.clear(true).await?;
     let mut stored = 0;
+    let mut blob = None;
     loop {
         match tx.next_batch(&mut batches).await {
             Some(ImportBatch::Records(records)) => {
                 for record in records {
-                    import_record(tx, record).await?;
+                    import_record(tx, record, &mut blob).await?;
                     stored += 1;
                 }
             }
@@ -740,13 +840,45 @@ pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<I
             None => return Err(StoreError::Abandoned),
         }
     }
+    if let Some((meta, bytes)) = blob {
+        return Err(StoreError::Corrupt(format!("blob {} ends after {} of its {} bytes", meta.key, bytes.len(), meta.size)));
+    }
     tx.events_restored().await?;
     Ok(stored)
 }
 
-/// Stores one record of an import (after `Tx::clear(true)`).
-async fn import_record(tx: &mut impl Tx, record: StateRecord) -> Result<(), StoreError> {
+/// Stores one record of an import (after `Tx::clear(true)`). A blob's bytes come in the chunk
+/// records after it: `blob` holds them until they are all there (one blob in memory).
+async fn import_record(tx: &mut impl Tx, record: StateRecord, blob: &mut Option<(BlobMeta, Vec<u8>)>) -> Result<(), StoreError> {
     match record {
+        StateRecord::Blob(meta) => {
+            if let Some((meta, bytes)) = blob.take() {
+                return Err(StoreError::Corrupt(format!("blob {} ends after {} of its {} bytes", meta.key, bytes.len(), meta.size)));
+            }
+            let size = usize::try_from(meta.size).ok().filter(|n| *n <= media::MAX_DOWNLOAD_BYTES);
+            let size = size.ok_or_else(|| StoreError::Corrupt(format!("blob {} of {} bytes", meta.key, meta.size)))?;
+            if size == 0 {
+                insert_blob(tx, &media::Blob { meta, bytes: Default::default() }).await?;
+            } else {
+                *blob = Some((meta, Vec::with_capacity(size)));
+            }
+        }
+        StateRecord::BlobChunk(chunk) => {
+            use base64::Engine as _;
+            let Some((meta, bytes)) = blob.as_mut().filter(|(m, _)| m.key == chunk.key) else {
+                return Err(StoreError::Corrupt(format!("bytes of blob {} without its blob record before them", chunk.key)));
+            };
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(chunk.data.as_bytes(), bytes)
+                .map_err(|e| StoreError::Corrupt(format!("blob {} bytes: {e}", chunk.key)))?;
+            if bytes.len() as i64 > meta.size {
+                return Err(StoreError::Corrupt(format!("blob {} has more than its {} bytes", chunk.key, meta.size)));
+            }
+            if bytes.len() as i64 == meta.size {
+                let (meta, bytes) = blob.take().expect("the pending blob");
+                insert_blob(tx, &media::Blob { meta, bytes: bytes.into() }).await?;
+            }
+        }
         StateRecord::Chat(chat) => tx.insert_chat(&chat, &[]).await?,
         StateRecord::ChatDedup(d) => {
             let k = &d.key;

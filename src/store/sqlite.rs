@@ -20,6 +20,7 @@ use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
+use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::error::FeishuError;
 
@@ -31,6 +32,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0004_search_text.sql"),
     include_str!("migrations/sqlite/0005_events.sql"),
     OUTBOX_COMPACT_MIGRATION,
+    include_str!("migrations/sqlite/0011_blobs.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -87,6 +89,7 @@ enum WriteOp {
         events: Vec<DomainEvent>,
         reply: oneshot::Sender<Result<Message, StoreError>>,
     },
+    PutBlob { blob: Box<Blob>, quota_bytes: u64, reply: oneshot::Sender<Result<bool, StoreError>> },
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -380,6 +383,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                     reply,
                     in_savepoint(&mut tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
                 ),
+                WriteOp::PutBlob { blob, quota_bytes, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::put_blob(sp, &blob, quota_bytes))))
+                }
             });
         }
         tx.commit()
@@ -613,7 +619,7 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
             }
         }
     }
-    Ok(())
+    ready(sql::export_blobs(&mut Lite(&tx), |r| std::future::ready(out.blocking_send(Ok(r)).is_ok())))
 }
 
 #[async_trait]
@@ -674,6 +680,21 @@ impl Store for SqliteStore {
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
         let id = id.clone();
         self.read(move |conn| ready(sql::load_message(&mut Lite(conn), &id.0))).await
+    }
+
+    async fn put_blob(&self, blob: Blob, quota_bytes: u64) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::PutBlob { blob: Box::new(blob), quota_bytes, reply }, rx).await
+    }
+
+    async fn blob_meta(&self, key: &str) -> Result<Option<BlobMeta>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| ready(sql::blob_meta(&mut Lite(conn), &key))).await
+    }
+
+    async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| ready(sql::load_blob(&mut Lite(conn), &key))).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {

@@ -412,3 +412,38 @@ async fn multinode_sigkill_loses_no_acknowledged_chat() {
         assert_eq!(read["code"], 0, "{read}");
     }
 }
+
+/// An image uploaded through one node is served by the other, and messages sent through it may
+/// name it: the bytes live in the shared store, not on a node.
+#[tokio::test]
+async fn an_upload_on_one_node_is_served_by_another() {
+    use crate::media::{multipart, png, BOUNDARY};
+    let c = Cluster::start(2, None, &[]);
+    let token = c.token(0).await;
+    let image = png(32, 32, &[7; 200_000]);
+    let body = multipart(&[("image_type", None, b"message"), ("image", Some("a.png"), &image)]);
+    let uploaded: Value = c
+        .client
+        .post(c.url(0, "/open-apis/im/v1/images"))
+        .bearer_auth(&token)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(uploaded["code"], 0, "{uploaded}");
+    let key = uploaded["data"]["image_key"].as_str().unwrap();
+    let got = c.client.get(c.url(1, &format!("/open-apis/im/v1/images/{key}"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert!(got.bytes().await.unwrap() == image, "node 1 serves node 0's upload byte-identical");
+    let chat = c.call(1, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({"name": "two nodes"}))).await;
+    let chat_id = chat["data"]["chat_id"].as_str().unwrap();
+    let content = json!({"image_key": key}).to_string();
+    let body = json!({"receive_id": chat_id, "msg_type": "image", "content": content});
+    let sent = c.call(1, reqwest::Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", &token, Some(body)).await;
+    assert_eq!(sent["code"], 0, "{sent}");
+}

@@ -73,7 +73,7 @@ const CHAT_FIELDS: &[&str] = &["chat_id", "receive_id", "container_id"];
 /// Codes that refuse a caller for the chat not being its tenant's (or, for aPaaS, store apps not
 /// holding its scope): the walk accepts no other refusal, so a request the test fills badly
 /// (a parameter error) fails it instead of passing for the wrong reason.
-const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 99991672];
+const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 234004, 99991672];
 
 /// A value for a query parameter or body field named `name`, or `None` to leave it out.
 fn value_for(name: &str, chat: &str, chat_name: &str, user: &str) -> Option<Value> {
@@ -81,6 +81,7 @@ fn value_for(name: &str, chat: &str, chat_name: &str, user: &str) -> Option<Valu
         n if CHAT_FIELDS.contains(&n) => json!(chat),
         "receive_id_type" => json!("chat_id"),
         "container_id_type" => json!("chat"),
+        "type" => json!("image"),
         "msg_type" => json!("text"),
         "content" => json!(json!({"text": "from another tenant"}).to_string()),
         "query" => json!(chat_name),
@@ -123,7 +124,10 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         "owner_id": app.open_id("store-app", "alice"), "user_id_list": [app.open_id("store-app", "bob")],
     });
     let chat = app.new_chat(&acme, body).await;
-    assert_eq!(send_text(&app, &acme, &chat, "confidential").await.code(), 0);
+    let sent = send_text(&app, &acme, &chat, "confidential").await;
+    assert_eq!(sent.code(), 0, "{}", sent.body);
+    // Paths naming a message take the chat it is in.
+    let message_id = sent.body["data"]["message_id"].as_str().unwrap().to_string();
     let before = stored(&app, &chat).await;
     // The home tenant's token reads it in full.
     let r = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat}"), &acme, None).await;
@@ -136,7 +140,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         if !path.starts_with("/open-apis/") {
             continue;
         }
-        let mut takes_chat = path.contains("{chat_id}");
+        let mut takes_chat = path.contains("{chat_id}") || path.contains("{message_id}");
         let mut query = Vec::new();
         for p in op["parameters"].as_array().into_iter().flatten() {
             let name = p["name"].as_str().unwrap();
@@ -158,7 +162,8 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             }
             Value::Object(body)
         });
-        let uri = path.replace("{chat_id}", &chat).replace("{task_id}", "1790000000000201") + &query_string(&query);
+        let uri = path.replace("{chat_id}", &chat).replace("{message_id}", &message_id).replace("{task_id}", "1790000000000201")
+            + &query_string(&query);
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = app.call(m, &uri, &globex, body).await;
         let what = format!("{} {uri}", method.to_uppercase());
@@ -184,6 +189,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         "post /open-apis/im/v1/messages",
         "get /open-apis/im/v1/messages",
         "post /open-apis/apaas/v1/user_tasks/{task_id}/chat_group",
+        "get /open-apis/im/v1/messages/{message_id}/resources/{file_key}",
     ] {
         assert!(walked.iter().any(|w| w == expected), "{expected} was not walked: {walked:?}");
     }
@@ -262,8 +268,9 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            // Later migrations' tables (0005: events) did not exist then either.
-            conn.execute_batch("DROP TABLE events; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;").unwrap();
+            // Later migrations' tables (0005: events, 0011: blobs) did not exist then either.
+            conn.execute_batch("DROP TABLE events; DROP TABLE blobs; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;")
+                .unwrap();
         }
         Some(url) => {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -271,7 +278,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq; ALTER TABLE chats DROP COLUMN search_text;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq, blobs; ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await

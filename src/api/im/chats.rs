@@ -234,6 +234,7 @@ pub async fn create(State(state): State<Arc<AppState>>, headers: HeaderMap, uri:
         return Err(ApiError::Feishu(FeishuError::scope_missing(&[USER_ID_SCOPE])));
     }
     let body: CreateChatBody = parse_json(&body, |field, why| FeishuError::im_invalid_param(field, None, why))?;
+    super::media::check_chat_avatar(&state, app, tenant, body.avatar.as_deref()).await?;
 
     let now = state.clock.now_ms();
     let window_start = now - CREATE_DEDUP_WINDOW_MS;
@@ -335,6 +336,7 @@ pub async fn update(
     let body: UpdateChatBody = parse_json(&body, |field, why| FeishuError::im_invalid_param(field, None, why))?;
     let current = existing_chat(&state, &chat_id).await?;
     usable_group(&call.dir, app, tenant, &current)?;
+    super::media::check_chat_avatar(&state, app, tenant, body.avatar.as_deref()).await?;
     if body.name.is_some() || body.chat_type.is_some() {
         if let Some(name) = body.resulting_public_name(&current) {
             if state.store.public_name_taken(&tenant.tenant_key, name, &current.chat_id).await? {

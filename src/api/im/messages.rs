@@ -148,6 +148,8 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     if msg_type == "system" && receive_id_type == "chat_id" {
         return Err(ApiError::Feishu(invalid("msg_type", "system messages go to p2p chats only")));
     }
+    let sender = crate::domain::media::Sender::App(&app.app_id, &tenant.tenant_key);
+    super::media::check_message_resources(&state, &msg_type, &content, sender).await?;
 
     let now = state.clock.now_ms();
     let chat = if receive_id_type == "chat_id" {

@@ -1,6 +1,7 @@
 //! The IM family (`/open-apis/im/v1/…`).
 
 pub mod chats;
+pub mod media;
 pub mod members;
 pub mod messages;
 
@@ -24,7 +25,8 @@ use crate::store::{Cursor, TokenRecord};
 /// the tenant (232034) and has bot ability (232025).
 pub fn im_caller<'d>(dir: &'d Directory, token: &TokenRecord, scopes: &[&str]) -> Result<(&'d App, &'d Tenant), ApiError> {
     let app = dir.app(&token.app_id).ok_or_else(|| ApiError::Feishu(im::app_not_exist()))?;
-    if !app.has_any_scope(scopes) {
+    // No scope at all: the endpoint needs none (image and file downloads).
+    if !scopes.is_empty() && !app.has_any_scope(scopes) {
         return Err(ApiError::Feishu(FeishuError::scope_missing(scopes)));
     }
     let tenant = dir.tenant(&token.tenant_key).filter(|_| app.enabled_in(&token.tenant_key));
@@ -109,6 +111,15 @@ impl ReceiveIdType {
             Self::ChatId => "chat_id",
         }
     }
+}
+
+/// `type` of a message resource download: an image (of an image or post message) or a file (of
+/// a file, audio or video message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceType {
+    Image,
+    File,
 }
 
 /// `container_id_type` of the message list: larkstack lists chats only.
