@@ -224,6 +224,7 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         sender: Sender::User(user.uid.clone()),
         sender_tenant: user.tenant_key.clone(),
         created_at_ms: now,
+        state: Default::default(),
     };
     // Mentions name users by their fixture key (the control API's way of naming users).
     let mentions = resolve_mentions(parse_mentions(&message.msg_type, &message.content), |id| {

@@ -190,6 +190,7 @@ fn golden_payloads() -> Vec<(String, Value)> {
         sender: Sender::User(uid("alice")),
         sender_tenant: chat.tenant_key.clone(),
         created_at_ms: at,
+        state: Default::default(),
     };
     let mentions = resolve_mentions(parse_mentions("text", &text.content), |id| d.users().iter().find(|u| u.key == id).map(|u| u.uid.clone()));
     emit("message_receive_group", message_sent(&text, &chat, Actor::ControlAsUser(uid("alice")), mentions), &chat);

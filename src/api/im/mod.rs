@@ -2,7 +2,9 @@
 
 pub mod chats;
 pub mod members;
+pub mod message_ops;
 pub mod messages;
+pub mod reactions;
 
 use std::sync::Arc;
 
