@@ -121,7 +121,8 @@ pub async fn add(state: &AppState, message: &Message, operator: Sender, emoji: S
 fn reaction_user_id_type(v: Option<&str>) -> Result<UserIdType, FeishuError> {
     match v {
         None | Some("") => Ok(UserIdType::OpenId),
-        Some(v) => UserIdType::parse(v).ok_or_else(|| ReactionErr::InvalidUserIdType.err()),
+        Some(v) => UserIdType::parse(v)
+            .ok_or_else(|| ReactionErr::InvalidUserIdType.err().with_field("user_id_type", Some(v), "open_id, union_id or user_id")),
     }
 }
 
