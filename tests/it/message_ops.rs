@@ -359,3 +359,30 @@ async fn read_receipts_come_from_users_reading_the_chat() {
     let r = app.call(Method::POST, &format!("/_larkstack/chats/{chat}/read"), &token, Some(json!({"user": "gina"}))).await;
     assert_eq!(r.code(), 400, "gina is not in the chat: {}", r.body);
 }
+
+#[tokio::test]
+async fn reactions_and_read_receipts_survive_export_and_import() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    let chat = group(&app, &t).await;
+    let m = send(&app, &t, &chat, "text", &text("keep me")).await;
+    let r = app.call(Method::POST, &url(&m, "/reactions"), &t, Some(json!({"reaction_type": {"emoji_type": "DONE"}}))).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let reply = app.call(Method::POST, &url(&m, "/reply"), &t, Some(json!({"msg_type": "text", "content": text("re"), "reply_in_thread": true}))).await;
+    assert_eq!(reply.code(), 0, "{}", reply.body);
+    control_ok(&app, Method::POST, &format!("/_larkstack/chats/{chat}/read"), Some(json!({"user": "alice"}))).await;
+    let exported = app.export_state().await;
+    assert_eq!(records_of(&exported, "reaction").len(), 1);
+    assert_eq!(records_of(&exported, "message_read").len(), 2, "alice read the message and the reply");
+
+    control_ok(&app, Method::POST, "/_larkstack/reset", None).await;
+    assert_eq!(records_of(&app.export_state().await, "reaction"), Vec::<Value>::new(), "reset forgets reactions");
+    let r = app.import_state(&ndjson(&exported)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_eq!(app.export_state().await, exported, "export → reset → import → export gives the same state");
+    let listed = app.call(Method::GET, &url(&m, "/reactions"), &t, None).await;
+    assert_eq!(listed.body["data"]["items"][0]["reaction_type"]["emoji_type"], "DONE");
+    let readers = app.call(Method::GET, &format!("{}?user_id_type=open_id", url(&m, "/read_users")), &t, None).await;
+    assert_eq!(readers.body["data"]["items"][0]["user_id"], app.open_id("demo-bot", "alice"));
+    assert!(get(&app, &t, &m).await.body["data"]["items"][0]["thread_id"].as_str().unwrap().starts_with("omt_"), "the thread id is in the body");
+}
