@@ -119,7 +119,7 @@ pub async fn reply(State(state): State<Arc<AppState>>, headers: HeaderMap, PathP
     let call = ImCall::begin(&state, &headers, Family::ReplyMessage, SEND_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (parent, chat) = reach_live(&state, &call.dir, app, tenant, &message_id).await?;
-    let body: ReplyBody = parse_json(&body, |field, why| invalid(field, why))?;
+    let body: ReplyBody = parse_json(&body, invalid)?;
     let msg_type = required("msg_type", body.msg_type)?;
     let content = required("content", body.content)?;
     let dedup = dedup_key(app, body.uuid)?;
@@ -223,7 +223,7 @@ pub async fn update(State(state): State<Arc<AppState>>, headers: HeaderMap, Path
     let call = ImCall::begin(&state, &headers, Family::EditMessage, UPDATE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (message, _) = reach(&state, &call.dir, app, tenant, &message_id).await?;
-    let body: EditBody = parse_json(&body, |field, why| invalid(field, why))?;
+    let body: EditBody = parse_json(&body, invalid)?;
     let msg_type = required("msg_type", body.msg_type)?;
     if !matches!(msg_type.as_str(), "text" | "post") {
         return Err(ApiError::Feishu(invalid("msg_type", "text or post")));
@@ -268,7 +268,7 @@ pub async fn patch(State(state): State<Arc<AppState>>, headers: HeaderMap, PathP
     let call = ImCall::begin(&state, &headers, Family::PatchMessage, UPDATE_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let (message, _) = reach(&state, &call.dir, app, tenant, &message_id).await?;
-    let body: PatchBody = parse_json(&body, |field, why| invalid(field, why))?;
+    let body: PatchBody = parse_json(&body, invalid)?;
     let content = required("content", body.content)?;
     let (app_id, now) = (app.app_id.clone(), state.clock.now_ms());
     change_message(&state, &message.message_id, Box::new(move |m: &mut Message| patch_card(m, &app_id, content, now).map(|()| Vec::new())))
@@ -355,7 +355,7 @@ pub async fn forward(
         Ok(Some(t)) => t.as_str(),
         _ => return Err(ApiError::Feishu(invalid("receive_id_type", "open_id, union_id, user_id, email or chat_id is required"))),
     };
-    let body: ForwardBody = parse_json(&body, |field, why| invalid(field, why))?;
+    let body: ForwardBody = parse_json(&body, invalid)?;
     let receive_id = required("receive_id", body.receive_id)?;
     let dedup = dedup_key(app, q.get("uuid").map(str::to_string))?;
     let now = state.clock.now_ms();
