@@ -11,13 +11,16 @@ use super::{control_error, json_body};
 use crate::api::extract::{PathPair, PathParam, RawBody};
 use crate::domain::chat::{new_p2p_chat, Chat, ChatStatus, Owner};
 use crate::domain::directory::{Directory, User};
-use crate::domain::events::{chat_created, message_sent, parse_mentions, resolve_mentions, tracked, Actor, DomainEvent, EventBody};
-use crate::domain::ids::{new_message_id, AppId, ChatId, Uid};
-use crate::domain::message::{validate_content, Message, Sender};
+use crate::domain::events::{
+    chat_created, message_sent, messages_read, parse_mentions, resolve_mentions, tracked, Actor, DomainEvent, EventBody,
+};
+use crate::domain::ids::{new_message_id, AppId, ChatId, MessageId, Uid};
+use crate::domain::message::{validate_content, Message, Sender, READ_USERS_WINDOW_MS};
+use crate::domain::reaction::emoji_type;
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::ControlErr;
 use crate::state::AppState;
-use crate::store::NewMessage;
+use crate::store::{NewMessage, ReadMark};
 
 const MAX_PAGE: usize = 500;
 
@@ -230,6 +233,7 @@ pub async fn post_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         sender: Sender::User(user.uid.clone()),
         sender_tenant: user.tenant_key.clone(),
         created_at_ms: now,
+        state: Default::default(),
     };
     // Mentions name users by their fixture key (the control API's way of naming users).
     let mentions = resolve_mentions(parse_mentions(&message.msg_type, &message.content), |id| {
@@ -390,4 +394,85 @@ pub async fn enter_p2p(State(state): State<Arc<AppState>>, PathPair(user_key, ap
         }
     }
     Ok(ok(&json!({ "chat_id": chat.chat_id, "created": created })))
+}
+
+/// The newest messages one read action marks at most (docs/parity.md, "Message operations").
+const MAX_READ_PER_ACTION: usize = 500;
+
+/// A user reads the chat in the Feishu client: every bot's message of the last 7 days (the
+/// newest 500, not recalled) the user has not read yet gets a read receipt at the larkstack
+/// clock, with one `im.message.message_read_v1` (delivered for p2p chats only).
+#[utoipa::path(
+    post,
+    path = "/_larkstack/chats/{chat_id}/read",
+    tag = "control",
+    summary = "A user reads the chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    request_body(content = Someone, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn read_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam, RawBody(body): RawBody) -> ApiResult {
+    let who: Someone = json_body(&body)?;
+    let dir = state.directory();
+    let user = user_by_key(&dir, &who.user)?;
+    let chat = chat_or_404(&state, &chat_id).await?;
+    usable(&chat)?;
+    if !chat.has_user(&user.uid) {
+        return Err(control_error(ControlErr::BadRequest, format!("{} is not in the chat", user.key)));
+    }
+    let now = state.clock.now_ms();
+    let (chat_id, uid) = (chat.chat_id.clone(), user.uid.clone());
+    let events: crate::store::ReadEvents = Box::new(move |read| messages_read(&chat_id, &uid, read, now).into_iter().collect());
+    let mark = ReadMark {
+        chat_id: chat.chat_id.clone(),
+        uid: user.uid.clone(),
+        at_ms: now,
+        since_ms: now - READ_USERS_WINDOW_MS,
+        limit: MAX_READ_PER_ACTION,
+        events,
+    };
+    let read = state.store.mark_read(mark).await?;
+    Ok(ok(&json!({ "chat_id": chat.chat_id, "read_message_ids": read.iter().map(|m| &m.message_id).collect::<Vec<_>>() })))
+}
+
+/// A user's reaction: `{user, emoji_type}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+struct React {
+    /// The fixture key of the user.
+    user: String,
+    /// One of Feishu's emoji types (`SMILE`, `THUMBSUP`, …).
+    emoji_type: String,
+}
+
+/// A user reacts to a message in the Feishu client: the bots in the chat receive
+/// `im.message.reaction.created_v1`. The same emoji from the same user again answers the first.
+#[utoipa::path(
+    post,
+    path = "/_larkstack/messages/{message_id}/reactions",
+    tag = "control",
+    summary = "A user reacts to a message",
+    params(("message_id" = String, Path, description = "The message (om_…)")),
+    request_body(content = React, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn react_as_user(State(state): State<Arc<AppState>>, PathParam(message_id): PathParam, RawBody(body): RawBody) -> ApiResult {
+    let act: React = json_body(&body)?;
+    let dir = state.directory();
+    let user = user_by_key(&dir, &act.user)?;
+    let message = state
+        .store
+        .get_message(&MessageId(message_id.clone()))
+        .await?
+        .filter(|m| !m.is_recalled())
+        .ok_or_else(|| control_error(ControlErr::NotFound, format!("no message {message_id}")))?;
+    let chat = chat_or_404(&state, &message.chat_id.0).await?;
+    usable(&chat)?;
+    if !chat.has_user(&user.uid) {
+        return Err(control_error(ControlErr::BadRequest, format!("{} is not in the chat", user.key)));
+    }
+    let emoji = emoji_type(Some(&act.emoji_type)).map_err(|_| control_error(ControlErr::BadRequest, format!("unknown emoji_type {:?}", act.emoji_type)))?;
+    let reaction = crate::api::im::reactions::add(&state, &message, Sender::User(user.uid.clone()), emoji.to_string()).await?;
+    Ok(ok(&json!({ "reaction_id": reaction.reaction_id, "message_id": reaction.message_id, "emoji_type": reaction.emoji_type })))
 }

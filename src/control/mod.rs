@@ -58,6 +58,8 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::join_as_user))
         .routes(routes!(actors::leave_as_user))
         .routes(routes!(actors::enter_p2p))
+        .routes(routes!(actors::read_as_user))
+        .routes(routes!(actors::react_as_user))
         .routes(routes!(actors::tasks))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::chat::{Chat, ChatStatus, I18nNames, Owner};
 use super::ids::{AppId, ChatId, MessageId, PackedUids, Uid};
-use super::message::{Message, Sender};
+use super::message::{Message, Sender, RecallType};
+use super::reaction::Reaction;
 use crate::error::FeishuError;
 
 /// Who made a change.
@@ -101,8 +102,39 @@ pub enum EventBody {
     /// A user opened the bot's p2p chat (the control API's `…/p2p/{app_id}/enter`).
     #[serde(rename = "im.chat.access_event.bot_p2p_chat_entered_v1")]
     BotP2pChatEntered { last_message_id: Option<MessageId>, last_message_create_time_ms: Option<i64> },
+    /// A message sent; a reply names its root and parent, a thread reply its thread too.
     #[serde(rename = "im.message.receive_v1")]
-    MessageSent { message_id: MessageId, chat_type: String, sender: Sender, msg_type: String, content: String, mentions: Vec<Mention> },
+    MessageSent {
+        message_id: MessageId,
+        chat_type: String,
+        sender: Sender,
+        msg_type: String,
+        content: String,
+        mentions: Vec<Mention>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root_id: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent_id: Option<MessageId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<String>,
+    },
+    #[serde(rename = "im.message.recalled_v1")]
+    MessageRecalled { message_id: MessageId, recall_type: RecallType },
+    #[serde(rename = "im.message.reaction.created_v1")]
+    ReactionCreated { message_id: MessageId, reaction_id: String, emoji_type: String, operator: Sender },
+    #[serde(rename = "im.message.reaction.deleted_v1")]
+    ReactionDeleted { message_id: MessageId, reaction_id: String, emoji_type: String, operator: Sender },
+    /// A user read messages of the chat; each with the bot that sent it (only bots' messages
+    /// are recorded: read receipts are theirs to ask for).
+    #[serde(rename = "im.message.message_read_v1")]
+    MessagesRead { reader: Uid, messages: Vec<ReadMessage> },
+}
+
+/// A message read, with the bot that sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMessage {
+    pub message_id: MessageId,
+    pub sender: AppId,
 }
 
 /// Every event type name, for the control API's `type` filter and the docs.
@@ -119,6 +151,10 @@ pub const EVENT_TYPES: &[&str] = &[
     "larkstack.chat.managers.removed_v1",
     "im.message.receive_v1",
     "im.chat.access_event.bot_p2p_chat_entered_v1",
+    "im.message.recalled_v1",
+    "im.message.reaction.created_v1",
+    "im.message.reaction.deleted_v1",
+    "im.message.message_read_v1",
 ];
 
 /// One domain event, as the outbox stores it (without its `seq`, which the store assigns).
@@ -147,6 +183,10 @@ impl DomainEvent {
             EventBody::ManagersRemoved { .. } => EVENT_TYPES[9],
             EventBody::MessageSent { .. } => EVENT_TYPES[10],
             EventBody::BotP2pChatEntered { .. } => EVENT_TYPES[11],
+            EventBody::MessageRecalled { .. } => EVENT_TYPES[12],
+            EventBody::ReactionCreated { .. } => EVENT_TYPES[13],
+            EventBody::ReactionDeleted { .. } => EVENT_TYPES[14],
+            EventBody::MessagesRead { .. } => EVENT_TYPES[15],
         }
     }
 }
@@ -378,8 +418,55 @@ pub fn message_sent(message: &Message, chat: &Chat, actor: Actor, mentions: Vec<
             msg_type: message.msg_type.clone(),
             content: message.content.clone(),
             mentions,
+            root_id: message.state.root_id.clone(),
+            parent_id: message.state.parent_id.clone(),
+            thread_id: message.state.thread_id.clone(),
         },
     }
+}
+
+/// The event of `message` being recalled by `actor` at `at_ms`.
+pub fn message_recalled(message: &Message, recall_type: RecallType, actor: Actor, at_ms: i64) -> DomainEvent {
+    DomainEvent {
+        chat_id: message.chat_id.clone(),
+        actor,
+        at_ms,
+        body: EventBody::MessageRecalled { message_id: message.message_id.clone(), recall_type },
+    }
+}
+
+/// The event of a reaction being added (`created`) or removed, by its operator.
+pub fn reaction_changed(reaction: &Reaction, created: bool, at_ms: i64) -> DomainEvent {
+    let actor = match &reaction.operator {
+        Sender::App(a) => Actor::App(a.clone()),
+        Sender::User(u) => Actor::ControlAsUser(u.clone()),
+    };
+    let (message_id, reaction_id, emoji_type, operator) =
+        (reaction.message_id.clone(), reaction.reaction_id.clone(), reaction.emoji_type.clone(), reaction.operator.clone());
+    let body = if created {
+        EventBody::ReactionCreated { message_id, reaction_id, emoji_type, operator }
+    } else {
+        EventBody::ReactionDeleted { message_id, reaction_id, emoji_type, operator }
+    };
+    DomainEvent { chat_id: reaction.chat_id.clone(), actor, at_ms, body }
+}
+
+/// The event of `reader` reading `messages` (bots' messages) of a chat at `at_ms`; none when
+/// nothing was newly read.
+pub fn messages_read(chat_id: &ChatId, reader: &Uid, messages: &[Message], at_ms: i64) -> Option<DomainEvent> {
+    let read: Vec<ReadMessage> = messages
+        .iter()
+        .filter_map(|m| match &m.sender {
+            Sender::App(a) => Some(ReadMessage { message_id: m.message_id.clone(), sender: a.clone() }),
+            Sender::User(_) => None,
+        })
+        .collect();
+    (!read.is_empty()).then(|| DomainEvent {
+        chat_id: chat_id.clone(),
+        actor: Actor::ControlAsUser(reader.clone()),
+        at_ms,
+        body: EventBody::MessagesRead { reader: reader.clone(), messages: read },
+    })
 }
 
 #[cfg(test)]
@@ -521,6 +608,7 @@ mod tests {
             sender: Sender::App(AppId("cli_a".into())),
             sender_tenant: TenantKey("t".into()),
             created_at_ms: 9,
+            state: Default::default(),
         };
         let mentions = parse_mentions(&m.msg_type, &m.content);
         let ev = message_sent(&m, &c, Actor::App(AppId("cli_a".into())), mentions);

@@ -38,6 +38,9 @@ const GROUP_AT_SCOPES: &[&str] = &["im:message.group_at_msg:readonly", "im:messa
 const GROUP_ALL_SCOPE: &str = "im:message.group_msg";
 const INCLUDE_BOT_SCOPE: &str = "im:message.group_at_msg.include_bot:readonly";
 const EMPLOYEE_ID_SCOPE: &str = "contact:user.employee_id:readonly";
+/// Recall and read receipts: reading messages (GUESS for recall, docs/parity.md).
+const MESSAGE_READ_SCOPES: &[&str] = &["im:message:readonly", "im:message"];
+const REACTION_SCOPES: &[&str] = &["im:message.reactions:read", "im:message:readonly", "im:message"];
 
 /// The Feishu events one stored domain event causes, one per recipient app, in a stable order.
 /// `chat` is the chat as stored now. Subscriptions (`event_types`) are NOT applied here.
@@ -62,6 +65,21 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
         EventBody::ChatDisbanded { .. } => (in_chat(), CHAT_SCOPES),
         EventBody::BotP2pChatEntered { .. } => (in_chat(), P2P_ENTERED_SCOPES),
         EventBody::MessageSent { .. } => (in_chat(), &[]),
+        EventBody::MessageRecalled { .. } => (in_chat(), MESSAGE_READ_SCOPES),
+        EventBody::ReactionCreated { .. } | EventBody::ReactionDeleted { .. } => (in_chat(), REACTION_SCOPES),
+        // Only p2p messages' senders hear of reads (spec §3.2: group messages never fire it).
+        EventBody::MessagesRead { messages, .. } => {
+            if chat.is_group() {
+                return Vec::new();
+            }
+            let mut senders: Vec<AppId> = Vec::new();
+            for m in messages {
+                if !senders.contains(&m.sender) {
+                    senders.push(m.sender.clone());
+                }
+            }
+            (senders, MESSAGE_READ_SCOPES)
+        }
     };
     let mut out = Vec::new();
     for app_id in recipients {
@@ -78,6 +96,10 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
                 Some(v) => v,
                 None => continue,
             },
+            EventBody::MessageRecalled { .. }
+            | EventBody::ReactionCreated { .. }
+            | EventBody::ReactionDeleted { .. }
+            | EventBody::MessagesRead { .. } => view.message_event(event, chat),
             _ => view.chat_event(event, chat),
         };
         out.push(AppEvent { app_id: app.app_id.clone(), event_type, tenant_key: view.tenant.clone(), event: body });
@@ -216,7 +238,9 @@ impl View<'_> {
 
     /// `im.message.receive_v1` for this recipient, or None when it does not receive the message.
     fn message(&self, stored: &StoredEvent, chat: &Chat) -> Option<Value> {
-        let EventBody::MessageSent { message_id, chat_type, sender, msg_type, content, mentions } = &stored.event.body else {
+        let EventBody::MessageSent { message_id, chat_type, sender, msg_type, content, mentions, root_id, parent_id, thread_id } =
+            &stored.event.body
+        else {
             return None;
         };
         let me = &self.app.app_id;
@@ -268,12 +292,12 @@ impl View<'_> {
             .collect();
         let mut message = json!({
             "message_id": message_id.0,
-            "root_id": "",
-            "parent_id": "",
+            "root_id": root_id.as_ref().map(|m| m.0.as_str()).unwrap_or(""),
+            "parent_id": parent_id.as_ref().map(|m| m.0.as_str()).unwrap_or(""),
             "create_time": at,
             "update_time": at,
             "chat_id": chat.chat_id.0,
-            "thread_id": "",
+            "thread_id": thread_id.as_deref().unwrap_or(""),
             "chat_type": chat_type,
             "message_type": msg_type,
             "content": shown_content(msg_type, content, mentions),
@@ -286,6 +310,47 @@ impl View<'_> {
             "sender": {"sender_id": sender_id, "sender_type": sender_type, "tenant_key": sender_tenant.0},
             "message": message,
         }))
+    }
+
+    /// A recall, a reaction or a read receipt, for this recipient (§3.2).
+    fn message_event(&self, stored: &StoredEvent, chat: &Chat) -> Value {
+        let at = stored.event.at_ms.to_string();
+        match &stored.event.body {
+            EventBody::MessageRecalled { message_id, recall_type } => json!({
+                "message_id": message_id.0,
+                "chat_id": chat.chat_id.0,
+                "recall_time": at,
+                "recall_type": recall_type,
+            }),
+            EventBody::ReactionCreated { message_id, emoji_type, operator, .. }
+            | EventBody::ReactionDeleted { message_id, emoji_type, operator, .. } => {
+                let mut v = json!({
+                    "message_id": message_id.0,
+                    "reaction_type": {"emoji_type": emoji_type},
+                    "action_time": at,
+                });
+                match operator {
+                    Sender::User(u) => {
+                        v["operator_type"] = json!("user");
+                        v["user_id"] = self.uid(u);
+                    }
+                    Sender::App(a) => {
+                        v["operator_type"] = json!("app");
+                        v["app_id"] = json!(a.0);
+                    }
+                }
+                v
+            }
+            EventBody::MessagesRead { reader, messages } => {
+                let mine: Vec<&str> =
+                    messages.iter().filter(|m| m.sender == self.app.app_id).map(|m| m.message_id.0.as_str()).collect();
+                json!({
+                    "reader": {"reader_id": self.uid(reader), "read_time": at, "tenant_key": self.user_tenant(reader, chat).0},
+                    "message_id_list": mine,
+                })
+            }
+            _ => Value::Null,
+        }
     }
 
     /// The bot a mention names: by app id or fixture key (the control API's way), or by the
@@ -458,6 +523,7 @@ user_id = "bob_uid"
             sender: sender.clone(),
             sender_tenant: TenantKey("t_acme".into()),
             created_at_ms: 1700000000123,
+            state: Default::default(),
         };
         let mentions = resolve_mentions(parse_mentions("text", &m.content), |id| d.users().iter().find(|u| u.key == id).map(|u| u.uid.clone()));
         let actor = match sender {

@@ -155,6 +155,16 @@ pub fn new_message_id(now_ms: i64) -> MessageId {
     MessageId(format!("om_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, random_hex(20)))
 }
 
+/// `omt_` + 32 hex: a thread, time-ordered like message ids.
+pub fn new_thread_id(now_ms: i64) -> String {
+    format!("omt_{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, random_hex(20))
+}
+
+/// A reaction id: 56 characters of Feishu's base64url-like shape, time-ordered at its start.
+pub fn new_reaction_id(now_ms: i64) -> String {
+    format!("ZC{:012x}{}", now_ms.max(0) as u64 & 0xffff_ffff_ffff, random_hex(42))
+}
+
 impl Uid {
     /// The 10 bytes behind a derived uid (`u` + 20 hex), for compact storage.
     pub fn to_bytes(&self) -> Option<[u8; 10]> {

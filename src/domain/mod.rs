@@ -9,6 +9,7 @@ pub mod feishu_events;
 pub mod ids;
 pub mod media;
 pub mod message;
+pub mod reaction;
 pub mod subscriptions;
 
 /// A query enum's value by its wire name, which is its serde name: `None` for any other string.

@@ -34,6 +34,11 @@ pub const EVENT_SCOPES: &[(&str, &[&str])] = &[
     ("im.chat.updated_v1", &["im:chat:read", "im:chat:readonly", "im:chat"]),
     ("im.chat.disbanded_v1", &["im:chat:read", "im:chat:readonly", "im:chat"]),
     ("im.chat.access_event.bot_p2p_chat_entered_v1", &["im:chat.access_event.bot_p2p_chat:read"]),
+    // GUESS (docs/parity.md): recall has no scope in the CLI list; reading messages covers it.
+    ("im.message.recalled_v1", &["im:message:readonly", "im:message"]),
+    ("im.message.reaction.created_v1", &["im:message.reactions:read", "im:message:readonly", "im:message"]),
+    ("im.message.reaction.deleted_v1", &["im:message.reactions:read", "im:message:readonly", "im:message"]),
+    ("im.message.message_read_v1", &["im:message:readonly", "im:message"]),
 ];
 
 /// How events reach the app.

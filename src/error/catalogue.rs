@@ -143,11 +143,23 @@ errors! {
         UserUnavailable = (230013, 400, "Bot has NO availability to this user."),
         /// The per-chat message budget is spent (never a Redis failure: that is `InfraError`).
         ChatRateLimited = (230020, 400, "This operation triggers the frequency limit."),
+        /// Recall of the bot's own message after 24 h (or of another's after a year).
+        RecallExpired = (230009, 400, "Message can only be recalled within one days."),
+        Recalled = (230011, 400, "The message is recalled."),
+        /// `read_users` of a message another sender sent.
+        NotMessageSender = (230012, 400, "Bot is NOT the sender of the message."),
         ContentTooLong = (230025, 400, "The length of the message content reaches its limit."),
         /// An image or file message names a key another app (or tenant) uploaded.
         NotResourceOwner = (230017, 400, "Bot is NOT the owner of the resource."),
         /// The key was uploaded as another kind than the message type carries (avatar image, mp4 as a file).
         UploadTypeMismatch = (230055, 400, "The type of file upload does not match the type of message being sent."),
+        RecallDenied = (230026, 400, "No permission to recall this message."),
+        PatchExpired = (230031, 400, "Message can only be modified within 14 days after sending."),
+        ReadStatusExpired = (230033, 400, "Get the reading status must be done within 7 days after the message is sent."),
+        EditNotSender = (230071, 400, "The operator is not the sender of the message."),
+        EditLimit = (230072, 400, "The message has reached the number of times it can be edited."),
+        EditExpired = (230075, 400, "The message has exceeded the time limit for editing."),
+        CardBuildFailed = (230099, 400, "Failed to create card content."),
     }
 }
 
@@ -170,6 +182,21 @@ errors! {
         /// The app's blob quota (`--blob-quota-bytes`) is spent: Feishu's "storage full" (docs/parity.md).
         StorageFull = (234042, 400, "Hybrid deployment tenant storage error, such as full storage space, please contact tenant administrator."),
         UnsupportedMessageType = (234043, 400, "Unsupported message type."),
+    }
+}
+
+errors! {
+    /// Message reactions (`/open-apis/im/v1/messages/:message_id/reactions*`).
+    ReactionErr {
+        InvalidEmoji = (231001, 400, "reaction type is invalid."),
+        NoPermission = (231002, 400, "The operator has no permission to react on the specific message."),
+        MessageNotFound = (231003, 400, "The message is not found, maybe not exist or deleted."),
+        NotReactionOwner = (231007, 400, "The operator has no permission to delete this reaction."),
+        NoAccess = (231008, 400, "The operator has no access to the message."),
+        NotOfMessage = (231010, 400, "The reaction does not belong to the message."),
+        InvalidReactionId = (231011, 400, "The request has an invalid reaction_id."),
+        InvalidPageToken = (231012, 400, "The request has an invalid pageToken."),
+        InvalidUserIdType = (231014, 400, "user_id_type is invalid."),
     }
 }
 
@@ -232,6 +259,7 @@ pub fn all() -> Vec<Entry> {
     out.extend(ChatErr::ALL.iter().map(|e| e.entry()));
     out.extend(MessageErr::ALL.iter().map(|e| e.entry()));
     out.extend(ResourceErr::ALL.iter().map(|e| e.entry()));
+    out.extend(ReactionErr::ALL.iter().map(|e| e.entry()));
     out.extend(ApaasErr::ALL.iter().map(|e| e.entry()));
     out.extend(TransportErr::ALL.iter().map(|e| e.entry()));
     out.extend(ControlErr::ALL.iter().map(|e| e.entry()));

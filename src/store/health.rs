@@ -9,15 +9,16 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
-    ChatChange, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageQuery, OutboxStats,
-    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord,
-};
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, EventQuery, Created, Cursor,
+    DedupKey, ImportBatch, LinkedChat, MessageQuery, OutboxStats, StateRecord, Store, StoreError,
+    StoreStats, TaskChatRecord, TaskLink, TokenRecord, MessageChange, ReactionQuery, ReadMark, ReadQuery,
+    ReadRecord};
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
+use crate::domain::reaction::Reaction;
 use crate::error::FeishuError;
 
 /// A write the store could not make: when (wall-clock ms) and why.
@@ -124,6 +125,34 @@ impl Store for Tracked {
 
     async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
         self.inner.get_blob(key).await
+    }
+
+    async fn update_message(&self, id: &MessageId, change: MessageChange) -> Result<Option<Result<Message, FeishuError>>, StoreError> {
+        self.track(self.inner.update_message(id, change).await)
+    }
+
+    async fn add_reaction(&self, reaction: Reaction, events: Vec<DomainEvent>) -> Result<Reaction, StoreError> {
+        self.track(self.inner.add_reaction(reaction, events).await)
+    }
+
+    async fn get_reaction(&self, reaction_id: &str) -> Result<Option<Reaction>, StoreError> {
+        self.inner.get_reaction(reaction_id).await
+    }
+
+    async fn delete_reaction(&self, reaction_id: &str, events: Vec<DomainEvent>) -> Result<bool, StoreError> {
+        self.track(self.inner.delete_reaction(reaction_id, events).await)
+    }
+
+    async fn list_reactions(&self, query: ReactionQuery) -> Result<Vec<(i64, Reaction)>, StoreError> {
+        self.inner.list_reactions(query).await
+    }
+
+    async fn mark_read(&self, mark: ReadMark) -> Result<Vec<Message>, StoreError> {
+        self.track(self.inner.mark_read(mark).await)
+    }
+
+    async fn read_receipts(&self, query: ReadQuery) -> Result<Vec<(i64, ReadRecord)>, StoreError> {
+        self.inner.read_receipts(query).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {

@@ -20,6 +20,7 @@ use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
+use crate::domain::reaction::Reaction;
 use crate::error::FeishuError;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,51 @@ pub struct TokenRecord {
 /// events. Returning `Err` leaves the chat as it was and records no event. Backends serialise
 /// changes per chat, so none is lost and caps hold; the events are committed with the change.
 pub type ChatChange = crate::domain::events::Change;
+
+/// A change to one message (an edit, a card update, a recall, its thread id), run atomically
+/// against its latest stored state, returning its domain events. `Err` leaves the message as it
+/// was and records no event.
+pub type MessageChange = Box<dyn FnOnce(&mut Message) -> Result<Vec<DomainEvent>, FeishuError> + Send>;
+
+/// The events of a "user reads chat": made from the messages it newly marked read.
+pub type ReadEvents = Box<dyn FnOnce(&[Message]) -> Vec<DomainEvent> + Send>;
+
+/// A user reads a chat at `at_ms`: the bots' messages sent from `since_ms` on (the newest
+/// `limit`, not recalled) that the user has not read yet get a receipt.
+pub struct ReadMark {
+    pub chat_id: ChatId,
+    pub uid: Uid,
+    pub at_ms: i64,
+    pub since_ms: i64,
+    pub limit: usize,
+    /// Committed with the receipts.
+    pub events: ReadEvents,
+}
+
+/// A page of a message's reactions, oldest first, optionally of one emoji type.
+#[derive(Debug, Clone)]
+pub struct ReactionQuery {
+    pub message_id: MessageId,
+    pub emoji_type: Option<String>,
+    pub after_seq: i64,
+    pub limit: usize,
+}
+
+/// A page of a message's read receipts, in the order they were made.
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    pub message_id: MessageId,
+    pub after_seq: i64,
+    pub limit: usize,
+}
+
+/// One read receipt: `uid` read `message_id` at `read_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRecord {
+    pub message_id: MessageId,
+    pub uid: Uid,
+    pub read_at_ms: i64,
+}
 
 /// A page query over the event outbox: events after `after` (a seq), oldest first.
 #[derive(Debug, Clone, Default)]
@@ -219,6 +265,8 @@ pub struct LinkedChat {
 /// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
 /// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens,
 /// events, and last the blobs (each `Blob` followed by its bytes in `BlobChunk`s).
+/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, reactions,
+/// read receipts, tokens and events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 // Most records of a state are chats: boxing them would cost an allocation each for nothing.
@@ -230,6 +278,8 @@ pub enum StateRecord {
     Message(Message),
     MessageDedup(MessageDedupRecord),
     TaskChat(TaskChatRecord),
+    Reaction(Reaction),
+    MessageRead(ReadRecord),
     Token(TokenRecord),
     /// One event of the outbox, with its seq (events come after the tables above, in seq order).
     Event(StoredEvent),
@@ -360,6 +410,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// What was uploaded under `key`, with the bytes.
     async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError>;
+    /// Applies `change` to the message's latest stored state atomically (its row locked until
+    /// the change and its events are committed); `Ok(None)` when there is no such message.
+    async fn update_message(&self, id: &MessageId, change: MessageChange) -> Result<Option<Result<Message, FeishuError>>, StoreError>;
+
+    /// Stores `reaction` with `events`, unless its operator already put that emoji on that
+    /// message: then nothing is stored (no events either) and the first reaction is returned.
+    async fn add_reaction(&self, reaction: Reaction, events: Vec<DomainEvent>) -> Result<Reaction, StoreError>;
+
+    async fn get_reaction(&self, reaction_id: &str) -> Result<Option<Reaction>, StoreError>;
+
+    /// Removes the reaction and records `events`; `false` (and no events) when it was gone.
+    async fn delete_reaction(&self, reaction_id: &str, events: Vec<DomainEvent>) -> Result<bool, StoreError>;
+
+    /// A page of a message's reactions with their seqs (the page cursor).
+    async fn list_reactions(&self, query: ReactionQuery) -> Result<Vec<(i64, Reaction)>, StoreError>;
+
+    /// Records a user reading a chat (see `ReadMark`); the messages newly read, newest first.
+    async fn mark_read(&self, mark: ReadMark) -> Result<Vec<Message>, StoreError>;
+
+    /// A page of a message's read receipts with their seqs (the page cursor).
+    async fn read_receipts(&self, query: ReadQuery) -> Result<Vec<(i64, ReadRecord)>, StoreError>;
 
     /// The chat `link.app_id` started from `link.task_id`, if it is not dissolved; otherwise
     /// stores `new` as that chat, with `events`. Atomic, so concurrent first calls start one chat.

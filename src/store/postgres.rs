@@ -12,24 +12,23 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
-};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{ChatRow, EventRow};
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
-use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
-    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageQuery, OutboxStats,
-    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
-};
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
+    EventQuery, ImportBatch, MessageQuery, OutboxStats, StateRecord, Store, StoreError, StoreStats,
+    TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER, MessageChange, ReactionQuery, ReadMark,
+    ReadQuery, ReadRecord};
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
+use crate::domain::reaction::Reaction;
 use crate::error::FeishuError;
 
 const MIGRATIONS: &[&str] = &[
@@ -38,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0003_events.sql"),
     OUTBOX_COMPACT_MIGRATION,
     include_str!("migrations/postgres/0009_blobs.sql"),
+    include_str!("migrations/postgres/0008_message_ops.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -591,6 +591,53 @@ impl Store for PostgresStore {
 
     async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
         sql::load_blob(&mut Pg(&self.client().await?), key).await
+    }
+
+    async fn update_message(&self, id: &MessageId, change: MessageChange) -> Result<Option<Result<Message, FeishuError>>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let updated = sql::update_message(&mut Pg(&tx), id, change).await?;
+        // Nothing to keep when there is no such message or the change was refused.
+        if let Some(Ok(_)) = updated {
+            self.commit(tx).await?;
+        }
+        Ok(updated)
+    }
+
+    async fn add_reaction(&self, reaction: Reaction, events: Vec<DomainEvent>) -> Result<Reaction, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let stored = sql::add_reaction(&mut Pg(&tx), reaction, &events).await?;
+        self.commit(tx).await?;
+        Ok(stored)
+    }
+
+    async fn get_reaction(&self, reaction_id: &str) -> Result<Option<Reaction>, StoreError> {
+        sql::get_reaction(&mut Pg(&self.client().await?), reaction_id).await
+    }
+
+    async fn delete_reaction(&self, reaction_id: &str, events: Vec<DomainEvent>) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let deleted = sql::delete_reaction(&mut Pg(&tx), reaction_id, &events).await?;
+        self.commit(tx).await?;
+        Ok(deleted)
+    }
+
+    async fn list_reactions(&self, q: ReactionQuery) -> Result<Vec<(i64, Reaction)>, StoreError> {
+        sql::list_reactions(&mut Pg(&self.client().await?), &q).await
+    }
+
+    async fn mark_read(&self, mark: ReadMark) -> Result<Vec<Message>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let read = sql::mark_read(&mut Pg(&tx), mark).await?;
+        self.commit(tx).await?;
+        Ok(read)
+    }
+
+    async fn read_receipts(&self, q: ReadQuery) -> Result<Vec<(i64, ReadRecord)>, StoreError> {
+        sql::read_receipts(&mut Pg(&self.client().await?), &q).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {

@@ -12,16 +12,16 @@
 use std::sync::LazyLock;
 
 use super::codec::{self, from_json, to_json, token_record, ChatRow, EventRow};
-use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, 
-    ChatChange, ChatOrder, Created, Cursor, DedupKey, DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey,
-    MessageDedupRecord, MessageOrder, MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink,
-    TokenRecord,
-};
+use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, ChatChange, ChatOrder, Created, Cursor, DedupKey,
+    DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey, MessageDedupRecord, MessageOrder,
+    MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
+    MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord};
 use crate::domain::chat::{fold_case, Chat};
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{self, BlobKind, BlobMeta};
-use crate::domain::message::Message;
+use crate::domain::message::{Message, Sender};
+use crate::domain::reaction::Reaction;
 use crate::error::FeishuError;
 
 /// One statement: its PostgreSQL text, and its SQLite text made from it once.
@@ -177,8 +177,23 @@ statements! {
     INSERT_MESSAGE = "INSERT INTO messages (message_id, chat_id, created_at, body) VALUES ($1, $2, $3, $4)";
     MARK_ACTIVE = "UPDATE chats SET last_active_at = greatest(last_active_at, $2) WHERE chat_id = $1";
     MESSAGE_BODY = "SELECT body FROM messages WHERE message_id = $1";
+    /// The message's row, locked until the transaction ends (PostgreSQL; SQLite's writer is alone).
+    MESSAGE_FOR_UPDATE = "SELECT body FROM messages WHERE message_id = $1 FOR UPDATE";
+    UPDATE_MESSAGE_BODY = "UPDATE messages SET body = $2 WHERE message_id = $1";
     MESSAGES_ASC = message_page!(">", "ASC");
     MESSAGES_DESC = message_page!("<", "DESC");
+
+    /// An operator's emoji on a message is unique: a repeat inserts nothing.
+    INSERT_REACTION = "INSERT INTO reactions (reaction_id, message_id, operator, emoji_type, body) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT DO NOTHING";
+    REACTION_BY_OPERATOR = "SELECT body FROM reactions WHERE message_id = $1 AND operator = $2 AND emoji_type = $3";
+    REACTION_BY_ID = "SELECT body FROM reactions WHERE reaction_id = $1";
+    DELETE_REACTION = "DELETE FROM reactions WHERE reaction_id = $1";
+    REACTIONS_PAGE = "SELECT seq, body FROM reactions WHERE message_id = $1
+        AND (CAST($2 AS TEXT) IS NULL OR emoji_type = $2) AND seq > $3 ORDER BY seq LIMIT $4";
+    INSERT_READ = "INSERT INTO message_reads (message_id, uid, read_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+    READS_PAGE = "SELECT seq, message_id, uid, read_at FROM message_reads WHERE message_id = $1 AND seq > $2
+        ORDER BY seq LIMIT $3";
 
     STARTED_TASK_CHAT = "SELECT chat_id FROM task_chats WHERE task_id = $1 AND app_id = $2 AND started_here = TRUE
         ORDER BY linked_at DESC LIMIT 1";
@@ -217,6 +232,8 @@ statements! {
     EXPORT_P2P = "SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid";
     EXPORT_MESSAGES = "SELECT body FROM messages ORDER BY seq";
     EXPORT_MESSAGE_DEDUP = "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id";
+    EXPORT_REACTIONS = "SELECT body FROM reactions ORDER BY seq";
+    EXPORT_READS = "SELECT seq, message_id, uid, read_at FROM message_reads ORDER BY seq";
     EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
     EXPORT_EVENTS = "SELECT ", event_columns!(), " FROM events ORDER BY seq";
 
@@ -231,7 +248,7 @@ statements! {
 }
 
 /// Every table of the state but tokens (which `clear` keeps), children first.
-pub const STATE_TABLES: &[&str] = &["blobs", "events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+pub const STATE_TABLES: &[&str] = &["blobs", "events", "message_reads", "reactions", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy)]
@@ -399,11 +416,28 @@ fn message_from_row(r: &dyn Cols) -> Result<Message, StoreError> {
     from_json("messages.body", r.str(0)?)
 }
 
+fn reaction_from_row(r: &dyn Cols) -> Result<Reaction, StoreError> {
+    from_json("reactions.body", r.str(0)?)
+}
+
+/// `(seq, receipt)` of a `message_reads` row read as `seq, message_id, uid, read_at`.
+fn read_from_row(r: &dyn Cols) -> Result<(i64, ReadRecord), StoreError> {
+    Ok((r.int(0)?, ReadRecord { message_id: MessageId(r.string(1)?), uid: Uid(r.string(2)?), read_at_ms: r.int(3)? }))
+}
+
+/// The `operator` column: who reacted, as one comparable string.
+fn operator_key(operator: &Sender) -> String {
+    match operator {
+        Sender::App(a) => format!("app:{}", a.0),
+        Sender::User(u) => format!("user:{}", u.0),
+    }
+}
+
 /// How an exported row of one table becomes a record.
 pub type RecordFromRow = fn(&dyn Cols) -> Result<StateRecord, StoreError>;
 
 /// Every table's export query, in export order (see `StateRecord`), with how a row becomes a record.
-pub fn export_queries() -> [(&'static Sql, RecordFromRow); 8] {
+pub fn export_queries() -> [(&'static Sql, RecordFromRow); 10] {
     [
         (&EXPORT_CHATS, |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         (&EXPORT_CHAT_DEDUP, |r| {
@@ -431,6 +465,8 @@ pub fn export_queries() -> [(&'static Sql, RecordFromRow); 8] {
             }))
         }),
         (&TASK_LINKS, |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
+        (&EXPORT_REACTIONS, |r| Ok(StateRecord::Reaction(reaction_from_row(r)?))),
+        (&EXPORT_READS, |r| Ok(StateRecord::MessageRead(read_from_row(r)?.1))),
         (&EXPORT_TOKENS, |r| Ok(StateRecord::Token(token_from_row(r)?))),
         (&EXPORT_EVENTS, |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ]
@@ -545,6 +581,19 @@ pub async fn export_blobs<F: std::future::Future<Output = bool>>(
         }
     }
     Ok(())
+}
+
+pub async fn get_reaction(tx: &mut impl Tx, reaction_id: &str) -> Result<Option<Reaction>, StoreError> {
+    tx.query_opt(&REACTION_BY_ID, &[Text(reaction_id)], reaction_from_row).await
+}
+
+pub async fn list_reactions(tx: &mut impl Tx, q: &ReactionQuery) -> Result<Vec<(i64, Reaction)>, StoreError> {
+    let params = [Text(&q.message_id.0), OptText(q.emoji_type.as_deref()), Int(q.after_seq), Int(q.limit as i64)];
+    tx.query(&REACTIONS_PAGE, &params, |r| Ok((r.int(0)?, from_json("reactions.body", r.str(1)?)?))).await
+}
+
+pub async fn read_receipts(tx: &mut impl Tx, q: &ReadQuery) -> Result<Vec<(i64, ReadRecord)>, StoreError> {
+    tx.query(&READS_PAGE, &[Text(&q.message_id.0), Int(q.after_seq), Int(q.limit as i64)], read_from_row).await
 }
 
 pub async fn task_links(tx: &mut impl Tx) -> Result<Vec<TaskChatRecord>, StoreError> {
@@ -772,6 +821,70 @@ async fn insert_blob(tx: &mut impl Tx, blob: &media::Blob) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Applies `change` to the message's latest state (its row locked until the end of the
+/// transaction), then stores its body and events.
+pub async fn update_message(
+    tx: &mut impl Tx,
+    id: &MessageId,
+    change: MessageChange,
+) -> Result<Option<Result<Message, FeishuError>>, StoreError> {
+    let Some(mut message) = tx.query_opt(&MESSAGE_FOR_UPDATE, &[Text(&id.0)], message_from_row).await? else {
+        return Ok(None);
+    };
+    let events = match change(&mut message) {
+        Ok(events) => events,
+        Err(e) => return Ok(Some(Err(e))),
+    };
+    tx.execute(&UPDATE_MESSAGE_BODY, &[Text(&id.0), Text(&to_json(&message))]).await?;
+    tx.insert_events(&events).await?;
+    Ok(Some(Ok(message)))
+}
+
+/// Stores `reaction` with `events` unless its operator's same emoji is on the message already:
+/// then the first one, and no events.
+pub async fn add_reaction(tx: &mut impl Tx, reaction: Reaction, events: &[DomainEvent]) -> Result<Reaction, StoreError> {
+    let operator = operator_key(&reaction.operator);
+    let (message, emoji) = (Text(&reaction.message_id.0), Text(&reaction.emoji_type));
+    let params = [Text(&reaction.reaction_id), message, Text(&operator), emoji, Text(&to_json(&reaction))];
+    if tx.execute(&INSERT_REACTION, &params).await? == 0 {
+        return tx
+            .query_opt(&REACTION_BY_OPERATOR, &[message, Text(&operator), emoji], reaction_from_row)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("reaction row vanished".into()));
+    }
+    tx.insert_events(events).await?;
+    Ok(reaction)
+}
+
+/// Removes the reaction with `events`; `false` (no events) when there was none.
+pub async fn delete_reaction(tx: &mut impl Tx, reaction_id: &str, events: &[DomainEvent]) -> Result<bool, StoreError> {
+    if tx.execute(&DELETE_REACTION, &[Text(reaction_id)]).await? == 0 {
+        return Ok(false);
+    }
+    tx.insert_events(events).await?;
+    Ok(true)
+}
+
+/// Receipts for the bots' messages of `mark.chat_id` the user has not read yet (see `ReadMark`),
+/// with the events `mark.events` makes of them; the messages newly read, newest first.
+pub async fn mark_read(tx: &mut impl Tx, mark: ReadMark) -> Result<Vec<Message>, StoreError> {
+    let params =
+        [Text(&mark.chat_id.0), Int(mark.since_ms), Int(mark.at_ms), OptInt(None), Int(0), Int(mark.limit as i64)];
+    let recent = tx.query(&MESSAGES_DESC, &params, |r| from_json::<Message>("messages.body", r.str(2)?)).await?;
+    let mut newly = Vec::new();
+    for m in recent {
+        if !matches!(m.sender, Sender::App(_)) || m.is_recalled() {
+            continue;
+        }
+        if tx.execute(&INSERT_READ, &[Text(&m.message_id.0), Text(&mark.uid.0), Int(mark.at_ms)]).await? == 1 {
+            newly.push(m);
+        }
+    }
+    let events = (mark.events)(&newly);
+    tx.insert_events(&events).await?;
+    Ok(newly)
+}
+
 /// The chat `link.app_id` started from the task unless it is dissolved; otherwise stores `new`.
 pub async fn task_chat(tx: &mut impl Tx, link: &TaskLink, new: Chat, events: &[DomainEvent]) -> Result<Created, StoreError> {
     tx.lock("task", &format!("{}|{}", link.task_id, link.app_id)).await?;
@@ -896,6 +1009,14 @@ async fn import_record(tx: &mut impl Tx, record: StateRecord, blob: &mut Option<
         StateRecord::TaskChat(t) => {
             let link = TaskLink { task_id: t.task_id, app_id: t.link.app_id, at_ms: t.link.linked_at_ms };
             insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here).await?;
+        }
+        StateRecord::Reaction(r) => {
+            let operator = operator_key(&r.operator);
+            let params = [Text(&r.reaction_id), Text(&r.message_id.0), Text(&operator), Text(&r.emoji_type), Text(&to_json(&r))];
+            tx.execute(&INSERT_REACTION, &params).await?;
+        }
+        StateRecord::MessageRead(read) => {
+            tx.execute(&INSERT_READ, &[Text(&read.message_id.0), Text(&read.uid.0), Int(read.read_at_ms)]).await?;
         }
         StateRecord::Token(token) => insert_token(tx, &token).await?,
         StateRecord::Event(e) => {

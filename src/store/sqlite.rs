@@ -12,16 +12,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
-use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
-    ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, OutboxStats, StateRecord,
-    Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
-};
+use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
+    EventQuery, ImportBatch, MessageDedupKey, MessageQuery, OutboxStats, StateRecord, MessageChange,
+    ReactionQuery, ReadMark, ReadQuery, ReadRecord, Store, StoreError, StoreStats, TaskChatRecord,
+    TaskLink, TokenRecord, EXPORT_BUFFER};
 use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
+use crate::domain::reaction::Reaction;
 use crate::error::FeishuError;
 
 const MIGRATIONS: &[&str] =
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0005_events.sql"),
     OUTBOX_COMPACT_MIGRATION,
     include_str!("migrations/sqlite/0011_blobs.sql"),
+    include_str!("migrations/sqlite/0010_message_ops.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -90,6 +92,9 @@ enum WriteOp {
         reply: oneshot::Sender<Result<Message, StoreError>>,
     },
     PutBlob { blob: Box<Blob>, quota_bytes: u64, reply: oneshot::Sender<Result<bool, StoreError>> },
+    /// A change of the shared SQL (`sql`) in a savepoint of its own, answering its caller itself
+    /// (see `SqliteStore::change`).
+    Change(Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>),
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -242,6 +247,16 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `f` (an algorithm of `sql` over the writer's savepoint) in the next group commit;
+    /// its result once that commit is durable.
+    async fn change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::Change(Box::new(move |tx: &mut Transaction<'_>| deliver(reply, in_savepoint(tx, f)))), rx).await
+    }
+
     /// Test hook: with `true`, the database may not grow past its current size, so writes that
     /// need a new page fail as on a full disk; `false` lifts the cap.
     #[doc(hidden)]
@@ -386,6 +401,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::PutBlob { blob, quota_bytes, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::put_blob(sp, &blob, quota_bytes))))
                 }
+                WriteOp::Change(run) => run(&mut tx),
             });
         }
         tx.commit()
@@ -695,6 +711,37 @@ impl Store for SqliteStore {
     async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
         let key = key.to_string();
         self.read(move |conn| ready(sql::load_blob(&mut Lite(conn), &key))).await
+    }
+
+    async fn update_message(&self, id: &MessageId, change: MessageChange) -> Result<Option<Result<Message, FeishuError>>, StoreError> {
+        let id = id.clone();
+        self.change(move |sp| ready(sql::update_message(sp, &id, change))).await
+    }
+
+    async fn add_reaction(&self, reaction: Reaction, events: Vec<DomainEvent>) -> Result<Reaction, StoreError> {
+        self.change(move |sp| ready(sql::add_reaction(sp, reaction, &events))).await
+    }
+
+    async fn get_reaction(&self, reaction_id: &str) -> Result<Option<Reaction>, StoreError> {
+        let id = reaction_id.to_string();
+        self.read(move |conn| ready(sql::get_reaction(&mut Lite(conn), &id))).await
+    }
+
+    async fn delete_reaction(&self, reaction_id: &str, events: Vec<DomainEvent>) -> Result<bool, StoreError> {
+        let id = reaction_id.to_string();
+        self.change(move |sp| ready(sql::delete_reaction(sp, &id, &events))).await
+    }
+
+    async fn list_reactions(&self, q: ReactionQuery) -> Result<Vec<(i64, Reaction)>, StoreError> {
+        self.read(move |conn| ready(sql::list_reactions(&mut Lite(conn), &q))).await
+    }
+
+    async fn mark_read(&self, mark: ReadMark) -> Result<Vec<Message>, StoreError> {
+        self.change(move |sp| ready(sql::mark_read(sp, mark))).await
+    }
+
+    async fn read_receipts(&self, q: ReadQuery) -> Result<Vec<(i64, ReadRecord)>, StoreError> {
+        self.read(move |conn| ready(sql::read_receipts(&mut Lite(conn), &q))).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {

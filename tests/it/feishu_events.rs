@@ -9,10 +9,14 @@ use serde_json::{json, Value};
 
 use larkstack::domain::chat::{Chat, ChatSettings, ChatStatus, Owner};
 use larkstack::domain::directory::Directory;
-use larkstack::domain::events::{chat_changes, message_sent, parse_mentions, resolve_mentions, Actor, DomainEvent, EventBody, StoredEvent};
+use larkstack::domain::events::{
+    chat_changes, message_recalled, message_sent, messages_read, parse_mentions, reaction_changed, resolve_mentions, Actor,
+    DomainEvent, EventBody, StoredEvent,
+};
 use larkstack::domain::feishu_events::{app_events, AppEvent};
 use larkstack::domain::ids::{AppId, ChatId, MessageId, TenantKey};
-use larkstack::domain::message::{Message, Sender};
+use larkstack::domain::message::{Message, RecallType, Sender};
+use larkstack::domain::reaction::Reaction;
 use larkstack::state::StateConfig;
 
 use crate::support::*;
@@ -110,7 +114,8 @@ developer = "dev"
 app_id = "cli_9f5343c580712544"
 bot = true
 scopes = ["im:chat", "im:message.group_msg", "im:message.p2p_msg:readonly", "contact:user.employee_id:readonly",
-          "im:chat.access_event.bot_p2p_chat:read", "im:message.group_at_msg.include_bot:readonly"]
+          "im:chat.access_event.bot_p2p_chat:read", "im:message.group_at_msg.include_bot:readonly",
+          "im:message:readonly", "im:message.reactions:read"]
 [[apps]]
 key = "other"
 name = "Other Bot"
@@ -190,6 +195,7 @@ fn golden_payloads() -> Vec<(String, Value)> {
         sender: Sender::User(uid("alice")),
         sender_tenant: chat.tenant_key.clone(),
         created_at_ms: at,
+        state: Default::default(),
     };
     let mentions = resolve_mentions(parse_mentions("text", &text.content), |id| d.users().iter().find(|u| u.key == id).map(|u| u.uid.clone()));
     emit("message_receive_group", message_sent(&text, &chat, Actor::ControlAsUser(uid("alice")), mentions), &chat);
@@ -255,6 +261,21 @@ fn golden_payloads() -> Vec<(String, Value)> {
         body: EventBody::BotP2pChatEntered { last_message_id: Some(hi.message_id.clone()), last_message_create_time_ms: Some(at - 100) },
     };
     emit("p2p_chat_entered", entered, &p2p);
+    // Message operations: alice's message recalled by the owner bot; reactions by alice and by
+    // the other bot; alice reads the bot's p2p message.
+    emit("message_recalled", message_recalled(&text, RecallType::GroupOwner, Actor::App(other.clone()), at), &chat);
+    let reaction = |operator: Sender| Reaction {
+        reaction_id: "ZC0000000000000000000000000000000000000000000000000001".into(),
+        message_id: text.message_id.clone(),
+        chat_id: chat.chat_id.clone(),
+        emoji_type: "THUMBSUP".into(),
+        operator,
+        created_at_ms: at,
+    };
+    emit("reaction_created", reaction_changed(&reaction(Sender::User(uid("alice"))), true, at), &chat);
+    emit("reaction_deleted", reaction_changed(&reaction(Sender::App(other.clone())), false, at), &chat);
+    let mine = Message { sender: Sender::App(me.clone()), ..hi.clone() };
+    emit("message_read", messages_read(&p2p.chat_id, &uid("alice"), &[mine], at).unwrap(), &p2p);
     out
 }
 
@@ -275,7 +296,11 @@ fn sdk_payloads_match_the_golden_files() {
             "bot_deleted",
             "chat_updated",
             "chat_disbanded",
-            "p2p_chat_entered"
+            "p2p_chat_entered",
+            "message_recalled",
+            "reaction_created",
+            "reaction_deleted",
+            "message_read"
         ]
     );
     let dir = golden_dir();

@@ -325,6 +325,11 @@ async fn every_documented_query_enum_value_is_accepted_and_no_other() {
     let doc = document(&app).await;
     let token = app.token("demo-bot").await;
     let chat_id = app.new_chat(&token, serde_json::json!({})).await;
+    // A message of the bot, for the operations on one message.
+    let content = serde_json::json!({"text": "enum check"}).to_string();
+    let body = serde_json::json!({"receive_id": chat_id, "msg_type": "text", "content": content});
+    let sent = app.call(Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", &token, Some(body)).await;
+    let message_id = sent.body["data"]["message_id"].as_str().unwrap().to_string();
     let mut checked = 0;
     for (method, path, op) in operations(&doc) {
         if !path.starts_with("/open-apis/im/") {
@@ -349,7 +354,7 @@ async fn every_documented_query_enum_value_is_accepted_and_no_other() {
                         query.push(format!("{other_name}={value}"));
                     }
                 }
-                format!("{}?{}", path.replace("{chat_id}", &chat_id), query.join("&"))
+                format!("{}?{}", path.replace("{chat_id}", &chat_id).replace("{message_id}", &message_id), query.join("&"))
             };
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             for v in &values {

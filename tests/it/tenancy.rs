@@ -7,7 +7,7 @@ use axum::http::Method;
 use larkstack::domain::directory::{Directory, DEMO_FIXTURE};
 use larkstack::domain::ids::ChatId;
 use larkstack::state::StateConfig;
-use larkstack::store::{MessageOrder, MessageQuery};
+use larkstack::store::{MessageOrder, MessageQuery, ReactionQuery};
 use serde_json::{json, Value};
 
 use crate::openapi::{document, operations};
@@ -58,13 +58,20 @@ async fn send_text(app: &TestApp, token: &str, chat: &str, text: &str) -> Reply 
     app.call(Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", token, Some(body)).await
 }
 
-/// The chat and its whole history as stored.
+/// The chat and its whole history as stored: each message in full, then its reactions.
 async fn stored(app: &TestApp, chat: &str) -> (larkstack::domain::chat::Chat, Vec<String>) {
     let id = ChatId(chat.to_string());
     let c = app.state.store.get_chat(&id).await.unwrap().unwrap();
     let q = MessageQuery { chat_id: id, start_ms: None, end_ms: None, order: MessageOrder::Asc, after: None, limit: 10_000 };
-    let messages = app.state.store.list_messages(q).await.unwrap().into_iter().map(|(_, m)| m.message_id.0).collect();
-    (c, messages)
+    let mut history = Vec::new();
+    for (_, m) in app.state.store.list_messages(q).await.unwrap() {
+        history.push(serde_json::to_string(&m).unwrap());
+        let q = ReactionQuery { message_id: m.message_id.clone(), emoji_type: None, after_seq: 0, limit: 10_000 };
+        for (_, r) in app.state.store.list_reactions(q).await.unwrap() {
+            history.push(serde_json::to_string(&r).unwrap());
+        }
+    }
+    (c, history)
 }
 
 /// Names of parameters and body fields that carry a chat.
@@ -73,7 +80,7 @@ const CHAT_FIELDS: &[&str] = &["chat_id", "receive_id", "container_id"];
 /// Codes that refuse a caller for the chat not being its tenant's (or, for aPaaS, store apps not
 /// holding its scope): the walk accepts no other refusal, so a request the test fills badly
 /// (a parameter error) fails it instead of passing for the wrong reason.
-const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 234004, 99991672];
+const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 231002, 231008, 234004, 99991672];
 
 /// A value for a query parameter or body field named `name`, or `None` to leave it out.
 fn value_for(name: &str, chat: &str, chat_name: &str, user: &str) -> Option<Value> {
@@ -125,9 +132,14 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
     });
     let chat = app.new_chat(&acme, body).await;
     let sent = send_text(&app, &acme, &chat, "confidential").await;
-    assert_eq!(sent.code(), 0, "{}", sent.body);
-    // Paths naming a message take the chat it is in.
-    let message_id = sent.body["data"]["message_id"].as_str().unwrap().to_string();
+    assert_eq!(sent.code(), 0);
+    // A message of the chat and a reaction on it, for the operations that name them.
+    let message = sent.body["data"]["message_id"].as_str().unwrap().to_string();
+    let r = app
+        .call(Method::POST, &format!("/open-apis/im/v1/messages/{message}/reactions"), &acme, Some(json!({"reaction_type": {"emoji_type": "OK"}})))
+        .await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let reaction = r.body["data"]["reaction_id"].as_str().unwrap().to_string();
     let before = stored(&app, &chat).await;
     // The home tenant's token reads it in full.
     let r = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat}"), &acme, None).await;
@@ -140,6 +152,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         if !path.starts_with("/open-apis/") {
             continue;
         }
+        // A message (and its reactions) is its chat's.
         let mut takes_chat = path.contains("{chat_id}") || path.contains("{message_id}");
         let mut query = Vec::new();
         for p in op["parameters"].as_array().into_iter().flatten() {
@@ -162,7 +175,11 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             }
             Value::Object(body)
         });
-        let uri = path.replace("{chat_id}", &chat).replace("{message_id}", &message_id).replace("{task_id}", "1790000000000201")
+        let uri = path
+            .replace("{chat_id}", &chat)
+            .replace("{message_id}", &message)
+            .replace("{reaction_id}", &reaction)
+            .replace("{task_id}", "1790000000000201")
             + &query_string(&query);
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = app.call(m, &uri, &globex, body).await;
@@ -188,6 +205,16 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         "post /open-apis/im/v1/chats/{chat_id}/managers/delete_managers",
         "post /open-apis/im/v1/messages",
         "get /open-apis/im/v1/messages",
+        "post /open-apis/im/v1/messages/{message_id}/reply",
+        "get /open-apis/im/v1/messages/{message_id}",
+        "put /open-apis/im/v1/messages/{message_id}",
+        "patch /open-apis/im/v1/messages/{message_id}",
+        "delete /open-apis/im/v1/messages/{message_id}",
+        "post /open-apis/im/v1/messages/{message_id}/forward",
+        "get /open-apis/im/v1/messages/{message_id}/read_users",
+        "post /open-apis/im/v1/messages/{message_id}/reactions",
+        "get /open-apis/im/v1/messages/{message_id}/reactions",
+        "delete /open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}",
         "post /open-apis/apaas/v1/user_tasks/{task_id}/chat_group",
         "get /open-apis/im/v1/messages/{message_id}/resources/{file_key}",
     ] {
@@ -268,9 +295,12 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            // Later migrations' tables (0005: events, 0011: blobs) did not exist then either.
-            conn.execute_batch("DROP TABLE events; DROP TABLE blobs; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;")
-                .unwrap();
+            // Later migrations' tables (0005: events; 0010: reactions, reads) did not exist then either.
+            conn.execute_batch(
+                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs;
+                 ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;",
+            )
+            .unwrap();
         }
         Some(url) => {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -278,7 +308,8 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq, blobs; ALTER TABLE chats DROP COLUMN search_text;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs;
+                     ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await

@@ -61,7 +61,7 @@ def ids(user_id, *, user_id_value=None):
 
 def test_every_payload_file_is_compact_schema_2():
     files = sorted(PAYLOADS.glob("*.json"))
-    assert len(files) == 11
+    assert len(files) == 15
     for f in files:
         text = f.read_text().rstrip("\n")
         v = json.loads(text)
@@ -161,6 +161,31 @@ def test_bot_p2p_chat_entered():
     e = dispatch("p2p_chat_entered", "register_p2_im_chat_access_event_bot_p2p_chat_entered_v1").event
     assert (e.chat_id, e.last_message_id, e.last_message_create_time) == (P2P, MESSAGE, "1700000000023")
     ids(e.operator_id, user_id_value="alice01")
+
+
+def test_message_recalled():
+    e = dispatch("message_recalled", "register_p2_im_message_recalled_v1").event
+    assert (e.message_id, e.chat_id, e.recall_time, e.recall_type) == (MESSAGE, GROUP, AT, "group_owner")
+
+
+def test_reaction_created_by_a_user():
+    e = dispatch("reaction_created", "register_p2_im_message_reaction_created_v1").event
+    assert (e.message_id, e.reaction_type.emoji_type, e.operator_type, e.action_time) == (MESSAGE, "THUMBSUP", "user", AT)
+    ids(e.user_id, user_id_value="alice01")
+    assert e.app_id is None
+
+
+def test_reaction_deleted_by_a_bot():
+    e = dispatch("reaction_deleted", "register_p2_im_message_reaction_deleted_v1").event
+    assert (e.message_id, e.reaction_type.emoji_type, e.operator_type) == (MESSAGE, "THUMBSUP", "app")
+    assert (e.app_id, e.user_id) == ("cli_a000000000000001", None)
+
+
+def test_message_read():
+    e = dispatch("message_read", "register_p2_im_message_message_read_v1").event
+    assert e.message_id_list == [MESSAGE]
+    assert (e.reader.read_time, e.reader.tenant_key) == (AT, ACME)
+    ids(e.reader.reader_id, user_id_value="alice01")
 
 
 def test_a_wrong_token_is_refused():

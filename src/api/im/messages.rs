@@ -22,11 +22,11 @@ use crate::ratelimit::Family;
 use crate::state::AppState;
 use crate::store::{MessageDedupKey, MessageOrder, MessageQuery, NewMessage};
 
-const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
-const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
+pub(super) const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
+pub(super) const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
 /// "Read all messages in associated group chats": group history needs it on top of a read scope.
 const GROUP_HISTORY_SCOPE: &str = "im:message.group_msg";
-const MAX_UUID_CHARS: usize = 50;
+pub(super) const MAX_UUID_CHARS: usize = 50;
 
 /// A message to send; `content` is a JSON string whose shape depends on `msg_type`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -50,10 +50,18 @@ struct BodyView<'a> {
     content: &'a str,
 }
 
-/// A message as the API shows it (`create_time`/`update_time` are strings of milliseconds).
+/// A message as the API shows it (`create_time`/`update_time` are strings of milliseconds); a
+/// reply names its root and parent, a thread message its thread. A recalled message is
+/// `deleted`, its content gone.
 #[derive(Serialize)]
-struct MessageView<'a> {
+pub(super) struct MessageView<'a> {
     message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thread_id: Option<&'a str>,
     msg_type: &'a str,
     create_time: String,
     update_time: String,
@@ -65,7 +73,8 @@ struct MessageView<'a> {
     mentions: [(); 0],
 }
 
-fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message) -> MessageView<'a> {
+/// `m` as `app` sees it, a user sender's id of `id_type`.
+pub(super) fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message, id_type: UserIdType) -> MessageView<'a> {
     let sender = match &m.sender {
         Sender::App(app_id) => SenderView {
             id: app_id.0.clone(),
@@ -74,22 +83,25 @@ fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message) -> MessageView<'
             tenant_key: m.sender_tenant.0.clone(),
         },
         Sender::User(uid) => SenderView {
-            id: user_ref(dir, app, uid, UserIdType::OpenId).unwrap_or_default(),
-            id_type: "open_id",
+            id: user_ref(dir, app, uid, id_type).unwrap_or_default(),
+            id_type: id_type.as_str(),
             sender_type: "user",
             tenant_key: m.sender_tenant.0.clone(),
         },
     };
     MessageView {
         message_id: m.message_id.as_str(),
+        root_id: m.state.root_id.as_ref().map(|i| i.as_str()),
+        parent_id: m.state.parent_id.as_ref().map(|i| i.as_str()),
+        thread_id: m.state.thread_id.as_deref(),
         msg_type: &m.msg_type,
         create_time: m.created_at_ms.to_string(),
-        update_time: m.created_at_ms.to_string(),
-        deleted: false,
-        updated: false,
+        update_time: m.update_time_ms().to_string(),
+        deleted: m.is_recalled(),
+        updated: m.state.updated_at_ms.is_some(),
         chat_id: m.chat_id.as_str(),
         sender,
-        body: BodyView { content: &m.content },
+        body: BodyView { content: m.shown_content() },
         mentions: [],
     }
 }
@@ -152,23 +164,7 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     super::media::check_message_resources(&state, &msg_type, &content, sender).await?;
 
     let now = state.clock.now_ms();
-    let chat = if receive_id_type == "chat_id" {
-        let chat = state
-            .store
-            .get_chat(&ChatId(receive_id.clone()))
-            .await?
-            .ok_or_else(|| ApiError::Feishu(invalid("receive_id", "no such chat")))?;
-        message_chat(&call.dir, app, tenant, &chat)?;
-        chat
-    } else {
-        let user = p2p_user(&call.dir, app, tenant, &receive_id_type, &receive_id)?;
-        let new = new_p2p_chat(app, tenant, user, now);
-        let created = vec![chat_created(&new, Actor::App(app.app_id.clone()), now)];
-        let chat = state.store.p2p_chat(&app.app_id, &user.uid, new, created).await?;
-        message_chat(&call.dir, app, tenant, &chat)?;
-        chat
-    };
-    state.limits.check_chat_messages(&chat.chat_id).await?.map_err(|_| ApiError::Feishu(chat_rate_limited()))?;
+    let chat = target_chat(&state, &call.dir, app, tenant, &receive_id_type, &receive_id, now).await?;
     let message = Message {
         message_id: new_message_id(now),
         chat_id: chat.chat_id.clone(),
@@ -177,6 +173,7 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         sender: Sender::App(app.app_id.clone()),
         sender_tenant: tenant.tenant_key.clone(),
         created_at_ms: now,
+        state: Default::default(),
     };
     let dedup = body.uuid.filter(|u| !u.is_empty()).map(|uuid| MessageDedupKey { app_id: app.app_id.clone(), uuid });
     // Mention ids are in the sender's id space: open_id, union_id or user_id.
@@ -191,13 +188,38 @@ pub async fn send(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         .store
         .create_message(NewMessage { message, dedup, dedup_window_start_ms: now - MESSAGE_DEDUP_WINDOW_MS, events })
         .await?;
-    Ok(ok(&message_view(&call.dir, app, &stored)))
+    Ok(ok(&message_view(&call.dir, app, &stored, UserIdType::OpenId)))
+}
+
+/// The chat a message sent to (`receive_id_type`, `receive_id`) goes to, after the calling bot's
+/// checks; a user's p2p chat with the bot is created when there is none. Spends one unit of the
+/// chat's message budget (5/s, 230020).
+pub(super) async fn target_chat(
+    state: &AppState,
+    dir: &Directory,
+    app: &App,
+    tenant: &Tenant,
+    receive_id_type: &str,
+    receive_id: &str,
+    now: i64,
+) -> Result<Chat, ApiError> {
+    let chat = if receive_id_type == "chat_id" {
+        state.store.get_chat(&ChatId(receive_id.to_string())).await?.ok_or_else(|| ApiError::Feishu(invalid("receive_id", "no such chat")))?
+    } else {
+        let user = p2p_user(dir, app, tenant, receive_id_type, receive_id)?;
+        let new = new_p2p_chat(app, tenant, user, now);
+        let created = vec![chat_created(&new, Actor::App(app.app_id.clone()), now)];
+        state.store.p2p_chat(&app.app_id, &user.uid, new, created).await?
+    };
+    message_chat(dir, app, tenant, &chat)?;
+    state.limits.check_chat_messages(&chat.chat_id).await?.map_err(|_| ApiError::Feishu(chat_rate_limited()))?;
+    Ok(chat)
 }
 
 /// A chat that messages go to or are read from: the calling bot must be in it — as the token's
 /// tenant's bot, so another tenant's token of the same store app is not (230002) — and it must
 /// not be disbanded (232009).
-fn message_chat(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Result<(), FeishuError> {
+pub(super) fn message_chat(dir: &Directory, app: &App, tenant: &Tenant, chat: &Chat) -> Result<(), FeishuError> {
     let standing = standing(dir, app, tenant, chat);
     if !standing.same_tenant() {
         return Err(bot_not_in_chat());
@@ -277,6 +299,6 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let has_more = rows.len() > size;
     rows.truncate(size);
     let page_token = has_more.then(|| rows.last().map(|(c, _)| encode_cursor(*c))).flatten();
-    let items: Vec<MessageView> = rows.iter().map(|(_, m)| message_view(&call.dir, app, m)).collect();
+    let items: Vec<MessageView> = rows.iter().map(|(_, m)| message_view(&call.dir, app, m, UserIdType::OpenId)).collect();
     Ok(ok(&serde_json::json!({ "items": items, "page_token": page_token, "has_more": has_more })))
 }

@@ -3,7 +3,9 @@
 pub mod chats;
 pub mod media;
 pub mod members;
+pub mod message_ops;
 pub mod messages;
+pub mod reactions;
 
 use std::sync::Arc;
 
