@@ -113,6 +113,7 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id):
             let sender = match &m.sender {
                 Sender::App(app) => json!({"bot": bot(&dir, app)}),
                 Sender::User(uid) => json!({"user": person(&dir, uid)}),
+                Sender::CustomBot(id) => json!({"custom_bot": {"bot_id": id}}),
             };
             json!({"message_id": m.message_id, "msg_type": m.msg_type, "content": m.content, "sender": sender, "created_at_ms": m.created_at_ms})
         })

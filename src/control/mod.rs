@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod client;
 pub mod console;
+pub mod custom_bots;
 pub mod deliveries;
 pub mod events;
 pub mod intercept;
@@ -58,6 +59,8 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::join_as_user))
         .routes(routes!(actors::leave_as_user))
         .routes(routes!(actors::enter_p2p))
+        .routes(routes!(custom_bots::add, custom_bots::list))
+        .routes(routes!(custom_bots::remove))
         .routes(routes!(actors::tasks))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }

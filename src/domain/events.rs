@@ -24,6 +24,8 @@ pub enum Actor {
     App(AppId),
     /// The control API acting as a user (`/_larkstack/chats/{chat_id}/messages|join|leave`).
     ControlAsUser(Uid),
+    /// A group's custom bot, through its webhook (`POST /open-apis/bot/v2/hook/{token}`).
+    CustomBot(AppId),
 }
 
 impl Actor {
@@ -31,7 +33,7 @@ impl Actor {
     pub fn uid(&self) -> Option<&Uid> {
         match self {
             Actor::User(u) | Actor::ControlAsUser(u) => Some(u),
-            Actor::App(_) => None,
+            Actor::App(_) | Actor::CustomBot(_) => None,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::{BotChatsQuery, ChatSearchQuery,
     TokenRecord,
 };
 use crate::domain::chat::{fold_case, Chat};
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
@@ -181,6 +182,12 @@ statements! {
         AND (CAST($3 AS TEXT) IS NULL OR type = $3) ORDER BY seq LIMIT $4";
     INSERT_STORED_EVENT = "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)";
 
+    COUNT_CUSTOM_BOTS = "SELECT count(*) FROM custom_bots WHERE chat_id = $1";
+    INSERT_CUSTOM_BOT = "INSERT INTO custom_bots (token, bot_id, chat_id, created_at, body) VALUES ($1, $2, $3, $4, $5)";
+    CUSTOM_BOTS_OF_CHAT = "SELECT body FROM custom_bots WHERE chat_id = $1 ORDER BY created_at, token";
+    CUSTOM_BOT_BY_TOKEN = "SELECT body FROM custom_bots WHERE token = $1";
+    DELETE_CUSTOM_BOT = "DELETE FROM custom_bots WHERE chat_id = $1 AND bot_id = $2";
+
     COUNT_CHATS = "SELECT count(*) FROM chats";
     PING = "SELECT 1";
 
@@ -189,12 +196,14 @@ statements! {
     EXPORT_P2P = "SELECT app_id, uid, chat_id FROM p2p_chats ORDER BY app_id, uid";
     EXPORT_MESSAGES = "SELECT body FROM messages ORDER BY seq";
     EXPORT_MESSAGE_DEDUP = "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id";
+    EXPORT_CUSTOM_BOTS = "SELECT body FROM custom_bots ORDER BY created_at, token";
     EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
     EXPORT_EVENTS = "SELECT seq, body FROM events ORDER BY seq";
 }
 
 /// Every table of the state but tokens (which `clear` keeps), children first.
-pub const STATE_TABLES: &[&str] = &["events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+pub const STATE_TABLES: &[&str] =
+    &["events", "custom_bots", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy)]
@@ -321,6 +330,10 @@ fn task_link_from_row(r: &dyn Cols) -> Result<TaskChatRecord, StoreError> {
     })
 }
 
+fn custom_bot_from_row(r: &dyn Cols) -> Result<CustomBot, StoreError> {
+    from_json("custom_bots.body", r.str(0)?)
+}
+
 fn message_from_row(r: &dyn Cols) -> Result<Message, StoreError> {
     from_json("messages.body", r.str(0)?)
 }
@@ -329,7 +342,7 @@ fn message_from_row(r: &dyn Cols) -> Result<Message, StoreError> {
 pub type RecordFromRow = fn(&dyn Cols) -> Result<StateRecord, StoreError>;
 
 /// Every table's export query, in export order (see `StateRecord`), with how a row becomes a record.
-pub fn export_queries() -> [(&'static Sql, RecordFromRow); 8] {
+pub fn export_queries() -> [(&'static Sql, RecordFromRow); 9] {
     [
         (&EXPORT_CHATS, |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         (&EXPORT_CHAT_DEDUP, |r| {
@@ -357,6 +370,7 @@ pub fn export_queries() -> [(&'static Sql, RecordFromRow); 8] {
             }))
         }),
         (&TASK_LINKS, |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
+        (&EXPORT_CUSTOM_BOTS, |r| Ok(StateRecord::CustomBot(custom_bot_from_row(r)?))),
         (&EXPORT_TOKENS, |r| Ok(StateRecord::Token(token_from_row(r)?))),
         (&EXPORT_EVENTS, |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ]
@@ -444,6 +458,14 @@ pub async fn task_links(tx: &mut impl Tx) -> Result<Vec<TaskChatRecord>, StoreEr
 pub async fn events(tx: &mut impl Tx, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
     let params = [Int(q.after), OptText(q.chat_id.as_ref().map(|c| c.0.as_str())), OptText(q.type_name.as_deref()), Int(q.limit as i64)];
     tx.query(&EVENTS, &params, event_from_row).await
+}
+
+pub async fn custom_bots(tx: &mut impl Tx, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
+    tx.query(&CUSTOM_BOTS_OF_CHAT, &[Text(&chat_id.0)], custom_bot_from_row).await
+}
+
+pub async fn custom_bot(tx: &mut impl Tx, token: &str) -> Result<Option<CustomBot>, StoreError> {
+    tx.query_opt(&CUSTOM_BOT_BY_TOKEN, &[Text(token)], custom_bot_from_row).await
 }
 
 pub async fn find_token(tx: &mut impl Tx, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -630,6 +652,30 @@ async fn insert_token(tx: &mut impl Tx, t: &TokenRecord) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Stores `bot` unless its chat has `max_per_chat` custom bots already (`Ok(false)`). The chat's
+/// lock makes the count and the insert one step for concurrent adds.
+pub async fn add_custom_bot(tx: &mut impl Tx, bot: &CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
+    tx.lock("custom_bots", &bot.chat_id.0).await?;
+    let count = tx.query_opt(&COUNT_CUSTOM_BOTS, &[Text(&bot.chat_id.0)], |r| r.int(0)).await?.unwrap_or(0);
+    if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_chat {
+        return Ok(false);
+    }
+    insert_custom_bot(tx, bot).await?;
+    Ok(true)
+}
+
+async fn insert_custom_bot(tx: &mut impl Tx, bot: &CustomBot) -> Result<(), StoreError> {
+    let body = to_json(bot);
+    let params = [Text(&bot.token), Text(&bot.bot_id.0), Text(&bot.chat_id.0), Int(bot.created_at_ms), Text(&body)];
+    tx.execute(&INSERT_CUSTOM_BOT, &params).await?;
+    Ok(())
+}
+
+/// Removes the chat's custom bot `bot_id`; whether there was one.
+pub async fn remove_custom_bot(tx: &mut impl Tx, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
+    Ok(tx.execute(&DELETE_CUSTOM_BOT, &[Text(&chat_id.0), Text(&bot_id.0)]).await? > 0)
+}
+
 /// Replaces everything with the records received; how many it stored. Nothing is committed
 /// unless it returns `Ok` (the backend's transaction or savepoint makes it all or nothing).
 pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
@@ -672,6 +718,7 @@ async fn import_record(tx: &mut impl Tx, record: StateRecord) -> Result<(), Stor
             let link = TaskLink { task_id: t.task_id, app_id: t.link.app_id, at_ms: t.link.linked_at_ms };
             insert_task_link(tx, &link, &t.link.chat_id, t.link.started_here).await?;
         }
+        StateRecord::CustomBot(bot) => insert_custom_bot(tx, &bot).await?,
         StateRecord::Token(token) => insert_token(tx, &token).await?,
         StateRecord::Event(e) => {
             let body = to_json(&e.event);

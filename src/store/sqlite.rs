@@ -18,6 +18,7 @@ use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage,
 };
 use super::codec::{to_json, ChatRow};
 use crate::domain::chat::Chat;
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0003_task_chats.sql"),
     include_str!("migrations/sqlite/0004_search_text.sql"),
     include_str!("migrations/sqlite/0005_events.sql"),
+    include_str!("migrations/sqlite/0009_custom_bots.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 4;
@@ -74,6 +76,8 @@ enum WriteOp {
     Import { batches: mpsc::Receiver<ImportBatch>, reply: oneshot::Sender<Result<u64, StoreError>> },
     /// Test hook: caps the database at its current size (`true`), or lifts the cap.
     LimitGrowth { limit: bool, reply: oneshot::Sender<Result<(), StoreError>> },
+    AddCustomBot { bot: Box<CustomBot>, max_per_chat: usize, reply: oneshot::Sender<Result<bool, StoreError>> },
+    RemoveCustomBot { chat_id: ChatId, bot_id: AppId, reply: oneshot::Sender<Result<bool, StoreError>> },
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -364,6 +368,12 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
                 }
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
+                WriteOp::AddCustomBot { bot, max_per_chat, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::add_custom_bot(sp, &bot, max_per_chat))))
+                }
+                WriteOp::RemoveCustomBot { chat_id, bot_id, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::remove_custom_bot(sp, &chat_id, &bot_id))))
+                }
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
                     in_savepoint(&mut tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
@@ -663,6 +673,26 @@ impl Store for SqliteStore {
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
         self.read(|conn| ready(sql::task_links(&mut Lite(conn)))).await
+    }
+
+    async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::AddCustomBot { bot: Box::new(bot), max_per_chat, reply }, rx).await
+    }
+
+    async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
+        let chat_id = chat_id.clone();
+        self.read(move |conn| ready(sql::custom_bots(&mut Lite(conn), &chat_id))).await
+    }
+
+    async fn custom_bot(&self, token: &str) -> Result<Option<CustomBot>, StoreError> {
+        let token = token.to_string();
+        self.read(move |conn| ready(sql::custom_bot(&mut Lite(conn), &token))).await
+    }
+
+    async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::RemoveCustomBot { chat_id: chat_id.clone(), bot_id: bot_id.clone(), reply }, rx).await
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {

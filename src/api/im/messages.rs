@@ -67,7 +67,7 @@ struct MessageView<'a> {
 
 fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message) -> MessageView<'a> {
     let sender = match &m.sender {
-        Sender::App(app_id) => SenderView {
+        Sender::App(app_id) | Sender::CustomBot(app_id) => SenderView {
             id: app_id.0.clone(),
             id_type: "app_id",
             sender_type: "app",
