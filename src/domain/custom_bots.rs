@@ -275,6 +275,12 @@ mod tests {
     }
 
     #[test]
+    fn sign_matches_feishus_algorithm() {
+        // Computed with Python's hmac module: base64(HMAC-SHA256(b"1599360473\nsecret", b"")).
+        assert_eq!(sign("1599360473", "secret"), "q4jswNiMy51J5JuQV566yJat0/lQ/c+22kINzUgKsGU=");
+    }
+
+    #[test]
     fn signatures_are_checked_with_the_hour_window() {
         let now_ms = 1_599_360_473_000;
         let s = sign("1599360473", "secret");
