@@ -14,7 +14,7 @@ use crate::openapi::{document, operations};
 use crate::support::*;
 
 /// The demo directory with the store app (installed in acme and globex) given every scope the
-/// chat and message endpoints ask for, owner rights and external chats: whatever a foreign
+/// chat, message and contact endpoints ask for, owner rights and external chats: whatever a foreign
 /// tenant's token is refused, it is refused for the tenant, not for a missing scope.
 fn store_app_fixture() -> Directory {
     let store_scopes = r#"scopes = ["im:chat", "contact:user.employee_id:readonly"]"#;
@@ -22,7 +22,8 @@ fn store_app_fixture() -> Directory {
     let text = DEMO_FIXTURE.replace(
         store_scopes,
         r#"scopes = ["im:chat", "im:message", "im:message.group_msg", "im:chat:operate_as_owner",
-          "contact:user.employee_id:readonly"]
+          "contact:user.employee_id:readonly", "contact:contact.base:readonly", "contact:user.base:readonly",
+          "contact:user.email:readonly", "contact:user.phone:readonly", "contact:user.id:readonly"]
 external_chats = true"#,
     );
     Directory::from_toml(&text).unwrap()
@@ -75,9 +76,21 @@ const CHAT_FIELDS: &[&str] = &["chat_id", "receive_id", "container_id"];
 /// (a parameter error) fails it instead of passing for the wrong reason.
 const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 99991672];
 
-/// A value for a query parameter or body field named `name`, or `None` to leave it out.
-fn value_for(name: &str, chat: &str, chat_name: &str, user: &str) -> Option<Value> {
+/// An acme user as the store app names them: open_id, email, mobile.
+struct AcmeUser<'a> {
+    open_id: &'a str,
+    email: &'a str,
+    mobile: &'a str,
+}
+
+/// A value for a query parameter or body field named `name`, or `None` to leave it out. Fields
+/// that name users to look up name an acme user (`acme`), so that a globex token must not find them.
+fn value_for(name: &str, chat: &str, chat_name: &str, user: &str, acme: &AcmeUser) -> Option<Value> {
     Some(match name {
+        "user_ids" => json!(acme.open_id),
+        "emails" => json!([acme.email]),
+        "mobiles" => json!([acme.mobile]),
+        "lang" => json!("zh_cn"),
         n if CHAT_FIELDS.contains(&n) => json!(chat),
         "receive_id_type" => json!("chat_id"),
         "container_id_type" => json!("chat"),
@@ -131,6 +144,13 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
 
     let doc = document(&app).await;
     let globex_user = app.open_id("store-app", "hank");
+    let alice_open = app.open_id("store-app", "alice");
+    let acme_user = AcmeUser { open_id: &alice_open, email: "alice@acme.example", mobile: "+8613800000001" };
+    // The home tenant's token finds her.
+    let r = app.call(Method::GET, &format!("/open-apis/contact/v3/users/{alice_open}"), &acme, None).await;
+    assert_eq!((r.code(), r.body["data"]["user"]["name"].as_str()), (0, Some("Alice 王")), "{}", r.body);
+    let r = app.call(Method::POST, "/open-apis/contact/v3/users/batch_get_id", &acme, Some(json!({"emails": [acme_user.email]}))).await;
+    assert_eq!(r.body["data"]["user_list"][0]["user_id"], alice_open.as_str(), "{}", r.body);
     let mut walked = Vec::new();
     for (method, path, op) in operations(&doc) {
         if !path.starts_with("/open-apis/") {
@@ -142,7 +162,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             let name = p["name"].as_str().unwrap();
             if p["in"] == "query" {
                 takes_chat |= CHAT_FIELDS.contains(&name);
-                if let Some(v) = value_for(name, &chat, chat_name, &globex_user) {
+                if let Some(v) = value_for(name, &chat, chat_name, &globex_user, &acme_user) {
                     query.push((name.to_string(), v));
                 }
             }
@@ -152,13 +172,18 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             let mut body = serde_json::Map::new();
             for name in schema["properties"].as_object().into_iter().flat_map(|p| p.keys()) {
                 takes_chat |= CHAT_FIELDS.contains(&name.as_str());
-                if let Some(v) = value_for(name, &chat, chat_name, &globex_user) {
+                if let Some(v) = value_for(name, &chat, chat_name, &globex_user, &acme_user) {
                     body.insert(name.clone(), v);
                 }
             }
             Value::Object(body)
         });
-        let uri = path.replace("{chat_id}", &chat).replace("{task_id}", "1790000000000201") + &query_string(&query);
+        let uri = path
+            .replace("{chat_id}", &chat)
+            .replace("{task_id}", "1790000000000201")
+            .replace("{user_id}", &alice_open)
+            .replace("{app_id}", &app.app_id("store-app"))
+            + &query_string(&query);
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = app.call(m, &uri, &globex, body).await;
         let what = format!("{} {uri}", method.to_uppercase());
@@ -167,6 +192,17 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             walked.push(format!("{method} {path}"));
         } else {
             assert!(!r.body.to_string().contains(&chat), "{what} shows another tenant's chat: {}", r.body);
+        }
+        // No operation finds an acme user for the globex token: users/get answers 41050, the
+        // batch reads leave the user out.
+        assert!(!r.body.to_string().contains(&alice_open) && !r.body.to_string().contains("Alice"), "{what} shows an acme user: {}", r.body);
+        if path.contains("{user_id}") {
+            assert_eq!(r.code(), 41050, "{what}: {}", r.body);
+            walked.push(format!("{method} {path}"));
+        } else if path.starts_with("/open-apis/contact/v3/users/batch") {
+            // Answered (not refused for a parameter), without the user.
+            assert_eq!(r.code(), 0, "{what}: {}", r.body);
+            walked.push(format!("{method} {path}"));
         }
         assert_eq!(stored(&app, &chat).await, before, "{what} changed another tenant's chat");
     }
@@ -184,6 +220,9 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         "post /open-apis/im/v1/messages",
         "get /open-apis/im/v1/messages",
         "post /open-apis/apaas/v1/user_tasks/{task_id}/chat_group",
+        "get /open-apis/contact/v3/users/{user_id}",
+        "get /open-apis/contact/v3/users/batch",
+        "post /open-apis/contact/v3/users/batch_get_id",
     ] {
         assert!(walked.iter().any(|w| w == expected), "{expected} was not walked: {walked:?}");
     }
@@ -262,8 +301,9 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            // Later migrations' tables (0005: events) did not exist then either.
-            conn.execute_batch("DROP TABLE events; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;").unwrap();
+            // Later migrations' tables (0005: events, then custom_bots) did not exist then either.
+            conn.execute_batch("DROP TABLE events; DROP TABLE custom_bots; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;")
+                .unwrap();
         }
         Some(url) => {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -271,7 +311,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq; ALTER TABLE chats DROP COLUMN search_text;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq, custom_bots; ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await
