@@ -117,7 +117,7 @@ pub fn directory_json(dir: &Directory) -> serde_json::Value {
                 dir.apps().iter().map(|a| (a.developer.clone(), json!(dir.union_id(&a.developer, u)))).collect();
             json!({
                 "key": u.key, "name": u.name, "tenant_key": u.tenant_key, "user_id": u.user_id,
-                "status": if u.is_active() { "active" } else { "resigned" }, "email": u.email,
+                "status": if u.is_active() { "active" } else { "resigned" }, "email": u.email, "mobile": u.mobile,
                 "kunlun_id": u.kunlun_id, "open_ids": open_ids, "union_ids": union_ids,
             })
         })
