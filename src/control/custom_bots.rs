@@ -23,7 +23,7 @@ pub fn hook_path(token: &str) -> String {
 
 /// The bot as the control API and the console show it: the webhook URL on the host the caller
 /// reached larkstack by.
-fn view(bot: &CustomBot, headers: &HeaderMap) -> serde_json::Value {
+pub(crate) fn view(bot: &CustomBot, headers: &HeaderMap) -> serde_json::Value {
     let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     json!({
         "bot_id": bot.bot_id,

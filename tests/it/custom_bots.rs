@@ -109,7 +109,12 @@ async fn a_custom_bot_post_appears_in_the_chat_as_sent_by_the_bot() {
     let listed = r.body["data"]["items"].as_array().unwrap();
     assert_eq!((listed.len(), listed[0]["name"].as_str()), (1, Some("CI")));
     let r = app.control_call(Method::GET, &format!("/_larkstack/chats/{chat}"), None).await;
-    assert_eq!(r.body["data"]["messages"][0]["sender"]["custom_bot"]["bot_id"], bot_id.as_str());
+    assert_eq!(r.body["data"]["messages"][0]["sender"]["custom_bot"], json!({"bot_id": bot_id, "name": "CI"}));
+    assert_eq!(r.body["data"]["custom_bots"][0]["webhook_path"], format!("/open-apis/bot/v2/hook/{hook}"));
+
+    // A reset forgets custom bots with the chats.
+    assert_eq!(app.control_call(Method::POST, "/_larkstack/reset", None).await.code(), 0);
+    assert_eq!(app.hook_json(&hook, text("after the reset")).await.code(), 19001);
 }
 
 #[tokio::test]
