@@ -139,7 +139,7 @@ pub async fn batch_get_id(State(state): State<Arc<AppState>>, headers: HeaderMap
     let call = AppCall::begin(&state, &headers, Family::ContactBatchGetId, BATCH_GET_ID_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let id_type = id_types(app, &QueryParams::parse(uri.query()))?;
-    let body: BatchGetIdBody = parse_json(&body, |field, why| FeishuError::field_validation(field, why))?;
+    let body: BatchGetIdBody = parse_json(&body, FeishuError::field_validation)?;
     if body.emails.is_empty() && body.mobiles.is_empty() {
         return Err(ApiError::Feishu(FeishuError::field_validation("emails", "give emails, mobiles or both")));
     }
