@@ -9,7 +9,7 @@ use serde::Serialize;
 
 pub mod catalogue;
 
-pub use catalogue::{ApaasErr, AuthErr, ChatErr, ControlErr, GatewayErr, MessageErr, ResourceErr, ReactionErr, ServerErr, TransportErr};
+pub use catalogue::{ApaasErr, AuthErr, ChatErr, ControlErr, ContactErr, CustomBotErr, GatewayErr, MessageErr, ResourceErr, ReactionErr, ServerErr, TransportErr};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -101,6 +101,11 @@ impl FeishuError {
             })
             .collect();
         e
+    }
+
+    /// The gateway's 99992402, naming the field and why.
+    pub fn field_validation(field: &str, why: impl Into<String>) -> Self {
+        GatewayErr::FieldValidation.with_msg(format!("field validation failed: {field}")).with_field(field, None, why)
     }
 
     pub fn rate_limited(limit: u32, reset_secs: u64) -> Self {

@@ -24,6 +24,20 @@ pub const BODY_CAP: usize = 64 << 10;
 
 /// Paths whose bodies carry credentials (app_secret, app_ticket, tokens): redacted when kept.
 const CREDENTIAL_PATHS: &str = "/open-apis/auth/";
+/// A custom bot's webhook: the last path segment is its credential.
+const HOOK_PATH: &str = "/open-apis/bot/v2/hook/";
+
+/// The path as the journal keeps it: a webhook token becomes its fingerprint, like bearer tokens.
+fn kept_path(path: &str) -> String {
+    match path.strip_prefix(HOOK_PATH) {
+        Some(rest) => {
+            let (token, query) = rest.split_once('?').map_or((rest, None), |(t, q)| (t, Some(q)));
+            let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+            format!("{HOOK_PATH}{}{query}", secrets::fingerprint(token))
+        }
+        None => path.to_string(),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct JournalEntry {
@@ -197,6 +211,7 @@ impl Journal {
             return;
         }
         let credentials = entry.path.starts_with(CREDENTIAL_PATHS);
+        entry.path = kept_path(&entry.path);
         entry.request_body_size = entry.request_body.len();
         entry.response_body_size = entry.response_body.len();
         (entry.request_body, entry.request_body_truncated) = kept_body(&entry.request_body, self.body_cap, credentials);
@@ -334,5 +349,14 @@ mod tests {
         assert_eq!(all[1].request_body["app_secret"], Value::String(secrets::fingerprint("larkstackDemoSecret0000000000001")));
         assert_eq!(all[1].request_body["app_id"], "cli_a");
         assert_eq!(all[1].code, Some(0));
+    }
+
+    #[test]
+    fn webhook_tokens_are_kept_as_fingerprints() {
+        let token = "0f4b1c2d-1111-4222-8333-444455556666";
+        let kept = kept_path(&format!("/open-apis/bot/v2/hook/{token}?x=1"));
+        assert!(!kept.contains(token), "{kept}");
+        assert_eq!(kept, format!("/open-apis/bot/v2/hook/{}?x=1", secrets::fingerprint(token)));
+        assert_eq!(kept_path("/open-apis/im/v1/messages"), "/open-apis/im/v1/messages");
     }
 }

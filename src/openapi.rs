@@ -33,6 +33,9 @@ use crate::envelope::JSON_UTF8;
         (name = "auth", description = "Tenant and app access tokens"),
         (name = "im", description = "Group chats, members, managers and messages"),
         (name = "apaas", description = "aPaaS user tasks"),
+        (name = "bot", description = "The bot's own identity, and groups' custom bots (webhooks)"),
+        (name = "application", description = "Application information"),
+        (name = "contact", description = "Users of the tenant's directory"),
         (name = "control", description = "larkstack's control API (admin token)"),
         (name = "ops", description = "Health and metrics"),
     )
@@ -106,6 +109,39 @@ pub struct AppTokenReply {
     pub expire: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+}
+
+/// `GET /open-apis/bot/v3/info`'s reply: `bot` at the top level, no `data`.
+#[derive(ToSchema)]
+pub struct BotInfoReply {
+    pub code: i64,
+    pub msg: String,
+    pub bot: BotInfo,
+}
+
+#[derive(ToSchema)]
+pub struct BotInfo {
+    /// 2: the app is installed and enabled in the token's tenant; 1: disabled there.
+    pub activate_status: i64,
+    pub app_name: String,
+    pub avatar_url: String,
+    pub ip_white_list: Vec<String>,
+    /// The bot's open_id in its own app's id space.
+    pub open_id: String,
+}
+
+/// A custom bot webhook's reply, HTTP 200 also on failure (non-zero `code`, `data: {}`).
+#[derive(ToSchema)]
+pub struct HookReply {
+    pub code: i64,
+    pub msg: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// Kept by Feishu for old clients: 0 on success.
+    #[schema(rename = "StatusCode")]
+    pub status_code: Option<i64>,
+    #[schema(rename = "StatusMessage")]
+    pub status_message: Option<String>,
 }
 
 /// The replies of every enveloped operation: 200 with `{code: 0, msg, data}`, anything else

@@ -55,6 +55,13 @@ pub enum Family {
     ApaasTaskQuery,
     /// Image and file uploads and downloads, message resources (1000/min, 50/s each).
     Resources,
+    BotInfo,
+    ApplicationInfo,
+    ContactUser,
+    ContactUsersBatch,
+    ContactBatchGetId,
+    /// One custom bot's webhook: "100 次/分钟、5 次/秒" per bot.
+    CustomBotHook,
 }
 
 impl Family {
@@ -65,6 +72,7 @@ impl Family {
             Family::ChatMessages => RateLimitSpec { per_second: 5, per_minute: u32::MAX },
             // aPaaS user-task endpoints: "100 次/分钟" only (spec §1.6).
             Family::ApaasChatGroup | Family::ApaasTaskQuery => RateLimitSpec { per_second: 100, per_minute: 100 },
+            Family::CustomBotHook => RateLimitSpec { per_second: 5, per_minute: 100 },
             _ => RateLimitSpec { per_second: 50, per_minute: 1000 },
         }
     }
@@ -241,6 +249,15 @@ impl RateLimits {
             return Ok(Ok(()));
         }
         self.take((Family::ChatMessages, chat.0.clone()), Family::ChatMessages.default_limits()).await
+    }
+
+    /// One custom bot's budget (by its bot id): `Ok(Err(_))` when it is spent (11232, decided by
+    /// the caller), `Err` when Redis failed.
+    pub async fn check_custom_bot(&self, bot_id: &AppId) -> Result<Result<(), RateLimited>, InfraError> {
+        if !self.enabled {
+            return Ok(Ok(()));
+        }
+        self.take((Family::CustomBotHook, bot_id.0.clone()), Family::CustomBotHook.default_limits()).await
     }
 
     /// `Ok(Err(_))`: the budget refused the call; `Err`: the shared budget could not be read.

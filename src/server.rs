@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::api::{apaas, auth, im};
+use crate::api::{apaas, auth, bot, contact, custom_bot, im};
 use crate::clock::Clock;
 use crate::control;
 use crate::metrics;
@@ -54,6 +54,12 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(im::message_ops::read_users))
         .routes(routes!(im::reactions::create, im::reactions::list))
         .routes(routes!(im::reactions::delete))
+        .routes(routes!(bot::info))
+        .routes(routes!(bot::application))
+        .routes(routes!(contact::get))
+        .routes(routes!(contact::batch))
+        .routes(routes!(contact::batch_get_id))
+        .routes(routes!(custom_bot::hook))
         .routes(routes!(apaas::chat_group))
         .routes(routes!(apaas::query))
         .routes(routes!(control::healthz))
@@ -170,7 +176,7 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServeOptions)
         .writev(false);
     let builder = Arc::new(builder);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -209,7 +215,8 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServeOptions)
                 // A client waiting for `100 Continue` sends no body unless asked: nothing to drain.
                 let expects_continue = req.headers().contains_key(axum::http::header::EXPECT);
                 let leftover = transport::Leftover::default();
-                let req = req.map(|b| axum::body::Body::new(transport::TrackedBody::new(b, leftover.clone())));
+                let mut req = req.map(|b| axum::body::Body::new(transport::TrackedBody::new(b, leftover.clone())));
+                req.extensions_mut().insert(transport::PeerAddr(peer));
                 let resp = match tower::ServiceExt::oneshot(router, req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},

@@ -450,6 +450,11 @@ pub fn default_max_connections(fd_limit: Option<u64>) -> usize {
     }
 }
 
+/// The address a request's connection came from: `server::serve` puts it on every request. A
+/// request that came another way (in-process tests) has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 #[cfg(test)]
 mod tests {
     use super::*;

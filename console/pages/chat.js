@@ -26,6 +26,14 @@ function personChip(person, roles = []) {
       h('div', { class: 'muted small mono' }, [person.key, person.kunlun_id].filter(Boolean).join(' · '))));
 }
 
+function customBotChip(b) {
+  const rules = [b.secret ? 'signed' : null, b.keywords.length ? `keywords: ${b.keywords.join(', ')}` : null, b.ip_allowlist.length ? `IPs: ${b.ip_allowlist.join(', ')}` : null].filter(Boolean);
+  return h('div', { class: 'person', testid: 'custom-bot' },
+    h('span', { class: 'avatar bot', 'aria-hidden': 'true' }, 'W'),
+    h('div', {}, h('div', { class: 'strong' }, b.name, ' ', badge('webhook', 'purple'), ...rules.map((r) => [' ', badge(r, 'grey')])),
+      copyable(b.webhook_url, 'webhook URL', 'copy-webhook-url')));
+}
+
 function botChip(b, roles = []) {
   return h('div', { class: 'person', testid: 'bot' },
     h('span', { class: 'avatar bot', 'aria-hidden': 'true' }, 'B'),
@@ -95,8 +103,9 @@ export function pageChat(p, chatId) {
       fact('Last active', fmtTime(c.last_active_at_ms))));
 
     messages.replaceChildren(...(d.messages.length ? d.messages.map((m) => {
-      const fromBot = !!m.sender.bot;
-      const name = fromBot ? (m.sender.bot.name || m.sender.bot.app_id) : (m.sender.user?.name || m.sender.user?.key || '?');
+      const hook = m.sender.custom_bot;
+      const fromBot = !!m.sender.bot || !!hook;
+      const name = hook ? (hook.name || hook.bot_id) : fromBot ? (m.sender.bot.name || m.sender.bot.app_id) : (m.sender.user?.name || m.sender.user?.key || '?');
       return h('div', { class: `message${fromBot ? ' from-bot' : ''}`, testid: 'message', data: { messageId: m.message_id } },
         h('span', { class: `avatar${fromBot ? ' bot' : ''}`, 'aria-hidden': 'true' }, [...name][0]?.toUpperCase()),
         h('div', { class: 'message-body' },
@@ -120,6 +129,9 @@ export function pageChat(p, chatId) {
       section('Bots', badge(`${d.bots.length}`, 'count'), d.bots.length
         ? h('div', { class: 'people', testid: 'bots' }, d.bots.map((b) => botChip(b, [b.app_id === ownerBot ? 'owner' : null, botManagers.has(b.app_id) ? 'manager' : null].filter(Boolean))))
         : emptyState('No bots')),
+      section('Custom bots', badge(`${d.custom_bots.length}`, 'count'), d.custom_bots.length
+        ? h('div', { class: 'people', testid: 'custom-bots' }, d.custom_bots.map(customBotChip))
+        : h('p', { class: 'muted small pad' }, 'No webhook bots. Add one with ', h('code', {}, 'POST /_larkstack/chats/:chat_id/custom_bots'), '.')),
       section('Managers', badge(`${d.user_managers.length + d.bot_managers.length}`, 'count'), d.user_managers.length + d.bot_managers.length
         ? h('div', { class: 'people', testid: 'managers' }, d.user_managers.map((m) => personChip(m)), d.bot_managers.map((b) => botChip(b)))
         : h('p', { class: 'muted small pad' }, 'Only the owner manages this chat.')));

@@ -105,6 +105,11 @@ impl QueryParams {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeated key (`k=a&k=b`, as the SDKs send arrays), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+
     /// `name` as the query enum `T`, by its serde names (the same enum gives the OpenAPI schema):
     /// `Ok(None)` when absent or empty, `Err` with the value when `T` has no such name, for the
     /// handler to refuse in its family's envelope.

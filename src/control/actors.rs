@@ -91,7 +91,8 @@ async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> 
     state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| control_error(ControlErr::NotFound, format!("no chat {chat_id}")))
 }
 
-/// One chat with its settings, members, managers, the tasks it is linked to and its latest 100 messages.
+/// One chat with its settings, members, managers, custom bots, the tasks it is linked to and its
+/// latest 100 messages.
 #[utoipa::path(
     get,
     path = "/_larkstack/chats/{chat_id}",
@@ -102,9 +103,10 @@ async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> 
     security(("admin_token" = [])),
     responses(crate::openapi::FeishuResponses),
 )]
-pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam) -> ApiResult {
+pub async fn chat_detail(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap, PathParam(chat_id): PathParam) -> ApiResult {
     let chat = chat_or_404(&state, &chat_id).await?;
     let dir = state.directory();
+    let custom_bots = state.store.custom_bots(&chat.chat_id).await?;
     let messages = state
         .store
         .list_messages(crate::store::MessageQuery::latest(chat.chat_id.clone(), 100))
@@ -116,6 +118,10 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id):
             let sender = match &m.sender {
                 Sender::App(app) => json!({"bot": bot(&dir, app)}),
                 Sender::User(uid) => json!({"user": person(&dir, uid)}),
+                Sender::CustomBot(id) => {
+                    let name = custom_bots.iter().find(|b| &b.bot_id == id).map(|b| b.name.as_str());
+                    json!({"custom_bot": {"bot_id": id, "name": name}})
+                }
             };
             json!({"message_id": m.message_id, "msg_type": m.msg_type, "content": m.content, "sender": sender, "created_at_ms": m.created_at_ms})
         })
@@ -135,6 +141,7 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, PathParam(chat_id):
         "bot_managers": chat.bot_managers.iter().map(|b| bot(&dir, b)).collect::<Vec<_>>(),
         "tasks": tasks,
         "messages": messages,
+        "custom_bots": custom_bots.iter().map(|b| super::custom_bots::view(b, &headers)).collect::<Vec<_>>(),
     })))
 }
 

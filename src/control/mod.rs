@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod client;
 pub mod console;
+pub mod custom_bots;
 pub mod deliveries;
 pub mod events;
 pub mod intercept;
@@ -60,6 +61,8 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::enter_p2p))
         .routes(routes!(actors::read_as_user))
         .routes(routes!(actors::react_as_user))
+        .routes(routes!(custom_bots::add, custom_bots::list))
+        .routes(routes!(custom_bots::remove))
         .routes(routes!(actors::tasks))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
@@ -116,7 +119,7 @@ pub fn directory_json(dir: &Directory) -> serde_json::Value {
                 dir.apps().iter().map(|a| (a.developer.clone(), json!(dir.union_id(&a.developer, u)))).collect();
             json!({
                 "key": u.key, "name": u.name, "tenant_key": u.tenant_key, "user_id": u.user_id,
-                "status": if u.is_active() { "active" } else { "resigned" }, "email": u.email,
+                "status": if u.is_active() { "active" } else { "resigned" }, "email": u.email, "mobile": u.mobile,
                 "kunlun_id": u.kunlun_id, "open_ids": open_ids, "union_ids": union_ids,
             })
         })

@@ -129,8 +129,12 @@ pub struct UserSpec {
     pub status: UserStatus,
     pub user_id: Option<String>,
     pub kunlun_id: Option<String>,
-    /// Work email, for `receive_id_type=email`.
+    /// Work email, for `receive_id_type=email` and contact lookups.
     pub email: Option<String>,
+    /// Mobile number; without a leading `+` it is a mainland number (`+86` is prepended).
+    pub mobile: Option<String>,
+    /// English name (`en_name` of the contact API).
+    pub en_name: Option<String>,
     /// Pinned open_ids, by app key.
     #[serde(default)]
     pub open_ids: HashMap<String, String>,
@@ -144,6 +148,17 @@ pub struct UserSpec {
 
 fn yes() -> bool {
     true
+}
+
+/// A mobile number as the directory keys it: `+` and digits only; a number without a country
+/// code is a mainland one (Feishu's rule for `batch_get_id`: "+86" may be left out).
+pub fn normalize_mobile(raw: &str) -> String {
+    let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+    if raw.trim_start().starts_with('+') {
+        format!("+{digits}")
+    } else {
+        format!("+86{digits}")
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -230,6 +245,9 @@ pub struct User {
     pub user_id: UserId,
     pub kunlun_id: KunlunId,
     pub email: Option<String>,
+    /// In `+<country><number>` form (see `normalize_mobile`).
+    pub mobile: Option<String>,
+    pub en_name: Option<String>,
     pub friends: HashSet<Uid>,
 }
 
@@ -278,6 +296,7 @@ pub struct Directory {
     by_user_id: HashMap<(TenantKey, UserId), usize>,
     by_kunlun_id: HashMap<(TenantKey, KunlunId), usize>,
     by_email: HashMap<(TenantKey, String), usize>,
+    by_mobile: HashMap<(TenantKey, String), usize>,
     apaas: super::apaas::Apaas,
 }
 
@@ -354,6 +373,12 @@ impl Directory {
                     return Err(invalid(format!("email {email} appears twice in tenant {}", u.tenant)));
                 }
             }
+            let mobile = u.mobile.as_deref().map(normalize_mobile);
+            if let Some(m) = &mobile {
+                if d.by_mobile.insert((tk.clone(), m.clone()), idx).is_some() {
+                    return Err(invalid(format!("mobile {m} appears twice in tenant {}", u.tenant)));
+                }
+            }
             d.user_by_uid.insert(uid.clone(), idx);
             d.users.push(User {
                 key: u.key.clone(),
@@ -364,6 +389,8 @@ impl Directory {
                 user_id,
                 kunlun_id,
                 email: u.email.clone(),
+                mobile,
+                en_name: u.en_name.clone(),
                 friends: HashSet::new(),
             });
         }
@@ -555,6 +582,11 @@ impl Directory {
     /// A user of `tenant` by work email (case-insensitive).
     pub fn user_by_email(&self, tenant: &TenantKey, email: &str) -> Option<&User> {
         self.by_email.get(&(tenant.clone(), email.to_lowercase())).map(|&i| &self.users[i])
+    }
+
+    /// A user of `tenant` by mobile number (as `normalize_mobile` writes it).
+    pub fn user_by_mobile(&self, tenant: &TenantKey, mobile: &str) -> Option<&User> {
+        self.by_mobile.get(&(tenant.clone(), normalize_mobile(mobile))).map(|&i| &self.users[i])
     }
 
     /// The user's ID of `id_type` as `app` sees it.

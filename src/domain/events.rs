@@ -25,6 +25,8 @@ pub enum Actor {
     App(AppId),
     /// The control API acting as a user (`/_larkstack/chats/{chat_id}/messages|join|leave`).
     ControlAsUser(Uid),
+    /// A group's custom bot, through its webhook (`POST /open-apis/bot/v2/hook/{token}`).
+    CustomBot(AppId),
 }
 
 impl Actor {
@@ -32,7 +34,7 @@ impl Actor {
     pub fn uid(&self) -> Option<&Uid> {
         match self {
             Actor::User(u) | Actor::ControlAsUser(u) => Some(u),
-            Actor::App(_) => None,
+            Actor::App(_) | Actor::CustomBot(_) => None,
         }
     }
 }
@@ -439,6 +441,7 @@ pub fn message_recalled(message: &Message, recall_type: RecallType, actor: Actor
 pub fn reaction_changed(reaction: &Reaction, created: bool, at_ms: i64) -> DomainEvent {
     let actor = match &reaction.operator {
         Sender::App(a) => Actor::App(a.clone()),
+        Sender::CustomBot(a) => Actor::CustomBot(a.clone()),
         Sender::User(u) => Actor::ControlAsUser(u.clone()),
     };
     let (message_id, reaction_id, emoji_type, operator) =
@@ -458,7 +461,7 @@ pub fn messages_read(chat_id: &ChatId, reader: &Uid, messages: &[Message], at_ms
         .iter()
         .filter_map(|m| match &m.sender {
             Sender::App(a) => Some(ReadMessage { message_id: m.message_id.clone(), sender: a.clone() }),
-            Sender::User(_) => None,
+            Sender::User(_) | Sender::CustomBot(_) => None,
         })
         .collect();
     (!read.is_empty()).then(|| DomainEvent {

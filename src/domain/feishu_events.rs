@@ -162,7 +162,7 @@ impl View<'_> {
     fn operator(&self, actor: &Actor, chat: &Chat) -> (Value, TenantKey) {
         match actor {
             Actor::User(u) | Actor::ControlAsUser(u) => (self.uid(u), self.user_tenant(u, chat)),
-            Actor::App(a) => (self.bot(a), self.bot_tenant(a, chat)),
+            Actor::App(a) | Actor::CustomBot(a) => (self.bot(a), self.bot_tenant(a, chat)),
         }
     }
 
@@ -248,7 +248,8 @@ impl View<'_> {
         match sender {
             // Never a bot's own message; other bots' only when they @ it, with the include-bot scope.
             Sender::App(a) if a == me => return None,
-            Sender::App(_) => {
+            // A custom bot is another bot: "sender_type: only messages sent by users" (docs/parity.md).
+            Sender::App(_) | Sender::CustomBot(_) => {
                 if !(mentions_me && self.app.has_scope(INCLUDE_BOT_SCOPE) && chat_type != "p2p") {
                     return None;
                 }
@@ -266,7 +267,7 @@ impl View<'_> {
         }
         let (sender_id, sender_type, sender_tenant) = match sender {
             Sender::User(u) => (self.uid(u), "user", self.user_tenant(u, chat)),
-            Sender::App(a) => (self.bot(a), "app", self.bot_tenant(a, chat)),
+            Sender::App(a) | Sender::CustomBot(a) => (self.bot(a), "app", self.bot_tenant(a, chat)),
         };
         let at = stored.event.at_ms.to_string();
         let shown: Vec<Value> = mentions
@@ -334,7 +335,7 @@ impl View<'_> {
                         v["operator_type"] = json!("user");
                         v["user_id"] = self.uid(u);
                     }
-                    Sender::App(a) => {
+                    Sender::App(a) | Sender::CustomBot(a) => {
                         v["operator_type"] = json!("app");
                         v["app_id"] = json!(a.0);
                     }
@@ -361,7 +362,7 @@ impl View<'_> {
         }
         let sender_app = match sender {
             Sender::App(a) => self.dir.app(a),
-            Sender::User(_) => None,
+            Sender::User(_) | Sender::CustomBot(_) => None,
         };
         self.dir
             .apps()
@@ -529,6 +530,7 @@ user_id = "bob_uid"
         let actor = match sender {
             Sender::User(u) => Actor::ControlAsUser(u),
             Sender::App(a) => Actor::App(a),
+            Sender::CustomBot(a) => Actor::CustomBot(a),
         };
         app_events(&stored(message_sent(&m, chat, actor, mentions)), chat, d)
     }
@@ -594,6 +596,19 @@ user_id = "bob_uid"
         assert_eq!(ev[0].event["message"]["mentions"][0]["id"]["open_id"], d.bot_open_id(d.app(&app("cli_at")).unwrap(), &app("cli_at")).0);
         let as_at = d.bot_open_id(d.app(&app("cli_at")).unwrap(), &app("cli_at")).0;
         assert!(sent(&d, &c, Sender::App(app("cli_bare")), &format!(r#"<at user_id="{as_at}">x</at>"#)).is_empty(), "not the sender's id");
+    }
+
+    #[test]
+    fn custom_bots_are_other_bots() {
+        let d = dir();
+        let c = group(&d);
+        let hook = app("cli_0123456789abcdef");
+        // Even the bot with every group message hears no plain custom-bot post.
+        assert!(sent(&d, &c, Sender::CustomBot(hook.clone()), "deploy done").is_empty());
+        let ev = sent(&d, &c, Sender::CustomBot(hook.clone()), r#"<at user_id="cli_at">x</at> deploy done"#);
+        assert_eq!(to(&ev), ["cli_at"], "an @ reaches a bot with the include-bot scope");
+        assert_eq!(ev[0].event["sender"]["sender_type"], "app");
+        assert_eq!(ev[0].event["sender"]["sender_id"]["open_id"], d.bot_open_id(d.app(&app("cli_at")).unwrap(), &hook).0);
     }
 
     #[test]

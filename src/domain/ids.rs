@@ -234,6 +234,19 @@ impl<'de> Deserialize<'de> for PackedUids {
     }
 }
 
+/// A custom bot's id: `cli_` + 16 hex, the shape of the app id Feishu shows as a custom bot
+/// message's sender (docs/parity.md, custom bots).
+pub fn new_custom_bot_id() -> AppId {
+    AppId(format!("cli_{}", random_hex(16)))
+}
+
+/// A custom bot's webhook token: a random UUID (version 4), the shape of Feishu's hook tokens.
+pub fn new_hook_token() -> String {
+    let h = random_hex(32);
+    let variant = ['8', '9', 'a', 'b'][usize::from(h.as_bytes()[16]) % 4];
+    format!("{}-{}-4{}-{variant}{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
 /// `t-` + 40 characters, the shape of a current tenant_access_token.
 pub fn new_access_token() -> String {
     format!("t-g{}", random_hex(39))

@@ -32,6 +32,8 @@ pub const MAX_RICH_BYTES: usize = 30 * 1024;
 pub enum Sender {
     App(AppId),
     User(Uid),
+    /// A group's custom bot, by its bot id (`domain::custom_bots`), posting through its webhook.
+    CustomBot(AppId),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 pub mod apaas;
 pub mod chat;
 pub mod chat_ops;
+pub mod contacts;
+pub mod custom_bots;
 pub mod directory;
 pub mod events;
 pub mod feishu_events;

@@ -14,6 +14,7 @@ use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Eve
     StoreStats, TaskChatRecord, TaskLink, TokenRecord, MessageChange, ReactionQuery, ReadMark, ReadQuery,
     ReadRecord};
 use crate::domain::chat::Chat;
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
@@ -217,5 +218,21 @@ impl Store for Tracked {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.find_token(token).await
+    }
+
+    async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
+        self.track(self.inner.add_custom_bot(bot, max_per_chat).await)
+    }
+
+    async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
+        self.inner.custom_bots(chat_id).await
+    }
+
+    async fn custom_bot(&self, token: &str) -> Result<Option<CustomBot>, StoreError> {
+        self.inner.custom_bot(token).await
+    }
+
+    async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
+        self.track(self.inner.remove_custom_bot(chat_id, bot_id).await)
     }
 }

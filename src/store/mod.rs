@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::chat::Chat;
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
@@ -263,10 +264,9 @@ pub struct LinkedChat {
 
 /// One record of an exported state: one line of the NDJSON stream `GET /_larkstack/state` sends
 /// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
-/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens,
-/// events, and last the blobs (each `Blob` followed by its bytes in `BlobChunk`s).
 /// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, reactions,
-/// read receipts, tokens and events.
+/// read receipts, custom bots, tokens, events, and last the blobs (each `Blob` followed by its
+/// bytes in `BlobChunk`s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 // Most records of a state are chats: boxing them would cost an allocation each for nothing.
@@ -280,6 +280,8 @@ pub enum StateRecord {
     TaskChat(TaskChatRecord),
     Reaction(Reaction),
     MessageRead(ReadRecord),
+    /// A group's custom bot, with its webhook token and secret.
+    CustomBot(CustomBot),
     Token(TokenRecord),
     /// One event of the outbox, with its seq (events come after the tables above, in seq order).
     Event(StoredEvent),
@@ -494,4 +496,16 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_token(&self, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError>;
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Stores `bot` unless its chat has `max_per_chat` custom bots already (`Ok(false)`).
+    async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError>;
+
+    /// The chat's custom bots, oldest first.
+    async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError>;
+
+    /// The custom bot with this webhook token.
+    async fn custom_bot(&self, token: &str) -> Result<Option<CustomBot>, StoreError>;
+
+    /// Removes the chat's custom bot `bot_id`; whether there was one.
+    async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError>;
 }

@@ -24,6 +24,7 @@ use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Cre
     TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER, MessageChange, ReactionQuery, ReadMark,
     ReadQuery, ReadRecord};
 use crate::domain::chat::Chat;
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
@@ -38,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     OUTBOX_COMPACT_MIGRATION,
     include_str!("migrations/postgres/0009_blobs.sql"),
     include_str!("migrations/postgres/0008_message_ops.sql"),
+    include_str!("migrations/postgres/0007_custom_bots.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -657,6 +659,30 @@ impl Store for PostgresStore {
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
         sql::task_links(&mut Pg(&self.client().await?)).await
+    }
+
+    async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let added = sql::add_custom_bot(&mut Pg(&tx), &bot, max_per_chat).await?;
+        self.commit(tx).await?;
+        Ok(added)
+    }
+
+    async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
+        sql::custom_bots(&mut Pg(&self.client().await?), chat_id).await
+    }
+
+    async fn custom_bot(&self, token: &str) -> Result<Option<CustomBot>, StoreError> {
+        sql::custom_bot(&mut Pg(&self.client().await?), token).await
+    }
+
+    async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let removed = sql::remove_custom_bot(&mut Pg(&tx), chat_id, bot_id).await?;
+        self.commit(tx).await?;
+        Ok(removed)
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {

@@ -17,6 +17,7 @@ use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, ChatChange, ChatOrd
     MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
     MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord};
 use crate::domain::chat::{fold_case, Chat};
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{self, BlobKind, BlobMeta};
@@ -224,6 +225,12 @@ statements! {
     LEGACY_EVENTS = "SELECT seq, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
     COMPACT_EVENT = "UPDATE events SET users = $2, body = $3, bytes_end = $4 WHERE seq = $1";
 
+    COUNT_CUSTOM_BOTS = "SELECT count(*) FROM custom_bots WHERE chat_id = $1";
+    INSERT_CUSTOM_BOT = "INSERT INTO custom_bots (token, bot_id, chat_id, created_at, body) VALUES ($1, $2, $3, $4, $5)";
+    CUSTOM_BOTS_OF_CHAT = "SELECT body FROM custom_bots WHERE chat_id = $1 ORDER BY created_at, token";
+    CUSTOM_BOT_BY_TOKEN = "SELECT body FROM custom_bots WHERE token = $1";
+    DELETE_CUSTOM_BOT = "DELETE FROM custom_bots WHERE chat_id = $1 AND bot_id = $2";
+
     COUNT_CHATS = "SELECT count(*) FROM chats";
     PING = "SELECT 1";
 
@@ -234,6 +241,7 @@ statements! {
     EXPORT_MESSAGE_DEDUP = "SELECT app_id, uuid, message_id, created_at FROM message_dedup ORDER BY created_at, message_id";
     EXPORT_REACTIONS = "SELECT body FROM reactions ORDER BY seq";
     EXPORT_READS = "SELECT seq, message_id, uid, read_at FROM message_reads ORDER BY seq";
+    EXPORT_CUSTOM_BOTS = "SELECT body FROM custom_bots ORDER BY created_at, token";
     EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
     EXPORT_EVENTS = "SELECT ", event_columns!(), " FROM events ORDER BY seq";
 
@@ -248,7 +256,7 @@ statements! {
 }
 
 /// Every table of the state but tokens (which `clear` keeps), children first.
-pub const STATE_TABLES: &[&str] = &["blobs", "events", "message_reads", "reactions", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+pub const STATE_TABLES: &[&str] = &["blobs", "events", "message_reads", "reactions", "custom_bots", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy)]
@@ -412,6 +420,10 @@ fn blob_meta_from_row(r: &dyn Cols) -> Result<BlobMeta, StoreError> {
     })
 }
 
+fn custom_bot_from_row(r: &dyn Cols) -> Result<CustomBot, StoreError> {
+    from_json("custom_bots.body", r.str(0)?)
+}
+
 fn message_from_row(r: &dyn Cols) -> Result<Message, StoreError> {
     from_json("messages.body", r.str(0)?)
 }
@@ -428,7 +440,7 @@ fn read_from_row(r: &dyn Cols) -> Result<(i64, ReadRecord), StoreError> {
 /// The `operator` column: who reacted, as one comparable string.
 fn operator_key(operator: &Sender) -> String {
     match operator {
-        Sender::App(a) => format!("app:{}", a.0),
+        Sender::App(a) | Sender::CustomBot(a) => format!("app:{}", a.0),
         Sender::User(u) => format!("user:{}", u.0),
     }
 }
@@ -437,7 +449,7 @@ fn operator_key(operator: &Sender) -> String {
 pub type RecordFromRow = fn(&dyn Cols) -> Result<StateRecord, StoreError>;
 
 /// Every table's export query, in export order (see `StateRecord`), with how a row becomes a record.
-pub fn export_queries() -> [(&'static Sql, RecordFromRow); 10] {
+pub fn export_queries() -> [(&'static Sql, RecordFromRow); 11] {
     [
         (&EXPORT_CHATS, |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         (&EXPORT_CHAT_DEDUP, |r| {
@@ -467,6 +479,7 @@ pub fn export_queries() -> [(&'static Sql, RecordFromRow); 10] {
         (&TASK_LINKS, |r| Ok(StateRecord::TaskChat(task_link_from_row(r)?))),
         (&EXPORT_REACTIONS, |r| Ok(StateRecord::Reaction(reaction_from_row(r)?))),
         (&EXPORT_READS, |r| Ok(StateRecord::MessageRead(read_from_row(r)?.1))),
+        (&EXPORT_CUSTOM_BOTS, |r| Ok(StateRecord::CustomBot(custom_bot_from_row(r)?))),
         (&EXPORT_TOKENS, |r| Ok(StateRecord::Token(token_from_row(r)?))),
         (&EXPORT_EVENTS, |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ]
@@ -654,6 +667,14 @@ pub async fn compact_legacy_events(tx: &mut impl Tx) -> Result<(), StoreError> {
         }
     }
     tx.events_restored().await
+}
+
+pub async fn custom_bots(tx: &mut impl Tx, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
+    tx.query(&CUSTOM_BOTS_OF_CHAT, &[Text(&chat_id.0)], custom_bot_from_row).await
+}
+
+pub async fn custom_bot(tx: &mut impl Tx, token: &str) -> Result<Option<CustomBot>, StoreError> {
+    tx.query_opt(&CUSTOM_BOT_BY_TOKEN, &[Text(token)], custom_bot_from_row).await
 }
 
 pub async fn find_token(tx: &mut impl Tx, token: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -935,6 +956,30 @@ async fn insert_token(tx: &mut impl Tx, t: &TokenRecord) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Stores `bot` unless its chat has `max_per_chat` custom bots already (`Ok(false)`). The chat's
+/// lock makes the count and the insert one step for concurrent adds.
+pub async fn add_custom_bot(tx: &mut impl Tx, bot: &CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
+    tx.lock("custom_bots", &bot.chat_id.0).await?;
+    let count = tx.query_opt(&COUNT_CUSTOM_BOTS, &[Text(&bot.chat_id.0)], |r| r.int(0)).await?.unwrap_or(0);
+    if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_chat {
+        return Ok(false);
+    }
+    insert_custom_bot(tx, bot).await?;
+    Ok(true)
+}
+
+async fn insert_custom_bot(tx: &mut impl Tx, bot: &CustomBot) -> Result<(), StoreError> {
+    let body = to_json(bot);
+    let params = [Text(&bot.token), Text(&bot.bot_id.0), Text(&bot.chat_id.0), Int(bot.created_at_ms), Text(&body)];
+    tx.execute(&INSERT_CUSTOM_BOT, &params).await?;
+    Ok(())
+}
+
+/// Removes the chat's custom bot `bot_id`; whether there was one.
+pub async fn remove_custom_bot(tx: &mut impl Tx, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
+    Ok(tx.execute(&DELETE_CUSTOM_BOT, &[Text(&chat_id.0), Text(&bot_id.0)]).await? > 0)
+}
+
 /// Replaces everything with the records received; how many it stored. Nothing is committed
 /// unless it returns `Ok` (the backend's transaction or savepoint makes it all or nothing).
 pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
@@ -1018,6 +1063,7 @@ async fn import_record(tx: &mut impl Tx, record: StateRecord, blob: &mut Option<
         StateRecord::MessageRead(read) => {
             tx.execute(&INSERT_READ, &[Text(&read.message_id.0), Text(&read.uid.0), Int(read.read_at_ms)]).await?;
         }
+        StateRecord::CustomBot(bot) => insert_custom_bot(tx, &bot).await?,
         StateRecord::Token(token) => insert_token(tx, &token).await?,
         StateRecord::Event(e) => {
             let row = EventRow::encode(&e.event);

@@ -18,6 +18,7 @@ use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Cre
     TaskLink, TokenRecord, EXPORT_BUFFER};
 use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
+use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
@@ -35,6 +36,7 @@ const MIGRATIONS: &[&str] =
     OUTBOX_COMPACT_MIGRATION,
     include_str!("migrations/sqlite/0011_blobs.sql"),
     include_str!("migrations/sqlite/0010_message_ops.sql"),
+    include_str!("migrations/sqlite/0009_custom_bots.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -84,6 +86,8 @@ enum WriteOp {
     PruneEvents { max_bytes: u64, floor_seq: i64, reply: oneshot::Sender<Result<u64, StoreError>> },
     /// Test hook: caps the database at its current size (`true`), or lifts the cap.
     LimitGrowth { limit: bool, reply: oneshot::Sender<Result<(), StoreError>> },
+    AddCustomBot { bot: Box<CustomBot>, max_per_chat: usize, reply: oneshot::Sender<Result<bool, StoreError>> },
+    RemoveCustomBot { chat_id: ChatId, bot_id: AppId, reply: oneshot::Sender<Result<bool, StoreError>> },
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -393,6 +397,13 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
                 WriteOp::PruneEvents { max_bytes, floor_seq, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::prune_events(sp, max_bytes, floor_seq))))
+                }
+
+                WriteOp::AddCustomBot { bot, max_per_chat, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::add_custom_bot(sp, &bot, max_per_chat))))
+                }
+                WriteOp::RemoveCustomBot { chat_id, bot_id, reply } => {
+                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::remove_custom_bot(sp, &chat_id, &bot_id))))
                 }
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
@@ -756,6 +767,26 @@ impl Store for SqliteStore {
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
         self.read(|conn| ready(sql::task_links(&mut Lite(conn)))).await
+    }
+
+    async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::AddCustomBot { bot: Box::new(bot), max_per_chat, reply }, rx).await
+    }
+
+    async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
+        let chat_id = chat_id.clone();
+        self.read(move |conn| ready(sql::custom_bots(&mut Lite(conn), &chat_id))).await
+    }
+
+    async fn custom_bot(&self, token: &str) -> Result<Option<CustomBot>, StoreError> {
+        let token = token.to_string();
+        self.read(move |conn| ready(sql::custom_bot(&mut Lite(conn), &token))).await
+    }
+
+    async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::RemoveCustomBot { chat_id: chat_id.clone(), bot_id: bot_id.clone(), reply }, rx).await
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {

@@ -149,9 +149,11 @@ async fn every_operation_documents_its_replies_security_and_tag() {
             "{what}: default error envelope"
         );
         let security = op["security"].as_array().map(|s| s[0].as_object().unwrap().keys().next().unwrap().clone());
+        // A custom bot's webhook URL is its own credential.
+        let hook = path.starts_with("/open-apis/bot/v2/hook/");
         let expected = if path.starts_with("/_larkstack/") {
             Some("admin_token")
-        } else if path.starts_with("/open-apis/") && !path.starts_with("/open-apis/auth/") {
+        } else if path.starts_with("/open-apis/") && !path.starts_with("/open-apis/auth/") && !hook {
             Some("tenant_access_token")
         } else {
             None
@@ -161,6 +163,10 @@ async fn every_operation_documents_its_replies_security_and_tag() {
             assert_eq!(tag, "auth");
             let schema = ok["application/json"]["schema"]["$ref"].as_str().unwrap();
             assert!(schema.ends_with("TokenReply"), "{what}: token replies are top-level");
+        } else if path == "/open-apis/bot/v3/info" || hook {
+            // Feishu's other top-level replies: `bot` beside `code`; the hook's `{code, data, msg}`.
+            let schema = ok["application/json"]["schema"]["$ref"].as_str().unwrap();
+            assert!(schema.ends_with("BotInfoReply") || schema.ends_with("HookReply"), "{what}: {schema}");
         } else if ok["application/json"].is_object() {
             assert_eq!(ok["application/json"]["schema"]["$ref"], "#/components/schemas/Envelope", "{what}");
         }

@@ -14,7 +14,7 @@ use crate::openapi::{document, operations};
 use crate::support::*;
 
 /// The demo directory with the store app (installed in acme and globex) given every scope the
-/// chat and message endpoints ask for, owner rights and external chats: whatever a foreign
+/// chat, message and contact endpoints ask for, owner rights and external chats: whatever a foreign
 /// tenant's token is refused, it is refused for the tenant, not for a missing scope.
 fn store_app_fixture() -> Directory {
     let store_scopes = r#"scopes = ["im:chat", "contact:user.employee_id:readonly"]"#;
@@ -22,7 +22,8 @@ fn store_app_fixture() -> Directory {
     let text = DEMO_FIXTURE.replace(
         store_scopes,
         r#"scopes = ["im:chat", "im:message", "im:message.group_msg", "im:chat:operate_as_owner",
-          "contact:user.employee_id:readonly"]
+          "contact:user.employee_id:readonly", "contact:contact.base:readonly", "contact:user.base:readonly",
+          "contact:user.email:readonly", "contact:user.phone:readonly", "contact:user.id:readonly"]
 external_chats = true"#,
     );
     Directory::from_toml(&text).unwrap()
@@ -82,9 +83,21 @@ const CHAT_FIELDS: &[&str] = &["chat_id", "receive_id", "container_id"];
 /// (a parameter error) fails it instead of passing for the wrong reason.
 const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 231002, 231008, 234004, 99991672];
 
-/// A value for a query parameter or body field named `name`, or `None` to leave it out.
-fn value_for(name: &str, chat: &str, chat_name: &str, user: &str) -> Option<Value> {
+/// An acme user as the store app names them: open_id, email, mobile.
+struct AcmeUser<'a> {
+    open_id: &'a str,
+    email: &'a str,
+    mobile: &'a str,
+}
+
+/// A value for a query parameter or body field named `name`, or `None` to leave it out. Fields
+/// that name users to look up name an acme user (`acme`), so that a globex token must not find them.
+fn value_for(name: &str, chat: &str, chat_name: &str, user: &str, acme: &AcmeUser) -> Option<Value> {
     Some(match name {
+        "user_ids" => json!(acme.open_id),
+        "emails" => json!([acme.email]),
+        "mobiles" => json!([acme.mobile]),
+        "lang" => json!("zh_cn"),
         n if CHAT_FIELDS.contains(&n) => json!(chat),
         "receive_id_type" => json!("chat_id"),
         "container_id_type" => json!("chat"),
@@ -147,6 +160,13 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
 
     let doc = document(&app).await;
     let globex_user = app.open_id("store-app", "hank");
+    let alice_open = app.open_id("store-app", "alice");
+    let acme_user = AcmeUser { open_id: &alice_open, email: "alice@acme.example", mobile: "+8613800000001" };
+    // The home tenant's token finds her.
+    let r = app.call(Method::GET, &format!("/open-apis/contact/v3/users/{alice_open}"), &acme, None).await;
+    assert_eq!((r.code(), r.body["data"]["user"]["name"].as_str()), (0, Some("Alice 王")), "{}", r.body);
+    let r = app.call(Method::POST, "/open-apis/contact/v3/users/batch_get_id", &acme, Some(json!({"emails": [acme_user.email]}))).await;
+    assert_eq!(r.body["data"]["user_list"][0]["user_id"], alice_open.as_str(), "{}", r.body);
     let mut walked = Vec::new();
     for (method, path, op) in operations(&doc) {
         if !path.starts_with("/open-apis/") {
@@ -159,7 +179,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             let name = p["name"].as_str().unwrap();
             if p["in"] == "query" {
                 takes_chat |= CHAT_FIELDS.contains(&name);
-                if let Some(v) = value_for(name, &chat, chat_name, &globex_user) {
+                if let Some(v) = value_for(name, &chat, chat_name, &globex_user, &acme_user) {
                     query.push((name.to_string(), v));
                 }
             }
@@ -169,7 +189,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             let mut body = serde_json::Map::new();
             for name in schema["properties"].as_object().into_iter().flat_map(|p| p.keys()) {
                 takes_chat |= CHAT_FIELDS.contains(&name.as_str());
-                if let Some(v) = value_for(name, &chat, chat_name, &globex_user) {
+                if let Some(v) = value_for(name, &chat, chat_name, &globex_user, &acme_user) {
                     body.insert(name.clone(), v);
                 }
             }
@@ -180,6 +200,8 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             .replace("{message_id}", &message)
             .replace("{reaction_id}", &reaction)
             .replace("{task_id}", "1790000000000201")
+            .replace("{user_id}", &alice_open)
+            .replace("{app_id}", &app.app_id("store-app"))
             + &query_string(&query);
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let r = app.call(m, &uri, &globex, body).await;
@@ -189,6 +211,17 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             walked.push(format!("{method} {path}"));
         } else {
             assert!(!r.body.to_string().contains(&chat), "{what} shows another tenant's chat: {}", r.body);
+        }
+        // No operation finds an acme user for the globex token: users/get answers 41050, the
+        // batch reads leave the user out.
+        assert!(!r.body.to_string().contains(&alice_open) && !r.body.to_string().contains("Alice"), "{what} shows an acme user: {}", r.body);
+        if path.contains("{user_id}") {
+            assert_eq!(r.code(), 41050, "{what}: {}", r.body);
+            walked.push(format!("{method} {path}"));
+        } else if path.starts_with("/open-apis/contact/v3/users/batch") {
+            // Answered (not refused for a parameter), without the user.
+            assert_eq!(r.code(), 0, "{what}: {}", r.body);
+            walked.push(format!("{method} {path}"));
         }
         assert_eq!(stored(&app, &chat).await, before, "{what} changed another tenant's chat");
     }
@@ -217,6 +250,9 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         "delete /open-apis/im/v1/messages/{message_id}/reactions/{reaction_id}",
         "post /open-apis/apaas/v1/user_tasks/{task_id}/chat_group",
         "get /open-apis/im/v1/messages/{message_id}/resources/{file_key}",
+        "get /open-apis/contact/v3/users/{user_id}",
+        "get /open-apis/contact/v3/users/batch",
+        "post /open-apis/contact/v3/users/batch_get_id",
     ] {
         assert!(walked.iter().any(|w| w == expected), "{expected} was not walked: {walked:?}");
     }
@@ -297,7 +333,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
             // Later migrations' tables (0005: events; 0010: reactions, reads) did not exist then either.
             conn.execute_batch(
-                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs;
+                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs; DROP TABLE custom_bots;
                  ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;",
             )
             .unwrap();
@@ -308,7 +344,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs, custom_bots;
                      ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))

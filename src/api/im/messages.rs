@@ -76,7 +76,7 @@ pub(super) struct MessageView<'a> {
 /// `m` as `app` sees it, a user sender's id of `id_type`.
 pub(super) fn message_view<'a>(dir: &Directory, app: &App, m: &'a Message, id_type: UserIdType) -> MessageView<'a> {
     let sender = match &m.sender {
-        Sender::App(app_id) => SenderView {
+        Sender::App(app_id) | Sender::CustomBot(app_id) => SenderView {
             id: app_id.0.clone(),
             id_type: "app_id",
             sender_type: "app",

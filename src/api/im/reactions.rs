@@ -28,7 +28,7 @@ const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.
 /// A reaction as the API shows it; a user operator's id is of `id_type`, a bot's its app id.
 pub fn reaction_view(dir: &Directory, app: &App, r: &Reaction, id_type: UserIdType) -> Value {
     let (operator_id, operator_type) = match &r.operator {
-        Sender::App(a) => (a.0.clone(), "app"),
+        Sender::App(a) | Sender::CustomBot(a) => (a.0.clone(), "app"),
         Sender::User(u) => (user_ref(dir, app, u, id_type).unwrap_or_default(), "user"),
     };
     json!({
