@@ -9,7 +9,7 @@ use serde::Serialize;
 
 pub mod catalogue;
 
-pub use catalogue::{ApaasErr, AuthErr, ChatErr, ControlErr, GatewayErr, MessageErr, ServerErr, TransportErr};
+pub use catalogue::{ApaasErr, AuthErr, ChatErr, ControlErr, GatewayErr, LongConnErr, MessageErr, ServerErr, TransportErr};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldViolation {

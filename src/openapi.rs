@@ -33,6 +33,7 @@ use crate::envelope::JSON_UTF8;
         (name = "auth", description = "Tenant and app access tokens"),
         (name = "im", description = "Group chats, members, managers and messages"),
         (name = "apaas", description = "aPaaS user tasks"),
+        (name = "events", description = "Event delivery over the long connection (WebSocket discovery and upgrade)"),
         (name = "control", description = "larkstack's control API (admin token)"),
         (name = "ops", description = "Health and metrics"),
     )

@@ -40,6 +40,8 @@ pub struct AppState {
     pub shared: Option<Arc<Redis>>,
     /// Webhook delivery of events (started with the router).
     pub deliveries: Arc<crate::delivery::Engine>,
+    /// The long connections (WebSocket) this node holds, and their event delivery.
+    pub longconn: Arc<crate::longconn::Hub>,
 }
 
 pub struct StateConfig {
@@ -80,6 +82,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
         Arc::new(AppState {
             limits: RateLimits::new(config.rate_limits, clock.clone(), config.redis.clone()),
+            longconn: Arc::new(crate::longconn::Hub::new(clock.clone(), config.redis.clone())),
             shared: config.redis,
             metrics: Arc::new(crate::metrics::Metrics::new(store.commit_latency())),
             clock,

@@ -4,3 +4,4 @@ pub mod apaas;
 pub mod auth;
 pub mod extract;
 pub mod im;
+pub mod longconn;

@@ -17,6 +17,7 @@ mod fuzz_regressions;
 mod hardening;
 mod idempotency;
 mod lifecycle;
+mod longconn;
 mod members;
 mod messages;
 mod multinode;
