@@ -135,13 +135,14 @@ impl Client {
 }
 
 impl TestApp {
-    async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+    /// A control-API call with the admin token.
+    async fn lc_control(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
         let token = self.state.admin_token.clone();
         self.call(method, uri, &token, body).await
     }
 
     async fn long_connection(&self, app_key: &str) {
-        let r = self.admin(Method::PUT, &format!("/_larkstack/apps/{}/events", self.app_id(app_key)), Some(json!({"event_mode": "long_connection"}))).await;
+        let r = self.lc_control(Method::PUT, &format!("/_larkstack/apps/{}/events", self.app_id(app_key)), Some(json!({"event_mode": "long_connection"}))).await;
         assert_eq!(r.code(), 0, "{}", r.body);
     }
 
@@ -152,12 +153,12 @@ impl TestApp {
     }
 
     async fn user_says(&self, chat: &str, text: &str) {
-        let r = self.admin(Method::POST, &format!("/_larkstack/chats/{chat}/messages"), Some(json!({"user": "alice", "text": text}))).await;
+        let r = self.lc_control(Method::POST, &format!("/_larkstack/chats/{chat}/messages"), Some(json!({"user": "alice", "text": text}))).await;
         assert_eq!(r.code(), 0, "{}", r.body);
     }
 
     async fn connections(&self) -> Value {
-        let r = self.admin(Method::GET, "/_larkstack/connections", None).await;
+        let r = self.lc_control(Method::GET, "/_larkstack/connections", None).await;
         assert_eq!(r.code(), 0, "{}", r.body);
         r.body["data"].clone()
     }
@@ -165,7 +166,7 @@ impl TestApp {
     /// Waits until `GET /_larkstack/deliveries?event_id=` lists `n` attempts.
     async fn attempts(&self, event_id: &str, n: usize) -> Vec<Value> {
         for _ in 0..1000 {
-            let d = self.admin(Method::GET, &format!("/_larkstack/deliveries?event_id={event_id}"), None).await;
+            let d = self.lc_control(Method::GET, &format!("/_larkstack/deliveries?event_id={event_id}"), None).await;
             let items = d.body["data"]["items"].as_array().unwrap().clone();
             if items.len() >= n {
                 return items;
@@ -288,7 +289,7 @@ async fn events_wait_for_a_connection_then_arrive_as_event_frames_and_an_ack_del
     // Committed while no client is connected: it waits.
     app.user_says(&chat, "before you came").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let d = app.admin(Method::GET, "/_larkstack/deliveries", None).await;
+    let d = app.lc_control(Method::GET, "/_larkstack/deliveries", None).await;
     assert!(d.body["data"]["items"].as_array().unwrap().is_empty(), "{}", d.body);
     assert!(d.body["data"]["queue_depth"].as_u64().unwrap() >= 1, "{}", d.body);
 
@@ -327,7 +328,8 @@ async fn a_payload_over_512_kib_arrives_in_fragments_and_one_ack_delivers_it() {
     let big = json!({"schema": "2.0", "header": {"event_type": "test.big"}, "event": {"text": "x".repeat(1_200_000)}});
     let hub = app.state.longconn.clone();
     let app_id = larkstack::domain::ids::AppId(app.app_id("demo-bot"));
-    let (value, sent) = (big.clone(), tokio::spawn(async move { hub.deliver(&app_id, &value).await }));
+    let value = big.clone();
+    let sent = tokio::spawn(async move { hub.deliver(&app_id, &value).await });
     let (got, last, sum) = c.event().await;
     assert_eq!(sum, 3);
     assert_eq!(got, big);
@@ -373,7 +375,7 @@ async fn an_unacked_event_is_retried_on_the_clock_with_the_same_event_id() {
     let app = TestApp::demo().await;
     let base = served(&app).await;
     app.long_connection("demo-bot").await;
-    let r = app.admin(Method::POST, "/_larkstack/clock", Some(json!({"freeze": true}))).await;
+    let r = app.lc_control(Method::POST, "/_larkstack/clock", Some(json!({"freeze": true}))).await;
     assert_eq!(r.code(), 0, "{}", r.body);
     let mut c = Client::open(&base, &app.app_id("demo-bot"), &app.secret("demo-bot")).await.unwrap();
     let chat = app.chat_with_alice().await;
@@ -386,7 +388,7 @@ async fn an_unacked_event_is_retried_on_the_clock_with_the_same_event_id() {
     assert!(items[0]["response"].as_str().unwrap().contains("no ack"), "{items:?}");
     assert_eq!(items[0]["next_retry_ms"].as_i64().unwrap() - items[0]["at_ms"].as_i64().unwrap(), 15_000);
     assert!(c.next_within(Duration::from_millis(300)).await.is_none());
-    let r = app.admin(Method::POST, "/_larkstack/clock", Some(json!({"advance": "15s"}))).await;
+    let r = app.lc_control(Method::POST, "/_larkstack/clock", Some(json!({"advance": "15s"}))).await;
     assert_eq!(r.code(), 0, "{}", r.body);
     let (again, frame, _) = c.event().await;
     assert_eq!(again["header"]["event_id"], event_id.as_str());
@@ -401,20 +403,20 @@ async fn delivery_faults_apply_to_the_long_connection() {
     let app = TestApp::demo().await;
     let base = served(&app).await;
     app.long_connection("demo-bot").await;
-    assert_eq!(app.admin(Method::POST, "/_larkstack/clock", Some(json!({"freeze": true}))).await.code(), 0);
+    assert_eq!(app.lc_control(Method::POST, "/_larkstack/clock", Some(json!({"freeze": true}))).await.code(), 0);
     let bot = app.app_id("demo-bot");
-    let r = app.admin(Method::POST, "/_larkstack/faults/deliveries", Some(json!({"app_id": bot, "fail_next": 1, "deliver_twice": 1}))).await;
+    let r = app.lc_control(Method::POST, "/_larkstack/faults/deliveries", Some(json!({"app_id": bot, "fail_next": 1, "deliver_twice": 1}))).await;
     assert_eq!(r.code(), 0, "{}", r.body);
     let mut c = Client::open(&base, &bot, &app.secret("demo-bot")).await.unwrap();
     let chat = app.chat_with_alice().await;
     app.user_says(&chat, "faulty").await;
     // The first attempt fails without reaching the client…
     assert!(c.next_within(Duration::from_millis(500)).await.is_none());
-    let d = app.admin(Method::GET, "/_larkstack/deliveries", None).await;
+    let d = app.lc_control(Method::GET, "/_larkstack/deliveries", None).await;
     let failed = d.body["data"]["items"][0].clone();
     assert!(failed["response"].as_str().unwrap().contains("fault"), "{failed}");
     // …the retry comes twice, with one event_id.
-    assert_eq!(app.admin(Method::POST, "/_larkstack/clock", Some(json!({"advance": "15s"}))).await.code(), 0);
+    assert_eq!(app.lc_control(Method::POST, "/_larkstack/clock", Some(json!({"advance": "15s"}))).await.code(), 0);
     let (one, f1, _) = c.event().await;
     c.ack(&f1, r#"{"code":200}"#, None).await;
     let (two, f2, _) = c.event().await;
@@ -476,7 +478,7 @@ async fn the_51st_connection_of_an_app_is_refused_with_514_and_1000040350() {
     assert_eq!(app.connections().await["counts"][&id], 50);
     // A closed one frees its slot.
     let gone = open.pop().unwrap();
-    let r = app.admin(Method::DELETE, &format!("/_larkstack/connections/{}", gone.conn_id), None).await;
+    let r = app.lc_control(Method::DELETE, &format!("/_larkstack/connections/{}", gone.conn_id), None).await;
     assert_eq!(r.code(), 0, "{}", r.body);
     let mut reopened = None;
     for _ in 0..100 {
@@ -496,7 +498,7 @@ async fn a_server_side_close_ends_the_socket_and_events_wait_for_the_reconnect()
     app.long_connection("demo-bot").await;
     let (id, secret) = (app.app_id("demo-bot"), app.secret("demo-bot"));
     let mut c = Client::open(&base, &id, &secret).await.unwrap();
-    let r = app.admin(Method::DELETE, &format!("/_larkstack/connections/{}", c.conn_id), None).await;
+    let r = app.lc_control(Method::DELETE, &format!("/_larkstack/connections/{}", c.conn_id), None).await;
     assert_eq!(r.code(), 0, "{}", r.body);
     // The client sees a close frame.
     let closed = loop {
@@ -514,7 +516,7 @@ async fn a_server_side_close_ends_the_socket_and_events_wait_for_the_reconnect()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(app.connections().await["items"], json!([]));
-    assert_eq!(app.admin(Method::DELETE, &format!("/_larkstack/connections/{}", c.conn_id), None).await.code(), 404);
+    assert_eq!(app.lc_control(Method::DELETE, &format!("/_larkstack/connections/{}", c.conn_id), None).await.code(), 404);
     // Meanwhile an event waits; the reconnected client gets it.
     let chat = app.chat_with_alice().await;
     app.user_says(&chat, "while you were away").await;
@@ -524,7 +526,7 @@ async fn a_server_side_close_ends_the_socket_and_events_wait_for_the_reconnect()
     again.ack(&frame, r#"{"code":200}"#, None).await;
     // Closing by app closes them all.
     let _third = Client::open(&base, &id, &secret).await.unwrap();
-    let r = app.admin(Method::DELETE, &format!("/_larkstack/connections?app_id={id}"), None).await;
+    let r = app.lc_control(Method::DELETE, &format!("/_larkstack/connections?app_id={id}"), None).await;
     assert_eq!(r.body["data"]["closed"], 2, "{}", r.body);
-    assert_eq!(app.admin(Method::DELETE, "/_larkstack/connections", None).await.code(), 400);
+    assert_eq!(app.lc_control(Method::DELETE, "/_larkstack/connections", None).await.code(), 400);
 }
