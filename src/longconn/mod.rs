@@ -120,7 +120,8 @@ struct Conn {
 /// What became of one `deliver`.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The app has no connection on this node: the event waits (not a failed attempt).
+    /// The app has no connection on this node (or it closed before the event went out): the
+    /// event waits (not a failed attempt).
     NoConnection,
     /// Sent on `conn_id`; acked with `ack` (code 200: delivered), or not acked in time (`None`).
     Sent { conn_id: String, ack: Option<Ack>, latency_ms: u64, why: Option<String> },
@@ -392,16 +393,20 @@ impl Hub {
         self.waiting.lock().insert(message_id.clone(), tx);
         let exchange = async {
             for f in frame::event_frames(&message, &bytes) {
-                conn.out.send(f.encode()).await.map_err(|_| "the connection closed".to_string())?;
+                conn.out.send(f.encode()).await.map_err(|_| None)?;
             }
-            rx.await.map_err(|_| "the connection closed before the ack".to_string())
+            rx.await.map_err(|_| Some("the connection closed before the ack".to_string()))
         };
         let result = tokio::time::timeout(ACK_TIMEOUT, exchange).await;
         self.waiting.lock().remove(&message_id);
+        if let Ok(Err(None)) = result {
+            // The connection closed before the event went out: not an attempt, it waits.
+            return Outcome::NoConnection;
+        }
         let latency_ms = start.elapsed().as_millis() as u64;
         let (ack, why) = match result {
             Ok(Ok(ack)) => (Some(ack), None),
-            Ok(Err(why)) => (None, Some(why)),
+            Ok(Err(why)) => (None, why),
             Err(_) => (None, Some(format!("no ack within {} ms", ACK_TIMEOUT.as_millis()))),
         };
         let outcome = Outcome::Sent { conn_id: conn.id.clone(), ack, latency_ms, why };
