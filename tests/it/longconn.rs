@@ -49,15 +49,15 @@ fn query_of(url: &str) -> Vec<(String, String)> {
 
 /// A refused upgrade: the HTTP status, the handshake headers and the body.
 #[derive(Debug)]
-struct Refused {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Value,
+pub(crate) struct Refused {
+    pub(crate) status: u16,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Value,
 }
 
-struct Client {
+pub(crate) struct Client {
     ws: Socket,
-    conn_id: String,
+    pub(crate) conn_id: String,
     service: i32,
 }
 
@@ -75,7 +75,7 @@ async fn try_connect(url: &str) -> Result<Socket, Refused> {
 
 impl Client {
     /// Discovery, then the socket, as an SDK does.
-    async fn open(base: &str, app_id: &str, secret: &str) -> Result<Client, Refused> {
+    pub(crate) async fn open(base: &str, app_id: &str, secret: &str) -> Result<Client, Refused> {
         let (_, d) = discover(base, app_id, secret).await;
         assert_eq!(d["code"], 0, "{d}");
         let url = d["data"]["URL"].as_str().unwrap().to_string();
