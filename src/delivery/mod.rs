@@ -1,4 +1,6 @@
-//! Webhook delivery of Feishu events (spec events.md §1).
+//! Webhook delivery of Feishu events (spec events.md §1), and over the long connection for apps
+//! in that mode (`target`, `over_long_connection`: the same rows, retries and faults; the attempt
+//! goes to `longconn::Hub::deliver` instead of an HTTP POST).
 //!
 //! A fan-out step reads the outbox in `seq` order from a cursor and turns each domain event into
 //! one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
