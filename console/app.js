@@ -1,7 +1,7 @@
 // larkstack console: a small single-page app over the control API (/_larkstack/, see
 // docs/control-api.md) and /healthz. No build step, no dependencies: the browser loads these ES
 // modules as they are, served from the binary (src/control/console.rs). Pages are hash routes:
-// #/directory, #/chats, #/chats/<chat_id>, #/tasks, #/journal, #/events, #/faults, #/clock.
+// #/directory, #/chats, #/chats/<chat_id>, #/tasks, #/journal, #/events, #/connections, #/faults, #/clock.
 //
 // This module boots the console and routes; lib/ has the shared helpers (api.js: the control
 // API with the admin token; dom.js: elements; format.js: times; page.js: a page's life), and
@@ -14,6 +14,7 @@ import { newPage } from './lib/page.js';
 import { pageChat } from './pages/chat.js';
 import { pageChats } from './pages/chats.js';
 import { pageClock } from './pages/clock.js';
+import { pageConnections } from './pages/connections.js';
 import { pageDirectory } from './pages/directory.js';
 import { pageFaults } from './pages/faults.js';
 import { pageJournal } from './pages/journal.js';
@@ -80,6 +81,7 @@ const routes = [
   [/^\/tasks(?:\/([^/]+))?$/, 'tasks', pageTasks],
   [/^\/journal$/, 'journal', pageJournal],
   [/^\/events$/, 'events', pageEvents],
+  [/^\/connections$/, 'connections', pageConnections],
   [/^\/faults$/, 'faults', pageFaults],
   [/^\/clock$/, 'clock', pageClock],
 ];

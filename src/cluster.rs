@@ -256,3 +256,75 @@ impl Redis {
         Ok(())
     }
 }
+
+/// Claims (or refreshes) a long-connection slot: the app's sorted set holds its connections
+/// cluster-wide, scored by when their lease ends (real ms). KEYS: the set, the set of apps that
+/// had connections. ARGV: now, lease end, the connection id, the limit, the app. Returns 1 when
+/// held, 0 when the app is full.
+const WS_CLAIM: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[5])
+return 1
+";
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Redis {
+    fn ws_key(&self, app_id: &str) -> String {
+        format!("{}ws:{app_id}", self.namespace)
+    }
+
+    /// The apps that had long connections (so counting them needs no keyspace scan; at most the
+    /// directory's apps).
+    fn ws_apps_key(&self) -> String {
+        format!("{}wsapps", self.namespace)
+    }
+
+    /// Takes (or keeps) `conn_id`'s slot among the app's at most `limit` long connections for
+    /// `lease`; `false` when the cluster already holds `limit`. Leases are in real time: they say
+    /// the node is alive, whatever larkstack's clock says.
+    pub async fn ws_claim(&self, app_id: &str, conn_id: &str, limit: usize, lease: std::time::Duration) -> Result<bool, InfraError> {
+        let now = wall_ms();
+        let held: i64 = Script::new(WS_CLAIM)
+            .key(self.ws_key(app_id))
+            .key(self.ws_apps_key())
+            .arg(now)
+            .arg(now + lease.as_millis() as i64)
+            .arg(conn_id)
+            .arg(limit.min(i64::MAX as usize) as i64)
+            .arg(app_id)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(held == 1)
+    }
+
+    pub async fn ws_release(&self, app_id: &str, conn_id: &str) {
+        let removed: Result<i64, _> = self.conn.clone().zrem(self.ws_key(app_id), conn_id).await;
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "releasing a long-connection slot failed; its lease ends by itself");
+        }
+    }
+
+    /// Live long connections per app, cluster-wide.
+    pub async fn ws_counts(&self) -> Result<Vec<(String, usize)>, InfraError> {
+        let mut conn = self.conn.clone();
+        let apps: Vec<String> = conn.smembers(self.ws_apps_key()).await.map_err(unavailable)?;
+        let now = wall_ms();
+        let mut out = Vec::new();
+        for app in apps {
+            let n: usize = conn.zcount(self.ws_key(&app), format!("({now}"), "+inf").await.map_err(unavailable)?;
+            if n > 0 {
+                out.push((app, n));
+            }
+        }
+        Ok(out)
+    }
+}

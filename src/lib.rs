@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod error;
 pub mod faults;
 pub mod journal;
+pub mod longconn;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;

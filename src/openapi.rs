@@ -36,6 +36,7 @@ use crate::envelope::JSON_UTF8;
         (name = "bot", description = "The bot's own identity, and groups' custom bots (webhooks)"),
         (name = "application", description = "Application information"),
         (name = "contact", description = "Users of the tenant's directory"),
+        (name = "events", description = "Event delivery over the long connection (WebSocket discovery and upgrade)"),
         (name = "control", description = "larkstack's control API (admin token)"),
         (name = "ops", description = "Health and metrics"),
     )

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::api::{apaas, auth, bot, contact, custom_bot, im};
+use crate::api::{apaas, auth, bot, contact, custom_bot, im, longconn};
 use crate::clock::Clock;
 use crate::control;
 use crate::metrics;
@@ -62,6 +62,8 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(custom_bot::hook))
         .routes(routes!(apaas::chat_group))
         .routes(routes!(apaas::query))
+        .routes(routes!(longconn::endpoint))
+        .routes(routes!(longconn::connect))
         .routes(routes!(control::healthz))
         .routes(routes!(control::metrics))
         .merge(control::routes(state))
@@ -76,7 +78,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         metrics: state.metrics.clone(),
         directory: Arc::new(move || weak.upgrade().map(|s| s.directory())),
         outbox_bytes: state.outbox_bytes,
+        longconn: state.longconn.clone(),
     });
+    // Events waiting for a long-connection app go as soon as one of its clients connects.
+    let engine = Arc::downgrade(&state.deliveries);
+    state.longconn.on_connect(Arc::new(move || {
+        if let Some(e) = engine.upgrade() {
+            e.wake();
+        }
+    }));
     let (api, doc) = routes(state.clone()).split_for_parts();
     api.merge(openapi::publish(&doc))
         .merge(control::console::router())
@@ -208,6 +218,9 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServeOptions)
         // A reply marked `DropConnection` (fault injection) closes the connection unanswered.
         let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let (router, clock, hosts) = (router.clone(), clock.clone(), hosts.clone());
+            let mut req = req;
+            // The peer's address, for the long-connection listing.
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             async move {
                 if let Some(host) = hosts.refused(&req) {
                     return Ok(transport::transport_error(&clock, transport::host_refusal(&host)));
@@ -234,7 +247,9 @@ pub async fn serve(listener: TcpListener, router: Router, options: ServeOptions)
         let builder = builder.clone();
         tokio::spawn(async move {
             let io = transport::EnvelopeErrors::new(stream, io_clock);
-            let _ = builder.serve_connection(TokioIo::new(io), service).await;
+            // With upgrades: the long connection's WebSocket takes the connection over (and
+            // leaves the connection cap, its own caps apply: `longconn::MAX_CONNECTIONS`).
+            let _ = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await;
             drop(permit);
         });
     }

@@ -48,6 +48,8 @@ pub struct AppState {
     pub deliveries: Arc<crate::delivery::Engine>,
     /// Bound on the event outbox's bytes, enforced behind the delivery's fan-out.
     pub outbox_bytes: u64,
+    /// The long connections (WebSocket) this node holds, and their event delivery.
+    pub longconn: Arc<crate::longconn::Hub>,
 }
 
 pub struct StateConfig {
@@ -93,6 +95,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
         Arc::new(AppState {
             limits: RateLimits::new(config.rate_limits, clock.clone(), config.redis.clone()),
+            longconn: Arc::new(crate::longconn::Hub::new(clock.clone(), config.redis.clone())),
             shared: config.redis,
             metrics: Arc::new(crate::metrics::Metrics::new(store.commit_latency())),
             clock,

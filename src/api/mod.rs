@@ -50,3 +50,4 @@ impl AppCall {
         Ok((app, tenant))
     }
 }
+pub mod longconn;

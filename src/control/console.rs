@@ -34,6 +34,7 @@ pub const FILES: &[(&str, &str, &str)] = &[
     ("pages/chat.js", JS, include_str!("../../console/pages/chat.js")),
     ("pages/chats.js", JS, include_str!("../../console/pages/chats.js")),
     ("pages/clock.js", JS, include_str!("../../console/pages/clock.js")),
+    ("pages/connections.js", JS, include_str!("../../console/pages/connections.js")),
     ("pages/directory.js", JS, include_str!("../../console/pages/directory.js")),
     ("pages/events.js", JS, include_str!("../../console/pages/events.js")),
     ("pages/faults.js", JS, include_str!("../../console/pages/faults.js")),

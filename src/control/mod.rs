@@ -6,6 +6,7 @@
 
 pub mod actors;
 pub mod client;
+pub mod connections;
 pub mod console;
 pub mod custom_bots;
 pub mod deliveries;
@@ -48,6 +49,8 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(deliveries::get_settings, deliveries::put_settings))
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::redeliver))
+        .routes(routes!(connections::list, connections::close_app))
+        .routes(routes!(connections::close))
         .routes(routes!(deliveries::list_faults, deliveries::set_fault, deliveries::clear_faults))
         .routes(routes!(list_faults, add_fault, clear_faults))
         .routes(routes!(list_fault_presets))

@@ -1,4 +1,6 @@
-//! Webhook delivery of Feishu events (spec events.md §1).
+//! Webhook delivery of Feishu events (spec events.md §1), and over the long connection for apps
+//! in that mode (`target`, `over_long_connection`: the same rows, retries and faults; the attempt
+//! goes to `longconn::Hub::deliver` instead of an HTTP POST).
 //!
 //! A fan-out step reads the outbox in `seq` order from a cursor and turns each domain event into
 //! one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
@@ -29,7 +31,7 @@ use serde_json::Value;
 use crate::domain::directory::Directory;
 use crate::domain::feishu_events::app_events;
 use crate::domain::ids::AppId;
-use crate::domain::subscriptions::EventSettings;
+use crate::domain::subscriptions::{EventMode, EventSettings};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{EventQuery, Store};
@@ -44,6 +46,8 @@ pub struct Ctx {
     pub directory: Arc<dyn Fn() -> Option<Arc<Directory>> + Send + Sync>,
     /// Bound on the outbox's bytes (`--outbox-bytes`): the loop prunes what it has fanned out.
     pub outbox_bytes: u64,
+    /// Long-connection apps' events go over these instead of a request URL.
+    pub longconn: Arc<crate::longconn::Hub>,
 }
 
 /// Attempts kept for `GET /_larkstack/deliveries`: at most this many…
@@ -159,6 +163,11 @@ impl Engine {
             return Some(s.clone());
         }
         dir.app(app_id).map(|a| a.events.clone())
+    }
+
+    /// Looks for due deliveries now (a long-connection client just connected).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     pub fn set_settings(&self, app_id: &AppId, settings: EventSettings) {
@@ -370,14 +379,14 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<(), crat
     }
     // With no request URL set anywhere there is nobody to deliver to: move the cursor past the
     // events without reading their chats (a store read per event, on every write path's heels).
-    let receivers = dir.apps().iter().any(|a| engine.settings(dir, &a.app_id).is_some_and(|s| s.webhook_url().is_some()));
+    let receivers = dir.apps().iter().any(|a| engine.settings(dir, &a.app_id).is_some_and(|s| receives(&s)));
     let mut rows = Vec::new();
     for e in events.iter().filter(|_| receivers) {
         let Some(chat) = ctx.store.get_chat(&e.event.chat_id).await? else { continue };
         for ae in app_events(e, &chat, dir) {
             let Some(settings) = engine.settings(dir, &ae.app_id) else { continue };
-            // Only apps with a request URL get deliveries (long-connection apps: the next issue).
-            if !settings.subscribes(ae.event_type) || settings.webhook_url().is_none() {
+            // Only apps with a request URL or a long connection get deliveries.
+            if !settings.subscribes(ae.event_type) || !receives(&settings) {
                 continue;
             }
             let event_id = wire::event_id_for(&ae.app_id.0, e.seq, e.event.at_ms);
@@ -404,6 +413,44 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<(), crat
     Ok(())
 }
 
+/// Whether an app gets deliveries: by its request URL, or over its long connection.
+fn receives(s: &EventSettings) -> bool {
+    s.webhook_url().is_some() || s.event_mode == EventMode::LongConnection
+}
+
+/// `Attempt::url` (before the connection id) of deliveries over the long connection.
+pub const LONG_CONNECTION: &str = "longconn:";
+
+/// Where a delivery goes now: the request URL, or `LONG_CONNECTION` for a long-connection app
+/// with a client connected to this node (without one its deliveries wait; a connect wakes the
+/// engine).
+fn target(ctx: &Ctx, s: &EventSettings, app_id: &AppId) -> Option<String> {
+    match s.event_mode {
+        EventMode::LongConnection => ctx.longconn.has_connection(app_id).then(|| LONG_CONNECTION.to_string()),
+        EventMode::Webhook => s.webhook_url().map(str::to_string),
+    }
+}
+
+/// One delivery over the long connection (twice when a fault says so); `None` when the app's
+/// connection went away meanwhile (the delivery waits, it did not fail). The ack's `code` stands
+/// for the HTTP status: 200 delivered, anything else (or no ack in 3 s) a failed attempt.
+async fn over_long_connection(ctx: &Ctx, row: &Row, twice: bool) -> Option<(String, send::Outcome)> {
+    let first = ctx.longconn.deliver(&row.app_id, &row.payload).await;
+    if twice {
+        ctx.longconn.deliver(&row.app_id, &row.payload).await;
+    }
+    let crate::longconn::Outcome::Sent { conn_id, ack, latency_ms, why } = first else { return None };
+    let status = ack.as_ref().map(|a| match a.code {
+        Some(200) => 200,
+        other => other.and_then(|c| u16::try_from(c).ok()).filter(|s| !(200..300).contains(s)).unwrap_or(500),
+    });
+    let body = match (&ack, why) {
+        (Some(a), _) => format!("ack code {:?}{}", a.code, a.data.as_ref().map(|d| format!(", data {d}")).unwrap_or_default()),
+        (None, why) => why.unwrap_or_default(),
+    };
+    Some((format!("{LONG_CONNECTION}{conn_id}"), send::Outcome { status, body, latency_ms }))
+}
+
 /// Starts one attempt per idle app whose next delivery is due.
 fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
     let now = ctx.clock.now_ms();
@@ -425,9 +472,9 @@ fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
             continue;
         }
         let Some(settings) = engine.settings(dir, &r.app_id) else { continue };
-        let Some(url) = settings.webhook_url() else { continue };
+        let Some(url) = target(ctx, &settings, &r.app_id) else { continue };
         *n += 1;
-        picked.push((i, url.to_string(), settings));
+        picked.push((i, url, settings));
     }
     inner.in_flight = in_flight;
     for (i, url, settings) in picked {
@@ -440,7 +487,7 @@ fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
     }
 }
 
-async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings: EventSettings) {
+async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, mut url: String, settings: EventSettings) {
     let (fail, delay_ms, twice) = engine.take_fault(&row.app_id);
     if delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -448,6 +495,21 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, url: String, settings:
     let signed = wire::seal(&row.payload, &settings.encrypt_key, ctx.clock.now_secs());
     let outcome = if fail {
         send::Outcome { status: None, body: "failed by a delivery fault (/_larkstack/faults/deliveries)".into(), latency_ms: 0 }
+    } else if url == LONG_CONNECTION {
+        let Some((conn, outcome)) = over_long_connection(&ctx, &row, twice).await else {
+            // No connection any more: the delivery waits for the next one, as it was.
+            let mut inner = engine.inner.lock();
+            inner.busy.remove(&(row.app_id.clone(), row.chat_id.clone()));
+            if let Some(n) = inner.in_flight.get_mut(&row.app_id) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(r) = inner.rows.iter_mut().find(|r| r.event_id == row.event_id && r.app_id == row.app_id) {
+                r.state = RowState::Pending;
+            }
+            return;
+        };
+        url = conn;
+        outcome
     } else {
         let first = send::post(&url, &signed.headers, signed.body.clone(), send::TIMEOUT).await;
         if twice {

@@ -48,7 +48,8 @@ pub enum EventMode {
     /// POSTed to `event_url` ("send events to developer server").
     #[default]
     Webhook,
-    /// Over the SDK's WebSocket client (the next issue): no webhook deliveries, events wait.
+    /// Over the SDK's WebSocket client (`crate::longconn`): no webhook deliveries; events wait
+    /// while no client is connected.
     LongConnection,
 }
 

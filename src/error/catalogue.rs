@@ -237,6 +237,22 @@ errors! {
 }
 
 errors! {
+    /// The long connection (spec events.md §2): `POST /callback/ws/endpoint` answers HTTP 200
+    /// with the code (and `data`), the WebSocket upgrade refuses with the HTTP status here and
+    /// the `Handshake-*` headers.
+    LongConnErr {
+        /// Unknown app, wrong secret, or not a self-built app: a code every SDK gives up on
+        /// (neither 1 nor 1000040343, which some retry forever). The live one (spec §2.1).
+        AppInvalid = (1000040346, 200, "app_id is invalid"),
+        /// The app holds 50 connections (handshake-status 514; the Python and Go SDKs stop).
+        ConnLimit = (1000040350, 403, "exceed conn limit"),
+        /// GUESS (docs/parity.md): a bad, expired or used ticket (handshake-status 514 with this
+        /// autherrcode: the SDKs retry, which asks discovery for a fresh URL).
+        TicketInvalid = (1000040351, 403, "ticket is invalid"),
+    }
+}
+
+errors! {
     /// Replies made by the HTTP layer, not an endpoint: the code is the HTTP status. The messages
     /// here are defaults; call sites say what exactly was refused.
     TransportErr {
@@ -292,6 +308,7 @@ pub fn all() -> Vec<Entry> {
     out.extend(ContactErr::ALL.iter().map(|e| e.entry()));
     out.extend(CustomBotErr::ALL.iter().map(|e| e.entry()));
     out.extend(ApaasErr::ALL.iter().map(|e| e.entry()));
+    out.extend(LongConnErr::ALL.iter().map(|e| e.entry()));
     out.extend(TransportErr::ALL.iter().map(|e| e.entry()));
     out.extend(ControlErr::ALL.iter().map(|e| e.entry()));
     out.extend(ServerErr::ALL.iter().map(|e| e.entry()));

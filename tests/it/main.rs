@@ -21,6 +21,7 @@ mod hardening;
 mod idempotency;
 mod lifecycle;
 mod media;
+mod longconn;
 mod members;
 mod message_ops;
 mod messages;

@@ -447,3 +447,36 @@ async fn an_upload_on_one_node_is_served_by_another() {
     let sent = c.call(1, reqwest::Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", &token, Some(body)).await;
     assert_eq!(sent["code"], 0, "{sent}");
 }
+
+/// Connection slots are cluster-wide: 50 on node 0 fill the app, node 1 then refuses the 51st
+/// with the handshake headers, and a close on node 0 frees a slot node 1 can take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_long_connection_slots_are_counted_cluster_wide() {
+    use crate::longconn::Client;
+    let cluster = Cluster::start(2, None, &[]);
+    let app = &demo_directory()["apps"].as_array().unwrap().iter().find(|a| a["key"] == "demo-bot").unwrap().clone();
+    let (id, secret) = (app["app_id"].as_str().unwrap(), app["app_secret"].as_str().unwrap());
+    let base = |node: usize| cluster.url(node, "");
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(Client::open(&base(0), id, secret).await.unwrap());
+    }
+    let refused = Client::open(&base(1), id, secret).await.err().expect("the 51st, on the other node, is refused");
+    assert_eq!((refused.status, refused.headers["handshake-status"].as_str()), (403, "514"));
+    assert_eq!(refused.headers["handshake-autherrcode"], "1000040350");
+    let listed = cluster.call(1, reqwest::Method::GET, "/_larkstack/connections", ADMIN, None).await;
+    assert_eq!(listed["data"]["counts"][id], 50, "{listed}");
+    assert_eq!(listed["data"]["items"], json!([]));
+    let gone = held.pop().unwrap();
+    let r = cluster.call(0, reqwest::Method::DELETE, &format!("/_larkstack/connections/{}", gone.conn_id), ADMIN, None).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let mut taken = None;
+    for _ in 0..200 {
+        if let Ok(c) = Client::open(&base(1), id, secret).await {
+            taken = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(taken.is_some(), "node 1 takes the freed slot");
+}
