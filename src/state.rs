@@ -40,6 +40,8 @@ pub struct AppState {
     pub shared: Option<Arc<Redis>>,
     /// Webhook delivery of events (started with the router).
     pub deliveries: Arc<crate::delivery::Engine>,
+    /// `app_ticket` pushes to store apps (started with the router).
+    pub tickets: Arc<crate::delivery::ticket::Tickets>,
 }
 
 pub struct StateConfig {
@@ -95,6 +97,7 @@ impl AppState {
             fixture_text: RwLock::new(config.fixture_text),
             fixture_file: config.fixture_file,
             deliveries: Arc::default(),
+            tickets: Arc::default(),
         })
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
     ChatChange, EventQuery, Created, Cursor, DedupKey, ImportBatch, LinkedChat, MessageQuery,
-    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord,
+    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, AppTicketRecord,
 };
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -167,5 +167,13 @@ impl Store for Tracked {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.find_token(token).await
+    }
+
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
+        self.track(self.inner.issue_app_ticket(fresh, replace_issued_before_ms).await)
+    }
+
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+        self.inner.app_ticket(app_id).await
     }
 }

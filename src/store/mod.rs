@@ -85,6 +85,16 @@ pub struct TokenRecord {
     pub expires_at_ms: i64,
 }
 
+/// A store app's `app_ticket` (auth v3): the one an app may trade for an app token now. Each
+/// app has at most one; a new one replaces (supersedes) it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppTicketRecord {
+    pub app_id: AppId,
+    pub ticket: String,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
 /// A change to one chat, run atomically against its latest stored state, returning its domain
 /// events. Returning `Err` leaves the chat as it was and records no event. Backends serialise
 /// changes per chat, so none is lost and caps hold; the events are committed with the change.
@@ -216,8 +226,8 @@ pub struct LinkedChat {
 
 /// One record of an exported state: one line of the NDJSON stream `GET /_larkstack/state` sends
 /// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
-/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens and
-/// events.
+/// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, tokens, app
+/// tickets and events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 // Most records of a state are chats: boxing them would cost an allocation each for nothing.
@@ -230,6 +240,7 @@ pub enum StateRecord {
     MessageDedup(MessageDedupRecord),
     TaskChat(TaskChatRecord),
     Token(TokenRecord),
+    AppTicket(AppTicketRecord),
     /// One event of the outbox, with its seq (events come after the rest, in seq order).
     Event(StoredEvent),
 }
@@ -384,4 +395,13 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_token(&self, fresh: TokenRecord, reuse_after_ms: i64) -> Result<TokenRecord, StoreError>;
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Stores `fresh` as its app's ticket, superseding the current one, unless the current one
+    /// was issued at or after `replace_issued_before_ms` (`None` then: it stays). Atomic, so of
+    /// concurrent issuers on any number of nodes with the same bound one wins. Tickets survive
+    /// `clear`, like tokens.
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError>;
+
+    /// The app's current ticket (expired or not).
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError>;
 }

@@ -23,7 +23,7 @@ use super::codec::{to_json, ChatRow};
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
     ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageQuery,
-    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
+    StateRecord, Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, AppTicketRecord, EXPORT_BUFFER,
 };
 use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_search_text.sql"),
     include_str!("migrations/postgres/0003_events.sql"),
+    include_str!("migrations/postgres/0006_app_tickets.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 2;
@@ -251,8 +252,8 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
 
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
         let tables = sql::STATE_TABLES.join(", ");
-        let tokens = if tokens { ", tokens" } else { "" };
-        self.0.batch_execute(&format!("TRUNCATE {tables}{tokens}")).await?;
+        let credentials = if tokens { format!(", {}", sql::CREDENTIAL_TABLES.join(", ")) } else { String::new() };
+        self.0.batch_execute(&format!("TRUNCATE {tables}{credentials}")).await?;
         reset_event_seq(self.0).await
     }
 
@@ -618,5 +619,17 @@ impl Store for PostgresStore {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         sql::find_token(&mut Pg(&self.client().await?), token).await
+    }
+
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let issued = sql::issue_app_ticket(&mut Pg(&tx), fresh, replace_issued_before_ms).await?;
+        self.commit(tx).await?;
+        Ok(issued)
+    }
+
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+        sql::app_ticket(&mut Pg(&self.client().await?), app_id).await
     }
 }

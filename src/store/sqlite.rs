@@ -11,10 +11,10 @@ use rusqlite::{params, Connection, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
+use super::sql::{self, Cols, EachRow, Param, Sql, Tx, CREDENTIAL_TABLES, STATE_TABLES};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
     ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
-    Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
+    Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, AppTicketRecord, EXPORT_BUFFER,
 };
 use super::codec::{to_json, ChatRow};
 use crate::domain::chat::Chat;
@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0003_task_chats.sql"),
     include_str!("migrations/sqlite/0004_search_text.sql"),
     include_str!("migrations/sqlite/0005_events.sql"),
+    include_str!("migrations/sqlite/0008_app_tickets.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 4;
@@ -64,6 +65,11 @@ enum WriteOp {
         reply: oneshot::Sender<Result<Created, StoreError>>,
     },
     RotateToken { fresh: TokenRecord, reuse_after_ms: i64, reply: oneshot::Sender<Result<TokenRecord, StoreError>> },
+    IssueAppTicket {
+        fresh: AppTicketRecord,
+        replace_issued_before_ms: i64,
+        reply: oneshot::Sender<Result<Option<AppTicketRecord>, StoreError>>,
+    },
     Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
     P2p { app: AppId, uid: Uid, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Chat, StoreError>> },
     TaskChat { link: TaskLink, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Created, StoreError>> },
@@ -347,6 +353,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
                     deliver(reply, ready(sql::rotate_token(&mut Lite(&tx), fresh, reuse_after_ms)))
                 }
+                WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply } => {
+                    deliver(reply, ready(sql::issue_app_ticket(&mut Lite(&tx), fresh, replace_issued_before_ms)))
+                }
                 WriteOp::Modify { chat_id, change, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
                 }
@@ -493,7 +502,8 @@ impl Tx for Lite<'_> {
     }
 
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
-        for table in STATE_TABLES.iter().chain(tokens.then_some(&"tokens")) {
+        let credentials = if tokens { CREDENTIAL_TABLES } else { &[] };
+        for table in STATE_TABLES.iter().chain(credentials) {
             self.0.execute(&format!("DELETE FROM {table}"), [])?;
         }
         Ok(())
@@ -726,6 +736,16 @@ impl Store for SqliteStore {
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
         self.read(move |conn| ready(sql::find_token(&mut Lite(conn), &token))).await
+    }
+
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply }, rx).await
+    }
+
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+        let app_id = app_id.clone();
+        self.read(move |conn| ready(sql::app_ticket(&mut Lite(conn), &app_id))).await
     }
 }
 

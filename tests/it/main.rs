@@ -4,6 +4,7 @@
 mod support;
 
 mod apaas;
+mod app_tickets;
 mod architecture;
 mod auth;
 mod console;
