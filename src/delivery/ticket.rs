@@ -14,7 +14,7 @@
 //! "app_ticket"}, "token", "ts", "type": "event_callback"}`), sealed like every delivery
 //! (`wire::seal`: AES with the app's encrypt key, `X-Lark-*` signature headers). One attempt: a
 //! failed push is not retried (the next hourly push or a resend brings a new ticket); outcomes are
-//! logged and counted in `larkstack_deliveries_total{type="app_ticket"}`, not listed in
+//! logged and counted in `larkstack_event_deliveries_total{event_type="app_ticket"}`, not listed in
 //! `GET /_larkstack/deliveries`. Per app, pushes go one at a time and each sends the ticket
 //! current when it starts, so a receiver never ends up holding a superseded ticket; at most one
 //! push per app waits behind the one sending (later requests join it), which bounds the work a

@@ -117,6 +117,17 @@ async fn a_pushed_ticket_is_signed_encrypted_and_buys_app_then_tenant_tokens() {
     assert_eq!(g.body["data"]["tenant_key"], app.tenant_key("globex"));
     // Self-built apps get no tickets.
     assert!(tickets(&rx).iter().all(|t| t["event"]["app_id"] == app.app_id("store-app")));
+    // The push is counted (once the receiver's answer is in).
+    let counted = r#"larkstack_event_deliveries_total{event_type="app_ticket",outcome="delivered"} 1"#;
+    let mut metrics = String::new();
+    for _ in 0..250 {
+        metrics = String::from_utf8(app.raw(Method::GET, "/metrics", &[], None).await.2).unwrap();
+        if metrics.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metrics.contains(counted), "{metrics}");
 }
 
 #[tokio::test]

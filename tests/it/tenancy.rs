@@ -262,8 +262,8 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            // Later migrations' tables (0005: events) did not exist then either.
-            conn.execute_batch("DROP TABLE events; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;").unwrap();
+            // Later migrations' tables (0005: events, 0008: app_tickets) did not exist then either.
+            conn.execute_batch("DROP TABLE events; DROP TABLE app_tickets; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;").unwrap();
         }
         Some(url) => {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -271,7 +271,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq; ALTER TABLE chats DROP COLUMN search_text;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq, app_tickets; ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await
