@@ -2,7 +2,7 @@
 //! trades for an app token (`POST /open-apis/auth/v3/app_access_token`).
 //!
 //! Every store app with a request URL gets a new ticket, pushed to that URL: when this node first
-//! sees the app with a URL (the server's start, a URL set or a fixture loaded at run time), every
+//! sees the app with that URL (the server's start, a URL set or a fixture loaded at run time), every
 //! `PUSH_EVERY_MS` of larkstack clock after the current ticket was issued (advancing the clock
 //! past it pushes), and on `POST /open-apis/auth/v3/app_ticket/resend`. A new ticket supersedes
 //! the app's previous one, which no longer buys a token; a ticket expires `TICKET_LIFETIME_MS`
@@ -66,8 +66,10 @@ fn fresh_ticket(app_id: &AppId, now_ms: i64) -> AppTicketRecord {
 /// What this node knows of one store app's pushes.
 #[derive(Default)]
 struct Slot {
-    /// When the app's current ticket was issued, as this node last saw it (`None`: not yet seen
-    /// with a request URL, so a ticket is due now).
+    /// The request URL the app's tickets went to (`None`: not yet seen with one); a new URL gets
+    /// a new ticket at once.
+    url: Option<String>,
+    /// When the app's current ticket was issued, as this node last saw it.
     issued_at_ms: Option<i64>,
     /// A push is waiting behind the one sending.
     queued: bool,
@@ -170,19 +172,30 @@ impl Tickets {
         Ok(())
     }
 
-    /// Store apps with a request URL whose ticket is due: never seen by this node, or issued at
-    /// least `PUSH_EVERY_MS` ago.
+    /// Store apps with a request URL whose ticket is due, with the bound to issue it under: a URL
+    /// this node has not pushed to yet (noted as pushed to now), or a ticket issued at least
+    /// `PUSH_EVERY_MS` ago.
     fn due(&self, engine: &Engine, dir: &Directory, now_ms: i64) -> Vec<(AppId, i64)> {
-        let slots = self.slots.lock();
-        dir.apps()
-            .iter()
-            .filter(|a| a.kind == AppKind::Store && request_url(engine, dir, &a.app_id).is_some())
-            .filter_map(|a| match slots.get(&a.app_id).and_then(|s| s.issued_at_ms) {
-                None => Some((a.app_id.clone(), i64::MAX)),
-                Some(at) if now_ms - at >= PUSH_EVERY_MS => Some((a.app_id.clone(), now_ms - PUSH_EVERY_MS + 1)),
-                Some(_) => None,
-            })
-            .collect()
+        let mut slots = self.slots.lock();
+        let mut due = Vec::new();
+        for app in dir.apps().iter().filter(|a| a.kind == AppKind::Store) {
+            let Some(url) = request_url(engine, dir, &app.app_id) else { continue };
+            let slot = slots.entry(app.app_id.clone()).or_default();
+            if slot.url.as_deref() != Some(url.as_str()) {
+                slot.url = Some(url);
+                due.push((app.app_id.clone(), i64::MAX));
+            } else if slot.issued_at_ms.is_some_and(|at| now_ms - at >= PUSH_EVERY_MS) {
+                due.push((app.app_id.clone(), now_ms - PUSH_EVERY_MS + 1));
+            }
+        }
+        due
+    }
+
+    /// After a failed issue: the app's ticket is due again on the next tick.
+    fn retry_soon(&self, app_id: &AppId) {
+        if let Some(slot) = self.slots.lock().get_mut(app_id) {
+            slot.url = None;
+        }
     }
 }
 
@@ -200,6 +213,7 @@ async fn run(weak: Weak<Tickets>) {
             for (app_id, replace_before) in this.due(&engine, &dir, ctx.clock.now_ms()) {
                 if let Err(e) = this.issue_and_push(ctx, &app_id, replace_before).await {
                     tracing::warn!(app_id = %app_id.0, error = %e, "issuing an app_ticket failed; retrying");
+                    this.retry_soon(&app_id);
                 }
             }
         }

@@ -151,6 +151,14 @@ async fn resend_pushes_a_new_ticket_that_supersedes_the_old_one() {
 
     assert_eq!(app.app_token_with_ticket("store-app", &first).await.code(), 10012, "superseded");
     assert_eq!(app.app_token_with_ticket("store-app", &second).await.code(), 0);
+
+    // A new request URL gets a new ticket at once.
+    let moved = Receiver::start(KEY, Answer::Good).await;
+    app.receive_tickets("store-app", &moved).await;
+    let third = ticket(&wait_tickets(&moved, 1).await[0]).to_string();
+    assert_ne!(third, second);
+    assert_eq!(tickets(&rx).len(), 2);
+    assert_eq!(app.app_token_with_ticket("store-app", &third).await.code(), 0);
 }
 
 #[tokio::test]
