@@ -25,6 +25,7 @@ mod openapi;
 mod ratelimit;
 mod tenancy;
 mod transport;
+mod user_adds_bot;
 mod storage;
 mod webhooks;
 mod wire;

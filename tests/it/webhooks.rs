@@ -150,7 +150,7 @@ impl Receiver {
     }
 
     /// Waits (real time, generously) until `n` events arrived.
-    async fn wait_events(&self, key: &str, n: usize) -> Vec<(Received, Value)> {
+    pub(crate) async fn wait_events(&self, key: &str, n: usize) -> Vec<(Received, Value)> {
         for _ in 0..1000 {
             let e = self.events(key);
             if e.len() >= n {
