@@ -39,26 +39,26 @@ fn token_failure(err: AuthErr) -> Response {
     top_level(&json!({"code": e.code, "msg": e.msg, "data": {}}))
 }
 
-/// Checks app_id/app_secret; `Err` is the finished failure reply.
-fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, Response> {
+/// Checks app_id/app_secret; `Err` is what the failure reply says.
+fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, AuthErr> {
     let Ok(creds) = serde_json::from_slice::<Credentials>(body) else {
-        return Err(token_failure(AuthErr::InvalidParam));
+        return Err(AuthErr::InvalidParam);
     };
     check_app(state, creds)
 }
 
-/// Checks parsed app credentials; `Err` is the finished failure reply.
-fn check_app(state: &AppState, creds: Credentials) -> Result<App, Response> {
+/// Checks parsed app credentials; `Err` is what the failure reply says.
+fn check_app(state: &AppState, creds: Credentials) -> Result<App, AuthErr> {
     let (Some(app_id), Some(secret)) = (creds.app_id.filter(|s| !s.is_empty()), creds.app_secret.filter(|s| !s.is_empty()))
     else {
-        return Err(token_failure(AuthErr::InvalidParam));
+        return Err(AuthErr::InvalidParam);
     };
     let dir = state.directory();
     let Some(app) = dir.app(&AppId(app_id)) else {
-        return Err(token_failure(AuthErr::InvalidParam));
+        return Err(AuthErr::InvalidParam);
     };
     if !crate::secrets::secret_eq(&secret, &app.app_secret) {
-        return Err(token_failure(AuthErr::AppSecretInvalid));
+        return Err(AuthErr::AppSecretInvalid);
     }
     Ok(app.clone())
 }
@@ -100,7 +100,7 @@ fn expire_secs(state: &AppState, t: &TokenRecord) -> i64 {
 pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let app = match check_credentials(&state, &body) {
         Ok(app) => app,
-        Err(reply) => return Ok(reply),
+        Err(e) => return Ok(token_failure(e)),
     };
     let Some(home) = app.home_tenant.clone().filter(|_| app.kind == AppKind::SelfBuilt) else {
         // Store apps get tenant tokens through app_access_token + tenant_key.
@@ -126,7 +126,7 @@ pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, Ra
 pub async fn app_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let app = match check_credentials(&state, &body) {
         Ok(app) => app,
-        Err(reply) => return Ok(reply),
+        Err(e) => return Ok(token_failure(e)),
     };
     // App tokens are not tied to a tenant; they are stored under the empty tenant key.
     let t = issue(&state, &app.app_id, &TenantKey(String::new()), TokenKind::App).await?;
@@ -163,7 +163,7 @@ pub async fn app_access_token(State(state): State<Arc<AppState>>, RawBody(body):
     let app = match check_app(&state, Credentials { app_id: req.app_id, app_secret: req.app_secret }) {
         Ok(app) if app.kind == AppKind::Store => app,
         Ok(_) => return Ok(token_failure(AuthErr::InvalidParam)),
-        Err(reply) => return Ok(reply),
+        Err(e) => return Ok(token_failure(e)),
     };
     let given = req.app_ticket.unwrap_or_default();
     let current = state.store.app_ticket(&app.app_id).await?;
@@ -195,7 +195,7 @@ pub async fn app_ticket_resend(State(state): State<Arc<AppState>>, RawBody(body)
     let app = match check_credentials(&state, &body) {
         Ok(app) if app.kind == AppKind::Store => app,
         Ok(_) => return Ok(token_failure(AuthErr::InvalidParam)),
-        Err(reply) => return Ok(reply),
+        Err(e) => return Ok(token_failure(e)),
     };
     state.tickets.resend(&app.app_id).await?;
     Ok(top_level(&json!({"code": 0, "msg": "ok"})))
