@@ -1,10 +1,11 @@
 //! `app_ticket` pushes to store apps (Feishu's page "app_ticket 事件"): what the SDKs' ISV mode
 //! trades for an app token (`POST /open-apis/auth/v3/app_access_token`).
 //!
-//! Every store app with a request URL gets a new ticket, pushed to that URL: when this node first
-//! sees the app with that URL (the server's start, a URL set or a fixture loaded at run time), every
-//! `PUSH_EVERY_MS` of larkstack clock after the current ticket was issued (advancing the clock
-//! past it pushes), and on `POST /open-apis/auth/v3/app_ticket/resend`. A new ticket supersedes
+//! Every store app with a request URL gets tickets pushed to that URL: when this node first sees
+//! the app with that URL (the server's start, a URL set or a fixture loaded at run time: the
+//! current ticket, or a new one when there is none less than an hour old), a new one every
+//! `PUSH_EVERY_MS` of larkstack clock after the current one was issued (advancing the clock past
+//! it pushes), and a new one on `POST /open-apis/auth/v3/app_ticket/resend`. A new ticket supersedes
 //! the app's previous one, which no longer buys a token; a ticket expires `TICKET_LIFETIME_MS`
 //! after it was issued (docs/parity.md). Tickets are stored (`Store::issue_app_ticket`) before
 //! they are pushed: with several nodes the store's conditional upsert lets one node issue each
@@ -108,26 +109,52 @@ impl Tickets {
         if request_url(&engine, &dir, app_id).is_none() {
             return Ok(false);
         }
-        self.issue_and_push(ctx, app_id, i64::MAX).await?;
+        self.issue_and_push(ctx, app_id, i64::MAX, true).await?;
         Ok(true)
     }
 
-    /// Stores a new ticket unless the current one was issued at or after `replace_issued_before_ms`,
-    /// then pushes whichever is current.
-    async fn issue_and_push(self: &Arc<Self>, ctx: &Ctx, app_id: &AppId, replace_issued_before_ms: i64) -> Result<(), StoreError> {
+    /// A request URL this node has not pushed to: it gets the current ticket while that is less
+    /// than an hour old (so nodes starting together, or a restart, push one ticket rather than
+    /// superseding each other's), else a new one.
+    async fn push_to_new_url(self: &Arc<Self>, ctx: &Ctx, app_id: &AppId) -> Result<(), StoreError> {
         let now = ctx.clock.now_ms();
-        let issued_at = match ctx.store.issue_app_ticket(fresh_ticket(app_id, now), replace_issued_before_ms).await? {
-            Some(t) => t.issued_at_ms,
-            // Another node issued it: note when, push nothing (that node pushes).
+        match ctx.store.app_ticket(app_id).await? {
+            Some(t) if t.expires_at_ms > now && now - t.issued_at_ms < PUSH_EVERY_MS => {
+                self.note_issued(app_id, t.issued_at_ms);
+                self.push(app_id);
+                Ok(())
+            }
+            _ => self.issue_and_push(ctx, app_id, now - PUSH_EVERY_MS + 1, true).await,
+        }
+    }
+
+    /// Stores a new ticket unless the current one was issued at or after `replace_issued_before_ms`
+    /// (another node issued it), then pushes the current one: always when this node issued it,
+    /// else only with `push_if_not_issued_here`.
+    async fn issue_and_push(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        app_id: &AppId,
+        replace_issued_before_ms: i64,
+        push_if_not_issued_here: bool,
+    ) -> Result<(), StoreError> {
+        let now = ctx.clock.now_ms();
+        match ctx.store.issue_app_ticket(fresh_ticket(app_id, now), replace_issued_before_ms).await? {
+            Some(t) => self.note_issued(app_id, t.issued_at_ms),
             None => {
                 let current = ctx.store.app_ticket(app_id).await?.map_or(now, |t| t.issued_at_ms);
-                self.slots.lock().entry(app_id.clone()).or_default().issued_at_ms = Some(current);
-                return Ok(());
+                self.note_issued(app_id, current);
+                if !push_if_not_issued_here {
+                    return Ok(()); // the node that issued it pushes it
+                }
             }
-        };
-        self.slots.lock().entry(app_id.clone()).or_default().issued_at_ms = Some(issued_at);
+        }
         self.push(app_id);
         Ok(())
+    }
+
+    fn note_issued(&self, app_id: &AppId, issued_at_ms: i64) {
+        self.slots.lock().entry(app_id.clone()).or_default().issued_at_ms = Some(issued_at_ms);
     }
 
     /// Sends the app's current ticket soon, after any push already sending.
@@ -172,10 +199,9 @@ impl Tickets {
         Ok(())
     }
 
-    /// Store apps with a request URL whose ticket is due, with the bound to issue it under: a URL
-    /// this node has not pushed to yet (noted as pushed to now), or a ticket issued at least
-    /// `PUSH_EVERY_MS` ago.
-    fn due(&self, engine: &Engine, dir: &Directory, now_ms: i64) -> Vec<(AppId, i64)> {
+    /// Store apps with a request URL that are due a push: a URL this node has not pushed to yet
+    /// (noted as pushed to now), or a ticket issued at least `PUSH_EVERY_MS` ago.
+    fn due(&self, engine: &Engine, dir: &Directory, now_ms: i64) -> Vec<(AppId, Due)> {
         let mut slots = self.slots.lock();
         let mut due = Vec::new();
         for app in dir.apps().iter().filter(|a| a.kind == AppKind::Store) {
@@ -183,9 +209,9 @@ impl Tickets {
             let slot = slots.entry(app.app_id.clone()).or_default();
             if slot.url.as_deref() != Some(url.as_str()) {
                 slot.url = Some(url);
-                due.push((app.app_id.clone(), i64::MAX));
+                due.push((app.app_id.clone(), Due::NewUrl));
             } else if slot.issued_at_ms.is_some_and(|at| now_ms - at >= PUSH_EVERY_MS) {
-                due.push((app.app_id.clone(), now_ms - PUSH_EVERY_MS + 1));
+                due.push((app.app_id.clone(), Due::Hourly));
             }
         }
         due
@@ -199,6 +225,14 @@ impl Tickets {
     }
 }
 
+/// Why an app is due a push.
+enum Due {
+    /// A request URL this node has not pushed to.
+    NewUrl,
+    /// Its ticket is an hour old: a new one (issued by one node).
+    Hourly,
+}
+
 /// The app's request URL now (run-time settings first), if it receives webhooks.
 fn request_url(engine: &Engine, dir: &Directory, app_id: &AppId) -> Option<String> {
     engine.settings(dir, app_id).and_then(|s| s.webhook_url().map(str::to_string))
@@ -210,8 +244,13 @@ async fn run(weak: Weak<Tickets>) {
             let Some(this) = weak.upgrade() else { return };
             let Some((ctx, engine)) = this.ctx.get() else { return };
             let (Some(dir), Some(engine)) = ((ctx.directory)(), engine.upgrade()) else { return };
-            for (app_id, replace_before) in this.due(&engine, &dir, ctx.clock.now_ms()) {
-                if let Err(e) = this.issue_and_push(ctx, &app_id, replace_before).await {
+            let now = ctx.clock.now_ms();
+            for (app_id, why) in this.due(&engine, &dir, now) {
+                let done = match why {
+                    Due::NewUrl => this.push_to_new_url(ctx, &app_id).await,
+                    Due::Hourly => this.issue_and_push(ctx, &app_id, now - PUSH_EVERY_MS + 1, false).await,
+                };
+                if let Err(e) = done {
                     tracing::warn!(app_id = %app_id.0, error = %e, "issuing an app_ticket failed; retrying");
                     this.retry_soon(&app_id);
                 }

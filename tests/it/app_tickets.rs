@@ -152,13 +152,37 @@ async fn resend_pushes_a_new_ticket_that_supersedes_the_old_one() {
     assert_eq!(app.app_token_with_ticket("store-app", &first).await.code(), 10012, "superseded");
     assert_eq!(app.app_token_with_ticket("store-app", &second).await.code(), 0);
 
-    // A new request URL gets a new ticket at once.
+    // A new request URL gets the current ticket at once (it is less than an hour old).
     let moved = Receiver::start(KEY, Answer::Good).await;
     app.receive_tickets("store-app", &moved).await;
-    let third = ticket(&wait_tickets(&moved, 1).await[0]).to_string();
-    assert_ne!(third, second);
+    assert_eq!(ticket(&wait_tickets(&moved, 1).await[0]), second);
     assert_eq!(tickets(&rx).len(), 2);
-    assert_eq!(app.app_token_with_ticket("store-app", &third).await.code(), 0);
+    assert_eq!(app.app_token_with_ticket("store-app", &second).await.code(), 0);
+}
+
+#[tokio::test]
+async fn a_restart_pushes_the_current_ticket_until_it_is_an_hour_old() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start(KEY, Answer::Good).await;
+    app.advance("0s").await;
+    app.receive_tickets("store-app", &rx).await;
+    let first = ticket(&wait_tickets(&rx, 1).await[0]).to_string();
+    // Another node on the same store (or this one restarted) with the same request URL.
+    let text = DEMO_FIXTURE.replace(
+        "kind = \"store\"\ninstalled = [\"acme\", \"globex\"]",
+        &format!("kind = \"store\"\ninstalled = [\"acme\", \"globex\"]\nevent_url = \"{}\"\nencrypt_key = \"{KEY}\"\nverification_token = \"{TOKEN}\"", rx.url),
+    );
+    let clock = app.state.clock.clone();
+    let TestApp { data, state, router, .. } = app;
+    drop((state, router));
+    let again = TestApp::on(data, Directory::from_toml(&text).unwrap(), Default::default(), clock).await;
+    let got = wait_tickets(&rx, 2).await;
+    assert_eq!(ticket(&got[1]), first, "the current ticket again, not a new one");
+    assert_eq!(again.app_token_with_ticket("store-app", &first).await.code(), 0);
+    again.advance("1h").await;
+    let got = wait_tickets(&rx, 3).await;
+    assert_ne!(ticket(&got[2]), first);
+    assert_eq!(again.app_token_with_ticket("store-app", &first).await.code(), 10012);
 }
 
 #[tokio::test]
