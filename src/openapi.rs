@@ -145,6 +145,15 @@ pub struct HookReply {
     pub status_message: Option<String>,
 }
 
+/// `app_ticket/resend`'s reply: `{code, msg}` (HTTP 200 also on failure, with `data: {}`).
+#[derive(ToSchema)]
+pub struct TicketResendReply {
+    pub code: i64,
+    pub msg: String,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
 /// The replies of every enveloped operation: 200 with `{code: 0, msg, data}`, anything else
 /// with the error envelope.
 pub struct FeishuResponses;

@@ -34,6 +34,8 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(openapi::with_trailing_slash(routes!(auth::tenant_access_token_internal)))
         .routes(openapi::with_trailing_slash(routes!(auth::app_access_token_internal)))
         .routes(routes!(auth::tenant_access_token))
+        .routes(routes!(auth::app_access_token))
+        .routes(routes!(auth::app_ticket_resend))
         .routes(routes!(im::chats::create, im::chats::list))
         .routes(routes!(im::chats::search))
         .routes(routes!(im::chats::get, im::chats::update, im::chats::delete))
@@ -72,14 +74,16 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
 /// The whole HTTP surface; usable in-process from tests.
 pub fn app(state: Arc<AppState>) -> Router {
     let weak = Arc::downgrade(&state);
-    state.deliveries.start(crate::delivery::Ctx {
+    let delivery = crate::delivery::Ctx {
         store: state.store.clone(),
         clock: state.clock.clone(),
         metrics: state.metrics.clone(),
         directory: Arc::new(move || weak.upgrade().map(|s| s.directory())),
         outbox_bytes: state.outbox_bytes,
         longconn: state.longconn.clone(),
-    });
+    };
+    state.deliveries.start(delivery.clone());
+    state.tickets.start(delivery, Arc::downgrade(&state.deliveries));
     // Events waiting for a long-connection app go as soon as one of its clients connects.
     let engine = Arc::downgrade(&state.deliveries);
     state.longconn.on_connect(Arc::new(move || {

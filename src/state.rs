@@ -50,6 +50,8 @@ pub struct AppState {
     pub outbox_bytes: u64,
     /// The long connections (WebSocket) this node holds, and their event delivery.
     pub longconn: Arc<crate::longconn::Hub>,
+    /// `app_ticket` pushes to store apps (started with the router).
+    pub tickets: Arc<crate::delivery::ticket::Tickets>,
 }
 
 pub struct StateConfig {
@@ -113,6 +115,7 @@ impl AppState {
             fixture_file: config.fixture_file,
             deliveries: Arc::default(),
             outbox_bytes: config.outbox_bytes.max(1),
+            tickets: Arc::default(),
         })
     }
 

@@ -1,5 +1,7 @@
-//! `POST /open-apis/auth/v3/{tenant,app}_access_token/internal` and `/auth/v3/tenant_access_token`,
-//! plus the bearer check every other endpoint runs first.
+//! `POST /open-apis/auth/v3/{tenant,app}_access_token/internal`, the store apps' (ISV) trio
+//! `/auth/v3/app_ticket/resend`, `/auth/v3/app_access_token` (with the pushed `app_ticket`, see
+//! `delivery::ticket`) and `/auth/v3/tenant_access_token`, plus the bearer check every other
+//! endpoint runs first.
 //!
 //! Token rules (spec §2.2): 2-hour tokens; asking again returns the same token with its remaining
 //! lifetime until less than 30 minutes remain, then a new one while the old stays valid. Tokens
@@ -37,21 +39,26 @@ fn token_failure(err: AuthErr) -> Response {
     top_level(&json!({"code": e.code, "msg": e.msg, "data": {}}))
 }
 
-/// Checks app_id/app_secret; `Err` is the finished failure reply.
-fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, Response> {
+/// Checks app_id/app_secret; `Err` is what the failure reply says.
+fn check_credentials(state: &AppState, body: &[u8]) -> Result<App, AuthErr> {
     let Ok(creds) = serde_json::from_slice::<Credentials>(body) else {
-        return Err(token_failure(AuthErr::InvalidParam));
+        return Err(AuthErr::InvalidParam);
     };
+    check_app(state, creds)
+}
+
+/// Checks parsed app credentials; `Err` is what the failure reply says.
+fn check_app(state: &AppState, creds: Credentials) -> Result<App, AuthErr> {
     let (Some(app_id), Some(secret)) = (creds.app_id.filter(|s| !s.is_empty()), creds.app_secret.filter(|s| !s.is_empty()))
     else {
-        return Err(token_failure(AuthErr::InvalidParam));
+        return Err(AuthErr::InvalidParam);
     };
     let dir = state.directory();
     let Some(app) = dir.app(&AppId(app_id)) else {
-        return Err(token_failure(AuthErr::InvalidParam));
+        return Err(AuthErr::InvalidParam);
     };
     if !crate::secrets::secret_eq(&secret, &app.app_secret) {
-        return Err(token_failure(AuthErr::AppSecretInvalid));
+        return Err(AuthErr::AppSecretInvalid);
     }
     Ok(app.clone())
 }
@@ -93,7 +100,7 @@ fn expire_secs(state: &AppState, t: &TokenRecord) -> i64 {
 pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let app = match check_credentials(&state, &body) {
         Ok(app) => app,
-        Err(reply) => return Ok(reply),
+        Err(e) => return Ok(token_failure(e)),
     };
     let Some(home) = app.home_tenant.clone().filter(|_| app.kind == AppKind::SelfBuilt) else {
         // Store apps get tenant tokens through app_access_token + tenant_key.
@@ -103,7 +110,7 @@ pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, Ra
     Ok(top_level(&json!({"code": 0, "msg": "ok", "tenant_access_token": t.token, "expire": expire_secs(&state, &t)})))
 }
 
-/// Any app gets an app token (store apps without an app_ticket: see docs/parity.md).
+/// Any app gets an app token (store apps also without an app_ticket: see docs/parity.md).
 /// Side effects: may store one new token.
 #[utoipa::path(
     post,
@@ -119,11 +126,79 @@ pub async fn tenant_access_token_internal(State(state): State<Arc<AppState>>, Ra
 pub async fn app_access_token_internal(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let app = match check_credentials(&state, &body) {
         Ok(app) => app,
-        Err(reply) => return Ok(reply),
+        Err(e) => return Ok(token_failure(e)),
     };
     // App tokens are not tied to a tenant; they are stored under the empty tenant key.
     let t = issue(&state, &app.app_id, &TenantKey(String::new()), TokenKind::App).await?;
     Ok(top_level(&json!({"code": 0, "msg": "ok", "app_access_token": t.token, "expire": expire_secs(&state, &t)})))
+}
+
+/// A store app's credentials and the ticket last pushed to it.
+#[derive(Deserialize, utoipa::ToSchema)]
+struct StoreAppCredentials {
+    app_id: Option<String>,
+    app_secret: Option<String>,
+    app_ticket: Option<String>,
+}
+
+/// A store app trades its current `app_ticket` for an app token. Self-built apps are refused
+/// (10003: they use `app_access_token/internal`); a missing, unknown, expired, superseded or
+/// another app's ticket answers 10012.
+/// Side effects: may store one new token.
+#[utoipa::path(
+    post,
+    path = "/open-apis/auth/v3/app_access_token",
+    tag = "auth",
+    summary = "App access token of a store app (with its app_ticket)",
+    request_body(content = StoreAppCredentials, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`code` 0 with the token, else 10003, 10012 or 10014", body = crate::openapi::AppTokenReply),
+        crate::openapi::ErrorResponse,
+    ),
+)]
+pub async fn app_access_token(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let Ok(req) = serde_json::from_slice::<StoreAppCredentials>(&body) else {
+        return Ok(token_failure(AuthErr::InvalidParam));
+    };
+    let app = match check_app(&state, Credentials { app_id: req.app_id, app_secret: req.app_secret }) {
+        Ok(app) if app.kind == AppKind::Store => app,
+        Ok(_) => return Ok(token_failure(AuthErr::InvalidParam)),
+        Err(e) => return Ok(token_failure(e)),
+    };
+    let given = req.app_ticket.unwrap_or_default();
+    let current = state.store.app_ticket(&app.app_id).await?;
+    let valid = current.is_some_and(|t| {
+        !given.is_empty() && crate::secrets::secret_eq(&given, &t.ticket) && t.expires_at_ms > state.clock.now_ms()
+    });
+    if !valid {
+        return Ok(token_failure(AuthErr::AppTicketInvalid));
+    }
+    let t = issue(&state, &app.app_id, &TenantKey(String::new()), TokenKind::App).await?;
+    Ok(top_level(&json!({"code": 0, "msg": "ok", "app_access_token": t.token, "expire": expire_secs(&state, &t)})))
+}
+
+/// Asks for a new `app_ticket` to be pushed to the store app's request URL now.
+/// Side effects: stores a new ticket (superseding the current one), then pushes it
+/// asynchronously; nothing when the app has no request URL. Self-built apps are refused (10003).
+#[utoipa::path(
+    post,
+    path = "/open-apis/auth/v3/app_ticket/resend",
+    tag = "auth",
+    summary = "Push a store app's app_ticket again",
+    request_body(content = Credentials, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`code` 0, else 10003 or 10014", body = crate::openapi::TicketResendReply),
+        crate::openapi::ErrorResponse,
+    ),
+)]
+pub async fn app_ticket_resend(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
+    let app = match check_credentials(&state, &body) {
+        Ok(app) if app.kind == AppKind::Store => app,
+        Ok(_) => return Ok(token_failure(AuthErr::InvalidParam)),
+        Err(e) => return Ok(token_failure(e)),
+    };
+    state.tickets.resend(&app.app_id).await?;
+    Ok(top_level(&json!({"code": 0, "msg": "ok"})))
 }
 
 /// A store app's app token and the tenant that installed it.

@@ -1,5 +1,5 @@
 //! Control endpoints that look inside (chats, tasks) and that act as a person would in the
-//! Feishu client: post into a chat, join it, leave it.
+//! Feishu client: post into a chat, join it, leave it, add a bot to it.
 
 use std::sync::Arc;
 
@@ -292,6 +292,38 @@ pub async fn join_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id)
         Ok(())
     })
     .await
+}
+
+/// A user and the bot they add.
+#[derive(Deserialize, utoipa::ToSchema)]
+struct SomeoneAddsABot {
+    user: String,
+    /// The bot's app (cli_…).
+    app_id: String,
+}
+
+/// A member adds a bot to the group chat, as from the chat's settings in the client (Feishu then
+/// sends the bot `im.chat.member.bot.added_v1`).
+#[utoipa::path(
+    post,
+    path = "/_larkstack/chats/{chat_id}/bots",
+    tag = "control",
+    summary = "A user adds a bot to the chat",
+    params(("chat_id" = String, Path, description = "The chat (oc_…)")),
+    request_body(content = SomeoneAddsABot, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn add_bot_as_user(State(state): State<Arc<AppState>>, PathParam(chat_id): PathParam, RawBody(body): RawBody) -> ApiResult {
+    let req: SomeoneAddsABot = json_body(&body)?;
+    let dir = state.directory();
+    let user = user_by_key(&dir, &req.user)?;
+    if !user.is_active() {
+        return Err(control_error(ControlErr::BadRequest, format!("{} has resigned", user.key)));
+    }
+    let bot = dir.app(&AppId(req.app_id.clone())).cloned().ok_or_else(|| control_error(ControlErr::NotFound, format!("no app {}", req.app_id)))?;
+    let uid = user.uid.clone();
+    change(&state, &chat_id, &uid.clone(), move |chat| crate::domain::chat_ops::apply_user_adds_bot(chat, &uid, &bot).map_err(String::from)).await
 }
 
 /// A user leaves the chat. The owner has to hand the chat over first, as in the client.

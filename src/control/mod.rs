@@ -60,6 +60,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::chat_detail))
         .routes(routes!(actors::post_as_user))
         .routes(routes!(actors::join_as_user))
+        .routes(routes!(actors::add_bot_as_user))
         .routes(routes!(actors::leave_as_user))
         .routes(routes!(actors::enter_p2p))
         .routes(routes!(actors::read_as_user))

@@ -17,6 +17,7 @@
 //! several nodes each deliver every event.
 
 pub mod send;
+pub mod ticket;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -608,6 +608,36 @@ pub fn apply_remove(
     Ok(invalid)
 }
 
+/// A member adds a bot to a group chat from the Feishu client (the control API acts as them):
+/// `Err` says why not. Where only the owner may add members, only the owner and managers may.
+/// A bot already in the chat is no change.
+pub fn apply_user_adds_bot(chat: &mut Chat, user: &Uid, bot: &App) -> Result<(), &'static str> {
+    if chat.is_dissolved() {
+        return Err("the chat has been disbanded");
+    }
+    if !chat.is_group() {
+        return Err("bots are added to group chats only");
+    }
+    if !chat.has_user(user) {
+        return Err("the user is not in the chat");
+    }
+    let owner_or_manager = chat.owner == Owner::User(user.clone()) || chat.user_managers.contains(user);
+    if chat.settings.add_member_permission == "only_owner" && !owner_or_manager {
+        return Err("only the owner and managers may add members to this chat");
+    }
+    if !bot.bot || !bot.enabled_in(&chat.tenant_key) {
+        return Err("the app has no bot enabled in the chat's tenant");
+    }
+    if chat.has_bot(&bot.app_id) {
+        return Ok(());
+    }
+    if chat.bots.len() >= MAX_BOTS_PER_CHAT {
+        return Err("the chat has the most bots it can have");
+    }
+    chat.bots.push(bot.app_id.clone());
+    Ok(())
+}
+
 /// A bot joins a public chat by itself.
 pub fn apply_me_join(dir: &Directory, app: &App, tenant: &Tenant, chat: &mut Chat) -> Result<(), FeishuError> {
     usable_group(dir, app, tenant, chat)?;

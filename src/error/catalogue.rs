@@ -89,6 +89,9 @@ errors! {
     /// The token endpoints (`/open-apis/auth/v3/*`): failures answer HTTP 200 with the code at the top level.
     AuthErr {
         InvalidParam = (10003, 200, "invalid param"),
+        /// A store app's `app_ticket` that is missing, unknown, expired, superseded or another
+        /// app's (the Go SDK answers it with an `app_ticket/resend`); message: GUESS.
+        AppTicketInvalid = (10012, 200, "app_ticket is invalid"),
         AppSecretInvalid = (10014, 200, "app secret invalid"),
     }
 }

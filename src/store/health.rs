@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, EventQuery, Created, Cursor,
     DedupKey, ImportBatch, LinkedChat, MessageQuery, OutboxStats, StateRecord, Store, StoreError,
     StoreStats, TaskChatRecord, TaskLink, TokenRecord, MessageChange, ReactionQuery, ReadMark, ReadQuery,
-    ReadRecord};
+    ReadRecord, AppTicketRecord};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -234,5 +234,13 @@ impl Store for Tracked {
 
     async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
         self.track(self.inner.remove_custom_bot(chat_id, bot_id).await)
+    }
+
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
+        self.track(self.inner.issue_app_ticket(fresh, replace_issued_before_ms).await)
+    }
+
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+        self.inner.app_ticket(app_id).await
     }
 }

@@ -88,6 +88,16 @@ pub struct TokenRecord {
     pub expires_at_ms: i64,
 }
 
+/// A store app's `app_ticket` (auth v3): the one an app may trade for an app token now. Each
+/// app has at most one; a new one replaces (supersedes) it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppTicketRecord {
+    pub app_id: AppId,
+    pub ticket: String,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
 /// A change to one chat, run atomically against its latest stored state, returning its domain
 /// events. Returning `Err` leaves the chat as it was and records no event. Backends serialise
 /// changes per chat, so none is lost and caps hold; the events are committed with the change.
@@ -265,8 +275,8 @@ pub struct LinkedChat {
 /// One record of an exported state: one line of the NDJSON stream `GET /_larkstack/state` sends
 /// (`{"chat": {...}}`, `{"token": {...}}`, ...). A store exports chats first (in the order they
 /// were stored), then dedup keys, p2p chats, messages, message dedup keys, task links, reactions,
-/// read receipts, custom bots, tokens, events, and last the blobs (each `Blob` followed by its
-/// bytes in `BlobChunk`s).
+/// read receipts, custom bots, tokens, app tickets, events, and last the blobs (each `Blob`
+/// followed by its bytes in `BlobChunk`s).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 // Most records of a state are chats: boxing them would cost an allocation each for nothing.
@@ -283,7 +293,8 @@ pub enum StateRecord {
     /// A group's custom bot, with its webhook token and secret.
     CustomBot(CustomBot),
     Token(TokenRecord),
-    /// One event of the outbox, with its seq (events come after the tables above, in seq order).
+    AppTicket(AppTicketRecord),
+    /// One event of the outbox, with its seq (events come after the rest, in seq order).
     Event(StoredEvent),
     /// An uploaded image or file; its bytes follow in `BlobChunk` records, in order.
     Blob(BlobMeta),
@@ -508,4 +519,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the chat's custom bot `bot_id`; whether there was one.
     async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError>;
+
+    /// Stores `fresh` as its app's ticket, superseding the current one, unless the current one
+    /// was issued at or after `replace_issued_before_ms` (`None` then: it stays). Atomic, so of
+    /// concurrent issuers on any number of nodes with the same bound one wins. Tickets survive
+    /// `clear`, like tokens.
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError>;
+
+    /// The app's current ticket (expired or not).
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError>;
 }

@@ -22,7 +22,7 @@ use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
     EventQuery, ImportBatch, MessageQuery, OutboxStats, StateRecord, Store, StoreError, StoreStats,
     TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER, MessageChange, ReactionQuery, ReadMark,
-    ReadQuery, ReadRecord};
+    ReadQuery, ReadRecord, AppTicketRecord};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0009_blobs.sql"),
     include_str!("migrations/postgres/0008_message_ops.sql"),
     include_str!("migrations/postgres/0007_custom_bots.sql"),
+    include_str!("migrations/postgres/0006_app_tickets.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -267,8 +268,8 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
 
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
         let tables = sql::STATE_TABLES.join(", ");
-        let tokens = if tokens { ", tokens" } else { "" };
-        self.0.batch_execute(&format!("TRUNCATE {tables}{tokens}")).await?;
+        let credentials = if tokens { format!(", {}", sql::CREDENTIAL_TABLES.join(", ")) } else { String::new() };
+        self.0.batch_execute(&format!("TRUNCATE {tables}{credentials}")).await?;
         reset_event_seq(self.0).await
     }
 
@@ -768,5 +769,17 @@ impl Store for PostgresStore {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         sql::find_token(&mut Pg(&self.client().await?), token).await
+    }
+
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let issued = sql::issue_app_ticket(&mut Pg(&tx), fresh, replace_issued_before_ms).await?;
+        self.commit(tx).await?;
+        Ok(issued)
+    }
+
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+        sql::app_ticket(&mut Pg(&self.client().await?), app_id).await
     }
 }

@@ -15,7 +15,7 @@ use super::codec::{self, from_json, to_json, token_record, ChatRow, EventRow};
 use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, ChatChange, ChatOrder, Created, Cursor, DedupKey,
     DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey, MessageDedupRecord, MessageOrder,
     MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
-    MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord};
+    MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord, AppTicketRecord};
 use crate::domain::chat::{fold_case, Chat};
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -208,6 +208,13 @@ statements! {
     INSERT_TOKEN = "INSERT INTO tokens (token, kind, app_id, tenant_key, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
     TOKEN = "SELECT ", token_columns!(), " FROM tokens WHERE token = $1";
 
+    /// A new ticket replaces the app's current one only if that was issued before `$5`.
+    ISSUE_APP_TICKET = "INSERT INTO app_tickets (app_id, ticket, issued_at, expires_at) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (app_id) DO UPDATE SET ticket = excluded.ticket, issued_at = excluded.issued_at,
+        expires_at = excluded.expires_at WHERE app_tickets.issued_at < $5";
+    INSERT_APP_TICKET = "INSERT INTO app_tickets (app_id, ticket, issued_at, expires_at) VALUES ($1, $2, $3, $4)";
+    APP_TICKET = "SELECT app_id, ticket, issued_at, expires_at FROM app_tickets WHERE app_id = $1";
+
     /// No index on `chat_id` (it cost every create a second B-tree insert): a chat's events are
     /// found by walking seq order from `$1`, within the outbox's byte bound.
     EVENTS = "SELECT ", event_columns!(), " FROM events WHERE seq > $1 AND (CAST($2 AS TEXT) IS NULL OR chat_id = $2)
@@ -243,6 +250,7 @@ statements! {
     EXPORT_READS = "SELECT seq, message_id, uid, read_at FROM message_reads ORDER BY seq";
     EXPORT_CUSTOM_BOTS = "SELECT body FROM custom_bots ORDER BY created_at, token";
     EXPORT_TOKENS = "SELECT ", token_columns!(), " FROM tokens ORDER BY issued_at, token";
+    EXPORT_APP_TICKETS = "SELECT app_id, ticket, issued_at, expires_at FROM app_tickets ORDER BY app_id";
     EXPORT_EVENTS = "SELECT ", event_columns!(), " FROM events ORDER BY seq";
 
     /// Bytes the app's blobs take, for the blob quota.
@@ -255,8 +263,12 @@ statements! {
     EXPORT_BLOB_KEYS = "SELECT key FROM blobs ORDER BY created_at, key";
 }
 
-/// Every table of the state but tokens (which `clear` keeps), children first.
+/// Every table of the state but the credentials (`CREDENTIAL_TABLES`, which `clear` keeps),
+/// children first.
 pub const STATE_TABLES: &[&str] = &["blobs", "events", "message_reads", "reactions", "custom_bots", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+
+/// What SDK clients hold on to (tokens, app tickets): kept by `clear`, replaced by an import.
+pub const CREDENTIAL_TABLES: &[&str] = &["tokens", "app_tickets"];
 
 /// A value bound to a placeholder.
 #[derive(Debug, Clone, Copy)]
@@ -311,7 +323,7 @@ pub trait Tx {
     /// one writer runs everything).
     async fn lock(&mut self, scope: &str, key: &str) -> Result<(), StoreError>;
 
-    /// Empties `STATE_TABLES` (and tokens with `tokens`); event seqs start over at 1.
+    /// Empties `STATE_TABLES` (and `CREDENTIAL_TABLES` with `tokens`); event seqs start over at 1.
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError>;
 
     /// After events were stored with their seqs (an import): the next one follows the last.
@@ -368,6 +380,10 @@ pub fn chat_from_row(r: &dyn Cols) -> Result<(i64, Chat), StoreError> {
 
 pub fn token_from_row(r: &dyn Cols) -> Result<TokenRecord, StoreError> {
     token_record((r.string(0)?, r.string(1)?, r.string(2)?, r.string(3)?, r.int(4)?, r.int(5)?))
+}
+
+fn app_ticket_from_row(r: &dyn Cols) -> Result<AppTicketRecord, StoreError> {
+    Ok(AppTicketRecord { app_id: AppId(r.string(0)?), ticket: r.string(1)?, issued_at_ms: r.int(2)?, expires_at_ms: r.int(3)? })
 }
 
 fn event_from_row(r: &dyn Cols) -> Result<StoredEvent, StoreError> {
@@ -449,7 +465,7 @@ fn operator_key(operator: &Sender) -> String {
 pub type RecordFromRow = fn(&dyn Cols) -> Result<StateRecord, StoreError>;
 
 /// Every table's export query, in export order (see `StateRecord`), with how a row becomes a record.
-pub fn export_queries() -> [(&'static Sql, RecordFromRow); 11] {
+pub fn export_queries() -> [(&'static Sql, RecordFromRow); 12] {
     [
         (&EXPORT_CHATS, |r| Ok(StateRecord::Chat(chat_from_row(r)?.1))),
         (&EXPORT_CHAT_DEDUP, |r| {
@@ -481,6 +497,7 @@ pub fn export_queries() -> [(&'static Sql, RecordFromRow); 11] {
         (&EXPORT_READS, |r| Ok(StateRecord::MessageRead(read_from_row(r)?.1))),
         (&EXPORT_CUSTOM_BOTS, |r| Ok(StateRecord::CustomBot(custom_bot_from_row(r)?))),
         (&EXPORT_TOKENS, |r| Ok(StateRecord::Token(token_from_row(r)?))),
+        (&EXPORT_APP_TICKETS, |r| Ok(StateRecord::AppTicket(app_ticket_from_row(r)?))),
         (&EXPORT_EVENTS, |r| Ok(StateRecord::Event(event_from_row(r)?))),
     ]
 }
@@ -679,6 +696,10 @@ pub async fn custom_bot(tx: &mut impl Tx, token: &str) -> Result<Option<CustomBo
 
 pub async fn find_token(tx: &mut impl Tx, token: &str) -> Result<Option<TokenRecord>, StoreError> {
     tx.query_opt(&TOKEN, &[Text(token)], token_from_row).await
+}
+
+pub async fn app_ticket(tx: &mut impl Tx, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+    tx.query_opt(&APP_TICKET, &[Text(&app_id.0)], app_ticket_from_row).await
 }
 
 // ---- changes: each runs inside one transaction (or savepoint) the backend commits ----
@@ -980,6 +1001,18 @@ pub async fn remove_custom_bot(tx: &mut impl Tx, chat_id: &ChatId, bot_id: &AppI
     Ok(tx.execute(&DELETE_CUSTOM_BOT, &[Text(&chat_id.0), Text(&bot_id.0)]).await? > 0)
 }
 
+/// Stores `fresh` as its app's ticket unless the current one was issued at or after
+/// `replace_issued_before_ms`; the row's conditional upsert decides between concurrent issuers.
+pub async fn issue_app_ticket(
+    tx: &mut impl Tx,
+    fresh: AppTicketRecord,
+    replace_issued_before_ms: i64,
+) -> Result<Option<AppTicketRecord>, StoreError> {
+    let t = &fresh;
+    let params = [Text(&t.app_id.0), Text(&t.ticket), Int(t.issued_at_ms), Int(t.expires_at_ms), Int(replace_issued_before_ms)];
+    Ok((tx.execute(&ISSUE_APP_TICKET, &params).await? > 0).then_some(fresh))
+}
+
 /// Replaces everything with the records received; how many it stored. Nothing is committed
 /// unless it returns `Ok` (the backend's transaction or savepoint makes it all or nothing).
 pub async fn import(tx: &mut impl Tx, mut batches: tokio::sync::mpsc::Receiver<ImportBatch>) -> Result<u64, StoreError> {
@@ -1065,6 +1098,9 @@ async fn import_record(tx: &mut impl Tx, record: StateRecord, blob: &mut Option<
         }
         StateRecord::CustomBot(bot) => insert_custom_bot(tx, &bot).await?,
         StateRecord::Token(token) => insert_token(tx, &token).await?,
+        StateRecord::AppTicket(t) => {
+            tx.execute(&INSERT_APP_TICKET, &[Text(&t.app_id.0), Text(&t.ticket), Int(t.issued_at_ms), Int(t.expires_at_ms)]).await?;
+        }
         StateRecord::Event(e) => {
             let row = EventRow::encode(&e.event);
             let params = [

@@ -11,11 +11,11 @@ use rusqlite::{params, Connection, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
+use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES, CREDENTIAL_TABLES};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
     EventQuery, ImportBatch, MessageDedupKey, MessageQuery, OutboxStats, StateRecord, MessageChange,
     ReactionQuery, ReadMark, ReadQuery, ReadRecord, Store, StoreError, StoreStats, TaskChatRecord,
-    TaskLink, TokenRecord, EXPORT_BUFFER};
+    TaskLink, TokenRecord, EXPORT_BUFFER, AppTicketRecord};
 use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0011_blobs.sql"),
     include_str!("migrations/sqlite/0010_message_ops.sql"),
     include_str!("migrations/sqlite/0009_custom_bots.sql"),
+    include_str!("migrations/sqlite/0008_app_tickets.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -74,6 +75,11 @@ enum WriteOp {
         reply: oneshot::Sender<Result<Created, StoreError>>,
     },
     RotateToken { fresh: TokenRecord, reuse_after_ms: i64, reply: oneshot::Sender<Result<TokenRecord, StoreError>> },
+    IssueAppTicket {
+        fresh: AppTicketRecord,
+        replace_issued_before_ms: i64,
+        reply: oneshot::Sender<Result<Option<AppTicketRecord>, StoreError>>,
+    },
     Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
     P2p { app: AppId, uid: Uid, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Chat, StoreError>> },
     TaskChat { link: TaskLink, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Created, StoreError>> },
@@ -378,6 +384,9 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
                     deliver(reply, ready(sql::rotate_token(&mut Lite(&tx), fresh, reuse_after_ms)))
                 }
+                WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply } => {
+                    deliver(reply, ready(sql::issue_app_ticket(&mut Lite(&tx), fresh, replace_issued_before_ms)))
+                }
                 WriteOp::Modify { chat_id, change, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
                 }
@@ -546,7 +555,8 @@ impl Tx for Lite<'_> {
     }
 
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
-        for table in STATE_TABLES.iter().chain(tokens.then_some(&"tokens")) {
+        let credentials = if tokens { CREDENTIAL_TABLES } else { &[] };
+        for table in STATE_TABLES.iter().chain(credentials) {
             self.0.execute(&format!("DELETE FROM {table}"), [])?;
         }
         Ok(())
@@ -859,6 +869,16 @@ impl Store for SqliteStore {
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
         self.read(move |conn| ready(sql::find_token(&mut Lite(conn), &token))).await
+    }
+
+    async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.write(WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply }, rx).await
+    }
+
+    async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
+        let app_id = app_id.clone();
+        self.read(move |conn| ready(sql::app_ticket(&mut Lite(conn), &app_id))).await
     }
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod apaas;
+mod app_tickets;
 mod architecture;
 mod auth;
 mod bot;
@@ -31,6 +32,7 @@ mod ratelimit;
 mod reactions;
 mod tenancy;
 mod transport;
+mod user_adds_bot;
 mod storage;
 mod webhooks;
 mod wire;

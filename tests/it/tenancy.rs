@@ -333,7 +333,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
             // Later migrations' tables (0005: events; 0010: reactions, reads) did not exist then either.
             conn.execute_batch(
-                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs; DROP TABLE custom_bots;
+                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs; DROP TABLE custom_bots; DROP TABLE app_tickets;
                  ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;",
             )
             .unwrap();
@@ -344,7 +344,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs, custom_bots;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs, custom_bots, app_tickets;
                      ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))

@@ -16,10 +16,10 @@ use crate::support::*;
 
 /// One request as the receiver read it.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     /// Header lines exactly as sent (name case kept).
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Received {
@@ -30,7 +30,7 @@ impl Received {
 
 /// How the receiver answers.
 #[derive(Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     /// Echo challenges, 200 `{"msg":"success"}` to events.
     Good,
     /// 200 `{}` to everything (never echoes a challenge).
@@ -38,9 +38,9 @@ enum Answer {
 }
 
 #[derive(Clone)]
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) got: Arc<Mutex<Vec<Received>>>,
     /// Events (not challenges) still to fail with HTTP 500.
     fail_next: Arc<Mutex<u32>>,
 }
@@ -53,7 +53,7 @@ fn decrypt(key: &str, b64: &str) -> Vec<u8> {
 }
 
 /// The JSON a receiver with `key` sees: decrypted when encrypted.
-fn plain(key: &str, body: &[u8]) -> Value {
+pub(crate) fn plain(key: &str, body: &[u8]) -> Value {
     let v: Value = serde_json::from_slice(body).unwrap();
     match v.get("encrypt").and_then(Value::as_str) {
         Some(e) => serde_json::from_slice(&decrypt(key, e)).unwrap(),
@@ -61,7 +61,7 @@ fn plain(key: &str, body: &[u8]) -> Value {
     }
 }
 
-fn check_signature(key: &str, r: &Received) {
+pub(crate) fn check_signature(key: &str, r: &Received) {
     let ts = r.header("X-Lark-Request-Timestamp").expect("title-cased X-Lark-Request-Timestamp");
     let nonce = r.header("X-Lark-Request-Nonce").expect("title-cased X-Lark-Request-Nonce");
     let sig = r.header("X-Lark-Signature").expect("title-cased X-Lark-Signature");
@@ -107,7 +107,7 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
 
 impl Receiver {
     /// A receiver that decrypts with `key` (to answer challenges).
-    async fn start(key: &str, answer: Answer) -> Receiver {
+    pub(crate) async fn start(key: &str, answer: Answer) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/webhook", listener.local_addr().unwrap());
         let r = Receiver { url, got: Arc::default(), fail_next: Arc::default() };
@@ -150,7 +150,7 @@ impl Receiver {
     }
 
     /// Waits (real time, generously) until `n` events arrived.
-    async fn wait_events(&self, key: &str, n: usize) -> Vec<(Received, Value)> {
+    pub(crate) async fn wait_events(&self, key: &str, n: usize) -> Vec<(Received, Value)> {
         for _ in 0..1000 {
             let e = self.events(key);
             if e.len() >= n {
@@ -163,12 +163,12 @@ impl Receiver {
 }
 
 impl TestApp {
-    async fn admin_call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+    pub(crate) async fn admin_call(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
         let token = self.state.admin_token.clone();
         self.call(method, uri, &token, body).await
     }
 
-    async fn subscribe(&self, app_key: &str, body: Value) -> Reply {
+    pub(crate) async fn subscribe(&self, app_key: &str, body: Value) -> Reply {
         self.admin_call(Method::PUT, &format!("/_larkstack/apps/{}/events", self.app_id(app_key)), Some(body)).await
     }
 

@@ -6,8 +6,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import * as lark from "@larksuiteoapi/node-sdk";
-import { apps, openId, startLarkstack, users } from "./larkstack.mjs";
+import { apps, directory, openId, startLarkstack, users } from "./larkstack.mjs";
 
 const WAIT_MS = 20_000; // generous: the machine may be loaded
 
@@ -65,9 +68,20 @@ function ok(resp) {
 let server;
 let client;
 const appId = apps["demo-bot"].app_id;
+const acme = directory.tenants.find((t) => t.key === "acme").tenant_key;
+
+/** The demo directory, with demo-bot also allowed the p2p-entered event (no demo app has its scope). */
+function fixtureWithP2pEntered() {
+    const demo = readFileSync(new URL("../../fixtures/demo.toml", import.meta.url), "utf8");
+    const scopes = 'scopes = ["im:chat", "im:chat:create", "im:message",';
+    assert.equal(demo.split(scopes).length, 2, "demo-bot's scope list moved; update this test");
+    const path = join(mkdtempSync(join(tmpdir(), "larkstack-nodeev-fixture-")), "fixture.toml");
+    writeFileSync(path, demo.replace(scopes, 'scopes = ["im:chat.access_event.bot_p2p_chat:read", "im:chat", "im:chat:create", "im:message",'));
+    return path;
+}
 
 before(async () => {
-    server = await startLarkstack("nodeev");
+    server = await startLarkstack("nodeev", ["--fixture", fixtureWithP2pEntered()]);
     client = new lark.Client({
         appId,
         appSecret: apps["demo-bot"].app_secret,
@@ -145,6 +159,54 @@ for (const mode of ["encrypted", "plain"]) {
             assert.equal(r.code, 0, JSON.stringify(r));
             const left = await bot.wait("im.chat.member.user.deleted_v1", (d) => d.chat_id === chatId);
             assert.deepEqual(left.users.map((u) => u.user_id.open_id), [openId("carol")]);
+        });
+
+        test("a bot added by a user, then leaving", async () => {
+            const helperApp = apps["helper-bot"];
+            const helper = new lark.Client({
+                appId: helperApp.app_id,
+                appSecret: helperApp.app_secret,
+                domain: server.baseUrl,
+                loggerLevel: lark.LoggerLevel.error,
+            });
+            const chatId = ok(await helper.im.v1.chat.create({
+                params: { user_id_type: "open_id" },
+                data: { name: "node bots", owner_id: openId("alice", "helper-bot"), user_id_list: [openId("bob", "helper-bot")] },
+            })).chat_id;
+            const r = await server.control("POST", `/_larkstack/chats/${chatId}/bots`, { user: "alice", app_id: appId });
+            assert.equal(r.code, 0, JSON.stringify(r));
+            const added = await bot.wait("im.chat.member.bot.added_v1", (d) => d.chat_id === chatId);
+            assert.equal(added.event_type, "im.chat.member.bot.added_v1");
+            assert.equal(added.token, "node-sdk-token");
+            assert.equal(added.operator_id.open_id, openId("alice"));
+            assert.equal(added.operator_tenant_key, acme);
+            assert.equal(added.name, "node bots");
+            assert.equal(added.external, false);
+
+            ok(await client.im.v1.chatMembers.delete({
+                path: { chat_id: chatId },
+                params: { member_id_type: "app_id" },
+                data: { id_list: [appId] },
+            }));
+            const deleted = await bot.wait("im.chat.member.bot.deleted_v1", (d) => d.chat_id === chatId);
+            assert.equal(deleted.name, "node bots");
+            assert.match(deleted.operator_id.open_id, /^ou_/);
+            assert.equal(deleted.operator_tenant_key, acme);
+        });
+
+        test("a user enters the bot's p2p chat", async () => {
+            const sent = ok(await client.im.v1.message.create({
+                params: { receive_id_type: "open_id" },
+                data: { receive_id: openId("carol"), msg_type: "text", content: JSON.stringify({ text: "hello carol" }) },
+            }));
+            const r = await server.control("POST", `/_larkstack/users/carol/p2p/${appId}/enter`);
+            assert.equal(r.code, 0, JSON.stringify(r));
+            assert.equal(r.data.chat_id, sent.chat_id);
+            const entered = await bot.wait("im.chat.access_event.bot_p2p_chat_entered_v1", (d) => d.chat_id === sent.chat_id);
+            assert.equal(entered.event_type, "im.chat.access_event.bot_p2p_chat_entered_v1");
+            assert.equal(entered.operator_id.open_id, openId("carol"));
+            assert.equal(entered.last_message_id, sent.message_id);
+            assert.match(entered.last_message_create_time, /^\d+$/);
         });
 
         test("chat updated, then disbanded", async () => {

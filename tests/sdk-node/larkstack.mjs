@@ -17,10 +17,11 @@ export const users = Object.fromEntries(directory.users.map((u) => [u.key, u]));
 /** open_ids are per app: the ID `app` sees for `user`. */
 export const openId = (user, app = "demo-bot") => users[user].open_ids[app];
 
-/** Starts `larkstack serve`; resolves to {baseUrl, control(method, path, body), stop()}. */
-export async function startLarkstack(prefix) {
+/** Starts `larkstack serve` (with `extraArgs`, e.g. `["--fixture", path]`); resolves to
+ * {baseUrl, control(method, path, body), stop()}. */
+export async function startLarkstack(prefix, extraArgs = []) {
     const dataDir = mkdtempSync(join(tmpdir(), `larkstack-${prefix}-`));
-    const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir];
+    const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs];
     if (process.env.LARKSTACK_DATABASE) {
         // On PostgreSQL (scripts/test.sh's second pass) each server gets a schema of its own.
         args.push("--database-schema", `${prefix}_` + dataDir.toLowerCase().replace(/[^a-z0-9]/g, "_").slice(-40));

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import lark_oapi as lark
 import pytest
@@ -19,6 +20,8 @@ from lark_oapi.api.im.v1 import (
     CreateChatRequestBody,
     CreateMessageRequest,
     CreateMessageRequestBody,
+    DeleteChatMembersRequest,
+    DeleteChatMembersRequestBody,
     DeleteChatRequest,
     UpdateChatRequest,
     UpdateChatRequestBody,
@@ -91,10 +94,24 @@ class Bot:
         self.server.shutdown()
 
 
+# The demo directory, with demo-bot also allowed the p2p-entered event (no demo app has its scope).
+P2P_ENTERED_SCOPE = "im:chat.access_event.bot_p2p_chat:read"
+
+
+def demo_fixture_with_p2p_entered(directory_path):
+    demo = (Path(__file__).resolve().parents[2] / "fixtures" / "demo.toml").read_text()
+    scopes = 'scopes = ["im:chat", "im:chat:create", "im:message",'
+    assert demo.count(scopes) == 1, "demo-bot's scope list moved; update this test"
+    path = directory_path / "fixture.toml"
+    path.write_text(demo.replace(scopes, f'scopes = ["{P2P_ENTERED_SCOPE}", "im:chat", "im:chat:create", "im:message",'))
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-events")
-    with running_larkstack(larkstack_bin, data_dir) as s:
+    fixture = demo_fixture_with_p2p_entered(tmp_path_factory.mktemp("fixture"))
+    with running_larkstack(larkstack_bin, data_dir, fixture) as s:
         s.admin_token = (data_dir / "admin-token").read_text().strip()
         yield s
 
@@ -205,3 +222,47 @@ def test_chat_updated_then_disbanded(server, directory, bot, client):
     ok(client.im.v1.chat.delete(build(DeleteChatRequest, chat_id=chat_id)))
     gone = bot.wait("im.chat.disbanded_v1", lambda d: d.event.chat_id == chat_id)
     assert gone.event.name == "py renamed"
+
+
+def test_bot_added_by_a_user_then_leaving(server, directory, bot, client):
+    """A user adds the bot (control API, as from the client): bot.added_v1; it leaves via the API: bot.deleted_v1."""
+    helper_app = directory.app("helper-bot")
+    helper = (
+        lark.Client.builder().app_id(helper_app["app_id"]).app_secret(helper_app["app_secret"])
+        .domain(server.base_url).cache(server.token_cache).log_level(lark.LogLevel.WARNING).build()
+    )
+    body = build(CreateChatRequestBody, name="py bots", owner_id=directory.open_id("alice", "helper-bot"),
+                 user_id_list=[directory.open_id("bob", "helper-bot")])
+    chat_id = ok(helper.im.v1.chat.create(build(CreateChatRequest, user_id_type="open_id", request_body=body))).chat_id
+    demo_id = directory.app("demo-bot")["app_id"]
+    r = control(server, "POST", f"/_larkstack/chats/{chat_id}/bots", {"user": "alice", "app_id": demo_id})
+    assert r["code"] == 0, r
+    added = bot.wait("im.chat.member.bot.added_v1", lambda d: d.event.chat_id == chat_id)
+    assert added.header.event_type == "im.chat.member.bot.added_v1"
+    assert added.header.token == "py-sdk-token"
+    assert added.event.operator_id.open_id == directory.open_id("alice")
+    assert added.event.operator_tenant_key == directory.tenants["acme"]["tenant_key"]
+    assert added.event.name == "py bots"
+    assert added.event.external is False
+
+    req = build(DeleteChatMembersRequest, chat_id=chat_id, member_id_type="app_id",
+                request_body=build(DeleteChatMembersRequestBody, id_list=[demo_id]))
+    ok(client.im.v1.chat_members.delete(req))
+    deleted = bot.wait("im.chat.member.bot.deleted_v1", lambda d: d.event.chat_id == chat_id)
+    assert deleted.event.name == "py bots"
+    assert deleted.event.operator_id.open_id.startswith("ou_")
+    assert deleted.event.operator_tenant_key == directory.tenants["acme"]["tenant_key"]
+
+
+def test_a_user_enters_the_bots_p2p_chat(server, directory, bot, client):
+    body = build(CreateMessageRequestBody, receive_id=directory.open_id("carol"), msg_type="text",
+                 content=json.dumps({"text": "hello carol"}))
+    sent = ok(client.im.v1.message.create(build(CreateMessageRequest, receive_id_type="open_id", request_body=body)))
+    app_id = directory.app("demo-bot")["app_id"]
+    r = control(server, "POST", f"/_larkstack/users/carol/p2p/{app_id}/enter")
+    assert r["code"] == 0 and r["data"]["chat_id"] == sent.chat_id, r
+    entered = bot.wait("im.chat.access_event.bot_p2p_chat_entered_v1", lambda d: d.event.chat_id == sent.chat_id)
+    assert entered.header.event_type == "im.chat.access_event.bot_p2p_chat_entered_v1"
+    assert entered.event.operator_id.open_id == directory.open_id("carol")
+    assert entered.event.last_message_id == sent.message_id
+    assert entered.event.last_message_create_time.isdigit()
