@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES};
+use super::{AttemptFilter, AttemptRecord, Delivery, DeliveryClaim, DeliveryQueue, FanOut, FinishedAttempt, NewDelivery};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, 
     ChatChange, Created, Cursor, DedupKey, EventQuery, ImportBatch, MessageDedupKey, MessageQuery, StateRecord,
     Store, StoreError, StoreStats, TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER,
@@ -21,6 +22,7 @@ use crate::domain::chat::Chat;
 use crate::domain::events::{DomainEvent, StoredEvent};
 use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::message::Message;
+use crate::domain::subscriptions::EventSettings;
 use crate::error::FeishuError;
 
 const MIGRATIONS: &[&str] =
@@ -30,6 +32,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0003_task_chats.sql"),
     include_str!("migrations/sqlite/0004_search_text.sql"),
     include_str!("migrations/sqlite/0005_events.sql"),
+    include_str!("migrations/sqlite/0007_deliveries.sql"),
 ];
 /// The migration that adds `chats.search_text`; its rows are backfilled in Rust right after it.
 const SEARCH_TEXT_MIGRATION: usize = 4;
@@ -74,6 +77,9 @@ enum WriteOp {
     Import { batches: mpsc::Receiver<ImportBatch>, reply: oneshot::Sender<Result<u64, StoreError>> },
     /// Test hook: caps the database at its current size (`true`), or lifts the cap.
     LimitGrowth { limit: bool, reply: oneshot::Sender<Result<(), StoreError>> },
+    /// A change of the delivery tables (`sql::fan_out`, `sql::claim_deliveries`, …), run in a
+    /// savepoint of its own like the others.
+    Deliveries(Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>),
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -230,6 +236,16 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `change` (a delivery algorithm of `sql`) as a write op in a savepoint of its own.
+    async fn write_deliveries<T: Send + 'static>(
+        &self,
+        change: impl for<'c> FnOnce(&mut Lite<'c>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let op = Box::new(move |tx: &mut Transaction<'_>| deliver(reply, in_savepoint(tx, change)));
+        self.write(WriteOp::Deliveries(op), rx).await
+    }
+
     /// Test hook: with `true`, the database may not grow past its current size, so writes that
     /// need a new page fail as on a full disk; `false` lifts the cap.
     #[doc(hidden)]
@@ -363,6 +379,7 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::Import { batches, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
                 }
+                WriteOp::Deliveries(op) => op(&mut tx),
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
@@ -456,6 +473,10 @@ impl Cols for rusqlite::Row<'_> {
     }
 
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.get(i)?)
+    }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         Ok(self.get(i)?)
     }
 }
@@ -726,6 +747,54 @@ impl Store for SqliteStore {
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
         self.read(move |conn| ready(sql::find_token(&mut Lite(conn), &token))).await
+    }
+
+    async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {
+        self.read(|conn| ready(sql::event_settings(&mut Lite(conn)))).await
+    }
+
+    async fn set_event_settings(&self, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError> {
+        let (app_id, settings) = (app_id.clone(), settings.clone());
+        self.write_deliveries(move |tx| ready(sql::set_event_settings(tx, &app_id, &settings))).await
+    }
+
+    async fn clear_event_settings(&self) -> Result<(), StoreError> {
+        self.write_deliveries(|tx| ready(sql::clear_event_settings(tx))).await
+    }
+
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
+        self.write_deliveries(move |tx| ready(sql::fan_out(tx, after, upto, &rows))).await
+    }
+
+    async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {
+        self.read(|conn| ready(sql::delivery_queue(&mut Lite(conn)))).await
+    }
+
+    async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError> {
+        self.read(move |conn| ready(sql::deliveries_due(&mut Lite(conn), now_ms, wall_ms))).await
+    }
+
+    /// The writer runs one claim at a time: no row is claimed twice.
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        self.write_deliveries(move |tx| ready(sql::claim_deliveries(tx, &claim))).await
+    }
+
+    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
+        self.write_deliveries(move |tx| ready(sql::finish_delivery(tx, &finished))).await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.write_deliveries(move |tx| ready(sql::release_leases(tx, &owner))).await
+    }
+
+    async fn redeliver(&self, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let event_id = event_id.to_string();
+        self.write_deliveries(move |tx| ready(sql::redeliver(tx, &event_id, now_ms))).await
+    }
+
+    async fn delivery_attempts(&self, filter: AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |conn| ready(sql::delivery_attempts(&mut Lite(conn), &filter))).await
     }
 }
 
