@@ -241,11 +241,13 @@ statements! {
     BUMP_ATTEMPT_TOTALS = "INSERT INTO delivery_attempt_totals (id, attempts, bytes) VALUES (1, 1, $1)
         ON CONFLICT (id) DO UPDATE SET attempts = delivery_attempt_totals.attempts + 1,
         bytes = delivery_attempt_totals.bytes + excluded.bytes RETURNING attempts, bytes";
-    INSERT_ATTEMPT = "INSERT INTO delivery_attempts (id, cum_bytes, event_id, seq, type, app_id, chat_id, url, attempt, at_ms,
+    INSERT_ATTEMPT = "INSERT INTO delivery_attempts (id, bytes_before, event_id, seq, type, app_id, chat_id, url, attempt, at_ms,
         status, delivered, latency_ms, response, next_retry_ms, payload, committed_ms)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
     PRUNE_ATTEMPTS_UPTO_ID = "DELETE FROM delivery_attempts WHERE id <= $1";
-    PRUNE_ATTEMPTS_UPTO_BYTES = "DELETE FROM delivery_attempts WHERE cum_bytes <= $1";
+    /// Attempts whose earlier ones weigh less than `$1` (the total beyond the bound): what remains,
+    /// from the oldest kept to the newest, fits the bound.
+    PRUNE_ATTEMPTS_BEFORE_BYTES = "DELETE FROM delivery_attempts WHERE bytes_before < $1";
     DELIVERY_ATTEMPTS = "SELECT event_id, seq, type, app_id, chat_id, url, attempt, at_ms, status, delivered, latency_ms,
         response, next_retry_ms, payload, committed_ms FROM delivery_attempts
         WHERE (CAST($1 AS TEXT) IS NULL OR app_id = $1) AND (CAST($2 AS TEXT) IS NULL OR event_id = $2)
@@ -798,13 +800,14 @@ pub async fn claim_deliveries(tx: &mut impl Tx, claim: &DeliveryClaim) -> Result
 pub async fn finish_delivery(tx: &mut impl Tx, f: &FinishedAttempt) -> Result<(), StoreError> {
     let a = &f.attempt;
     let payload = to_json(&a.payload);
-    let (id, cum_bytes) = tx
-        .query_opt(&BUMP_ATTEMPT_TOTALS, &[Int(a.weight(payload.len()))], |r| Ok((r.int(0)?, r.int(1)?)))
+    let weight = a.weight(payload.len());
+    let (id, total_bytes) = tx
+        .query_opt(&BUMP_ATTEMPT_TOTALS, &[Int(weight)], |r| Ok((r.int(0)?, r.int(1)?)))
         .await?
         .ok_or_else(|| StoreError::Corrupt("delivery_attempt_totals returned no row".into()))?;
     let params = [
         Int(id),
-        Int(cum_bytes),
+        Int(total_bytes - weight),
         Text(&a.event_id),
         Int(a.seq),
         Text(&a.event_type),
@@ -823,7 +826,7 @@ pub async fn finish_delivery(tx: &mut impl Tx, f: &FinishedAttempt) -> Result<()
     ];
     tx.execute(&INSERT_ATTEMPT, &params).await?;
     tx.execute(&PRUNE_ATTEMPTS_UPTO_ID, &[Int(id - f.keep.entries)]).await?;
-    tx.execute(&PRUNE_ATTEMPTS_UPTO_BYTES, &[Int(cum_bytes - f.keep.bytes)]).await?;
+    tx.execute(&PRUNE_ATTEMPTS_BEFORE_BYTES, &[Int(total_bytes - f.keep.bytes)]).await?;
     match f.next {
         DeliveryNext::Done => tx.execute(&DROP_DELIVERY, &[Text(&a.event_id), Text(&f.owner)]).await?,
         DeliveryNext::Retry { failed, due_ms } => {

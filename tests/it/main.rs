@@ -9,6 +9,7 @@ mod auth;
 mod console;
 mod control;
 mod create_chat;
+mod delivery_store;
 mod durability;
 mod errors;
 mod events;

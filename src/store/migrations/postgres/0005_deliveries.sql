@@ -31,12 +31,12 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (state, due_ms);
 CREATE INDEX deliveries_by_chat ON deliveries (app_id, chat_id, seq);
--- Every attempt, as GET /_larkstack/deliveries lists them. `id` and `cum_bytes` come from
--- `delivery_attempt_totals` (attempts and bytes ever recorded), so pruning the oldest beyond the
--- bounds is two range deletes.
+-- Every attempt, as GET /_larkstack/deliveries lists them. `id` and `bytes_before` (what every
+-- earlier attempt weighed) come from `delivery_attempt_totals` (attempts and bytes ever
+-- recorded), so pruning the oldest beyond the bounds is two range deletes.
 CREATE TABLE delivery_attempts (
     id BIGINT PRIMARY KEY,
-    cum_bytes BIGINT NOT NULL,
+    bytes_before BIGINT NOT NULL,
     event_id TEXT NOT NULL,
     seq BIGINT NOT NULL,
     type TEXT NOT NULL,
@@ -53,7 +53,7 @@ CREATE TABLE delivery_attempts (
     payload TEXT NOT NULL,
     committed_ms BIGINT NOT NULL
 );
-CREATE INDEX delivery_attempts_by_bytes ON delivery_attempts (cum_bytes);
+CREATE INDEX delivery_attempts_by_bytes ON delivery_attempts (bytes_before);
 CREATE INDEX delivery_attempts_by_event ON delivery_attempts (event_id, id);
 CREATE TABLE delivery_attempt_totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
