@@ -451,7 +451,7 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, delivery: Delivery, settings: Ev
     let delivered = outcome.delivered();
     let failed_now = failed + u32::from(!delivered);
     let next_retry_ms = if delivered { None } else { wire::next_retry(failed_now, now) };
-    ctx.metrics.delivery(&row.event_type, delivered, next_retry_ms.is_none(), now - row.committed_ms);
+    let since_commit_ms = now - row.committed_ms;
     let next = match next_retry_ms {
         Some(due_ms) => DeliveryNext::Retry { failed: failed_now, due_ms },
         None => DeliveryNext::Done,
@@ -478,10 +478,13 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, delivery: Delivery, settings: Ev
         next,
         keep: AttemptBounds::DEFAULT,
     };
+    let event_type = finished.attempt.event_type.clone();
     if let Err(e) = ctx.store.finish_delivery(finished).await {
         // The lease ends on its own and the delivery is attempted again (same event_id).
         tracing::warn!(error = %e, "recording a delivery attempt failed");
     }
+    // Counted once recorded, so /metrics never shows an outcome the queue does not yet reflect.
+    ctx.metrics.delivery(&event_type, delivered, next_retry_ms.is_none(), since_commit_ms);
     engine.wake.notify_one();
 }
 

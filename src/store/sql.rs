@@ -231,9 +231,10 @@ statements! {
     DROP_DELIVERY = "DELETE FROM deliveries WHERE event_id = $1 AND lease_owner = $2";
     RELEASE_LEASES = "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL
         WHERE lease_owner = $1 AND state = 'in_flight'";
-    DELIVERY_EXISTS = "SELECT 1 FROM deliveries WHERE event_id = $1";
-    /// Only a pending row: one in flight is being sent right now.
-    REQUEUE_DELIVERY = "UPDATE deliveries SET due_ms = $2 WHERE event_id = $1 AND state = 'pending'";
+    /// Due now and free to claim. A row in flight loses its lease: the attempt under way may
+    /// finish, but it no longer removes the row, which is sent once more.
+    REQUEUE_DELIVERY = "UPDATE deliveries SET state = 'pending', due_ms = $2, lease_owner = NULL, lease_until = NULL
+        WHERE event_id = $1";
     LATEST_ATTEMPT = "SELECT event_id, app_id, seq, chat_id, type, payload, committed_ms FROM delivery_attempts
         WHERE event_id = $1 ORDER BY id DESC LIMIT 1";
     /// The attempt's id and the bytes of every attempt ever recorded, this one included (its row
@@ -256,12 +257,15 @@ statements! {
 }
 
 /// Every table of the state but tokens (which `clear` keeps), children first.
-/// The delivery tables go with the outbox they were fanned out from (run-time event settings stay).
+/// The delivery tables go with the outbox they were fanned out from (run-time event settings
+/// stay). In the order delivery transactions lock them (an attempt: totals, attempts, deliveries;
+/// a fan-out: cursor, deliveries), so PostgreSQL's TRUNCATE, which locks in list order, does not
+/// deadlock with them.
 pub const STATE_TABLES: &[&str] = &[
-    "delivery_attempts",
-    "deliveries",
-    "delivery_cursor",
     "delivery_attempt_totals",
+    "delivery_attempts",
+    "delivery_cursor",
+    "deliveries",
     "events", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
 
 /// A value bound to a placeholder.
@@ -842,9 +846,10 @@ pub async fn release_leases(tx: &mut impl Tx, owner: &str) -> Result<u64, StoreE
 }
 
 /// Due now again: the queued row, or a new row from the latest attempt's copy of the delivery.
+/// (Requeue first: a row deleted by an attempt finishing concurrently shows as no row updated,
+/// and the attempt it recorded is then there to requeue from.)
 pub async fn redeliver(tx: &mut impl Tx, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
-    if tx.query_opt(&DELIVERY_EXISTS, &[Text(event_id)], |_| Ok(())).await?.is_some() {
-        tx.execute(&REQUEUE_DELIVERY, &[Text(event_id), Int(now_ms)]).await?;
+    if tx.execute(&REQUEUE_DELIVERY, &[Text(event_id), Int(now_ms)]).await? > 0 {
         return Ok(true);
     }
     let Some(row) = tx.query_opt(&LATEST_ATTEMPT, &[Text(event_id)], new_delivery_from_row).await? else {

@@ -170,6 +170,10 @@ async fn attempts_are_kept_within_their_bounds_and_redelivery_requeues_from_them
     assert!(store.redeliver(&rows[7].event_id, 50).await.unwrap());
     let again = store.claim_deliveries(claim("n2", &["cli_a"], 50, 2_000)).await.unwrap();
     assert_eq!((again[0].new.event_id.as_str(), again[0].new.payload.as_str()), (rows[7].event_id.as_str(), rows[7].payload.as_str()));
+    // Redelivered while in flight: the attempt under way no longer removes it; it goes once more.
+    assert!(store.redeliver(&rows[7].event_id, 60).await.unwrap());
+    finish(&*store, "n2", &rows[7], DeliveryNext::Done).await;
+    assert_eq!(ids(&store.claim_deliveries(claim("n3", &["cli_a"], 60, 2_001)).await.unwrap()), [8]);
     assert!(!store.redeliver(&rows[0].event_id, 50).await.unwrap(), "its attempt was pruned");
     assert!(!store.redeliver("nope", 50).await.unwrap());
 }
