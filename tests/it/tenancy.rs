@@ -247,6 +247,10 @@ async fn search_folds_every_script_and_matches_i18n_names() {
     assert_eq!(search(&app, &t, "ökonomie").await, [omega.clone()]);
 }
 
+/// The tables of the deliveries migration (after the search column's).
+const DELIVERY_TABLES_DROP: &str =
+    "DROP TABLE event_settings; DROP TABLE delivery_cursor; DROP TABLE deliveries; DROP TABLE delivery_attempts; DROP TABLE delivery_attempt_totals;";
+
 /// Chats stored before the search column existed are found after the upgrade: the migration
 /// that adds it backfills every row.
 #[tokio::test]
@@ -262,8 +266,11 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            // Later migrations' tables (0005: events) did not exist then either.
-            conn.execute_batch("DROP TABLE events; ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;").unwrap();
+            // Later migrations' tables (0005: events, then deliveries) did not exist then either.
+            conn.execute_batch(&format!(
+                "DROP TABLE events; {DELIVERY_TABLES_DROP} ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;"
+            ))
+            .unwrap();
         }
         Some(url) => {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
@@ -271,7 +278,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let schema = schema_for(data.path());
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq; ALTER TABLE chats DROP COLUMN search_text;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq; {DELIVERY_TABLES_DROP} ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await
