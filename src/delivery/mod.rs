@@ -71,8 +71,10 @@ const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
 /// Concurrent attempts per app (over different chats, all nodes): a slow receiver holds up at
 /// most this many of its own deliveries and nobody else's.
 pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
-/// Deliveries claimed per claim.
+/// Chats claimed per claim.
 const CLAIM_BATCH: usize = 256;
+/// Deliveries of one chat claimed at once and sent one after another (commit order).
+const RUN: usize = 32;
 /// How long a claim holds a delivery (wall time): longer than an attempt (`send::TIMEOUT`, sent
 /// twice at most) plus the delivery fault's delay, which is added to it.
 pub const LEASE: Duration = Duration::from_secs(10);
@@ -105,8 +107,10 @@ pub struct Engine {
     long_connections: RwLock<HashSet<AppId>>,
     /// The fan-out cursor as this node last saw it (the store's is the truth).
     cursor: AtomicI64,
-    /// Notified by the store after writes that may append events, and by the engine itself.
+    /// Notified by the store after writes that may append events: wakes the fan-out.
     wake: Arc<tokio::sync::Notify>,
+    /// Wakes the claims: new deliveries, a finished run, a redelivery, new settings.
+    claims: tokio::sync::Notify,
     started: AtomicBool,
 }
 
@@ -130,6 +134,7 @@ impl Engine {
             long_connections: RwLock::default(),
             cursor: AtomicI64::new(0),
             wake: Arc::default(),
+            claims: tokio::sync::Notify::new(),
             started: AtomicBool::new(false),
         }
     }
@@ -166,7 +171,7 @@ impl Engine {
     pub async fn set_settings(&self, store: &dyn Store, app_id: &AppId, settings: EventSettings) -> Result<(), StoreError> {
         store.set_event_settings(app_id, &settings).await?;
         self.overrides.write().insert(app_id.clone(), settings);
-        self.wake.notify_one();
+        self.claims.notify_one();
         Ok(())
     }
 
@@ -187,7 +192,7 @@ impl Engine {
             held.remove(app_id);
         }
         drop(held);
-        self.wake.notify_one();
+        self.claims.notify_one();
     }
 
     /// Sets (or, when all zero, removes) an app's delivery faults.
@@ -248,7 +253,7 @@ impl Engine {
     /// Sends `event_id` again now, keeping the id (from any node). `false` if unknown.
     pub async fn redeliver(&self, store: &dyn Store, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let found = store.redeliver(event_id, now_ms).await?;
-        self.wake.notify_one();
+        self.claims.notify_one();
         Ok(found)
     }
 
@@ -262,7 +267,8 @@ impl Engine {
             self.started.store(false, Ordering::Release);
             return;
         };
-        rt.spawn(run(Arc::downgrade(self), ctx));
+        rt.spawn(fan_out_loop(Arc::downgrade(self), ctx.clone()));
+        rt.spawn(claim_loop(Arc::downgrade(self), ctx));
     }
 
     /// The apps whose deliveries this node may claim now: webhook apps with a request URL (any
@@ -281,13 +287,9 @@ impl Engine {
     }
 }
 
-async fn run(weak: Weak<Engine>, ctx: Ctx) {
-    // Leases of this node's earlier life (a kill -9) are ours to take back now.
-    if let Some(engine) = weak.upgrade() {
-        if let Err(e) = ctx.store.release_leases(&engine.node_id).await {
-            tracing::warn!(error = %e, "releasing this node's earlier leases failed; they end on their own");
-        }
-    }
+/// Fans the outbox out as events are committed (woken by this node's commits, or every `TICK`
+/// for other nodes').
+async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
     let mut refreshed: Option<Instant> = None;
     loop {
         let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
@@ -300,7 +302,7 @@ async fn run(weak: Weak<Engine>, ctx: Ctx) {
         // Several batches in a row while the outbox has more.
         for _ in 0..8 {
             match fan_out(&engine, &ctx, &dir).await {
-                Ok(true) => continue,
+                Ok(true) => engine.claims.notify_one(),
                 Ok(false) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "event fan-out failed; retrying");
@@ -308,12 +310,29 @@ async fn run(weak: Weak<Engine>, ctx: Ctx) {
                 }
             }
         }
+        let wake = engine.wake.clone();
+        drop((engine, dir));
+        let _ = tokio::time::timeout(TICK, wake.notified()).await;
+    }
+}
+
+/// Claims due deliveries (woken by the fan-out, finished runs and redeliveries, or every `TICK`
+/// for due retries, ended leases and other nodes' deliveries).
+async fn claim_loop(weak: Weak<Engine>, ctx: Ctx) {
+    // Leases of this node's earlier life (a kill -9) are ours to take back now.
+    if let Some(engine) = weak.upgrade() {
+        if let Err(e) = ctx.store.release_leases(&engine.node_id).await {
+            tracing::warn!(error = %e, "releasing this node's earlier leases failed; they end on their own");
+        }
+    }
+    loop {
+        let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
         if let Err(e) = dispatch(&engine, &ctx, &dir).await {
             tracing::warn!(error = %e, "claiming deliveries failed; retrying");
         }
-        let wake = engine.wake.clone();
-        drop(engine);
-        let _ = tokio::time::timeout(TICK, wake.notified()).await;
+        drop(dir);
+        // Holds the engine for at most a tick.
+        let _ = tokio::time::timeout(TICK, engine.claims.notified()).await;
     }
 }
 
@@ -385,28 +404,64 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, St
     Ok(true)
 }
 
-/// Claims due deliveries of the apps this node may deliver to, and starts an attempt for each.
+/// Claims due deliveries of the apps this node may deliver to, and sends each chat's run.
 async fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<(), StoreError> {
     let apps = engine.deliverable_apps(dir);
     let (now_ms, wall_ms) = (ctx.clock.now_ms(), wall_ms());
     if apps.is_empty() || !ctx.store.deliveries_due(now_ms, wall_ms).await? {
         return Ok(());
     }
+    let lease_until_ms = wall_ms + LEASE.as_millis() as i64 + engine.max_fault_delay_ms();
     let claim = DeliveryClaim {
         owner: engine.node_id.clone(),
         now_ms,
         wall_ms,
-        lease_until_ms: wall_ms + LEASE.as_millis() as i64 + engine.max_fault_delay_ms(),
+        lease_until_ms,
         apps,
         per_app: MAX_IN_FLIGHT_PER_APP,
         limit: CLAIM_BATCH,
+        run: RUN,
     };
-    for delivery in ctx.store.claim_deliveries(claim).await? {
-        let Some(settings) = engine.settings(dir, &delivery.new.app_id) else { continue };
+    // Claimed in runs: each chat's deliveries together, in commit order.
+    let mut runs: Vec<Vec<Delivery>> = Vec::new();
+    for d in ctx.store.claim_deliveries(claim).await? {
+        match runs.last_mut() {
+            Some(run) if run[0].new.app_id == d.new.app_id && run[0].new.chat_id == d.new.chat_id => run.push(d),
+            _ => runs.push(vec![d]),
+        }
+    }
+    for run in runs {
         let (engine, ctx) = (engine.clone(), ctx.clone());
-        tokio::spawn(async move { attempt(engine, ctx, delivery, settings).await });
+        tokio::spawn(async move { send_run(engine, ctx, run, lease_until_ms).await });
     }
     Ok(())
+}
+
+/// Sends one chat's claimed deliveries one after another; each outcome is recorded as it comes.
+/// When the lease would end before another attempt could, the rest go back to the queue.
+async fn send_run(engine: Arc<Engine>, ctx: Ctx, run: Vec<Delivery>, lease_until_ms: i64) {
+    let mut recording = Vec::new();
+    let mut rest = run.into_iter();
+    while let Some(delivery) = rest.next() {
+        let Some(dir) = (ctx.directory)() else { return };
+        let settings = engine.settings(&dir, &delivery.new.app_id);
+        // Room for the slowest attempt: the delay, then two sends (deliver twice) of `TIMEOUT`.
+        let worst_ms = engine.max_fault_delay_ms() + 2 * send::TIMEOUT.as_millis() as i64 + 1_000;
+        let (Some(settings), true) = (settings, wall_ms() + worst_ms < lease_until_ms) else {
+            let ids: Vec<String> = std::iter::once(delivery).chain(rest).map(|d| d.new.event_id).collect();
+            if let Err(e) = ctx.store.release_deliveries(&engine.node_id, ids).await {
+                tracing::warn!(error = %e, "giving back deliveries failed; their lease ends on its own");
+            }
+            break;
+        };
+        let finished = attempt(&engine, &ctx, delivery, settings).await;
+        let ctx = ctx.clone();
+        recording.push(tokio::spawn(async move { record(&ctx, finished).await }));
+    }
+    for r in recording {
+        let _ = r.await;
+    }
+    engine.claims.notify_one();
 }
 
 /// Sends one claimed delivery the way its app takes events. The one place a second transport
@@ -434,7 +489,13 @@ async fn send_webhook(url: &str, settings: &EventSettings, payload: &Value, now_
     first
 }
 
-async fn attempt(engine: Arc<Engine>, ctx: Ctx, delivery: Delivery, settings: EventSettings) {
+/// An attempt's outcome, to record (with what the metrics count once it is recorded).
+struct Outcome {
+    finished: FinishedAttempt,
+    since_commit_ms: i64,
+}
+
+async fn attempt(engine: &Engine, ctx: &Ctx, delivery: Delivery, settings: EventSettings) -> Outcome {
     let Delivery { new: row, failed } = delivery;
     let (fail, delay_ms, twice) = engine.take_fault(&row.app_id);
     if delay_ms > 0 {
@@ -451,7 +512,6 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, delivery: Delivery, settings: Ev
     let delivered = outcome.delivered();
     let failed_now = failed + u32::from(!delivered);
     let next_retry_ms = if delivered { None } else { wire::next_retry(failed_now, now) };
-    let since_commit_ms = now - row.committed_ms;
     let next = match next_retry_ms {
         Some(due_ms) => DeliveryNext::Retry { failed: failed_now, due_ms },
         None => DeliveryNext::Done,
@@ -478,13 +538,18 @@ async fn attempt(engine: Arc<Engine>, ctx: Ctx, delivery: Delivery, settings: Ev
         next,
         keep: AttemptBounds::DEFAULT,
     };
-    let event_type = finished.attempt.event_type.clone();
+    Outcome { finished, since_commit_ms: now - row.committed_ms }
+}
+
+/// Records an attempt and the delivery's next state; then counts it in the metrics, so /metrics
+/// never shows an outcome the queue does not yet reflect.
+async fn record(ctx: &Ctx, outcome: Outcome) {
+    let Outcome { finished, since_commit_ms } = outcome;
+    let (event_type, delivered) = (finished.attempt.event_type.clone(), finished.attempt.delivered);
+    let last = finished.attempt.next_retry_ms.is_none();
     if let Err(e) = ctx.store.finish_delivery(finished).await {
         // The lease ends on its own and the delivery is attempted again (same event_id).
         tracing::warn!(error = %e, "recording a delivery attempt failed");
     }
-    // Counted once recorded, so /metrics never shows an outcome the queue does not yet reflect.
-    ctx.metrics.delivery(&event_type, delivered, next_retry_ms.is_none(), since_commit_ms);
-    engine.wake.notify_one();
+    ctx.metrics.delivery(&event_type, delivered, last, since_commit_ms);
 }
-

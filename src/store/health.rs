@@ -220,6 +220,10 @@ impl Store for Tracked {
         self.track(self.inner.finish_delivery(finished).await)
     }
 
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {
+        self.track(self.inner.release_deliveries(owner, event_ids).await)
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         self.track(self.inner.release_leases(owner).await)
     }

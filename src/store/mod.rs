@@ -322,9 +322,13 @@ pub struct DeliveryClaim {
     pub lease_until_ms: i64,
     /// The apps this node may deliver to now; rows of other apps wait.
     pub apps: Vec<AppId>,
-    /// Live leases per app, over all nodes, at most this many.
+    /// Chats with live leases per app, over all nodes, at most this many.
     pub per_app: usize,
+    /// Chats (heads) claimed at most.
     pub limit: usize,
+    /// Deliveries of one chat claimed at once, at most: its claimable ones in commit order, sent
+    /// one after another by the claiming node.
+    pub run: usize,
 }
 
 /// After an attempt: what becomes of its delivery.
@@ -539,14 +543,18 @@ pub trait Store: Send + Sync + 'static {
     /// Whether any delivery is claimable now (a cheap read before `claim_deliveries`).
     async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError>;
 
-    /// Leases due deliveries to `claim.owner`: per (app, chat) at most one leased at a time and
-    /// none while an earlier one of that chat is due or leased (commit order); per app at most
-    /// `claim.per_app` live leases. Rows leased by another node are skipped, not waited for.
+    /// Leases due deliveries to `claim.owner`: per (app, chat) one run at a time (a head that no
+    /// earlier due or leased delivery of its chat holds back, then up to `claim.run - 1` of the
+    /// chat's claimable deliveries after it, in commit order); per app at most `claim.per_app`
+    /// chats leased. Rows another node is claiming are skipped, not waited for.
     async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError>;
 
     /// Records the attempt (pruning the oldest beyond `finished.keep`)
     /// and, while `owner` still holds the lease, the delivery's next state, atomically.
     async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError>;
+
+    /// Gives back deliveries `owner` leased but did not attempt: due again at once.
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError>;
 
     /// Ends every lease `owner` holds (a node restarted on its data dir): its rows are due again.
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError>;

@@ -702,6 +702,13 @@ impl Store for PostgresStore {
         self.commit(tx).await
     }
 
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        sql::release_deliveries(&mut Pg(&tx), owner, &event_ids).await?;
+        self.commit(tx).await
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         sql::release_leases(&mut Pg(&self.client().await?), owner).await
     }

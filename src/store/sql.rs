@@ -224,7 +224,17 @@ statements! {
             AND e.event_id <> d.event_id
             AND ((e.state = 'in_flight' AND e.lease_until > $2) OR (e.seq < d.seq AND (e.state = 'in_flight' OR e.due_ms <= $1))))
         ORDER BY d.seq LIMIT $4 FOR UPDATE SKIP LOCKED";
-    LIVE_LEASES = "SELECT app_id, count(*) FROM deliveries WHERE state = 'in_flight' AND lease_until > $1 GROUP BY app_id";
+    /// Chats with a live lease, per app (a claim leases a run of one chat's deliveries, sent one
+    /// after another: one request in flight per chat).
+    LIVE_LEASES = "SELECT app_id, count(DISTINCT chat_id) FROM deliveries WHERE state = 'in_flight' AND lease_until > $1
+        GROUP BY app_id";
+    /// The claimable deliveries of one chat after its claimed head `$3`, in commit order.
+    CHAT_RUN = "SELECT event_id, app_id, seq, chat_id, type, payload, committed_ms, failed FROM deliveries
+        WHERE app_id = $1 AND chat_id = $2 AND seq > $3
+        AND ((state = 'pending' AND due_ms <= $4) OR (state = 'in_flight' AND lease_until <= $5))
+        ORDER BY seq LIMIT $6 FOR UPDATE";
+    UNLEASE_DELIVERY = "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL
+        WHERE event_id = $1 AND lease_owner = $2";
     LEASE_DELIVERY = "UPDATE deliveries SET state = 'in_flight', lease_owner = $2, lease_until = $3 WHERE event_id = $1";
     RETRY_DELIVERY = "UPDATE deliveries SET state = 'pending', failed = $3, due_ms = $4, lease_owner = NULL, lease_until = NULL
         WHERE event_id = $1 AND lease_owner = $2";
@@ -787,16 +797,37 @@ pub async fn claim_deliveries(tx: &mut impl Tx, claim: &DeliveryClaim) -> Result
         .query(&CLAIMABLE_DELIVERIES, &params, |r| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 }))
         .await?;
     let mut claimed = Vec::new();
-    for d in candidates {
-        let leased = live.entry(d.new.app_id.0.clone()).or_default();
+    let delivery = |r: &dyn Cols| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 });
+    for head in candidates {
+        let leased = live.entry(head.new.app_id.0.clone()).or_default();
         if *leased >= claim.per_app {
             continue;
         }
         *leased += 1;
-        tx.execute(&LEASE_DELIVERY, &[Text(&d.new.event_id), Text(&claim.owner), Int(claim.lease_until_ms)]).await?;
-        claimed.push(d);
+        // The head and the chat's claimable deliveries after it: a run sent in commit order.
+        let params = [
+            Text(&head.new.app_id.0),
+            Text(&head.new.chat_id),
+            Int(head.new.seq),
+            Int(claim.now_ms),
+            Int(claim.wall_ms),
+            Int(claim.run.saturating_sub(1) as i64),
+        ];
+        let followers = tx.query(&CHAT_RUN, &params, delivery).await?;
+        for d in std::iter::once(head).chain(followers) {
+            tx.execute(&LEASE_DELIVERY, &[Text(&d.new.event_id), Text(&claim.owner), Int(claim.lease_until_ms)]).await?;
+            claimed.push(d);
+        }
     }
     Ok(claimed)
+}
+
+/// Gives back leased deliveries not attempted (due again at once).
+pub async fn release_deliveries(tx: &mut impl Tx, owner: &str, event_ids: &[String]) -> Result<(), StoreError> {
+    for id in event_ids {
+        tx.execute(&UNLEASE_DELIVERY, &[Text(id), Text(owner)]).await?;
+    }
+    Ok(())
 }
 
 /// Records the attempt, prunes the oldest beyond the bounds, then moves the delivery on (only

@@ -783,6 +783,11 @@ impl Store for SqliteStore {
         self.write_deliveries(move |tx| ready(sql::finish_delivery(tx, &finished))).await
     }
 
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {
+        let owner = owner.to_string();
+        self.write_deliveries(move |tx| ready(sql::release_deliveries(tx, &owner, &event_ids))).await
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_string();
         self.write_deliveries(move |tx| ready(sql::release_leases(tx, &owner))).await

@@ -31,6 +31,7 @@ fn claim(owner: &str, apps: &[&str], now_ms: i64, wall_ms: i64) -> DeliveryClaim
         apps: apps.iter().map(|a| AppId(a.to_string())).collect(),
         per_app: 16,
         limit: 100,
+        run: 1,
     }
 }
 
@@ -195,4 +196,24 @@ async fn run_time_event_settings_are_stored_and_cleared() {
     assert_eq!(store.event_settings().await.unwrap().len(), 1);
     store.clear_event_settings().await.unwrap();
     assert!(store.event_settings().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_claim_takes_a_run_of_one_chats_due_deliveries_in_commit_order() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path()).await;
+    let rows = vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_2", 2), row("cli_a", "oc_1", 3), row("cli_a", "oc_1", 4), row("cli_a", "oc_1", 5)];
+    store.fan_out(0, 5, rows.clone()).await.unwrap();
+    let mut c = claim("n1", &["cli_a"], 10, 1_000);
+    c.run = 3;
+    // oc_1's first three, then oc_2's one; oc_1's fifth waits for the run to end.
+    assert_eq!(ids(&store.claim_deliveries(c.clone()).await.unwrap()), [1, 3, 4, 2]);
+    c.owner = "n2".into();
+    assert!(store.claim_deliveries(c.clone()).await.unwrap().is_empty());
+    // What the run did not attempt goes back and is claimable again, after the rest of its chat.
+    store.release_deliveries("n1", vec![rows[3].event_id.clone()]).await.unwrap();
+    for r in [&rows[0], &rows[2]] {
+        finish(&*store, "n1", r, DeliveryNext::Done).await;
+    }
+    assert_eq!(ids(&store.claim_deliveries(c).await.unwrap()), [4, 5]);
 }
