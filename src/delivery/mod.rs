@@ -5,8 +5,9 @@
 //! `event_id` fixed at creation; the deliveries and the cursor's move are one transaction that
 //! first checks the cursor under a lock (`Store::fan_out`), so no two nodes fan out one range and
 //! a restart never fans out again what it did before. Nodes then claim due deliveries with a
-//! lease (`Store::claim_deliveries`): per (app, chat) one at a time in commit order, per app at
-//! most `MAX_IN_FLIGHT_PER_APP` leased over all nodes, so a slow or dead receiver only holds up
+//! lease (`Store::claim_deliveries`): per (app, chat) one run at a time (up to `RUN` of the chat's
+//! due deliveries, sent one after another in commit order), per app at most
+//! `MAX_IN_FLIGHT_PER_APP` chats leased over all nodes, so a slow or dead receiver only holds up
 //! its own app. An attempt's outcome and the delivery's next state are one transaction
 //! (`Store::finish_delivery`). A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
 //! larkstack clock, keeping its `event_id`; a delivery waiting for a retry does not hold up later
@@ -68,8 +69,8 @@ const TICK: Duration = Duration::from_millis(20);
 /// How often the settings and the cursor are read again when nothing else makes the engine read
 /// them (a PUT or a reset on another node).
 const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
-/// Concurrent attempts per app (over different chats, all nodes): a slow receiver holds up at
-/// most this many of its own deliveries and nobody else's.
+/// Chats of one app delivered to at once (one request in flight each, over all nodes): a slow
+/// receiver holds up at most this many of its own chats and nobody else's.
 pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
 /// Chats claimed per claim.
 const CLAIM_BATCH: usize = 256;
