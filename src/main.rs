@@ -145,6 +145,20 @@ fn admin_token(data_dir: &Path, given: Option<String>) -> anyhow_like::Result<St
     Ok(token)
 }
 
+/// This node's id for delivery leases: the data dir's, else a new one kept there, so a node
+/// restarted on its data dir takes back the deliveries it held when it died.
+fn node_id(data_dir: &Path) -> anyhow_like::Result<String> {
+    let file = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        if !id.trim().is_empty() {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = format!("node-{}", larkstack::secrets::random_hex());
+    larkstack::secrets::write_private(&file, id.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(id)
+}
+
 /// The fixture in force: the one given (which then becomes the data dir's), the data dir's, or the demo.
 fn load_fixture(data_dir: &Path, given: Option<&Path>) -> anyhow_like::Result<(String, &'static str)> {
     let stored = data_dir.join("fixture.toml");
@@ -306,6 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow_like::Result<()> {
             fixture_text: Some(text),
             fixture_file: Some(args.data_dir.join("fixture.toml")),
             redis,
+            node_id: Some(node_id(&args.data_dir)?),
             ..StateConfig::default()
         },
     );

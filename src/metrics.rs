@@ -71,7 +71,7 @@ impl Metrics {
         let delivery_latency = latency_histogram();
         registry.register("event_delivery_latency_seconds", "Time from an event's commit to its receiver's 2xx", delivery_latency.clone());
         let delivery_queue = Gauge::default();
-        registry.register("event_delivery_queue", "Deliveries not yet delivered or given up (this node)", delivery_queue.clone());
+        registry.register("event_delivery_queue", "Deliveries not yet delivered or given up (all nodes on the store)", delivery_queue.clone());
         Metrics { registry, requests, latency, chats, members, messages, deliveries, delivery_latency, delivery_queue }
     }
 

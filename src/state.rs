@@ -67,6 +67,9 @@ pub struct StateConfig {
     pub redis: Option<Arc<Redis>>,
     /// Bound on the event outbox's bytes (at least 1; the newest event is always kept).
     pub outbox_bytes: u64,
+    /// Who this node's delivery leases belong to; the same after a restart on one data dir, so
+    /// the node takes its own leases back at once (`None`: a random id).
+    pub node_id: Option<String>,
 }
 
 impl Default for StateConfig {
@@ -82,6 +85,7 @@ impl Default for StateConfig {
             fixture_file: None,
             redis: None,
             outbox_bytes: DEFAULT_OUTBOX_BYTES,
+            node_id: None,
         }
     }
 }
@@ -95,6 +99,7 @@ pub use crate::secrets::random_hex;
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, directory: Directory, clock: Arc<Clock>, config: StateConfig) -> Arc<Self> {
+        let deliveries = Arc::new(crate::delivery::Engine::new(config.node_id));
         Arc::new(AppState {
             limits: RateLimits::new(config.rate_limits, clock.clone(), config.redis.clone()),
             longconn: Arc::new(crate::longconn::Hub::new(clock.clone(), config.redis.clone())),
@@ -102,7 +107,8 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new(store.commit_latency())),
             clock,
             // Every write's outcome is remembered for /healthz.
-            store: Arc::new(crate::store::health::Tracked::new(store)),
+            // …and the delivery engine woken by every write that may append events.
+            store: Arc::new(crate::store::health::Tracked::notifying(store, deliveries.commit_signal())),
             directory: RwLock::new(Arc::new(directory)),
             token_cache: RwLock::new(HashMap::new()),
             creates_in_flight: Mutex::new(HashSet::new()),
@@ -113,7 +119,7 @@ impl AppState {
             faults: Faults::default(),
             fixture_text: RwLock::new(config.fixture_text),
             fixture_file: config.fixture_file,
-            deliveries: Arc::default(),
+            deliveries,
             outbox_bytes: config.outbox_bytes.max(1),
             tickets: Arc::default(),
         })

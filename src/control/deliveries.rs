@@ -16,16 +16,19 @@ use crate::domain::subscriptions::{EventSettings, SettingsPatch};
 use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::ControlErr;
 use crate::state::AppState;
+use crate::store::{AttemptBounds, AttemptFilter};
 
 /// Feishu's console wants the challenge echoed within 1 s.
 pub const CHALLENGE_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn app_settings(state: &AppState, app_id: &str) -> Result<(AppId, EventSettings), ApiError> {
+/// The app's settings as the store has them now (a PUT on any node counts).
+async fn app_settings(state: &AppState, app_id: &str) -> Result<(AppId, EventSettings), ApiError> {
     let app_id = AppId(app_id.to_string());
     let dir = state.directory();
     state
         .deliveries
-        .settings(&dir, &app_id)
+        .current_settings(&*state.store, &dir, &app_id)
+        .await?
         .map(|s| (app_id.clone(), s))
         .ok_or_else(|| control_error(ControlErr::NotFound, format!("no app {app_id}")))
 }
@@ -42,7 +45,7 @@ fn app_settings(state: &AppState, app_id: &str) -> Result<(AppId, EventSettings)
     responses(crate::openapi::FeishuResponses),
 )]
 pub(crate) async fn get_settings(State(state): State<Arc<AppState>>, PathParam(app_id): PathParam) -> ApiResult {
-    let (_, settings) = app_settings(&state, &app_id)?;
+    let (_, settings) = app_settings(&state, &app_id).await?;
     Ok(ok(&settings))
 }
 
@@ -59,14 +62,14 @@ pub(crate) async fn get_settings(State(state): State<Arc<AppState>>, PathParam(a
 )]
 pub(crate) async fn put_settings(State(state): State<Arc<AppState>>, PathParam(app_id): PathParam, RawBody(body): RawBody) -> ApiResult {
     let patch: SettingsPatch = json_body(&body)?;
-    let (app_id, current) = app_settings(&state, &app_id)?;
+    let (app_id, current) = app_settings(&state, &app_id).await?;
     let dir = state.directory();
     let scopes = &dir.app(&app_id).expect("settings exist only for apps").scopes;
     let next = current.apply(&patch, scopes).map_err(|e| control_error(ControlErr::BadRequest, e))?;
     if let (Some(url), true) = (next.webhook_url(), patch.event_url.as_deref().is_some_and(|u| !u.is_empty())) {
         verify_url(&state, url, &next).await.map_err(|why| control_error(ControlErr::BadRequest, format!("event_url refused: {why}")))?;
     }
-    state.deliveries.set_settings(&app_id, next.clone());
+    state.deliveries.set_settings(&*state.store, &app_id, next.clone()).await?;
     Ok(ok(&next))
 }
 
@@ -117,19 +120,18 @@ struct DeliveriesFilter {
 )]
 pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiResult {
     let f: DeliveriesFilter = query(&uri)?;
-    let some = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
-    let (app, event, ty, chat) = (some(&f.app_id), some(&f.event_id), some(&f.type_name), some(&f.chat_id));
-    let mut items = state.deliveries.attempts(|a| {
-        app.as_ref().is_none_or(|x| a.app_id.0 == *x)
-            && event.as_ref().is_none_or(|x| a.event_id == *x)
-            && ty.as_ref().is_none_or(|x| a.event_type == x)
-            && chat.as_ref().is_none_or(|x| a.chat_id == *x)
-    });
-    let limit = f.limit.unwrap_or(1000).max(1);
-    if items.len() > limit {
-        items.drain(..items.len() - limit);
-    }
-    Ok(ok(&json!({ "items": items, "queue_depth": state.deliveries.queue_depth(), "fanned_out_seq": state.deliveries.cursor() })))
+    let some = |o: Option<String>| o.filter(|s| !s.is_empty());
+    let filter = AttemptFilter {
+        app_id: some(f.app_id),
+        event_id: some(f.event_id),
+        type_name: some(f.type_name),
+        chat_id: some(f.chat_id),
+        // At most what the store keeps.
+        limit: f.limit.unwrap_or(1000).clamp(1, AttemptBounds::DEFAULT.entries as usize),
+    };
+    let items = state.store.delivery_attempts(filter).await?;
+    let queue = state.deliveries.queue(&*state.store).await?;
+    Ok(ok(&json!({ "items": items, "queue_depth": queue.rows, "fanned_out_seq": queue.cursor })))
 }
 
 /// Sends an event again now, with the same `event_id`.
@@ -144,7 +146,7 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Ur
     responses(crate::openapi::FeishuResponses),
 )]
 pub(crate) async fn redeliver(State(state): State<Arc<AppState>>, PathParam(event_id): PathParam) -> ApiResult {
-    if !state.deliveries.redeliver(&event_id, state.clock.now_ms()) {
+    if !state.deliveries.redeliver(&*state.store, &event_id, state.clock.now_ms()).await? {
         return Err(control_error(ControlErr::NotFound, format!("no delivery with event_id {event_id}")));
     }
     Ok(ok(&json!({ "event_id": event_id })))
@@ -205,7 +207,7 @@ pub(crate) async fn list_faults(State(state): State<Arc<AppState>>) -> ApiResult
 )]
 pub(crate) async fn set_fault(State(state): State<Arc<AppState>>, RawBody(body): RawBody) -> ApiResult {
     let spec: DeliveryFaultSpec = json_body(&body)?;
-    let (app_id, _) = app_settings(&state, &spec.app_id)?;
+    let (app_id, _) = app_settings(&state, &spec.app_id).await?;
     if spec.delay_ms > 60_000 {
         return Err(control_error(ControlErr::BadRequest, "delay_ms is at most 60000"));
     }

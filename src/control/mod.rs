@@ -225,7 +225,7 @@ async fn install_fixture(state: &AppState, text: String) -> Result<(), ApiError>
     }
     state.replace_directory(directory);
     // The new fixture's event settings replace any set at run time.
-    state.deliveries.clear_settings();
+    state.deliveries.clear_settings(&*state.store).await?;
     *state.fixture_text.write() = Some(text);
     Ok(())
 }
@@ -563,7 +563,10 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         Ok(stats) => stats,
         Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
     };
-    state.metrics.set_delivery_queue(state.deliveries.queue_depth());
+    match state.deliveries.queue(&*state.store).await {
+        Ok(queue) => state.metrics.set_delivery_queue(queue.rows.max(0) as usize),
+        Err(e) => return ApiError::Feishu(ControlErr::Unavailable.with_msg(format!("store unavailable: {e}"))).into_response(),
+    }
     match state.metrics.encode(stats) {
         Ok(text) => {
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

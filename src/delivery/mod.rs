@@ -1,41 +1,58 @@
-//! Webhook delivery of Feishu events (spec events.md §1), and over the long connection for apps
-//! in that mode (`target`, `over_long_connection`: the same rows, retries and faults; the attempt
-//! goes to `longconn::Hub::deliver` instead of an HTTP POST).
+//! Delivery of Feishu events to apps (spec events.md §1), shared by every node on the store.
 //!
-//! A fan-out step reads the outbox in `seq` order from a cursor and turns each domain event into
-//! one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
-//! `event_id` fixed at creation. Workers send due deliveries: per (app, chat) one at a time in
-//! creation order, so events of one chat reach one app in commit order; per app at most
-//! `MAX_IN_FLIGHT_PER_APP` at once, so a slow or dead receiver only holds up its own app. A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
+//! A fan-out step reads the outbox in `seq` order after the cursor and turns each domain event
+//! into one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
+//! `event_id` fixed at creation; the deliveries and the cursor's move are one transaction that
+//! first checks the cursor under a lock (`Store::fan_out`), so no two nodes fan out one range and
+//! a restart never fans out again what it did before. Nodes then claim due deliveries with a
+//! lease (`Store::claim_deliveries`): per (app, chat) one run at a time (up to `RUN` of the chat's
+//! due deliveries, sent one after another in commit order), per app at most
+//! `MAX_IN_FLIGHT_PER_APP` chats leased over all nodes, so a slow or dead receiver only holds up
+//! its own app. An attempt's outcome and the delivery's next state are one transaction
+//! (`Store::finish_delivery`). A failed attempt is retried after 15 s, 5 min, 1 h and 6 h on the
 //! larkstack clock, keeping its `event_id`; a delivery waiting for a retry does not hold up later
-//! ones (docs/parity.md). Behind the fan-out, the loop prunes the outbox to `--outbox-bytes`
-//! (`prune_outbox`: the floor is the cursor, so only events already fanned out go).
+//! ones (docs/parity.md).
 //!
-//! This version keeps the cursor, the deliveries and run-time settings in memory (the store
-//! tables are the next step): a restart fans the whole outbox out again (at-least-once; the
-//! `event_id` is derived from the event and the app, so a redelivery carries the same one), and
-//! several nodes each deliver every event.
+//! Leases run on the wall clock (`LEASE`), not the larkstack clock a test may freeze or move by
+//! hours: a node killed mid-delivery leaves rows that any node claims again once their lease has
+//! ended, and the same node restarted on its data dir (same node id) takes its own back at once.
+//! At-least-once: a delivery whose attempt succeeded but whose node died before recording it is
+//! sent again, with the same `event_id`.
+//!
+//! Run-time settings (`PUT /_larkstack/apps/{app_id}/events`) live in the store too; each node
+//! keeps a copy, read again before every fan-out batch and every `SETTINGS_REFRESH`. Delivery
+//! faults stay in the memory of the node they were set on (docs/control-api.md).
+//!
+//! Apps in long-connection mode get the same rows, retries and faults; only the attempt differs
+//! (`transmit`: `longconn::Hub::deliver` instead of an HTTP POST), and only a node holding one of
+//! the app's connections claims them. Behind the fan-out, the loop prunes the outbox to
+//! `--outbox-bytes` (`prune_outbox`: its floor is the stored cursor, so only events every node's
+//! fan-out has passed go).
 
 pub mod send;
 pub mod ticket;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::clock::Clock;
+use crate::domain::chat::Chat;
 use crate::domain::directory::Directory;
-use crate::domain::feishu_events::app_events;
+use crate::domain::feishu_events::{app_events, causes_feishu_events};
 use crate::domain::ids::AppId;
 use crate::domain::subscriptions::{EventMode, EventSettings};
-use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::{EventQuery, Store};
+use crate::store::{
+    AttemptBounds, AttemptRecord, Delivery, DeliveryClaim, DeliveryNext, DeliveryQueue, EventQuery, FanOut, FinishedAttempt,
+    NewDelivery, Store, StoreError,
+};
 
 /// What the engine works with (the server hands it over at start).
 #[derive(Clone)]
@@ -45,77 +62,39 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// The directory now; `None` once the server is gone (the engine then stops).
     pub directory: Arc<dyn Fn() -> Option<Arc<Directory>> + Send + Sync>,
-    /// Bound on the outbox's bytes (`--outbox-bytes`): the loop prunes what it has fanned out.
+    /// Bound on the outbox's bytes (`--outbox-bytes`): the loop prunes what was fanned out.
     pub outbox_bytes: u64,
     /// Long-connection apps' events go over these instead of a request URL.
     pub longconn: Arc<crate::longconn::Hub>,
 }
 
-/// Attempts kept for `GET /_larkstack/deliveries`: at most this many…
-pub const MAX_ATTEMPTS_KEPT: usize = 10_000;
-/// …and at most this many bytes of payloads and responses.
-pub const MAX_ATTEMPT_BYTES: usize = 64 << 20;
 /// Outbox events read per fan-out step.
 const FANOUT_BATCH: usize = 500;
-/// Fan-out pauses while this many deliveries wait (the outbox holds the rest).
-pub const MAX_QUEUED: usize = 50_000;
+/// Fan-out pauses while this many deliveries wait, over all nodes (the outbox holds the rest)…
+pub const MAX_QUEUED: i64 = 50_000;
+/// …or while their payloads weigh this many bytes.
+pub const MAX_QUEUED_BYTES: i64 = 256 << 20;
+/// Longest wait between two looks at the store (other nodes' commits, due retries, ended
+/// leases); a commit on this node wakes the engine at once.
 const TICK: Duration = Duration::from_millis(20);
+/// How often the settings and the cursor are read again when nothing else makes the engine read
+/// them (a PUT or a reset on another node).
+const SETTINGS_REFRESH: Duration = Duration::from_secs(1);
+/// Chats of one app delivered to at once (one request in flight each, over all nodes): a slow
+/// receiver holds up at most this many of its own chats and nobody else's.
+pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
+/// Chats claimed per claim.
+const CLAIM_BATCH: usize = 256;
+/// Deliveries of one chat claimed at once and sent one after another (commit order).
+const RUN: usize = 32;
+/// How long a claim holds a delivery (wall time): longer than an attempt (`send::TIMEOUT`, sent
+/// twice at most) plus the delivery fault's delay, which is added to it.
+pub const LEASE: Duration = Duration::from_secs(10);
 /// Least time between two outbox prunes: the outbox may exceed `--outbox-bytes` by what is
 /// committed (and fanned out) in this long.
 const PRUNE_EVERY: Duration = Duration::from_millis(250);
-/// Concurrent attempts per app (over different chats): a slow receiver holds up at most this
-/// many of its own deliveries and nobody else's.
-pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowState {
-    Pending,
-    InFlight,
-    Delivered,
-    GivenUp,
-}
-
-/// One event for one app, until delivered or given up.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub event_id: String,
-    pub seq: i64,
-    pub app_id: AppId,
-    pub chat_id: String,
-    pub event_type: &'static str,
-    /// The plain envelope (encrypted per attempt with the app's key then).
-    pub payload: Value,
-    pub committed_ms: i64,
-    pub failed: u32,
-    pub due_ms: i64,
-    pub state: RowState,
-}
-
-/// One HTTP attempt, as `GET /_larkstack/deliveries` lists it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub event_id: String,
-    pub seq: i64,
-    #[serde(rename = "type")]
-    pub event_type: &'static str,
-    pub app_id: AppId,
-    pub chat_id: String,
-    pub url: String,
-    pub attempt: u32,
-    pub at_ms: i64,
-    /// `null` when the receiver gave no HTTP answer.
-    pub status: Option<u16>,
-    pub delivered: bool,
-    pub latency_ms: u64,
-    pub response: String,
-    /// When the next attempt is due, if there is one.
-    pub next_retry_ms: Option<i64>,
-    /// The plain envelope sent (encrypted on the wire when the app has a key).
-    pub payload: Value,
-    #[serde(skip)]
-    committed_ms: i64,
-}
+/// `Attempt::url` (before the connection id) of deliveries over the long connection.
+pub const LONG_CONNECTION: &str = "longconn:";
 
 /// Delivery faults of one app (`/_larkstack/faults/deliveries`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -133,47 +112,92 @@ pub struct DeliveryFault {
     pub deliver_twice: u32,
 }
 
-#[derive(Default)]
-struct Inner {
-    cursor: i64,
-    rows: Vec<Row>,
-    attempts: VecDeque<Attempt>,
-    /// Bytes of the kept attempts' payloads and responses.
-    attempt_bytes: usize,
-    /// (app, chat) pairs with an attempt in flight: one at a time each, so a chat's events reach
-    /// an app in commit order.
-    busy: HashSet<(AppId, String)>,
-    /// Attempts in flight per app (at most `MAX_IN_FLIGHT_PER_APP`).
-    in_flight: HashMap<AppId, usize>,
-}
-
 /// The delivery engine of one node.
-#[derive(Default)]
 pub struct Engine {
-    overrides: Mutex<HashMap<AppId, EventSettings>>,
+    /// Who this node's leases belong to: stable across restarts on one data dir.
+    node_id: String,
+    /// Run-time settings as last read from the store.
+    overrides: RwLock<HashMap<AppId, EventSettings>>,
     faults: Mutex<HashMap<AppId, DeliveryFault>>,
-    inner: Mutex<Inner>,
-    wake: tokio::sync::Notify,
+    /// The fan-out cursor as this node last saw it (the store's is the truth).
+    cursor: AtomicI64,
+    /// Notified by the store after writes that may append events: wakes the fan-out.
+    wake: Arc<tokio::sync::Notify>,
+    /// Wakes the claims: new deliveries, a finished run, a redelivery, new settings.
+    claims: tokio::sync::Notify,
     started: AtomicBool,
 }
 
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(None)
+    }
+}
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 impl Engine {
-    /// The app's settings now: run-time ones, else the fixture's.
-    pub fn settings(&self, dir: &Directory, app_id: &AppId) -> Option<EventSettings> {
-        if let Some(s) = self.overrides.lock().get(app_id) {
-            return Some(s.clone());
+    /// An engine leasing as `node_id` (a random one when `None`).
+    pub fn new(node_id: Option<String>) -> Self {
+        Engine {
+            node_id: node_id.unwrap_or_else(|| format!("node-{}", crate::secrets::random_hex())),
+            overrides: RwLock::default(),
+            faults: Mutex::default(),
+            cursor: AtomicI64::new(0),
+            wake: Arc::default(),
+            claims: tokio::sync::Notify::new(),
+            started: AtomicBool::new(false),
         }
-        dir.app(app_id).map(|a| a.events.clone())
     }
 
-    /// Looks for due deliveries now (a long-connection client just connected).
+    /// What the store notifies after writes that may append events.
+    pub fn commit_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The app's settings as this node last read them: run-time ones, else the fixture's.
+    pub fn settings(&self, dir: &Directory, app_id: &AppId) -> Option<EventSettings> {
+        let app = dir.app(app_id)?;
+        Some(self.overrides.read().get(app_id).cloned().unwrap_or_else(|| app.events.clone()))
+    }
+
+    /// Reads the run-time settings from the store again.
+    pub async fn load_settings(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let fresh: HashMap<AppId, EventSettings> = store.event_settings().await?.into_iter().collect();
+        *self.overrides.write() = fresh;
+        Ok(())
+    }
+
+    /// The app's settings now, as the store has them.
+    pub async fn current_settings(&self, store: &dyn Store, dir: &Directory, app_id: &AppId) -> Result<Option<EventSettings>, StoreError> {
+        self.load_settings(store).await?;
+        Ok(self.settings(dir, app_id))
+    }
+
+    /// Stores the app's run-time settings (every node sees them; they survive a restart).
+    pub async fn set_settings(&self, store: &dyn Store, app_id: &AppId, settings: EventSettings) -> Result<(), StoreError> {
+        store.set_event_settings(app_id, &settings).await?;
+        self.overrides.write().insert(app_id.clone(), settings);
+        self.claims.notify_one();
+        Ok(())
+    }
+
+    /// Forgets run-time settings (a new fixture).
+    pub async fn clear_settings(&self, store: &dyn Store) -> Result<(), StoreError> {
+        store.clear_event_settings().await?;
+        self.overrides.write().clear();
+        Ok(())
+    }
+
+    /// Looks for due deliveries now (a long-connection client just connected to this node).
     pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    pub fn set_settings(&self, app_id: &AppId, settings: EventSettings) {
-        self.overrides.lock().insert(app_id.clone(), settings);
-        self.wake.notify_one();
+        self.claims.notify_one();
     }
 
     /// Sets (or, when all zero, removes) an app's delivery faults.
@@ -213,68 +237,29 @@ impl Engine {
         (fail, delay_ms, twice)
     }
 
-    /// After the store was cleared or replaced: the outbox starts over, so does the fan-out;
-    /// queued deliveries, attempts and faults are forgotten (run-time settings stay).
+    /// The longest fault delay of any app here (added to leases taken now).
+    fn max_fault_delay_ms(&self) -> i64 {
+        self.faults.lock().values().map(|f| f.delay_ms as i64).max().unwrap_or(0)
+    }
+
+    /// After the store was cleared or replaced (its delivery tables with it): the fan-out starts
+    /// over from the new outbox's start, and faults are forgotten (run-time settings stay).
     pub fn reset(&self) {
-        let mut inner = self.inner.lock();
-        inner.cursor = 0;
-        inner.rows.retain(|r| r.state == RowState::InFlight);
-        inner.attempts.clear();
-        inner.attempt_bytes = 0;
-        drop(inner);
+        self.cursor.store(0, Ordering::Release);
         self.clear_faults();
-    }
-
-    /// Forgets run-time settings (a new fixture or a reset).
-    pub fn clear_settings(&self) {
-        self.overrides.lock().clear();
-    }
-
-    /// Attempts, oldest first, filtered.
-    pub fn attempts(&self, filter: impl Fn(&Attempt) -> bool) -> Vec<Attempt> {
-        self.inner.lock().attempts.iter().filter(|a| filter(a)).cloned().collect()
-    }
-
-    /// Deliveries not yet delivered or given up (the queue).
-    pub fn queue_depth(&self) -> usize {
-        self.inner.lock().rows.iter().filter(|r| matches!(r.state, RowState::Pending | RowState::InFlight)).count()
-    }
-
-    /// Sends `event_id` again now, to every app it went to, keeping the id. `false` if unknown.
-    pub fn redeliver(&self, event_id: &str, now_ms: i64) -> bool {
-        let mut inner = self.inner.lock();
-        let payloads: Vec<Row> = {
-            let mut found: Vec<Row> = inner.rows.iter().filter(|r| r.event_id == event_id).cloned().collect();
-            if found.is_empty() {
-                found = inner
-                    .attempts
-                    .iter()
-                    .rev()
-                    .find(|a| a.event_id == event_id)
-                    .and_then(|a| self_payload(&inner, a))
-                    .into_iter()
-                    .collect();
-            }
-            found
-        };
-        if payloads.is_empty() {
-            return false;
-        }
-        for mut r in payloads {
-            if let Some(existing) = inner.rows.iter_mut().find(|x| x.event_id == r.event_id && x.app_id == r.app_id) {
-                if existing.state != RowState::InFlight {
-                    existing.state = RowState::Pending;
-                    existing.due_ms = now_ms;
-                }
-            } else {
-                r.state = RowState::Pending;
-                r.due_ms = now_ms;
-                inner.rows.push(r);
-            }
-        }
-        drop(inner);
         self.wake.notify_one();
-        true
+    }
+
+    /// The queue (all nodes) and the cursor.
+    pub async fn queue(&self, store: &dyn Store) -> Result<DeliveryQueue, StoreError> {
+        store.delivery_queue().await
+    }
+
+    /// Sends `event_id` again now, keeping the id (from any node). `false` if unknown.
+    pub async fn redeliver(&self, store: &dyn Store, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let found = store.redeliver(event_id, now_ms).await?;
+        self.claims.notify_one();
+        Ok(found)
     }
 
     /// Starts the engine's loop once (later calls do nothing); it stops when the engine is
@@ -287,60 +272,53 @@ impl Engine {
             self.started.store(false, Ordering::Release);
             return;
         };
-        // The cursor starts at the outbox's beginning (it is not persisted yet): after a restart
-        // every event is fanned out again, so none is lost and some are delivered twice.
-        rt.spawn(run(Arc::downgrade(self), ctx));
+        rt.spawn(fan_out_loop(Arc::downgrade(self), ctx.clone()));
+        rt.spawn(claim_loop(Arc::downgrade(self), ctx));
     }
 
-    /// The last outbox seq fanned out.
-    pub fn cursor(&self) -> i64 {
-        self.inner.lock().cursor
-    }
-}
-
-/// Keeps `a`, dropping the oldest attempts beyond the bounds (entries and bytes).
-fn keep_attempt(inner: &mut Inner, a: Attempt) {
-    inner.attempt_bytes += attempt_size(&a);
-    inner.attempts.push_back(a);
-    while inner.attempts.len() > MAX_ATTEMPTS_KEPT || inner.attempt_bytes > MAX_ATTEMPT_BYTES {
-        let Some(old) = inner.attempts.pop_front() else { break };
-        inner.attempt_bytes -= attempt_size(&old);
+    /// The apps whose deliveries this node may claim now: webhook apps with a request URL (any
+    /// node), long-connection apps whose connection this node holds.
+    fn deliverable_apps(&self, ctx: &Ctx, dir: &Directory) -> Vec<AppId> {
+        dir.apps()
+            .iter()
+            .filter(|a| match self.settings(dir, &a.app_id) {
+                Some(s) if s.event_mode == EventMode::LongConnection => ctx.longconn.has_connection(&a.app_id),
+                Some(s) => s.webhook_url().is_some(),
+                None => false,
+            })
+            .map(|a| a.app_id.clone())
+            .collect()
     }
 }
 
-/// What an attempt weighs in memory, roughly: its payload and response.
-fn attempt_size(a: &Attempt) -> usize {
-    a.payload.to_string().len() + a.response.len() + a.url.len() + 256
-}
-
-fn self_payload(_inner: &Inner, a: &Attempt) -> Option<Row> {
-    Some(Row {
-        event_id: a.event_id.clone(),
-        seq: a.seq,
-        app_id: a.app_id.clone(),
-        chat_id: a.chat_id.clone(),
-        event_type: a.event_type,
-        payload: a.payload.clone(),
-        committed_ms: a.committed_ms,
-        failed: 0,
-        due_ms: 0,
-        state: RowState::Pending,
-    })
-}
-
-async fn run(weak: Weak<Engine>, ctx: Ctx) {
+/// Fans the outbox out as events are committed (woken by this node's commits, or every `TICK`
+/// for other nodes').
+async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
+    let mut refreshed: Option<Instant> = None;
     let mut pruned = Pruned { cursor: 0, at: tokio::time::Instant::now() };
     loop {
         let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
-        if let Err(e) = fan_out(&engine, &ctx, &dir).await {
-            tracing::warn!(error = %e, "event fan-out failed; retrying");
+        if refreshed.is_none_or(|at| at.elapsed() >= SETTINGS_REFRESH) {
+            match refresh(&engine, &ctx).await {
+                Ok(()) => refreshed = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "reading delivery settings failed; retrying"),
+            }
         }
-        dispatch(&engine, &ctx, &dir);
-        prune_outbox(&ctx, engine.cursor(), &mut pruned).await;
-        {
-            let wake = engine.wake.notified();
-            let _ = tokio::time::timeout(TICK, wake).await;
+        // Several batches in a row while the outbox has more.
+        for _ in 0..8 {
+            match fan_out(&engine, &ctx, &dir).await {
+                Ok(true) => engine.claims.notify_one(),
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event fan-out failed; retrying");
+                    break;
+                }
+            }
         }
+        prune_outbox(&ctx, engine.cursor.load(Ordering::Acquire), &mut pruned).await;
+        let wake = engine.wake.clone();
+        drop((engine, dir));
+        let _ = tokio::time::timeout(TICK, wake.notified()).await;
     }
 }
 
@@ -351,8 +329,8 @@ struct Pruned {
 }
 
 /// Keeps the outbox within `ctx.outbox_bytes`. Only what the fan-out has passed may go: the floor
-/// is `cursor`. Runs when the cursor moved, at most every `PRUNE_EVERY` (an idle store sees no
-/// writes); a failure is retried at the next turn.
+/// is the stored cursor as this node last saw it (it only moves forward). Runs when the cursor
+/// moved, at most every `PRUNE_EVERY`; a failure is retried at the next turn.
 async fn prune_outbox(ctx: &Ctx, cursor: i64, last: &mut Pruned) {
     if cursor == last.cursor || last.at.elapsed() < PRUNE_EVERY {
         return;
@@ -365,80 +343,180 @@ async fn prune_outbox(ctx: &Ctx, cursor: i64, last: &mut Pruned) {
     }
 }
 
-/// Turns new outbox events into deliveries.
-async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<(), crate::store::StoreError> {
-    let after = {
-        let inner = engine.inner.lock();
-        if inner.rows.len() >= MAX_QUEUED {
-            return Ok(());
+/// Claims due deliveries (woken by the fan-out, finished runs and redeliveries, or every `TICK`
+/// for due retries, ended leases and other nodes' deliveries).
+async fn claim_loop(weak: Weak<Engine>, ctx: Ctx) {
+    // Leases of this node's earlier life (a kill -9) are ours to take back now.
+    if let Some(engine) = weak.upgrade() {
+        if let Err(e) = ctx.store.release_leases(&engine.node_id).await {
+            tracing::warn!(error = %e, "releasing this node's earlier leases failed; they end on their own");
         }
-        inner.cursor
-    };
+    }
+    loop {
+        let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
+        if let Err(e) = dispatch(&engine, &ctx, &dir).await {
+            tracing::warn!(error = %e, "claiming deliveries failed; retrying");
+        }
+        drop(dir);
+        // Holds the engine for at most a tick.
+        let _ = tokio::time::timeout(TICK, engine.claims.notified()).await;
+    }
+}
+
+/// Settings and cursor as the store has them (another node may have changed either).
+async fn refresh(engine: &Engine, ctx: &Ctx) -> Result<(), StoreError> {
+    engine.load_settings(&*ctx.store).await?;
+    engine.cursor.store(ctx.store.delivery_queue().await?.cursor, Ordering::Release);
+    Ok(())
+}
+
+/// Turns the next outbox events into deliveries; `true` when it moved on (more may follow).
+async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, StoreError> {
+    let after = engine.cursor.load(Ordering::Acquire);
     let events = ctx.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
-    if events.is_empty() {
+    let Some(upto) = events.last().map(|e| e.seq) else { return Ok(false) };
+    let queue = ctx.store.delivery_queue().await?;
+    if queue.cursor != after {
+        // Another node fanned this range out (or the store was reset): go on from where it is.
+        engine.cursor.store(queue.cursor, Ordering::Release);
+        return Ok(queue.cursor > after);
+    }
+    if queue.rows >= MAX_QUEUED || queue.bytes >= MAX_QUEUED_BYTES {
+        return Ok(false);
+    }
+    // Settings as of now: a PUT on another node counts from its commit.
+    engine.load_settings(&*ctx.store).await?;
+    let targets: HashMap<AppId, EventSettings> = dir
+        .apps()
+        .iter()
+        .filter_map(|a| engine.settings(dir, &a.app_id).map(|s| (a.app_id.clone(), s)))
+        // Webhook apps without a URL get nothing; long-connection apps get rows that wait for a
+        // node holding their connection.
+        .filter(|(_, s)| s.event_mode == EventMode::LongConnection || s.webhook_url().is_some())
+        .collect();
+    let mut rows = Vec::new();
+    if !targets.is_empty() {
+        // Each chat read once per batch, and only for events that can reach an app.
+        let mut chats: HashMap<String, Option<Chat>> = HashMap::new();
+        for e in events.iter().filter(|e| causes_feishu_events(&e.event)) {
+            let chat_id = &e.event.chat_id;
+            if !chats.contains_key(&chat_id.0) {
+                chats.insert(chat_id.0.clone(), ctx.store.get_chat(chat_id).await?);
+            }
+            let Some(chat) = &chats[&chat_id.0] else { continue };
+            for ae in app_events(e, chat, dir) {
+                let Some(settings) = targets.get(&ae.app_id) else { continue };
+                if !settings.subscribes(ae.event_type) {
+                    continue;
+                }
+                let event_id = wire::event_id_for(&ae.app_id.0, e.seq, e.event.at_ms);
+                let payload = wire::envelope(&ae, &event_id, e.event.at_ms, &settings.verification_token).to_string();
+                rows.push(NewDelivery {
+                    event_id,
+                    app_id: ae.app_id,
+                    seq: e.seq,
+                    chat_id: chat_id.0.clone(),
+                    event_type: ae.event_type.to_string(),
+                    payload,
+                    committed_ms: e.event.at_ms,
+                });
+            }
+        }
+    }
+    let cursor = match ctx.store.fan_out(after, upto, rows).await? {
+        FanOut::Done => upto,
+        FanOut::Moved(cursor) => cursor,
+    };
+    engine.cursor.store(cursor, Ordering::Release);
+    Ok(true)
+}
+
+/// Claims due deliveries of the apps this node may deliver to, and sends each chat's run.
+async fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<(), StoreError> {
+    let apps = engine.deliverable_apps(ctx, dir);
+    let (now_ms, wall_ms) = (ctx.clock.now_ms(), wall_ms());
+    if apps.is_empty() || !ctx.store.deliveries_due(now_ms, wall_ms).await? {
         return Ok(());
     }
-    // With no request URL set anywhere there is nobody to deliver to: move the cursor past the
-    // events without reading their chats (a store read per event, on every write path's heels).
-    let receivers = dir.apps().iter().any(|a| engine.settings(dir, &a.app_id).is_some_and(|s| receives(&s)));
-    let mut rows = Vec::new();
-    for e in events.iter().filter(|_| receivers) {
-        let Some(chat) = ctx.store.get_chat(&e.event.chat_id).await? else { continue };
-        for ae in app_events(e, &chat, dir) {
-            let Some(settings) = engine.settings(dir, &ae.app_id) else { continue };
-            // Only apps with a request URL or a long connection get deliveries.
-            if !settings.subscribes(ae.event_type) || !receives(&settings) {
-                continue;
-            }
-            let event_id = wire::event_id_for(&ae.app_id.0, e.seq, e.event.at_ms);
-            let payload = wire::envelope(&ae, &event_id, e.event.at_ms, &settings.verification_token);
-            rows.push(Row {
-                event_id,
-                seq: e.seq,
-                app_id: ae.app_id,
-                chat_id: e.event.chat_id.0.clone(),
-                event_type: ae.event_type,
-                payload,
-                committed_ms: e.event.at_ms,
-                failed: 0,
-                due_ms: i64::MIN,
-                state: RowState::Pending,
-            });
+    let lease_until_ms = wall_ms + LEASE.as_millis() as i64 + engine.max_fault_delay_ms();
+    let claim = DeliveryClaim {
+        owner: engine.node_id.clone(),
+        now_ms,
+        wall_ms,
+        lease_until_ms,
+        apps,
+        per_app: MAX_IN_FLIGHT_PER_APP,
+        limit: CLAIM_BATCH,
+        run: RUN,
+    };
+    // Claimed in runs: each chat's deliveries together, in commit order.
+    let mut runs: Vec<Vec<Delivery>> = Vec::new();
+    for d in ctx.store.claim_deliveries(claim).await? {
+        match runs.last_mut() {
+            Some(run) if run[0].new.app_id == d.new.app_id && run[0].new.chat_id == d.new.chat_id => run.push(d),
+            _ => runs.push(vec![d]),
         }
     }
-    let mut inner = engine.inner.lock();
-    if inner.cursor == after {
-        inner.cursor = events.last().map(|e| e.seq).unwrap_or(after);
-        inner.rows.extend(rows);
+    for run in runs {
+        let (engine, ctx) = (engine.clone(), ctx.clone());
+        tokio::spawn(async move { send_run(engine, ctx, run, lease_until_ms).await });
     }
     Ok(())
 }
 
-/// Whether an app gets deliveries: by its request URL, or over its long connection.
-fn receives(s: &EventSettings) -> bool {
-    s.webhook_url().is_some() || s.event_mode == EventMode::LongConnection
-}
-
-/// `Attempt::url` (before the connection id) of deliveries over the long connection.
-pub const LONG_CONNECTION: &str = "longconn:";
-
-/// Where a delivery goes now: the request URL, or `LONG_CONNECTION` for a long-connection app
-/// with a client connected to this node (without one its deliveries wait; a connect wakes the
-/// engine).
-fn target(ctx: &Ctx, s: &EventSettings, app_id: &AppId) -> Option<String> {
-    match s.event_mode {
-        EventMode::LongConnection => ctx.longconn.has_connection(app_id).then(|| LONG_CONNECTION.to_string()),
-        EventMode::Webhook => s.webhook_url().map(str::to_string),
+/// Sends one chat's claimed deliveries one after another; each outcome is recorded as it comes.
+/// When the lease would end before another attempt could, the rest go back to the queue.
+async fn send_run(engine: Arc<Engine>, ctx: Ctx, run: Vec<Delivery>, lease_until_ms: i64) {
+    let mut recording = Vec::new();
+    let mut rest = run.into_iter();
+    while let Some(delivery) = rest.next() {
+        let Some(dir) = (ctx.directory)() else { return };
+        let settings = engine.settings(&dir, &delivery.new.app_id);
+        // Room for the slowest attempt: the delay, then two sends (deliver twice) of `TIMEOUT`.
+        let worst_ms = engine.max_fault_delay_ms() + 2 * send::TIMEOUT.as_millis() as i64 + 1_000;
+        let (Some(settings), true) = (settings, wall_ms() + worst_ms < lease_until_ms) else {
+            let ids: Vec<String> = std::iter::once(delivery).chain(rest).map(|d| d.new.event_id).collect();
+            if let Err(e) = ctx.store.release_deliveries(&engine.node_id, ids).await {
+                tracing::warn!(error = %e, "giving back deliveries failed; their lease ends on its own");
+            }
+            break;
+        };
+        let event_id = delivery.new.event_id.clone();
+        let Some(finished) = attempt(&engine, &ctx, delivery, settings).await else {
+            let ids: Vec<String> = std::iter::once(event_id).chain(rest.map(|d| d.new.event_id)).collect();
+            if let Err(e) = ctx.store.release_deliveries(&engine.node_id, ids).await {
+                tracing::warn!(error = %e, "giving back deliveries failed; their lease ends on its own");
+            }
+            break;
+        };
+        let ctx = ctx.clone();
+        recording.push(tokio::spawn(async move { record(&ctx, finished).await }));
     }
+    for r in recording {
+        let _ = r.await;
+    }
+    engine.claims.notify_one();
 }
 
-/// One delivery over the long connection (twice when a fault says so); `None` when the app's
-/// connection went away meanwhile (the delivery waits, it did not fail). The ack's `code` stands
+/// Sends one claimed delivery the way its app takes events: where it went and what came back;
+/// `None` when a long-connection app's connection went away meanwhile (the delivery waits, it
+/// did not fail).
+async fn transmit(ctx: &Ctx, app_id: &AppId, settings: &EventSettings, payload: &Value, twice: bool) -> Option<(String, send::Outcome)> {
+    Some(match (settings.event_mode, settings.event_url.as_deref()) {
+        (EventMode::Webhook, Some(url)) => (url.to_string(), send_webhook(url, settings, payload, ctx.clock.now_secs(), twice).await),
+        (EventMode::Webhook, None) => {
+            (String::new(), send::Outcome { status: None, body: "the app has no request URL now".into(), latency_ms: 0 })
+        }
+        (EventMode::LongConnection, _) => return over_long_connection(ctx, app_id, payload, twice).await,
+    })
+}
+
+/// One delivery over the long connection (twice when a fault says so). The ack's `code` stands
 /// for the HTTP status: 200 delivered, anything else (or no ack in 3 s) a failed attempt.
-async fn over_long_connection(ctx: &Ctx, row: &Row, twice: bool) -> Option<(String, send::Outcome)> {
-    let first = ctx.longconn.deliver(&row.app_id, &row.payload).await;
+async fn over_long_connection(ctx: &Ctx, app_id: &AppId, payload: &Value, twice: bool) -> Option<(String, send::Outcome)> {
+    let first = ctx.longconn.deliver(app_id, payload).await;
     if twice {
-        ctx.longconn.deliver(&row.app_id, &row.payload).await;
+        ctx.longconn.deliver(app_id, payload).await;
     }
     let crate::longconn::Outcome::Sent { conn_id, ack, latency_ms, why } = first else { return None };
     let status = ack.as_ref().map(|a| match a.code {
@@ -452,155 +530,79 @@ async fn over_long_connection(ctx: &Ctx, row: &Row, twice: bool) -> Option<(Stri
     Some((format!("{LONG_CONNECTION}{conn_id}"), send::Outcome { status, body, latency_ms }))
 }
 
-/// Starts one attempt per idle app whose next delivery is due.
-fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) {
-    let now = ctx.clock.now_ms();
-    let mut inner = engine.inner.lock();
-    let mut picked: Vec<(usize, String, EventSettings)> = Vec::new();
-    let mut seen: HashSet<(AppId, String)> = HashSet::new();
-    let mut in_flight = inner.in_flight.clone();
-    for (i, r) in inner.rows.iter().enumerate() {
-        if r.state != RowState::Pending || r.due_ms > now {
-            continue;
-        }
-        // Only the first due delivery of each (app, chat) may go, and not while one is in flight.
-        let key = (r.app_id.clone(), r.chat_id.clone());
-        if !seen.insert(key.clone()) || inner.busy.contains(&key) {
-            continue;
-        }
-        let n = in_flight.entry(r.app_id.clone()).or_insert(0);
-        if *n >= MAX_IN_FLIGHT_PER_APP {
-            continue;
-        }
-        let Some(settings) = engine.settings(dir, &r.app_id) else { continue };
-        let Some(url) = target(ctx, &settings, &r.app_id) else { continue };
-        *n += 1;
-        picked.push((i, url, settings));
+/// One webhook POST (twice for the deliver-twice fault: same event_id, same signature).
+async fn send_webhook(url: &str, settings: &EventSettings, payload: &Value, now_secs: i64, twice: bool) -> send::Outcome {
+    let signed = wire::seal(payload, &settings.encrypt_key, now_secs);
+    let first = send::post(url, &signed.headers, signed.body.clone(), send::TIMEOUT).await;
+    if twice {
+        send::post(url, &signed.headers, signed.body, send::TIMEOUT).await;
     }
-    inner.in_flight = in_flight;
-    for (i, url, settings) in picked {
-        let row = &mut inner.rows[i];
-        row.state = RowState::InFlight;
-        let row = row.clone();
-        inner.busy.insert((row.app_id.clone(), row.chat_id.clone()));
-        let (engine, ctx) = (engine.clone(), ctx.clone());
-        tokio::spawn(async move { attempt(engine, ctx, row, url, settings).await });
-    }
+    first
 }
 
-async fn attempt(engine: Arc<Engine>, ctx: Ctx, row: Row, mut url: String, settings: EventSettings) {
+/// An attempt's outcome, to record (with what the metrics count once it is recorded).
+struct Outcome {
+    finished: FinishedAttempt,
+    since_commit_ms: i64,
+}
+
+/// One attempt of a claimed delivery; `None` when it could not be made (a long connection gone):
+/// the delivery goes back to the queue as it was.
+async fn attempt(engine: &Engine, ctx: &Ctx, delivery: Delivery, settings: EventSettings) -> Option<Outcome> {
+    let Delivery { new: row, failed } = delivery;
     let (fail, delay_ms, twice) = engine.take_fault(&row.app_id);
     if delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
-    let signed = wire::seal(&row.payload, &settings.encrypt_key, ctx.clock.now_secs());
-    let outcome = if fail {
-        send::Outcome { status: None, body: "failed by a delivery fault (/_larkstack/faults/deliveries)".into(), latency_ms: 0 }
-    } else if url == LONG_CONNECTION {
-        let Some((conn, outcome)) = over_long_connection(&ctx, &row, twice).await else {
-            // No connection any more: the delivery waits for the next one, as it was.
-            let mut inner = engine.inner.lock();
-            inner.busy.remove(&(row.app_id.clone(), row.chat_id.clone()));
-            if let Some(n) = inner.in_flight.get_mut(&row.app_id) {
-                *n = n.saturating_sub(1);
-            }
-            if let Some(r) = inner.rows.iter_mut().find(|r| r.event_id == row.event_id && r.app_id == row.app_id) {
-                r.state = RowState::Pending;
-            }
-            return;
-        };
-        url = conn;
-        outcome
+    let payload: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+    let (url, outcome) = if fail {
+        let url = settings.event_url.clone().unwrap_or_default();
+        (url, send::Outcome { status: None, body: "failed by a delivery fault (/_larkstack/faults/deliveries)".into(), latency_ms: 0 })
     } else {
-        let first = send::post(&url, &signed.headers, signed.body.clone(), send::TIMEOUT).await;
-        if twice {
-            // The same request again: same event_id, same signature.
-            send::post(&url, &signed.headers, signed.body, send::TIMEOUT).await;
-        }
-        first
+        transmit(ctx, &row.app_id, &settings, &payload, twice).await?
     };
     let now = ctx.clock.now_ms();
     let delivered = outcome.delivered();
-    let failed = row.failed + u32::from(!delivered);
-    let next_retry_ms = if delivered { None } else { wire::next_retry(failed, now) };
-    ctx.metrics.delivery(row.event_type, delivered, next_retry_ms.is_none(), now - row.committed_ms);
-    let mut inner = engine.inner.lock();
-    inner.busy.remove(&(row.app_id.clone(), row.chat_id.clone()));
-    if let Some(n) = inner.in_flight.get_mut(&row.app_id) {
-        *n = n.saturating_sub(1);
-    }
-    keep_attempt(&mut inner, Attempt {
-        event_id: row.event_id.clone(),
-        seq: row.seq,
-        event_type: row.event_type,
-        app_id: row.app_id.clone(),
-        chat_id: row.chat_id.clone(),
-        url,
-        attempt: row.failed + 1,
-        at_ms: now,
-        status: outcome.status,
-        delivered,
-        latency_ms: outcome.latency_ms,
-        response: outcome.body,
-        next_retry_ms,
-        payload: row.payload.clone(),
-        committed_ms: row.committed_ms,
-    });
-    if let Some(r) = inner.rows.iter_mut().find(|r| r.event_id == row.event_id && r.app_id == row.app_id) {
-        r.failed = failed;
-        match next_retry_ms {
-            _ if delivered => r.state = RowState::Delivered,
-            Some(due) => {
-                r.state = RowState::Pending;
-                r.due_ms = due;
-            }
-            None => r.state = RowState::GivenUp,
-        }
-    }
-    // Finished rows leave the queue (their attempts stay listed).
-    inner.rows.retain(|r| matches!(r.state, RowState::Pending | RowState::InFlight));
-    drop(inner);
-    engine.wake.notify_one();
+    let failed_now = failed + u32::from(!delivered);
+    let next_retry_ms = if delivered { None } else { wire::next_retry(failed_now, now) };
+    let next = match next_retry_ms {
+        Some(due_ms) => DeliveryNext::Retry { failed: failed_now, due_ms },
+        None => DeliveryNext::Done,
+    };
+    let finished = FinishedAttempt {
+        owner: engine.node_id.clone(),
+        attempt: AttemptRecord {
+            event_id: row.event_id,
+            seq: row.seq,
+            event_type: row.event_type,
+            app_id: row.app_id,
+            chat_id: row.chat_id,
+            url,
+            attempt: failed + 1,
+            at_ms: now,
+            status: outcome.status,
+            delivered,
+            latency_ms: outcome.latency_ms,
+            response: outcome.body,
+            next_retry_ms,
+            payload,
+            committed_ms: row.committed_ms,
+        },
+        next,
+        keep: AttemptBounds::DEFAULT,
+    };
+    Some(Outcome { finished, since_commit_ms: now - row.committed_ms })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attempt(n: usize, response: String) -> Attempt {
-        Attempt {
-            event_id: format!("{n:032x}"),
-            seq: n as i64,
-            event_type: "im.message.receive_v1",
-            app_id: AppId("cli_x".into()),
-            chat_id: "oc_x".into(),
-            url: "http://127.0.0.1:1/".into(),
-            attempt: 1,
-            at_ms: 0,
-            status: Some(200),
-            delivered: true,
-            latency_ms: 1,
-            response,
-            next_retry_ms: None,
-            payload: Value::Null,
-            committed_ms: 0,
-        }
+/// Records an attempt and the delivery's next state; then counts it in the metrics, so /metrics
+/// never shows an outcome the queue does not yet reflect.
+async fn record(ctx: &Ctx, outcome: Outcome) {
+    let Outcome { finished, since_commit_ms } = outcome;
+    let (event_type, delivered) = (finished.attempt.event_type.clone(), finished.attempt.delivered);
+    let last = finished.attempt.next_retry_ms.is_none();
+    if let Err(e) = ctx.store.finish_delivery(finished).await {
+        // The lease ends on its own and the delivery is attempted again (same event_id).
+        tracing::warn!(error = %e, "recording a delivery attempt failed");
     }
-
-    #[test]
-    fn kept_attempts_are_bounded_in_entries_and_bytes() {
-        let mut inner = Inner::default();
-        for n in 0..MAX_ATTEMPTS_KEPT + 5 {
-            keep_attempt(&mut inner, attempt(n, String::new()));
-        }
-        assert_eq!(inner.attempts.len(), MAX_ATTEMPTS_KEPT);
-        assert_eq!(inner.attempts.front().unwrap().seq, 5);
-        let big = "x".repeat(MAX_ATTEMPT_BYTES / 3);
-        for n in 0..4 {
-            keep_attempt(&mut inner, attempt(n, big.clone()));
-        }
-        assert!(inner.attempt_bytes <= MAX_ATTEMPT_BYTES);
-        assert_eq!(inner.attempts.len(), 2);
-        assert_eq!(inner.attempt_bytes, inner.attempts.iter().map(attempt_size).sum::<usize>());
-    }
+    ctx.metrics.delivery(&event_type, delivered, last, since_commit_ms);
 }

@@ -42,6 +42,12 @@ const EMPLOYEE_ID_SCOPE: &str = "contact:user.employee_id:readonly";
 const MESSAGE_READ_SCOPES: &[&str] = &["im:message:readonly", "im:message"];
 const REACTION_SCOPES: &[&str] = &["im:message.reactions:read", "im:message:readonly", "im:message"];
 
+/// Whether a domain event can cause any Feishu event (`app_events` returns none for the others,
+/// whatever the chat): lets the delivery skip reading their chats.
+pub fn causes_feishu_events(e: &crate::domain::events::DomainEvent) -> bool {
+    !matches!(e.body, EventBody::ChatCreated { .. } | EventBody::ManagersAdded { .. } | EventBody::ManagersRemoved { .. })
+}
+
 /// The Feishu events one stored domain event causes, one per recipient app, in a stable order.
 /// `chat` is the chat as stored now. Subscriptions (`event_types`) are NOT applied here.
 pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppEvent> {

@@ -307,6 +307,9 @@ mod tests {
                 msg_type: "text".into(),
                 content: "{\"text\":\"a \\u0000 \\\" }\"}".into(),
                 mentions: vec![Mention { key: "@_user_1".into(), id: "ou_1".into(), name: None, uid: None }],
+                root_id: Some(MessageId("om_0".into())),
+                parent_id: Some(MessageId("om_0".into())),
+                thread_id: None,
             }),
         ];
         for e in &events {

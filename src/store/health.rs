@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, EventQuery, Created, Cursor,
     DedupKey, ImportBatch, LinkedChat, MessageQuery, OutboxStats, StateRecord, Store, StoreError,
     StoreStats, TaskChatRecord, TaskLink, TokenRecord, MessageChange, ReactionQuery, ReadMark, ReadQuery,
-    ReadRecord, AppTicketRecord};
+    ReadRecord, AppTicketRecord, AttemptFilter, AttemptRecord, Delivery, DeliveryClaim, DeliveryQueue,
+    FanOut, FinishedAttempt, NewDelivery};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -20,6 +21,7 @@ use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::domain::reaction::Reaction;
+use crate::domain::subscriptions::EventSettings;
 use crate::error::FeishuError;
 
 /// A write the store could not make: when (wall-clock ms) and why.
@@ -34,11 +36,28 @@ pub struct WriteFailure {
 pub struct Tracked {
     inner: Arc<dyn Store>,
     last_failure: Mutex<Option<WriteFailure>>,
+    /// Told after every write that may have appended events to the outbox (the delivery engine
+    /// waits on it rather than polling the store hot).
+    committed_events: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Tracked {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Tracked { inner, last_failure: Mutex::new(None) }
+        Tracked { inner, last_failure: Mutex::new(None), committed_events: None }
+    }
+
+    /// Also notifies `committed_events` after each successful write that can append events.
+    pub fn notifying(inner: Arc<dyn Store>, committed_events: Arc<tokio::sync::Notify>) -> Self {
+        Tracked { committed_events: Some(committed_events), ..Tracked::new(inner) }
+    }
+
+    /// `track`, then a notification when the write succeeded (it may have appended events).
+    fn track_events<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let result = self.track(result);
+        if let (Ok(_), Some(n)) = (&result, &self.committed_events) {
+            n.notify_one();
+        }
+        result
     }
 
     fn track<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
@@ -73,7 +92,7 @@ impl Store for Tracked {
     }
 
     async fn create_chat(&self, new: NewChat) -> Result<Created, StoreError> {
-        self.track(self.inner.create_chat(new).await)
+        self.track_events(self.inner.create_chat(new).await)
     }
 
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
@@ -85,7 +104,7 @@ impl Store for Tracked {
     }
 
     async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
-        self.track(self.inner.modify_chat(chat_id, change).await)
+        self.track_events(self.inner.modify_chat(chat_id, change).await)
     }
 
     async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
@@ -101,11 +120,11 @@ impl Store for Tracked {
     }
 
     async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
-        self.track(self.inner.p2p_chat(app, uid, new, events).await)
+        self.track_events(self.inner.p2p_chat(app, uid, new, events).await)
     }
 
     async fn create_message(&self, new: NewMessage) -> Result<Message, StoreError> {
-        self.track(self.inner.create_message(new).await)
+        self.track_events(self.inner.create_message(new).await)
     }
 
     async fn list_messages(&self, query: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
@@ -157,7 +176,7 @@ impl Store for Tracked {
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
-        self.track(self.inner.task_chat(link, new, events).await)
+        self.track_events(self.inner.task_chat(link, new, events).await)
     }
 
     async fn link_task_chat(&self, link: TaskLink, chat_id: &ChatId) -> Result<(), StoreError> {
@@ -242,5 +261,53 @@ impl Store for Tracked {
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
         self.inner.app_ticket(app_id).await
+    }
+
+    async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {
+        self.inner.event_settings().await
+    }
+
+    async fn set_event_settings(&self, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError> {
+        self.track(self.inner.set_event_settings(app_id, settings).await)
+    }
+
+    async fn clear_event_settings(&self) -> Result<(), StoreError> {
+        self.track(self.inner.clear_event_settings().await)
+    }
+
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
+        self.track(self.inner.fan_out(after, upto, rows).await)
+    }
+
+    async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {
+        self.inner.delivery_queue().await
+    }
+
+    async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError> {
+        self.inner.deliveries_due(now_ms, wall_ms).await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        self.track(self.inner.claim_deliveries(claim).await)
+    }
+
+    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
+        self.track(self.inner.finish_delivery(finished).await)
+    }
+
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {
+        self.track(self.inner.release_deliveries(owner, event_ids).await)
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        self.track(self.inner.release_leases(owner).await)
+    }
+
+    async fn redeliver(&self, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.track(self.inner.redeliver(event_id, now_ms).await)
+    }
+
+    async fn delivery_attempts(&self, filter: AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.inner.delivery_attempts(filter).await
     }
 }

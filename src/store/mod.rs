@@ -22,6 +22,7 @@ use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::domain::reaction::Reaction;
+use crate::domain::subscriptions::EventSettings;
 use crate::error::FeishuError;
 
 #[derive(Debug, thiserror::Error)]
@@ -349,6 +350,142 @@ pub struct TaskChatRecord {
     pub link: LinkedChat,
 }
 
+/// One event for one app, as the fan-out creates it (`Store::fan_out`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// 32 hex, fixed at creation and kept by every attempt.
+    pub event_id: String,
+    pub app_id: AppId,
+    /// The outbox event's seq.
+    pub seq: i64,
+    pub chat_id: String,
+    pub event_type: String,
+    /// The plain schema-2.0 envelope, JSON (encrypted per attempt with the app's key then).
+    pub payload: String,
+    pub committed_ms: i64,
+}
+
+/// A delivery a node has claimed (leased) to attempt now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub new: NewDelivery,
+    /// Attempts that failed so far.
+    pub failed: u32,
+}
+
+/// What `Store::fan_out` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanOut {
+    /// The deliveries are stored and the cursor is at `upto`.
+    Done,
+    /// The cursor was not at `after` (another node fanned that range out): nothing stored; the
+    /// cursor is here.
+    Moved(i64),
+}
+
+/// A claim of due deliveries by one node (`Store::claim_deliveries`).
+#[derive(Debug, Clone)]
+pub struct DeliveryClaim {
+    /// Who leases the rows (a node id).
+    pub owner: String,
+    /// The larkstack clock: pending rows due by then are claimable.
+    pub now_ms: i64,
+    /// Wall-clock ms: leases that ended by then are claimable again.
+    pub wall_ms: i64,
+    /// Wall-clock ms the new leases end at.
+    pub lease_until_ms: i64,
+    /// The apps this node may deliver to now; rows of other apps wait.
+    pub apps: Vec<AppId>,
+    /// Chats with live leases per app, over all nodes, at most this many.
+    pub per_app: usize,
+    /// Chats (heads) claimed at most.
+    pub limit: usize,
+    /// Deliveries of one chat claimed at once, at most: its claimable ones in commit order, sent
+    /// one after another by the claiming node.
+    pub run: usize,
+}
+
+/// After an attempt: what becomes of its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    /// Delivered or given up: the row leaves the queue.
+    Done,
+    /// Pending again, due at `due_ms` with `failed` failures so far.
+    Retry { failed: u32, due_ms: i64 },
+}
+
+/// One attempt, as `GET /_larkstack/deliveries` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptRecord {
+    pub event_id: String,
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub app_id: AppId,
+    pub chat_id: String,
+    pub url: String,
+    pub attempt: u32,
+    pub at_ms: i64,
+    /// `null` when the receiver gave no HTTP answer.
+    pub status: Option<u16>,
+    pub delivered: bool,
+    pub latency_ms: u64,
+    pub response: String,
+    /// When the next attempt is due, if there is one.
+    pub next_retry_ms: Option<i64>,
+    /// The plain envelope sent (encrypted on the wire when the app has a key).
+    pub payload: serde_json::Value,
+    #[serde(skip)]
+    pub committed_ms: i64,
+}
+
+impl AttemptRecord {
+    /// What the attempt weighs against `AttemptBounds::bytes`: its payload, response and URL.
+    pub fn weight(&self, payload_len: usize) -> i64 {
+        (payload_len + self.response.len() + self.url.len() + 256) as i64
+    }
+}
+
+/// A finished attempt of a leased delivery (`Store::finish_delivery`).
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub owner: String,
+    pub attempt: AttemptRecord,
+    pub next: DeliveryNext,
+    /// What the attempts table keeps, this attempt included (the oldest go first).
+    pub keep: AttemptBounds,
+}
+
+/// Bounds on the attempts kept: entries and bytes (`AttemptRecord::weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptBounds {
+    pub entries: i64,
+    pub bytes: i64,
+}
+
+impl AttemptBounds {
+    /// 10 000 attempts, 64 MiB.
+    pub const DEFAULT: AttemptBounds = AttemptBounds { entries: 10_000, bytes: 64 << 20 };
+}
+
+/// Which attempts to list: each `Some` must match; the last `limit`, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    pub app_id: Option<String>,
+    pub event_id: Option<String>,
+    pub type_name: Option<String>,
+    pub chat_id: Option<String>,
+    pub limit: usize,
+}
+
+/// The delivery queue: rows not yet delivered or given up, their bytes, and the fan-out cursor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryQueue {
+    pub rows: i64,
+    pub bytes: i64,
+    pub cursor: i64,
+}
+
 /// Sizes for /metrics and the console.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
@@ -528,4 +665,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// The app's current ticket (expired or not).
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError>;
+
+    // ---- event delivery (src/delivery): shared by every node on the store ----
+
+    /// Run-time event settings of apps (`PUT /_larkstack/apps/{app_id}/events`), by app.
+    async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError>;
+
+    async fn set_event_settings(&self, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError>;
+
+    /// Forgets every run-time setting (a new fixture).
+    async fn clear_event_settings(&self) -> Result<(), StoreError>;
+
+    /// Stores `rows` and moves the fan-out cursor from `after` to `upto`, atomically, unless the
+    /// cursor is not at `after`: then nothing changes (`FanOut::Moved`). Concurrent calls are
+    /// serialised, so no range of the outbox is fanned out twice.
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError>;
+
+    /// The queue's size and the cursor.
+    async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError>;
+
+    /// Whether any delivery is claimable now (a cheap read before `claim_deliveries`).
+    async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError>;
+
+    /// Leases due deliveries to `claim.owner`: per (app, chat) one run at a time (a head that no
+    /// earlier due or leased delivery of its chat holds back, then up to `claim.run - 1` of the
+    /// chat's claimable deliveries after it, in commit order); per app at most `claim.per_app`
+    /// chats leased. Rows another node is claiming are skipped, not waited for.
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records the attempt (pruning the oldest beyond `finished.keep`)
+    /// and, while `owner` still holds the lease, the delivery's next state, atomically.
+    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError>;
+
+    /// Gives back deliveries `owner` leased but did not attempt: due again at once.
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError>;
+
+    /// Ends every lease `owner` holds (a node restarted on its data dir): its rows are due again.
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Makes the delivery of `event_id` due at `now_ms` again (re-queued from its latest attempt
+    /// when it has left the queue); `false` when no delivery or attempt has that id.
+    async fn redeliver(&self, event_id: &str, now_ms: i64) -> Result<bool, StoreError>;
+
+    async fn delivery_attempts(&self, filter: AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError>;
 }

@@ -22,7 +22,8 @@ use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
     EventQuery, ImportBatch, MessageQuery, OutboxStats, StateRecord, Store, StoreError, StoreStats,
     TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER, MessageChange, ReactionQuery, ReadMark,
-    ReadQuery, ReadRecord, AppTicketRecord};
+    ReadQuery, ReadRecord, AppTicketRecord, AttemptFilter, AttemptRecord, Delivery, DeliveryClaim,
+    DeliveryQueue, FanOut, FinishedAttempt, NewDelivery};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -30,6 +31,7 @@ use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::domain::reaction::Reaction;
+use crate::domain::subscriptions::EventSettings;
 use crate::error::FeishuError;
 
 const MIGRATIONS: &[&str] = &[
@@ -37,10 +39,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_search_text.sql"),
     include_str!("migrations/postgres/0003_events.sql"),
     OUTBOX_COMPACT_MIGRATION,
-    include_str!("migrations/postgres/0009_blobs.sql"),
-    include_str!("migrations/postgres/0008_message_ops.sql"),
+    include_str!("migrations/postgres/0005_blobs.sql"),
+    include_str!("migrations/postgres/0006_message_ops.sql"),
     include_str!("migrations/postgres/0007_custom_bots.sql"),
-    include_str!("migrations/postgres/0006_app_tickets.sql"),
+    include_str!("migrations/postgres/0008_app_tickets.sql"),
+    include_str!("migrations/postgres/0009_deliveries.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -232,6 +235,10 @@ impl Cols for Row {
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
         Ok(self.try_get(i)?)
     }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
 }
 
 impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
@@ -264,6 +271,10 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
 
     async fn lock(&mut self, scope: &str, key: &str) -> Result<(), StoreError> {
         advisory_lock(self.0, scope, key).await
+    }
+
+    async fn insert_deliveries(&mut self, rows: &[NewDelivery], due_ms: i64) -> Result<(), StoreError> {
+        insert_deliveries(self.0, rows, due_ms).await
     }
 
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
@@ -447,6 +458,32 @@ async fn reset_event_seq<C: GenericClient>(tx: &C) -> Result<(), StoreError> {
     let sql = "UPDATE event_seq SET last = coalesce((SELECT max(seq) FROM events), 0),
                                     bytes = coalesce((SELECT bytes_end FROM events ORDER BY seq DESC LIMIT 1), 0)";
     execute(tx, sql, &[]).await?;
+    Ok(())
+}
+
+/// A fan-out's deliveries in one statement (one round trip, whatever the batch).
+async fn insert_deliveries<C: GenericClient>(c: &C, rows: &[NewDelivery], due_ms: i64) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
+    let apps: Vec<&str> = rows.iter().map(|r| r.app_id.0.as_str()).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let chats: Vec<&str> = rows.iter().map(|r| r.chat_id.as_str()).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
+    let payloads: Vec<String> = rows.iter().map(|r| text(&r.payload).into_owned()).collect();
+    let bytes: Vec<i64> = rows.iter().map(|r| r.payload.len() as i64).collect();
+    let committed: Vec<i64> = rows.iter().map(|r| r.committed_ms).collect();
+    execute(
+        c,
+        "INSERT INTO deliveries (event_id, app_id, seq, chat_id, type, payload, bytes, committed_ms, failed, due_ms, state)
+         SELECT r.e, r.a, r.s, r.c, r.t, r.p, r.b, r.m, 0, $9, 'pending'
+         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[])
+              AS r(e, a, s, c, t, p, b, m)
+         ON CONFLICT (event_id) DO NOTHING",
+        &[&ids, &apps, &seqs, &chats, &types, &payloads, &bytes, &committed, &due_ms],
+    )
+    .await?;
     Ok(())
 }
 
@@ -781,5 +818,73 @@ impl Store for PostgresStore {
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
         sql::app_ticket(&mut Pg(&self.client().await?), app_id).await
+    }
+
+    async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {
+        sql::event_settings(&mut Pg(&self.client().await?)).await
+    }
+
+    async fn set_event_settings(&self, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError> {
+        sql::set_event_settings(&mut Pg(&self.client().await?), app_id, settings).await
+    }
+
+    async fn clear_event_settings(&self) -> Result<(), StoreError> {
+        sql::clear_event_settings(&mut Pg(&self.client().await?)).await
+    }
+
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let done = sql::fan_out(&mut Pg(&tx), after, upto, &rows).await?;
+        if done == FanOut::Done {
+            self.commit(tx).await?;
+        }
+        Ok(done)
+    }
+
+    async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {
+        sql::delivery_queue(&mut Pg(&self.client().await?)).await
+    }
+
+    async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError> {
+        sql::deliveries_due(&mut Pg(&self.client().await?), now_ms, wall_ms).await
+    }
+
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let claimed = sql::claim_deliveries(&mut Pg(&tx), &claim).await?;
+        self.commit(tx).await?;
+        Ok(claimed)
+    }
+
+    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        sql::finish_delivery(&mut Pg(&tx), &finished).await?;
+        self.commit(tx).await
+    }
+
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        sql::release_deliveries(&mut Pg(&tx), owner, &event_ids).await?;
+        self.commit(tx).await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        sql::release_leases(&mut Pg(&self.client().await?), owner).await
+    }
+
+    async fn redeliver(&self, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let found = sql::redeliver(&mut Pg(&tx), event_id, now_ms).await?;
+        self.commit(tx).await?;
+        Ok(found)
+    }
+
+    async fn delivery_attempts(&self, filter: AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError> {
+        sql::delivery_attempts(&mut Pg(&self.client().await?), &filter).await
     }
 }

@@ -15,7 +15,9 @@ use super::codec::{self, from_json, to_json, token_record, ChatRow, EventRow};
 use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, ChatChange, ChatOrder, Created, Cursor, DedupKey,
     DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey, MessageDedupRecord, MessageOrder,
     MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
-    MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord, AppTicketRecord};
+    MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord, AppTicketRecord, AttemptFilter,
+    AttemptRecord, Delivery, DeliveryClaim, DeliveryNext, DeliveryQueue, FanOut, FinishedAttempt,
+    NewDelivery};
 use crate::domain::chat::{fold_case, Chat};
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -23,6 +25,7 @@ use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{self, BlobKind, BlobMeta};
 use crate::domain::message::{Message, Sender};
 use crate::domain::reaction::Reaction;
+use crate::domain::subscriptions::EventSettings;
 use crate::error::FeishuError;
 
 /// One statement: its PostgreSQL text, and its SQLite text made from it once.
@@ -44,6 +47,7 @@ impl Sql {
 /// What SQLite spells otherwise, in the statements of this module.
 const SQLITE_SPELLING: &[(&str, &str)] = &[
     // Row locks: SQLite's single writer already serialises every change.
+    (" FOR UPDATE SKIP LOCKED", ""),
     (" FOR UPDATE", ""),
     ("greatest(", "max("),
     ("strpos(", "instr("),
@@ -261,11 +265,90 @@ statements! {
     BLOB_WITH_BYTES = "SELECT ", blob_columns!(), ", bytes FROM blobs WHERE key = $1";
     /// Keys only: an export reads one blob's bytes at a time.
     EXPORT_BLOB_KEYS = "SELECT key FROM blobs ORDER BY created_at, key";
+
+    EVENT_SETTINGS = "SELECT app_id, settings FROM event_settings ORDER BY app_id";
+    PUT_EVENT_SETTINGS = "INSERT INTO event_settings (app_id, settings) VALUES ($1, $2)
+        ON CONFLICT (app_id) DO UPDATE SET settings = excluded.settings";
+    CLEAR_EVENT_SETTINGS = "DELETE FROM event_settings";
+
+    /// The fan-out cursor, locked until the transaction ends (no row: 0).
+    DELIVERY_CURSOR_FOR_UPDATE = "SELECT seq FROM delivery_cursor WHERE id = 1 FOR UPDATE";
+    SET_DELIVERY_CURSOR = "INSERT INTO delivery_cursor (id, seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq";
+    /// `Tx::insert_deliveries` row by row (SQLite; PostgreSQL inserts a batch in one statement).
+    INSERT_DELIVERY = "INSERT INTO deliveries (event_id, app_id, seq, chat_id, type, payload, bytes, committed_ms, failed, due_ms, state)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 'pending') ON CONFLICT (event_id) DO NOTHING";
+    DELIVERY_QUEUE = "SELECT count(*), CAST(coalesce(sum(bytes), 0) AS BIGINT),
+        (SELECT coalesce(max(seq), 0) FROM delivery_cursor) FROM deliveries";
+    /// A claimable delivery: pending and due by `$1` (larkstack clock), or leased until `$2`
+    /// (wall clock) or earlier, so its node is presumed dead.
+    DUE_DELIVERY = "SELECT 1 FROM deliveries WHERE (state = 'pending' AND due_ms <= $1)
+        OR (state = 'in_flight' AND lease_until <= $2) LIMIT 1";
+    /// Claimable deliveries of the apps in `$3` (",app,app,"), oldest first, that no other row of
+    /// their (app, chat) holds back: one leased now, or an earlier one that is due or leased (a
+    /// row waiting for its retry holds nothing back). Rows another transaction holds are skipped.
+    CLAIMABLE_DELIVERIES = "SELECT d.event_id, d.app_id, d.seq, d.chat_id, d.type, d.payload, d.committed_ms, d.failed
+        FROM deliveries d
+        WHERE ((d.state = 'pending' AND d.due_ms <= $1) OR (d.state = 'in_flight' AND d.lease_until <= $2))
+        AND strpos($3, ',' || d.app_id || ',') > 0
+        AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.app_id = d.app_id AND e.chat_id = d.chat_id
+            AND e.event_id <> d.event_id
+            AND ((e.state = 'in_flight' AND e.lease_until > $2) OR (e.seq < d.seq AND (e.state = 'in_flight' OR e.due_ms <= $1))))
+        ORDER BY d.seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+    /// Chats with a live lease, per app (a claim leases a run of one chat's deliveries, sent one
+    /// after another: one request in flight per chat).
+    LIVE_LEASES = "SELECT app_id, count(DISTINCT chat_id) FROM deliveries WHERE state = 'in_flight' AND lease_until > $1
+        GROUP BY app_id";
+    /// The claimable deliveries of one chat after its claimed head `$3`, in commit order.
+    CHAT_RUN = "SELECT event_id, app_id, seq, chat_id, type, payload, committed_ms, failed FROM deliveries
+        WHERE app_id = $1 AND chat_id = $2 AND seq > $3
+        AND ((state = 'pending' AND due_ms <= $4) OR (state = 'in_flight' AND lease_until <= $5))
+        ORDER BY seq LIMIT $6 FOR UPDATE";
+    UNLEASE_DELIVERY = "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL
+        WHERE event_id = $1 AND lease_owner = $2";
+    LEASE_DELIVERY = "UPDATE deliveries SET state = 'in_flight', lease_owner = $2, lease_until = $3 WHERE event_id = $1";
+    RETRY_DELIVERY = "UPDATE deliveries SET state = 'pending', failed = $3, due_ms = $4, lease_owner = NULL, lease_until = NULL
+        WHERE event_id = $1 AND lease_owner = $2";
+    DROP_DELIVERY = "DELETE FROM deliveries WHERE event_id = $1 AND lease_owner = $2";
+    RELEASE_LEASES = "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL
+        WHERE lease_owner = $1 AND state = 'in_flight'";
+    /// Due now and free to claim. A row in flight loses its lease: the attempt under way may
+    /// finish, but it no longer removes the row, which is sent once more.
+    REQUEUE_DELIVERY = "UPDATE deliveries SET state = 'pending', due_ms = $2, lease_owner = NULL, lease_until = NULL
+        WHERE event_id = $1";
+    LATEST_ATTEMPT = "SELECT event_id, app_id, seq, chat_id, type, payload, committed_ms FROM delivery_attempts
+        WHERE event_id = $1 ORDER BY id DESC LIMIT 1";
+    /// The attempt's id and the bytes of every attempt ever recorded, this one included (its row
+    /// lock serialises attempts until commit, so ids follow commit order).
+    BUMP_ATTEMPT_TOTALS = "INSERT INTO delivery_attempt_totals (id, attempts, bytes) VALUES (1, 1, $1)
+        ON CONFLICT (id) DO UPDATE SET attempts = delivery_attempt_totals.attempts + 1,
+        bytes = delivery_attempt_totals.bytes + excluded.bytes RETURNING attempts, bytes";
+    INSERT_ATTEMPT = "INSERT INTO delivery_attempts (id, bytes_before, event_id, seq, type, app_id, chat_id, url, attempt, at_ms,
+        status, delivered, latency_ms, response, next_retry_ms, payload, committed_ms)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+    PRUNE_ATTEMPTS_UPTO_ID = "DELETE FROM delivery_attempts WHERE id <= $1";
+    /// Attempts whose earlier ones weigh less than `$1` (the total beyond the bound): what remains,
+    /// from the oldest kept to the newest, fits the bound.
+    PRUNE_ATTEMPTS_BEFORE_BYTES = "DELETE FROM delivery_attempts WHERE bytes_before < $1";
+    DELIVERY_ATTEMPTS = "SELECT event_id, seq, type, app_id, chat_id, url, attempt, at_ms, status, delivered, latency_ms,
+        response, next_retry_ms, payload, committed_ms FROM delivery_attempts
+        WHERE (CAST($1 AS TEXT) IS NULL OR app_id = $1) AND (CAST($2 AS TEXT) IS NULL OR event_id = $2)
+        AND (CAST($3 AS TEXT) IS NULL OR type = $3) AND (CAST($4 AS TEXT) IS NULL OR chat_id = $4)
+        ORDER BY id DESC LIMIT $5";
 }
 
 /// Every table of the state but the credentials (`CREDENTIAL_TABLES`, which `clear` keeps),
-/// children first.
-pub const STATE_TABLES: &[&str] = &["blobs", "events", "message_reads", "reactions", "custom_bots", "task_chats", "message_dedup", "messages", "p2p_chats", "chat_dedup", "chat_bots", "chats"];
+/// children first. The delivery tables go with the outbox they were fanned out from (run-time
+/// event settings stay). In the order delivery transactions lock them (an attempt: totals,
+/// attempts, deliveries; a fan-out: cursor, deliveries), so PostgreSQL's TRUNCATE, which locks
+/// in list order, does not deadlock with them.
+pub const STATE_TABLES: &[&str] = &[
+    "delivery_attempt_totals",
+    "delivery_attempts",
+    "delivery_cursor",
+    "deliveries",
+    "blobs", "events", "message_reads", "reactions", "custom_bots", "task_chats", "message_dedup", "messages", "p2p_chats",
+    "chat_dedup", "chat_bots", "chats",
+];
 
 /// What SDK clients hold on to (tokens, app tickets): kept by `clear`, replaced by an import.
 pub const CREDENTIAL_TABLES: &[&str] = &["tokens", "app_tickets"];
@@ -292,6 +375,7 @@ pub trait Cols {
     /// A blob column that may be `NULL`.
     fn opt_blob(&self, i: usize) -> Result<Option<&[u8]>, StoreError>;
     fn flag(&self, i: usize) -> Result<bool, StoreError>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
 
     fn string(&self, i: usize) -> Result<String, StoreError> {
         Ok(self.str(i)?.to_owned())
@@ -318,6 +402,26 @@ pub trait Tx {
 
     /// Appends events to the outbox, numbered on from the last one.
     async fn insert_events(&mut self, events: &[DomainEvent]) -> Result<(), StoreError>;
+
+    /// Stores new deliveries due at `due_ms` (one that exists already stays as it is). Row by row
+    /// here; PostgreSQL sends a batch as one statement.
+    async fn insert_deliveries(&mut self, rows: &[NewDelivery], due_ms: i64) -> Result<(), StoreError> {
+        for r in rows {
+            let params = [
+                Text(&r.event_id),
+                Text(&r.app_id.0),
+                Int(r.seq),
+                Text(&r.chat_id),
+                Text(&r.event_type),
+                Text(&r.payload),
+                Int(r.payload.len() as i64),
+                Int(r.committed_ms),
+                Int(due_ms),
+            ];
+            self.execute(&INSERT_DELIVERY, &params).await?;
+        }
+        Ok(())
+    }
 
     /// Serialises transactions that take the same `(scope, key)` until they end (a no-op where
     /// one writer runs everything).
@@ -1011,6 +1115,196 @@ pub async fn issue_app_ticket(
     let t = &fresh;
     let params = [Text(&t.app_id.0), Text(&t.ticket), Int(t.issued_at_ms), Int(t.expires_at_ms), Int(replace_issued_before_ms)];
     Ok((tx.execute(&ISSUE_APP_TICKET, &params).await? > 0).then_some(fresh))
+}
+
+// ---- event delivery (src/delivery): every node on the store shares the queue ----
+
+pub async fn event_settings(tx: &mut impl Tx) -> Result<Vec<(AppId, EventSettings)>, StoreError> {
+    tx.query(&EVENT_SETTINGS, &[], |r| Ok((AppId(r.string(0)?), from_json("event_settings.settings", r.str(1)?)?))).await
+}
+
+pub async fn set_event_settings(tx: &mut impl Tx, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError> {
+    tx.execute(&PUT_EVENT_SETTINGS, &[Text(&app_id.0), Text(&to_json(settings))]).await?;
+    Ok(())
+}
+
+pub async fn clear_event_settings(tx: &mut impl Tx) -> Result<(), StoreError> {
+    tx.execute(&CLEAR_EVENT_SETTINGS, &[]).await?;
+    Ok(())
+}
+
+/// Stores the deliveries of the outbox range (`after`, `upto`] unless another node did: the
+/// cursor is read under a lock every fan-out takes, and moved in the same transaction.
+pub async fn fan_out(tx: &mut impl Tx, after: i64, upto: i64, rows: &[NewDelivery]) -> Result<FanOut, StoreError> {
+    tx.lock("deliveries", "fan-out").await?;
+    let cursor = tx.query_opt(&DELIVERY_CURSOR_FOR_UPDATE, &[], |r| r.int(0)).await?.unwrap_or(0);
+    if cursor != after {
+        return Ok(FanOut::Moved(cursor));
+    }
+    // Due at once: `i64::MIN` is before any time the clock can be set to.
+    tx.insert_deliveries(rows, i64::MIN).await?;
+    tx.execute(&SET_DELIVERY_CURSOR, &[Int(upto)]).await?;
+    Ok(FanOut::Done)
+}
+
+pub async fn delivery_queue(tx: &mut impl Tx) -> Result<DeliveryQueue, StoreError> {
+    let q = tx.query_opt(&DELIVERY_QUEUE, &[], |r| Ok(DeliveryQueue { rows: r.int(0)?, bytes: r.int(1)?, cursor: r.int(2)? })).await?;
+    Ok(q.unwrap_or_default())
+}
+
+pub async fn deliveries_due(tx: &mut impl Tx, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError> {
+    Ok(tx.query_opt(&DUE_DELIVERY, &[Int(now_ms), Int(wall_ms)], |_| Ok(())).await?.is_some())
+}
+
+fn new_delivery_from_row(r: &dyn Cols) -> Result<NewDelivery, StoreError> {
+    Ok(NewDelivery {
+        event_id: r.string(0)?,
+        app_id: AppId(r.string(1)?),
+        seq: r.int(2)?,
+        chat_id: r.string(3)?,
+        event_type: r.string(4)?,
+        payload: r.string(5)?,
+        committed_ms: r.int(6)?,
+    })
+}
+
+/// Leases what `CLAIMABLE_DELIVERIES` finds, keeping each app under `claim.per_app` live leases.
+pub async fn claim_deliveries(tx: &mut impl Tx, claim: &DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+    if claim.apps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let apps = format!(",{},", claim.apps.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(","));
+    let mut live: std::collections::HashMap<String, usize> =
+        tx.query(&LIVE_LEASES, &[Int(claim.wall_ms)], |r| Ok((r.string(0)?, r.int(1)? as usize))).await?.into_iter().collect();
+    let params = [Int(claim.now_ms), Int(claim.wall_ms), Text(&apps), Int(claim.limit as i64)];
+    let candidates = tx
+        .query(&CLAIMABLE_DELIVERIES, &params, |r| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 }))
+        .await?;
+    let mut claimed = Vec::new();
+    let delivery = |r: &dyn Cols| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 });
+    for head in candidates {
+        let leased = live.entry(head.new.app_id.0.clone()).or_default();
+        if *leased >= claim.per_app {
+            continue;
+        }
+        *leased += 1;
+        // The head and the chat's claimable deliveries after it: a run sent in commit order.
+        let params = [
+            Text(&head.new.app_id.0),
+            Text(&head.new.chat_id),
+            Int(head.new.seq),
+            Int(claim.now_ms),
+            Int(claim.wall_ms),
+            Int(claim.run.saturating_sub(1) as i64),
+        ];
+        let followers = tx.query(&CHAT_RUN, &params, delivery).await?;
+        for d in std::iter::once(head).chain(followers) {
+            tx.execute(&LEASE_DELIVERY, &[Text(&d.new.event_id), Text(&claim.owner), Int(claim.lease_until_ms)]).await?;
+            claimed.push(d);
+        }
+    }
+    Ok(claimed)
+}
+
+/// Gives back leased deliveries not attempted (due again at once).
+pub async fn release_deliveries(tx: &mut impl Tx, owner: &str, event_ids: &[String]) -> Result<(), StoreError> {
+    for id in event_ids {
+        tx.execute(&UNLEASE_DELIVERY, &[Text(id), Text(owner)]).await?;
+    }
+    Ok(())
+}
+
+/// Records the attempt, prunes the oldest beyond the bounds, then moves the delivery on (only
+/// while `owner` holds its lease: a node whose lease ran out leaves the row to its new owner).
+pub async fn finish_delivery(tx: &mut impl Tx, f: &FinishedAttempt) -> Result<(), StoreError> {
+    let a = &f.attempt;
+    let payload = to_json(&a.payload);
+    let weight = a.weight(payload.len());
+    let (id, total_bytes) = tx
+        .query_opt(&BUMP_ATTEMPT_TOTALS, &[Int(weight)], |r| Ok((r.int(0)?, r.int(1)?)))
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("delivery_attempt_totals returned no row".into()))?;
+    let params = [
+        Int(id),
+        Int(total_bytes - weight),
+        Text(&a.event_id),
+        Int(a.seq),
+        Text(&a.event_type),
+        Text(&a.app_id.0),
+        Text(&a.chat_id),
+        Text(&a.url),
+        Int(a.attempt as i64),
+        Int(a.at_ms),
+        OptInt(a.status.map(i64::from)),
+        Bool(a.delivered),
+        Int(a.latency_ms as i64),
+        Text(&a.response),
+        OptInt(a.next_retry_ms),
+        Text(&payload),
+        Int(a.committed_ms),
+    ];
+    tx.execute(&INSERT_ATTEMPT, &params).await?;
+    tx.execute(&PRUNE_ATTEMPTS_UPTO_ID, &[Int(id - f.keep.entries)]).await?;
+    tx.execute(&PRUNE_ATTEMPTS_BEFORE_BYTES, &[Int(total_bytes - f.keep.bytes)]).await?;
+    match f.next {
+        DeliveryNext::Done => tx.execute(&DROP_DELIVERY, &[Text(&a.event_id), Text(&f.owner)]).await?,
+        DeliveryNext::Retry { failed, due_ms } => {
+            let params = [Text(&a.event_id), Text(&f.owner), Int(failed as i64), Int(due_ms)];
+            tx.execute(&RETRY_DELIVERY, &params).await?
+        }
+    };
+    Ok(())
+}
+
+pub async fn release_leases(tx: &mut impl Tx, owner: &str) -> Result<u64, StoreError> {
+    tx.execute(&RELEASE_LEASES, &[Text(owner)]).await
+}
+
+/// Due now again: the queued row, or a new row from the latest attempt's copy of the delivery.
+/// (Requeue first: a row deleted by an attempt finishing concurrently shows as no row updated,
+/// and the attempt it recorded is then there to requeue from.)
+pub async fn redeliver(tx: &mut impl Tx, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+    if tx.execute(&REQUEUE_DELIVERY, &[Text(event_id), Int(now_ms)]).await? > 0 {
+        return Ok(true);
+    }
+    let Some(row) = tx.query_opt(&LATEST_ATTEMPT, &[Text(event_id)], new_delivery_from_row).await? else {
+        return Ok(false);
+    };
+    tx.insert_deliveries(&[row], now_ms).await?;
+    Ok(true)
+}
+
+pub async fn delivery_attempts(tx: &mut impl Tx, f: &AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError> {
+    let params = [
+        OptText(f.app_id.as_deref()),
+        OptText(f.event_id.as_deref()),
+        OptText(f.type_name.as_deref()),
+        OptText(f.chat_id.as_deref()),
+        Int(f.limit as i64),
+    ];
+    let mut newest_first = tx
+        .query(&DELIVERY_ATTEMPTS, &params, |r| {
+            Ok(AttemptRecord {
+                event_id: r.string(0)?,
+                seq: r.int(1)?,
+                event_type: r.string(2)?,
+                app_id: AppId(r.string(3)?),
+                chat_id: r.string(4)?,
+                url: r.string(5)?,
+                attempt: r.int(6)? as u32,
+                at_ms: r.int(7)?,
+                status: r.opt_int(8)?.map(|s| s as u16),
+                delivered: r.flag(9)?,
+                latency_ms: r.int(10)? as u64,
+                response: r.string(11)?,
+                next_retry_ms: r.opt_int(12)?,
+                payload: from_json("delivery_attempts.payload", r.str(13)?)?,
+                committed_ms: r.int(14)?,
+            })
+        })
+        .await?;
+    newest_first.reverse();
+    Ok(newest_first)
 }
 
 /// Replaces everything with the records received; how many it stored. Nothing is committed

@@ -15,7 +15,8 @@ use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES, CREDENTIAL_T
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
     EventQuery, ImportBatch, MessageDedupKey, MessageQuery, OutboxStats, StateRecord, MessageChange,
     ReactionQuery, ReadMark, ReadQuery, ReadRecord, Store, StoreError, StoreStats, TaskChatRecord,
-    TaskLink, TokenRecord, EXPORT_BUFFER, AppTicketRecord};
+    TaskLink, TokenRecord, EXPORT_BUFFER, AppTicketRecord, AttemptFilter, AttemptRecord, Delivery,
+    DeliveryClaim, DeliveryQueue, FanOut, FinishedAttempt, NewDelivery};
 use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
@@ -24,6 +25,7 @@ use crate::domain::ids::{AppId, ChatId, MessageId, TenantKey, Uid};
 use crate::domain::media::{Blob, BlobMeta};
 use crate::domain::message::Message;
 use crate::domain::reaction::Reaction;
+use crate::domain::subscriptions::EventSettings;
 use crate::error::FeishuError;
 
 const MIGRATIONS: &[&str] =
@@ -34,10 +36,11 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0004_search_text.sql"),
     include_str!("migrations/sqlite/0005_events.sql"),
     OUTBOX_COMPACT_MIGRATION,
-    include_str!("migrations/sqlite/0011_blobs.sql"),
-    include_str!("migrations/sqlite/0010_message_ops.sql"),
+    include_str!("migrations/sqlite/0007_blobs.sql"),
+    include_str!("migrations/sqlite/0008_message_ops.sql"),
     include_str!("migrations/sqlite/0009_custom_bots.sql"),
-    include_str!("migrations/sqlite/0008_app_tickets.sql"),
+    include_str!("migrations/sqlite/0010_app_tickets.sql"),
+    include_str!("migrations/sqlite/0011_deliveries.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -520,6 +523,10 @@ impl Cols for rusqlite::Row<'_> {
     fn flag(&self, i: usize) -> Result<bool, StoreError> {
         Ok(self.get(i)?)
     }
+
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(i)?)
+    }
 }
 
 impl Tx for Lite<'_> {
@@ -879,6 +886,59 @@ impl Store for SqliteStore {
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
         let app_id = app_id.clone();
         self.read(move |conn| ready(sql::app_ticket(&mut Lite(conn), &app_id))).await
+    }
+
+    async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {
+        self.read(|conn| ready(sql::event_settings(&mut Lite(conn)))).await
+    }
+
+    async fn set_event_settings(&self, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError> {
+        let (app_id, settings) = (app_id.clone(), settings.clone());
+        self.change(move |tx| ready(sql::set_event_settings(tx, &app_id, &settings))).await
+    }
+
+    async fn clear_event_settings(&self) -> Result<(), StoreError> {
+        self.change(|tx| ready(sql::clear_event_settings(tx))).await
+    }
+
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
+        self.change(move |tx| ready(sql::fan_out(tx, after, upto, &rows))).await
+    }
+
+    async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {
+        self.read(|conn| ready(sql::delivery_queue(&mut Lite(conn)))).await
+    }
+
+    async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError> {
+        self.read(move |conn| ready(sql::deliveries_due(&mut Lite(conn), now_ms, wall_ms))).await
+    }
+
+    /// The writer runs one claim at a time: no row is claimed twice.
+    async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError> {
+        self.change(move |tx| ready(sql::claim_deliveries(tx, &claim))).await
+    }
+
+    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
+        self.change(move |tx| ready(sql::finish_delivery(tx, &finished))).await
+    }
+
+    async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {
+        let owner = owner.to_string();
+        self.change(move |tx| ready(sql::release_deliveries(tx, &owner, &event_ids))).await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.change(move |tx| ready(sql::release_leases(tx, &owner))).await
+    }
+
+    async fn redeliver(&self, event_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let event_id = event_id.to_string();
+        self.change(move |tx| ready(sql::redeliver(tx, &event_id, now_ms))).await
+    }
+
+    async fn delivery_attempts(&self, filter: AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |conn| ready(sql::delivery_attempts(&mut Lite(conn), &filter))).await
     }
 }
 

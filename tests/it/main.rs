@@ -13,6 +13,7 @@ mod contacts;
 mod control;
 mod create_chat;
 mod custom_bots;
+mod delivery_store;
 mod durability;
 mod errors;
 mod events;

@@ -480,3 +480,92 @@ async fn multinode_long_connection_slots_are_counted_cluster_wide() {
     }
     assert!(taken.is_some(), "node 1 takes the freed slot");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_deliver_each_event_once_in_commit_order_per_chat() {
+    use crate::webhooks::{counts_by_event_id, message_text, Answer, Receiver};
+    let rx = Receiver::start("", Answer::Good).await;
+    let fixture = larkstack::domain::directory::DEMO_FIXTURE
+        .replace("key = \"demo-bot\"", &format!("key = \"demo-bot\"\nevent_url = \"{}\"\nencrypt_key = \"\"", rx.url));
+    let c = Cluster::start(2, Some(&fixture), &["--rate-limits", "off"]);
+    let token = c.token(0).await;
+    let mut chats = Vec::new();
+    for k in 0..3 {
+        let created = c.call(k % 2, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({"name": format!("c{k}")}))).await;
+        let chat_id = created["data"]["chat_id"].as_str().unwrap().to_string();
+        let joined = c.call(k % 2, reqwest::Method::POST, &format!("/_larkstack/chats/{chat_id}/join"), ADMIN, Some(json!({"user": "alice"}))).await;
+        assert_eq!(joined["code"], 0, "{joined}");
+        chats.push(chat_id);
+    }
+    // Messages go in through both nodes, alternately; both nodes deliver.
+    let per_chat = 20;
+    for i in 0..per_chat {
+        for (k, chat_id) in chats.iter().enumerate() {
+            let path = format!("/_larkstack/chats/{chat_id}/messages");
+            let r = c.call((i + k) % 2, reqwest::Method::POST, &path, ADMIN, Some(json!({"user": "alice", "text": format!("{k}-{i}")}))).await;
+            assert_eq!(r["code"], 0, "{r}");
+        }
+    }
+    // 3 joins + 60 messages.
+    rx.wait_events("", 3 + 3 * per_chat).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let events = rx.events("");
+    let counts = counts_by_event_id(&events);
+    assert_eq!(counts.len(), 3 + 3 * per_chat);
+    assert!(counts.values().all(|&n| n == 1), "an event reached the receiver twice: {counts:?}");
+    for (k, chat_id) in chats.iter().enumerate() {
+        let texts: Vec<String> = events
+            .iter()
+            .filter(|(_, v)| v["header"]["event_type"] == "im.message.receive_v1" && v["event"]["message"]["chat_id"] == chat_id.as_str())
+            .map(|(_, v)| message_text(v))
+            .collect();
+        assert_eq!(texts, (0..per_chat).map(|i| format!("{k}-{i}")).collect::<Vec<_>>(), "chat {k} in commit order");
+    }
+    // Both nodes list every attempt, and either can redeliver any event.
+    let event_id = events[5].1["header"]["event_id"].as_str().unwrap().to_string();
+    for node in 0..2 {
+        let listed = c.call(node, reqwest::Method::GET, &format!("/_larkstack/deliveries?event_id={event_id}"), ADMIN, None).await;
+        assert_eq!(listed["data"]["items"].as_array().unwrap().len(), 1, "node {node}: {listed}");
+    }
+    let r = c.call(1, reqwest::Method::POST, &format!("/_larkstack/events/{event_id}/redeliver"), ADMIN, None).await;
+    assert_eq!(r["code"], 0, "{r}");
+    for _ in 0..500 {
+        if counts_by_event_id(&rx.events("")).get(&event_id) == Some(&2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(counts_by_event_id(&rx.events("")).get(&event_id), Some(&2), "redelivered once, by one node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_settings_put_on_one_node_apply_on_the_other_and_retries_follow_the_shared_clock() {
+    use crate::webhooks::{Answer, Receiver};
+    let rx = Receiver::start("", Answer::Good).await;
+    let c = Cluster::start(2, None, &["--rate-limits", "off"]);
+    c.clock(0, Some(json!({"freeze": true}))).await;
+    let frozen = c.clock(0, None).await["now_ms"].as_i64().unwrap();
+    c.wait_for_clock(frozen).await;
+    let put = c
+        .call(0, reqwest::Method::PUT, &format!("/_larkstack/apps/{DEMO_APP_ID}/events"), ADMIN, Some(json!({"event_url": rx.url, "encrypt_key": ""})))
+        .await;
+    assert_eq!(put["code"], 0, "{put}");
+    let got = c.call(1, reqwest::Method::GET, &format!("/_larkstack/apps/{DEMO_APP_ID}/events"), ADMIN, None).await;
+    assert_eq!(got["data"], put["data"]);
+    *rx.fail_next.lock() = 1;
+    let token = c.token(1).await;
+    let created = c.call(1, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({"name": "retry"}))).await;
+    let chat_id = created["data"]["chat_id"].as_str().unwrap().to_string();
+    let joined = c.call(1, reqwest::Method::POST, &format!("/_larkstack/chats/{chat_id}/join"), ADMIN, Some(json!({"user": "alice"}))).await;
+    assert_eq!(joined["code"], 0, "{joined}");
+    let first = rx.wait_events("", 1).await[0].1["header"]["event_id"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rx.events("").len(), 1, "no retry before the clock says so");
+    // The clock moves on node 0; whichever node claims the retry sends it, once.
+    c.clock(0, Some(json!({"advance_ms": 15_000}))).await;
+    let got = rx.wait_events("", 2).await;
+    assert_eq!(got[1].1["header"]["event_id"], first);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rx.events("").len(), 2);
+}

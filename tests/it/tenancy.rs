@@ -316,6 +316,10 @@ async fn search_folds_every_script_and_matches_i18n_names() {
     assert_eq!(search(&app, &t, "ökonomie").await, [omega.clone()]);
 }
 
+/// The tables of the deliveries migration (after the search column's).
+const DELIVERY_TABLES_DROP: &str =
+    "DROP TABLE event_settings; DROP TABLE delivery_cursor; DROP TABLE deliveries; DROP TABLE delivery_attempts; DROP TABLE delivery_attempt_totals;";
+
 /// Chats stored before the search column existed are found after the upgrade: the migration
 /// that adds it backfills every row.
 #[tokio::test]
@@ -331,11 +335,11 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            // Later migrations' tables (0005: events; 0010: reactions, reads) did not exist then either.
-            conn.execute_batch(
-                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs; DROP TABLE custom_bots; DROP TABLE app_tickets;
-                 ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;",
-            )
+            // Later migrations' tables (0005: events and after) did not exist then either.
+            conn.execute_batch(&format!(
+                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs; DROP TABLE custom_bots;
+                 DROP TABLE app_tickets; {DELIVERY_TABLES_DROP} ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;"
+            ))
             .unwrap();
         }
         Some(url) => {
@@ -345,7 +349,7 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             client
                 .batch_execute(&format!(
                     "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs, custom_bots, app_tickets;
-                     ALTER TABLE chats DROP COLUMN search_text;
+                     {DELIVERY_TABLES_DROP} ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await
