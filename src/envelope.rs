@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::{ApaasErr, AuthErr, ChatErr, ContactErr, ControlErr, CustomBotErr, FeishuError, GatewayErr, LongConnErr, MessageErr, ServerErr, TransportErr};
+use crate::error::{ApaasErr, AuthErr, ChatErr, ContactErr, ControlErr, CustomBotErr, FeishuError, GatewayErr, LongConnErr, MessageErr, ReactionErr, ResourceErr, ServerErr, TransportErr};
 use crate::store::StoreError;
 
 tokio::task_local! {
@@ -138,7 +138,7 @@ macro_rules! catalogue_replies {
     )*};
 }
 
-catalogue_replies!(GatewayErr, AuthErr, ChatErr, MessageErr, ContactErr, CustomBotErr, ApaasErr, LongConnErr, TransportErr, ControlErr, ServerErr);
+catalogue_replies!(GatewayErr, AuthErr, ChatErr, MessageErr, ResourceErr, ReactionErr, ContactErr, CustomBotErr, ApaasErr, LongConnErr, TransportErr, ControlErr, ServerErr);
 
 impl From<InfraError> for ApiError {
     fn from(e: InfraError) -> Self {

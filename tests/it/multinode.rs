@@ -569,3 +569,47 @@ async fn multinode_settings_put_on_one_node_apply_on_the_other_and_retries_follo
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(rx.events("").len(), 2);
 }
+
+/// A long-connection client on node 1 hears what is committed through node 0: only a node holding
+/// one of the app's connections claims its deliveries, whichever node committed the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_an_event_committed_on_one_node_reaches_a_long_connection_on_the_other() {
+    use crate::longconn::Client;
+    let fixture = larkstack::domain::directory::DEMO_FIXTURE
+        .replace("key = \"demo-bot\"", "key = \"demo-bot\"\nevent_mode = \"long_connection\"");
+    let c = Cluster::start(2, Some(&fixture), &["--rate-limits", "off"]);
+    let app = &demo_directory()["apps"].as_array().unwrap().iter().find(|a| a["key"] == "demo-bot").unwrap().clone();
+    let (id, secret) = (app["app_id"].as_str().unwrap(), app["app_secret"].as_str().unwrap());
+    let mut client = Client::open(&c.url(1, ""), id, secret).await.unwrap();
+    let token = c.token(0).await;
+    let created = c.call(0, reqwest::Method::POST, "/open-apis/im/v1/chats", &token, Some(json!({"name": "lc"}))).await;
+    let chat_id = created["data"]["chat_id"].as_str().unwrap().to_string();
+    for (i, user) in ["alice", "bob"].iter().enumerate() {
+        let joined = c.call(0, reqwest::Method::POST, &format!("/_larkstack/chats/{chat_id}/join"), ADMIN, Some(json!({"user": user}))).await;
+        assert_eq!(joined["code"], 0, "{joined}");
+        let said = json!({"user": user, "text": format!("hello {i}")});
+        let r = c.call(0, reqwest::Method::POST, &format!("/_larkstack/chats/{chat_id}/messages"), ADMIN, Some(said)).await;
+        assert_eq!(r["code"], 0, "{r}");
+    }
+    // Two joins and two messages, in commit order, each once.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (event, last, _) = client.event().await;
+        client.ack(&last, r#"{"code":200}"#, Some("1")).await;
+        seen.push((event["header"]["event_type"].as_str().unwrap().to_string(), event["header"]["event_id"].as_str().unwrap().to_string()));
+    }
+    let types: Vec<&str> = seen.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["im.chat.member.user.added_v1", "im.message.receive_v1", "im.chat.member.user.added_v1", "im.message.receive_v1"]);
+    // Node 0 lists the attempt node 1 made over its connection.
+    let event_id = &seen[1].1;
+    for _ in 0..200 {
+        let listed = c.call(0, reqwest::Method::GET, &format!("/_larkstack/deliveries?event_id={event_id}"), ADMIN, None).await;
+        if let Some(a) = listed["data"]["items"].as_array().and_then(|items| items.first().cloned()) {
+            assert!(a["url"].as_str().unwrap().starts_with("longconn:"), "{a}");
+            assert_eq!(a["delivered"], true, "{a}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the attempt of {event_id} was not listed on node 0");
+}
