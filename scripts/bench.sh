@@ -170,8 +170,10 @@ PY
 events)
     rate="${4:-1000}"
     export BENCH_BODY="$(body_with $members)"
+    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check cryptography
+    encrypt_key="$(py 'print(d["apps"][0]["events"]["encrypt_key"])')"
     sink_port=18815
-    python3 bench/event_sink.py $sink_port &
+    python3 bench/event_sink.py $sink_port "$encrypt_key" &
     sink=$!
     pids+=($sink)
     # The same directory, its bot subscribed to every event type (scopes for all of them).
@@ -189,7 +191,7 @@ events)
     ratio subscribed unsubscribed "create-chat with a subscribed bot vs without"
     # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    python3 bench/event_sink.py $sink_port > "$work/sink.txt" &
+    python3 bench/event_sink.py $sink_port "$encrypt_key" > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
@@ -203,7 +205,7 @@ events)
     done
     sleep 2
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    python3 bench/event_sink.py $sink_port > "$work/sink.txt" &
+    python3 bench/event_sink.py $sink_port "$encrypt_key" > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
