@@ -19,7 +19,7 @@ use crate::support::*;
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Serves the app's router on a real port (WebSocket upgrades need one); the base URL.
-async fn served(app: &TestApp) -> String {
+pub(crate) async fn served(app: &TestApp) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let options = larkstack::server::ServeOptions::new(app.state.clock.clone());
@@ -105,7 +105,7 @@ impl Client {
     }
 
     /// The next event: its frames reassembled in `seq` order; the last fragment received.
-    async fn event(&mut self) -> (Value, Frame, usize) {
+    pub(crate) async fn event(&mut self) -> (Value, Frame, usize) {
         let first = self.next().await;
         let sum: usize = first.header("sum").unwrap().parse().unwrap();
         let mut parts = vec![first];
@@ -119,7 +119,7 @@ impl Client {
     }
 
     /// Acks `frame` as the SDKs do: the frame back, plus `biz_rt`, with `payload`.
-    async fn ack(&mut self, frame: &Frame, payload: &str, biz_rt: Option<&str>) {
+    pub(crate) async fn ack(&mut self, frame: &Frame, payload: &str, biz_rt: Option<&str>) {
         let mut f = frame.clone();
         if let Some(b) = biz_rt {
             f.headers.push(Header { key: "biz_rt".into(), value: b.into() });

@@ -76,7 +76,7 @@ pub(crate) fn check_signature(key: &str, r: &Received) {
     assert!(ts.len() == 10 && ts.chars().all(|c| c.is_ascii_digit()), "{ts}");
 }
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
+pub(crate) async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
