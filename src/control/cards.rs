@@ -84,15 +84,16 @@ pub async fn card_action(State(state): State<Arc<AppState>>, PathParam(message_i
         .await?
         .ok_or_else(|| bad(format!("the app {app_id} has no settings")))?;
     let now = state.clock.now_ms();
+    let tenant = recipient_tenant(app, &chat);
     let token = CardToken {
         token: new_card_token(),
         app_id: app_id.clone(),
+        tenant_key: tenant.clone(),
         message_id: message.message_id.clone(),
         issued_at_ms: now,
         expires_at_ms: now + CARD_TOKEN_TTL_MS,
     };
     state.store.issue_card_token(token.clone(), MAX_CARD_TOKENS).await?;
-    let tenant = recipient_tenant(app, &chat);
     let event = card_action_event(&dir, app, &tenant.0, user, &message, &token.token, &action);
     let payload = callback::envelope(app_id, &tenant.0, &settings.verification_token, now, event);
     let reply = callback::send_callback(&state.longconn, app_id, &settings, &payload, state.clock.now_secs()).await;

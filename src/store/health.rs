@@ -271,11 +271,12 @@ impl Store for Tracked {
         &self,
         token: &str,
         app_id: &AppId,
+        tenant_key: &TenantKey,
         now_ms: i64,
         max_uses: i64,
         change: MessageChange,
     ) -> Result<CardTokenUse, StoreError> {
-        self.track(self.inner.update_card_by_token(token, app_id, now_ms, max_uses, change).await)
+        self.track(self.inner.update_card_by_token(token, app_id, tenant_key, now_ms, max_uses, change).await)
     }
 
     async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {

@@ -103,8 +103,10 @@ pub struct AppTicketRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardToken {
     pub token: String,
-    /// The app that sent the card, the only one that may use the token.
+    /// The app that sent the card and the tenant it was called back in: only that app's
+    /// tenant token of that tenant may use the token.
     pub app_id: AppId,
+    pub tenant_key: TenantKey,
     pub message_id: MessageId,
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,
@@ -694,12 +696,14 @@ pub trait Store: Send + Sync + 'static {
     /// are kept.
     async fn issue_card_token(&self, token: CardToken, max_live: i64) -> Result<(), StoreError>;
 
-    /// Atomically checks `token` (the app's, not expired, used fewer than `max_uses` times),
-    /// applies `change` to its card and counts the use when the change is stored.
+    /// Atomically checks `token` (issued to `app_id` in `tenant_key`, not expired, used fewer
+    /// than `max_uses` times), applies `change` to its card and counts the use when the change
+    /// is stored.
     async fn update_card_by_token(
         &self,
         token: &str,
         app_id: &AppId,
+        tenant_key: &TenantKey,
         now_ms: i64,
         max_uses: i64,
         change: MessageChange,

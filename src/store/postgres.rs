@@ -828,13 +828,14 @@ impl Store for PostgresStore {
         &self,
         token: &str,
         app_id: &AppId,
+        tenant_key: &TenantKey,
         now_ms: i64,
         max_uses: i64,
         change: MessageChange,
     ) -> Result<CardTokenUse, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let used = sql::update_card_by_token(&mut Pg(&tx), token, app_id, now_ms, max_uses, change).await?;
+        let used = sql::update_card_by_token(&mut Pg(&tx), token, app_id, tenant_key, now_ms, max_uses, change).await?;
         // Only a stored change is kept (it spent a use); anything else leaves the token as it was.
         if let CardTokenUse::Applied(Some(Ok(_))) = used {
             self.commit(tx).await?;

@@ -892,12 +892,13 @@ impl Store for SqliteStore {
         &self,
         token: &str,
         app_id: &AppId,
+        tenant_key: &TenantKey,
         now_ms: i64,
         max_uses: i64,
         change: MessageChange,
     ) -> Result<CardTokenUse, StoreError> {
-        let (token, app_id) = (token.to_string(), app_id.clone());
-        self.change(move |sp| ready(sql::update_card_by_token(sp, &token, &app_id, now_ms, max_uses, change))).await
+        let (token, app_id, tenant_key) = (token.to_string(), app_id.clone(), tenant_key.clone());
+        self.change(move |sp| ready(sql::update_card_by_token(sp, &token, &app_id, &tenant_key, now_ms, max_uses, change))).await
     }
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {

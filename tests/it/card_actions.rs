@@ -249,6 +249,11 @@ async fn clicks_are_refused_on_what_is_no_app_card_or_by_someone_outside_the_cha
     assert_eq!(r.code(), 400, "{}", r.body);
     let r = click(&app, &message, json!({"user": "alice", "action": {"value": "a string"}})).await;
     assert_eq!(r.code(), 400, "{}", r.body);
+    // A callback URL must answer the challenge, like a request URL.
+    let path = format!("/_larkstack/apps/{}/events", app.app_id("demo-bot"));
+    let r = app.call(Method::PUT, &path, &app.state.admin_token.clone(), Some(json!({"callback_url": "http://127.0.0.1:9/card"}))).await;
+    assert_eq!(r.code(), 400, "{}", r.body);
+    assert!(r.body["msg"].as_str().unwrap().contains("callback_url refused"), "{}", r.body);
     let r = click(&app, "om_nope", json!({"user": "alice"})).await;
     assert_eq!(r.code(), 404, "{}", r.body);
     let r = app.call(Method::POST, &format!("/_larkstack/messages/{message}/card_action"), &t, Some(json!({"user": "alice"}))).await;

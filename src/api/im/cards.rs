@@ -31,7 +31,7 @@ struct CardUpdateBody {
 
 /// Replaces the card a user interacted with, by the token of that interaction: valid 30 minutes
 /// (larkstack clock) for two updates, only for the app the callback went to. An unknown or
-/// another app's token is 200830, an expired one 200831, a used-up one 200832 (GUESS codes,
+/// another app's or another tenant's token is 200830, an expired one 200831, a used-up one 200832 (GUESS codes,
 /// docs/parity.md); a card that is no card 230099, over 30 KB 230025, a recalled one 230011.
 /// Answers `{}`.
 ///
@@ -56,7 +56,7 @@ pub async fn update(State(state): State<Arc<AppState>>, headers: HeaderMap, RawB
     let content = update_content(&card)?;
     let (app_id, now) = (app.app_id.clone(), state.clock.now_ms());
     let change: MessageChange = Box::new(move |m: &mut Message| replace_card(m, &app_id, content, now).map(|()| Vec::new()));
-    match state.store.update_card_by_token(&token, &app.app_id, now, CARD_TOKEN_USES, change).await? {
+    match state.store.update_card_by_token(&token, &app.app_id, &call.token.tenant_key, now, CARD_TOKEN_USES, change).await? {
         CardTokenUse::Unknown | CardTokenUse::Applied(None) => Err(ApiError::Feishu(CardErr::TokenInvalid.err())),
         CardTokenUse::Expired => Err(ApiError::Feishu(CardErr::TokenExpired.err())),
         CardTokenUse::UsedUp => Err(ApiError::Feishu(CardErr::TokenUsedUp.err())),

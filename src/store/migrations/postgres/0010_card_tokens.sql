@@ -5,6 +5,7 @@
 CREATE TABLE card_tokens (
     token      TEXT    PRIMARY KEY,
     app_id     TEXT    NOT NULL,
+    tenant_key TEXT    NOT NULL,
     message_id TEXT    NOT NULL,
     issued_at  BIGINT  NOT NULL,
     expires_at BIGINT  NOT NULL,

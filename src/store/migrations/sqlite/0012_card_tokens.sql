@@ -5,6 +5,7 @@
 CREATE TABLE card_tokens (
     token      TEXT    PRIMARY KEY,
     app_id     TEXT    NOT NULL,
+    tenant_key TEXT    NOT NULL,
     message_id TEXT    NOT NULL,
     issued_at  INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
