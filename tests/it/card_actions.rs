@@ -318,3 +318,45 @@ async fn another_apps_token_and_unknown_tokens_are_refused_alike() {
         assert_eq!(delayed_update(&app, "demo-bot", &token, text).await.code(), 0);
     }
 }
+
+#[tokio::test]
+async fn the_token_table_is_bounded_dropping_expired_then_oldest_tokens() {
+    use larkstack::domain::ids::{AppId, MessageId};
+    use larkstack::store::{CardToken, CardTokenUse};
+    let app = TestApp::demo().await;
+    let (_, message) = card_in_group(&app).await;
+    let app_id = AppId(app.app_id("demo-bot"));
+    let tenant = app.state.directory().app(&app_id).unwrap().home_tenant.clone().unwrap();
+    let token = |n: i64, issued: i64, expires: i64| CardToken {
+        token: format!("c-test{n}"),
+        app_id: app_id.clone(),
+        tenant_key: tenant.clone(),
+        message_id: MessageId(message.clone()),
+        issued_at_ms: issued,
+        expires_at_ms: expires,
+    };
+    let state = |n: i64, now: i64| {
+        let (store, app_id, tenant) = (app.state.store.clone(), app_id.clone(), tenant.clone());
+        async move {
+            let change: larkstack::store::MessageChange = Box::new(|_m| Err(larkstack::domain::message::invalid("card", "probe only")));
+            match store.update_card_by_token(&format!("c-test{n}"), &app_id, &tenant, now, 2, change).await.unwrap() {
+                CardTokenUse::Unknown => "unknown",
+                CardTokenUse::Expired => "expired",
+                CardTokenUse::UsedUp => "used up",
+                CardTokenUse::Applied(_) => "valid",
+            }
+        }
+    };
+    // Token 0 expires at 1 500; issuing token 1 at 1 000 keeps it, token 2 at 2 000 drops it.
+    app.state.store.issue_card_token(token(0, 0, 1_500), 3).await.unwrap();
+    app.state.store.issue_card_token(token(1, 1_000, 100_000), 3).await.unwrap();
+    assert_eq!(state(0, 1_600).await, "expired");
+    app.state.store.issue_card_token(token(2, 2_000, 100_000), 3).await.unwrap();
+    assert_eq!(state(0, 2_000).await, "unknown");
+    // At most 3 live tokens: the 4th and 5th drop the oldest.
+    for n in 3..6 {
+        app.state.store.issue_card_token(token(n, 1_000 * n, 100_000), 3).await.unwrap();
+    }
+    let states: Vec<&str> = futures_util::future::join_all((1..6).map(|n| state(n, 5_000))).await;
+    assert_eq!(states, ["unknown", "unknown", "valid", "valid", "valid"]);
+}
