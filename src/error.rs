@@ -9,7 +9,7 @@ use serde::Serialize;
 
 pub mod catalogue;
 
-pub use catalogue::{ApaasErr, AuthErr, ChatErr, ControlErr, ContactErr, CustomBotErr, GatewayErr, LongConnErr, MessageErr, ResourceErr, ReactionErr, ServerErr, TransportErr};
+pub use catalogue::{ApaasErr, AuthErr, CardErr, ChatErr, ControlErr, ContactErr, CustomBotErr, GatewayErr, LongConnErr, MessageErr, ResourceErr, ReactionErr, ServerErr, TransportErr};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldViolation {

@@ -62,6 +62,8 @@ pub enum Family {
     ContactBatchGetId,
     /// One custom bot's webhook: "100 次/分钟、5 次/秒" per bot.
     CustomBotHook,
+    /// Delayed card updates (`interactive/v1/card/update`): 1000/min, 50/s.
+    CardUpdate,
 }
 
 impl Family {

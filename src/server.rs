@@ -56,6 +56,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(im::message_ops::read_users))
         .routes(routes!(im::reactions::create, im::reactions::list))
         .routes(routes!(im::reactions::delete))
+        .routes(routes!(im::cards::update))
         .routes(routes!(bot::info))
         .routes(routes!(bot::application))
         .routes(routes!(contact::get))

@@ -87,7 +87,7 @@ pub async fn list_chats(State(state): State<Arc<AppState>>, uri: axum::http::Uri
     Ok(ok(&json!({ "items": items, "next_after": next, "stats": state.store.stats().await? })))
 }
 
-async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> {
+pub(super) async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat, ApiError> {
     state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| control_error(ControlErr::NotFound, format!("no chat {chat_id}")))
 }
 
@@ -188,11 +188,11 @@ struct ActAs {
     content: Option<String>,
 }
 
-fn user_by_key<'d>(dir: &'d Directory, key: &str) -> Result<&'d User, ApiError> {
+pub(super) fn user_by_key<'d>(dir: &'d Directory, key: &str) -> Result<&'d User, ApiError> {
     dir.users().iter().find(|u| u.key == key).ok_or_else(|| control_error(ControlErr::BadRequest, format!("no user with key {key:?}")))
 }
 
-fn usable(chat: &Chat) -> Result<(), ApiError> {
+pub(super) fn usable(chat: &Chat) -> Result<(), ApiError> {
     if chat.status == ChatStatus::Dissolved {
         return Err(control_error(ControlErr::BadRequest, "the chat has been disbanded"));
     }

@@ -33,7 +33,7 @@ async fn app_settings(state: &AppState, app_id: &str) -> Result<(AppId, EventSet
         .ok_or_else(|| control_error(ControlErr::NotFound, format!("no app {app_id}")))
 }
 
-/// The app's event subscription.
+/// The app's event subscription, and where its card callbacks go (`callback_url`).
 #[utoipa::path(
     get,
     path = "/_larkstack/apps/{app_id}/events",
@@ -49,7 +49,8 @@ pub(crate) async fn get_settings(State(state): State<Arc<AppState>>, PathParam(a
     Ok(ok(&settings))
 }
 
-/// Changes the subscription; a new URL must answer Feishu's `url_verification` challenge.
+/// Changes the subscription; a new URL (`event_url`, or `callback_url` for card callbacks) must
+/// answer Feishu's `url_verification` challenge.
 #[utoipa::path(
     put,
     path = "/_larkstack/apps/{app_id}/events",
@@ -68,6 +69,10 @@ pub(crate) async fn put_settings(State(state): State<Arc<AppState>>, PathParam(a
     let next = current.apply(&patch, scopes).map_err(|e| control_error(ControlErr::BadRequest, e))?;
     if let (Some(url), true) = (next.webhook_url(), patch.event_url.as_deref().is_some_and(|u| !u.is_empty())) {
         verify_url(&state, url, &next).await.map_err(|why| control_error(ControlErr::BadRequest, format!("event_url refused: {why}")))?;
+    }
+    // The callback URL is verified the same way (Feishu's "回调配置" sends the same challenge).
+    if let Some(url) = patch.callback_url.as_deref().filter(|u| !u.is_empty()) {
+        verify_url(&state, url, &next).await.map_err(|why| control_error(ControlErr::BadRequest, format!("callback_url refused: {why}")))?;
     }
     state.deliveries.set_settings(&*state.store, &app_id, next.clone()).await?;
     Ok(ok(&next))

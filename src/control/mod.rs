@@ -5,6 +5,7 @@
 //! Replies use the Feishu envelope (`code` 0 on success; 400/401/404 with the HTTP status).
 
 pub mod actors;
+pub mod cards;
 pub mod client;
 pub mod connections;
 pub mod console;
@@ -65,6 +66,7 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::enter_p2p))
         .routes(routes!(actors::read_as_user))
         .routes(routes!(actors::react_as_user))
+        .routes(routes!(cards::card_action))
         .routes(routes!(custom_bots::add, custom_bots::list))
         .routes(routes!(custom_bots::remove))
         .routes(routes!(actors::tasks))

@@ -29,6 +29,7 @@
 //! `--outbox-bytes` (`prune_outbox`: its floor is the stored cursor, so only events every node's
 //! fan-out has passed go).
 
+pub mod callback;
 pub mod send;
 pub mod ticket;
 pub mod wire;

@@ -29,8 +29,13 @@ pub const MAX_RESPONSE_BYTES: usize = 4096;
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 pub async fn post(url: &str, headers: &[(&'static str, String)], body: Vec<u8>, timeout: Duration) -> Outcome {
+    post_keeping(url, headers, body, timeout, MAX_RESPONSE_BYTES).await
+}
+
+/// `post`, keeping up to `max_body` bytes of the answer (a card callback's answer is a card).
+pub async fn post_keeping(url: &str, headers: &[(&'static str, String)], body: Vec<u8>, timeout: Duration, max_body: usize) -> Outcome {
     let start = Instant::now();
-    let result = tokio::time::timeout(timeout, exchange(url, headers, body)).await;
+    let result = tokio::time::timeout(timeout, exchange(url, headers, body, max_body)).await;
     let latency_ms = start.elapsed().as_millis() as u64;
     match result {
         Ok(Ok((status, body))) => Outcome { status: Some(status), body, latency_ms },
@@ -39,7 +44,7 @@ pub async fn post(url: &str, headers: &[(&'static str, String)], body: Vec<u8>, 
     }
 }
 
-async fn exchange(url: &str, headers: &[(&'static str, String)], body: Vec<u8>) -> Result<(u16, String), String> {
+async fn exchange(url: &str, headers: &[(&'static str, String)], body: Vec<u8>, max_body: usize) -> Result<(u16, String), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("only http:// request URLs are delivered to (no TLS client)".into());
@@ -71,7 +76,7 @@ async fn exchange(url: &str, headers: &[(&'static str, String)], body: Vec<u8>) 
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("read: {e}"))?;
         if let Some(d) = frame.data_ref() {
-            let room = MAX_RESPONSE_BYTES.saturating_sub(kept.len());
+            let room = max_body.saturating_sub(kept.len());
             kept.extend_from_slice(&d[..d.len().min(room)]);
         }
     }

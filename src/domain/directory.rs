@@ -95,6 +95,8 @@ pub struct AppSpec {
     /// Default: every type the app's scopes allow.
     pub event_types: Option<Vec<String>>,
     pub event_mode: Option<super::subscriptions::EventMode>,
+    /// Where card callbacks go; default: the app's long connection.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,6 +465,7 @@ impl Directory {
                 verification_token: a.verification_token,
                 event_types: a.event_types,
                 event_mode: a.event_mode,
+                callback_url: a.callback_url,
             };
             let events = super::subscriptions::EventSettings::defaults(&app_id, &scopes)
                 .apply(&patch, &scopes)

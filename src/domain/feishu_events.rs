@@ -115,7 +115,7 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
 
 /// The tenant the recipient sees the chat in: the chat's tenant when the app is installed there,
 /// else (a bot of another tenant in an external chat) the app's own tenant.
-fn recipient_tenant(app: &App, chat: &Chat) -> TenantKey {
+pub fn recipient_tenant(app: &App, chat: &Chat) -> TenantKey {
     if app.enabled_in(&chat.tenant_key) {
         return chat.tenant_key.clone();
     }

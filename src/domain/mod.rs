@@ -1,6 +1,7 @@
 //! Pure rules: identifiers, the directory, chat validation. No I/O.
 
 pub mod apaas;
+pub mod cards;
 pub mod chat;
 pub mod chat_ops;
 pub mod contacts;

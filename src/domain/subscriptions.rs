@@ -63,6 +63,10 @@ pub struct EventSettings {
     pub verification_token: String,
     pub event_types: Vec<String>,
     pub event_mode: EventMode,
+    /// Where card callbacks (`card.action.trigger`) go ("回调配置", configured apart from
+    /// events); `None`: over the app's long connection. Absent from settings stored before it.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 /// What a fixture or a `PUT` says; a key left out keeps its value (or its default).
@@ -79,6 +83,9 @@ pub struct SettingsPatch {
     pub event_types: Option<Vec<String>>,
     #[serde(default)]
     pub event_mode: Option<EventMode>,
+    /// An empty string removes the callback URL.
+    #[serde(default)]
+    pub callback_url: Option<String>,
 }
 
 fn derived(kind: &str, app_id: &AppId) -> String {
@@ -132,6 +139,7 @@ impl EventSettings {
             verification_token: derived("verification_token", app_id),
             event_types: allowed_types(scopes),
             event_mode: EventMode::Webhook,
+            callback_url: None,
         }
     }
 
@@ -155,6 +163,9 @@ impl EventSettings {
             check_types(types, scopes)?;
             let mut seen = HashSet::new();
             next.event_types = types.iter().filter(|t| seen.insert(t.as_str())).cloned().collect();
+        }
+        if let Some(url) = &patch.callback_url {
+            next.callback_url = if url.is_empty() { None } else { check_url(url).map(|_| Some(url.clone()))? };
         }
         if let Some(m) = patch.event_mode {
             next.event_mode = m;

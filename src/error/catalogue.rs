@@ -172,6 +172,17 @@ errors! {
 }
 
 errors! {
+    /// Delayed card updates (`POST /open-apis/interactive/v1/card/update`). GUESS codes
+    /// (docs/parity.md): the page lists no code per token failure.
+    CardErr {
+        /// No such token, or one another app's card callback issued.
+        TokenInvalid = (200830, 400, "The card update token is invalid."),
+        TokenExpired = (200831, 400, "The card update token has expired (it is valid for 30 minutes)."),
+        TokenUsedUp = (200832, 400, "The card update token has been used the maximum number of times."),
+    }
+}
+
+errors! {
     /// IM images, files and message resources (`/open-apis/im/v1/images*`, `/files*`,
     /// `/messages/:message_id/resources/:file_key`); messages as on Feishu's pages.
     ResourceErr {
@@ -306,6 +317,7 @@ pub fn all() -> Vec<Entry> {
     out.extend(AuthErr::ALL.iter().map(|e| e.entry()));
     out.extend(ChatErr::ALL.iter().map(|e| e.entry()));
     out.extend(MessageErr::ALL.iter().map(|e| e.entry()));
+    out.extend(CardErr::ALL.iter().map(|e| e.entry()));
     out.extend(ResourceErr::ALL.iter().map(|e| e.entry()));
     out.extend(ReactionErr::ALL.iter().map(|e| e.entry()));
     out.extend(ContactErr::ALL.iter().map(|e| e.entry()));

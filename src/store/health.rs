@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, EventQuery, Created, Cursor,
     DedupKey, ImportBatch, LinkedChat, MessageQuery, OutboxStats, StateRecord, Store, StoreError,
     StoreStats, TaskChatRecord, TaskLink, TokenRecord, MessageChange, ReactionQuery, ReadMark, ReadQuery,
-    ReadRecord, AppTicketRecord, AttemptFilter, AttemptRecord, Delivery, DeliveryClaim, DeliveryQueue,
+    ReadRecord, AppTicketRecord, CardToken, CardTokenUse, AttemptFilter, AttemptRecord, Delivery, DeliveryClaim, DeliveryQueue,
     FanOut, FinishedAttempt, NewDelivery};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
@@ -261,6 +261,22 @@ impl Store for Tracked {
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
         self.inner.app_ticket(app_id).await
+    }
+
+    async fn issue_card_token(&self, token: CardToken, max_live: i64) -> Result<(), StoreError> {
+        self.track(self.inner.issue_card_token(token, max_live).await)
+    }
+
+    async fn update_card_by_token(
+        &self,
+        token: &str,
+        app_id: &AppId,
+        tenant_key: &TenantKey,
+        now_ms: i64,
+        max_uses: i64,
+        change: MessageChange,
+    ) -> Result<CardTokenUse, StoreError> {
+        self.track(self.inner.update_card_by_token(token, app_id, tenant_key, now_ms, max_uses, change).await)
     }
 
     async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {

@@ -99,6 +99,32 @@ pub struct AppTicketRecord {
     pub expires_at_ms: i64,
 }
 
+/// A delayed card-update token (`c-…`), issued with a card callback (`domain::cards`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardToken {
+    pub token: String,
+    /// The app that sent the card and the tenant it was called back in: only that app's
+    /// tenant token of that tenant may use the token.
+    pub app_id: AppId,
+    pub tenant_key: TenantKey,
+    pub message_id: MessageId,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// What became of one use of a card token.
+#[derive(Debug)]
+pub enum CardTokenUse {
+    /// No such token, or another app's (the caller learns nothing about it).
+    Unknown,
+    Expired,
+    /// It was used its maximum number of times.
+    UsedUp,
+    /// The token was good: what `Store::update_message` would answer (a refused change or a
+    /// message gone does not spend the use).
+    Applied(Option<Result<Message, FeishuError>>),
+}
+
 /// A change to one chat, run atomically against its latest stored state, returning its domain
 /// events. Returning `Err` leaves the chat as it was and records no event. Backends serialise
 /// changes per chat, so none is lost and caps hold; the events are committed with the change.
@@ -665,6 +691,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// The app's current ticket (expired or not).
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError>;
+
+    /// Stores a fresh card token; expired tokens are dropped, and the oldest while `max_live`
+    /// are kept.
+    async fn issue_card_token(&self, token: CardToken, max_live: i64) -> Result<(), StoreError>;
+
+    /// Atomically checks `token` (issued to `app_id` in `tenant_key`, not expired, used fewer
+    /// than `max_uses` times), applies `change` to its card and counts the use when the change
+    /// is stored.
+    async fn update_card_by_token(
+        &self,
+        token: &str,
+        app_id: &AppId,
+        tenant_key: &TenantKey,
+        now_ms: i64,
+        max_uses: i64,
+        change: MessageChange,
+    ) -> Result<CardTokenUse, StoreError>;
 
     // ---- event delivery (src/delivery): shared by every node on the store ----
 

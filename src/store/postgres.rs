@@ -22,7 +22,7 @@ use super::sql::{self, Cols, EachRow, Param, Sql, Tx};
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
     EventQuery, ImportBatch, MessageQuery, OutboxStats, StateRecord, Store, StoreError, StoreStats,
     TaskChatRecord, TaskLink, TokenRecord, EXPORT_BUFFER, MessageChange, ReactionQuery, ReadMark,
-    ReadQuery, ReadRecord, AppTicketRecord, AttemptFilter, AttemptRecord, Delivery, DeliveryClaim,
+    ReadQuery, ReadRecord, AppTicketRecord, CardToken, CardTokenUse, AttemptFilter, AttemptRecord, Delivery, DeliveryClaim,
     DeliveryQueue, FanOut, FinishedAttempt, NewDelivery};
 use crate::domain::chat::Chat;
 use crate::domain::custom_bots::CustomBot;
@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0007_custom_bots.sql"),
     include_str!("migrations/postgres/0008_app_tickets.sql"),
     include_str!("migrations/postgres/0009_deliveries.sql"),
+    include_str!("migrations/postgres/0010_card_tokens.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -814,6 +815,32 @@ impl Store for PostgresStore {
         let issued = sql::issue_app_ticket(&mut Pg(&tx), fresh, replace_issued_before_ms).await?;
         self.commit(tx).await?;
         Ok(issued)
+    }
+
+    async fn issue_card_token(&self, token: CardToken, max_live: i64) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        sql::issue_card_token(&mut Pg(&tx), &token, max_live).await?;
+        self.commit(tx).await
+    }
+
+    async fn update_card_by_token(
+        &self,
+        token: &str,
+        app_id: &AppId,
+        tenant_key: &TenantKey,
+        now_ms: i64,
+        max_uses: i64,
+        change: MessageChange,
+    ) -> Result<CardTokenUse, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let used = sql::update_card_by_token(&mut Pg(&tx), token, app_id, tenant_key, now_ms, max_uses, change).await?;
+        // Only a stored change is kept (it spent a use); anything else leaves the token as it was.
+        if let CardTokenUse::Applied(Some(Ok(_))) = used {
+            self.commit(tx).await?;
+        }
+        Ok(used)
     }
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {

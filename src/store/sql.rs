@@ -17,7 +17,7 @@ use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, ChatChange, ChatOrd
     MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
     MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord, AppTicketRecord, AttemptFilter,
     AttemptRecord, Delivery, DeliveryClaim, DeliveryNext, DeliveryQueue, FanOut, FinishedAttempt,
-    NewDelivery};
+    NewDelivery, CardToken, CardTokenUse};
 use crate::domain::chat::{fold_case, Chat};
 use crate::domain::custom_bots::CustomBot;
 use crate::domain::events::{DomainEvent, StoredEvent};
@@ -219,6 +219,14 @@ statements! {
     INSERT_APP_TICKET = "INSERT INTO app_tickets (app_id, ticket, issued_at, expires_at) VALUES ($1, $2, $3, $4)";
     APP_TICKET = "SELECT app_id, ticket, issued_at, expires_at FROM app_tickets WHERE app_id = $1";
 
+    INSERT_CARD_TOKEN = "INSERT INTO card_tokens (token, app_id, tenant_key, message_id, issued_at, expires_at, uses)
+        VALUES ($1, $2, $3, $4, $5, $6, 0)";
+    PRUNE_EXPIRED_CARD_TOKENS = "DELETE FROM card_tokens WHERE expires_at <= $1";
+    COUNT_CARD_TOKENS = "SELECT COUNT(*) FROM card_tokens";
+    DROP_OLDEST_CARD_TOKEN = "DELETE FROM card_tokens WHERE token = (SELECT token FROM card_tokens ORDER BY issued_at, token LIMIT 1)";
+    CARD_TOKEN_FOR_UPDATE = "SELECT app_id, tenant_key, message_id, expires_at, uses FROM card_tokens WHERE token = $1 FOR UPDATE";
+    USE_CARD_TOKEN = "UPDATE card_tokens SET uses = uses + 1 WHERE token = $1";
+
     /// No index on `chat_id` (it cost every create a second B-tree insert): a chat's events are
     /// found by walking seq order from `$1`, within the outbox's byte bound.
     EVENTS = "SELECT ", event_columns!(), " FROM events WHERE seq > $1 AND (CAST($2 AS TEXT) IS NULL OR chat_id = $2)
@@ -342,6 +350,7 @@ statements! {
 /// attempts, deliveries; a fan-out: cursor, deliveries), so PostgreSQL's TRUNCATE, which locks
 /// in list order, does not deadlock with them.
 pub const STATE_TABLES: &[&str] = &[
+    "card_tokens",
     "delivery_attempt_totals",
     "delivery_attempts",
     "delivery_cursor",
@@ -1115,6 +1124,52 @@ pub async fn issue_app_ticket(
     let t = &fresh;
     let params = [Text(&t.app_id.0), Text(&t.ticket), Int(t.issued_at_ms), Int(t.expires_at_ms), Int(replace_issued_before_ms)];
     Ok((tx.execute(&ISSUE_APP_TICKET, &params).await? > 0).then_some(fresh))
+}
+
+/// Stores a fresh card token; expired ones go first, and the oldest when `max_live` are kept.
+pub async fn issue_card_token(tx: &mut impl Tx, t: &CardToken, max_live: i64) -> Result<(), StoreError> {
+    tx.execute(&PRUNE_EXPIRED_CARD_TOKENS, &[Int(t.issued_at_ms)]).await?;
+    let live = tx.query_opt(&COUNT_CARD_TOKENS, &[], |r| r.int(0)).await?.unwrap_or(0);
+    for _ in max_live.saturating_sub(1)..live {
+        tx.execute(&DROP_OLDEST_CARD_TOKEN, &[]).await?;
+    }
+    let params =
+        [Text(&t.token), Text(&t.app_id.0), Text(&t.tenant_key.0), Text(&t.message_id.0), Int(t.issued_at_ms), Int(t.expires_at_ms)];
+    tx.execute(&INSERT_CARD_TOKEN, &params).await?;
+    Ok(())
+}
+
+/// Spends one use of `token` (its row locked) on `change` to its card, for `app_id` in
+/// `tenant_key` at `now_ms`: the use counts only when the change is stored.
+pub async fn update_card_by_token(
+    tx: &mut impl Tx,
+    token: &str,
+    app_id: &AppId,
+    tenant_key: &TenantKey,
+    now_ms: i64,
+    max_uses: i64,
+    change: MessageChange,
+) -> Result<CardTokenUse, StoreError> {
+    let row = tx
+        .query_opt(&CARD_TOKEN_FOR_UPDATE, &[Text(token)], |r| Ok((r.string(0)?, r.string(1)?, r.string(2)?, r.int(3)?, r.int(4)?)))
+        .await?;
+    let Some((owner, tenant, message_id, expires_at_ms, uses)) = row else {
+        return Ok(CardTokenUse::Unknown);
+    };
+    if owner != app_id.0 || tenant != tenant_key.0 {
+        return Ok(CardTokenUse::Unknown);
+    }
+    if expires_at_ms <= now_ms {
+        return Ok(CardTokenUse::Expired);
+    }
+    if uses >= max_uses {
+        return Ok(CardTokenUse::UsedUp);
+    }
+    let updated = update_message(tx, &MessageId(message_id), change).await?;
+    if let Some(Ok(_)) = &updated {
+        tx.execute(&USE_CARD_TOKEN, &[Text(token)]).await?;
+    }
+    Ok(CardTokenUse::Applied(updated))
 }
 
 // ---- event delivery (src/delivery): every node on the store shares the queue ----

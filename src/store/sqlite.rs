@@ -15,7 +15,7 @@ use super::sql::{self, Cols, EachRow, Param, Sql, Tx, STATE_TABLES, CREDENTIAL_T
 use super::{BotChatsQuery, ChatSearchQuery, NewChat, NewMessage, ChatChange, Created, Cursor, DedupKey,
     EventQuery, ImportBatch, MessageDedupKey, MessageQuery, OutboxStats, StateRecord, MessageChange,
     ReactionQuery, ReadMark, ReadQuery, ReadRecord, Store, StoreError, StoreStats, TaskChatRecord,
-    TaskLink, TokenRecord, EXPORT_BUFFER, AppTicketRecord, AttemptFilter, AttemptRecord, Delivery,
+    TaskLink, TokenRecord, EXPORT_BUFFER, AppTicketRecord, CardToken, CardTokenUse, AttemptFilter, AttemptRecord, Delivery,
     DeliveryClaim, DeliveryQueue, FanOut, FinishedAttempt, NewDelivery};
 use super::codec::{ChatRow, EventRow};
 use crate::domain::chat::Chat;
@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0009_custom_bots.sql"),
     include_str!("migrations/sqlite/0010_app_tickets.sql"),
     include_str!("migrations/sqlite/0011_deliveries.sql"),
+    include_str!("migrations/sqlite/0012_card_tokens.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).
@@ -881,6 +882,23 @@ impl Store for SqliteStore {
     async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.write(WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply }, rx).await
+    }
+
+    async fn issue_card_token(&self, token: CardToken, max_live: i64) -> Result<(), StoreError> {
+        self.change(move |sp| ready(sql::issue_card_token(sp, &token, max_live))).await
+    }
+
+    async fn update_card_by_token(
+        &self,
+        token: &str,
+        app_id: &AppId,
+        tenant_key: &TenantKey,
+        now_ms: i64,
+        max_uses: i64,
+        change: MessageChange,
+    ) -> Result<CardTokenUse, StoreError> {
+        let (token, app_id, tenant_key) = (token.to_string(), app_id.clone(), tenant_key.clone());
+        self.change(move |sp| ready(sql::update_card_by_token(sp, &token, &app_id, &tenant_key, now_ms, max_uses, change))).await
     }
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {

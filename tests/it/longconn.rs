@@ -19,7 +19,7 @@ use crate::support::*;
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Serves the app's router on a real port (WebSocket upgrades need one); the base URL.
-async fn served(app: &TestApp) -> String {
+pub(crate) async fn served(app: &TestApp) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let options = larkstack::server::ServeOptions::new(app.state.clock.clone());

@@ -8,6 +8,7 @@ mod app_tickets;
 mod architecture;
 mod auth;
 mod bot;
+mod card_actions;
 mod console;
 mod contacts;
 mod control;

@@ -81,7 +81,7 @@ const CHAT_FIELDS: &[&str] = &["chat_id", "receive_id", "container_id"];
 /// Codes that refuse a caller for the chat not being its tenant's (or, for aPaaS, store apps not
 /// holding its scope): the walk accepts no other refusal, so a request the test fills badly
 /// (a parameter error) fails it instead of passing for the wrong reason.
-const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 231002, 231008, 234004, 99991672];
+const TENANT_REFUSALS: &[i64] = &[232010, 232011, 230002, 231002, 231008, 234004, 99991672, 200830];
 
 /// An acme user as the store app names them: open_id, email, mobile.
 struct AcmeUser<'a> {
@@ -153,6 +153,17 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         .await;
     assert_eq!(r.code(), 0, "{}", r.body);
     let reaction = r.body["data"]["reaction_id"].as_str().unwrap().to_string();
+    // A card of the chat that alice clicked: the click's `c-` token names the card.
+    let card = json!({"elements": [{"tag": "hr"}]}).to_string();
+    let r = app
+        .call(Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", &acme, Some(json!({"receive_id": chat, "msg_type": "interactive", "content": card})))
+        .await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let card_message = r.body["data"]["message_id"].as_str().unwrap().to_string();
+    let admin = app.state.admin_token.clone();
+    let r = app.call(Method::POST, &format!("/_larkstack/messages/{card_message}/card_action"), &admin, Some(json!({"user": "alice"}))).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let card_token = r.body["data"]["token"].as_str().unwrap().to_string();
     let before = stored(&app, &chat).await;
     // The home tenant's token reads it in full.
     let r = app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat}"), &acme, None).await;
@@ -189,6 +200,12 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
             let mut body = serde_json::Map::new();
             for name in schema["properties"].as_object().into_iter().flat_map(|p| p.keys()) {
                 takes_chat |= CHAT_FIELDS.contains(&name.as_str());
+                // A card token names a card, so its chat.
+                if name == "token" {
+                    takes_chat = true;
+                    body.insert(name.clone(), json!(card_token));
+                    body.insert("card".into(), json!({"elements": [{"tag": "div", "text": {"tag": "plain_text", "content": "x"}}]}));
+                }
                 if let Some(v) = value_for(name, &chat, chat_name, &globex_user, &acme_user) {
                     body.insert(name.clone(), v);
                 }
@@ -253,6 +270,7 @@ async fn another_tenants_token_reaches_no_chat_of_this_tenant() {
         "get /open-apis/contact/v3/users/{user_id}",
         "get /open-apis/contact/v3/users/batch",
         "post /open-apis/contact/v3/users/batch_get_id",
+        "post /open-apis/interactive/v1/card/update",
     ] {
         assert!(walked.iter().any(|w| w == expected), "{expected} was not walked: {walked:?}");
     }

@@ -76,7 +76,7 @@ pub(crate) fn check_signature(key: &str, r: &Received) {
     assert!(ts.len() == 10 && ts.chars().all(|c| c.is_ascii_digit()), "{ts}");
 }
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
+pub(crate) async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Received> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -369,13 +369,13 @@ fn demo_with(helper_keys: &str) -> Result<larkstack::domain::directory::Director
 
 #[tokio::test]
 async fn fixture_keys_set_the_subscription_and_the_directory_shows_it() {
-    let dir = demo_with("event_url = \"http://127.0.0.1:9/hook\"\nencrypt_key = \"\"\nverification_token = \"vt\"\nevent_types = [\"im.chat.disbanded_v1\"]\nevent_mode = \"long_connection\"").unwrap();
+    let dir = demo_with("event_url = \"http://127.0.0.1:9/hook\"\nencrypt_key = \"\"\nverification_token = \"vt\"\nevent_types = [\"im.chat.disbanded_v1\"]\nevent_mode = \"long_connection\"\ncallback_url = \"http://127.0.0.1:9/card\"").unwrap();
     let app = TestApp::with(dir, larkstack::state::StateConfig::default()).await;
     let r = app.admin_call(Method::GET, &format!("/_larkstack/apps/{}/events", app.app_id("helper-bot")), None).await;
     assert_eq!(
         r.body["data"],
         json!({"event_url": "http://127.0.0.1:9/hook", "encrypt_key": "", "verification_token": "vt",
-               "event_types": ["im.chat.disbanded_v1"], "event_mode": "long_connection"})
+               "event_types": ["im.chat.disbanded_v1"], "event_mode": "long_connection", "callback_url": "http://127.0.0.1:9/card"})
     );
     let d = app.admin_call(Method::GET, "/_larkstack/directory", None).await;
     let helper = d.body["data"]["apps"].as_array().unwrap().iter().find(|a| a["key"] == "helper-bot").unwrap().clone();

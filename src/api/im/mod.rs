@@ -1,5 +1,6 @@
 //! The IM family (`/open-apis/im/v1/…`).
 
+pub mod cards;
 pub mod chats;
 pub mod media;
 pub mod members;
