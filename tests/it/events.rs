@@ -329,7 +329,10 @@ async fn events_stored_in_the_layout_before_read_the_same_after_the_upgrade() {
         None => {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-            conn.execute_batch("DROP TABLE events;").unwrap();
+            // SQLite drops one table per statement.
+            for table in TABLES_AFTER_OUTBOX_COMPACTION.iter().chain(&["events"]) {
+                conn.execute_batch(&format!("DROP TABLE {table};")).unwrap();
+            }
             conn.execute_batch(include_str!("../../src/store/migrations/sqlite/0005_events.sql")).unwrap();
             for (seq, type_name, chat_id, at_ms, body) in &legacy {
                 conn.execute("INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)", rusqlite::params![seq, type_name, chat_id, at_ms, body])
@@ -341,7 +344,8 @@ async fn events_stored_in_the_layout_before_read_the_same_after_the_upgrade() {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             let schema = schema_for(data.path());
-            client.batch_execute(&format!("SET search_path = {schema}; DROP TABLE events, event_seq;")).await.unwrap();
+            let later = drop_tables_after_outbox_compaction();
+            client.batch_execute(&format!("SET search_path = {schema}; DROP TABLE events, event_seq; {later}")).await.unwrap();
             client.batch_execute(include_str!("../../src/store/migrations/postgres/0003_events.sql")).await.unwrap();
             for (seq, type_name, chat_id, at_ms, body) in &legacy {
                 let sql = "INSERT INTO events (seq, type, chat_id, at_ms, body) VALUES ($1, $2, $3, $4, $5)";

@@ -11,12 +11,12 @@ use crate::support::*;
 
 /// The demo directory with helper-bot and the store app able to upload and read messages.
 fn media_fixture() -> Directory {
-    let helper = "key = \"helper-bot\"\nname = \"Helper Bot\"\ndeveloper = \"acme-dev\"\ntenant = \"acme\"\nkind = \"self_built\"\nbot = true\nscopes = [\"im:chat\"]";
+    let helper = "key = \"helper-bot\"\nname = \"Helper Bot\"\ndeveloper = \"acme-dev\"\ntenant = \"acme\"\nkind = \"self_built\"\nbot = true\n# Reads contacts, but no field scope: ids only (docs/parity.md, contacts).\nscopes = [\"im:chat\", \"contact:contact.base:readonly\"]";
     assert_eq!(DEMO_FIXTURE.matches(helper).count(), 1, "the demo helper-bot");
     let store = r#"scopes = ["im:chat", "contact:user.employee_id:readonly"]"#;
     assert_eq!(DEMO_FIXTURE.matches(store).count(), 1, "the demo store app's scopes line");
     let text = DEMO_FIXTURE
-        .replace(helper, &helper.replace(r#"scopes = ["im:chat"]"#, r#"scopes = ["im:chat", "im:message", "im:resource"]"#))
+        .replace(helper, &helper.replace(r#"scopes = ["im:chat", "contact:contact.base:readonly"]"#, r#"scopes = ["im:chat", "contact:contact.base:readonly", "im:message", "im:resource"]"#))
         .replace(store, r#"scopes = ["im:chat", "im:message", "im:resource", "contact:user.employee_id:readonly"]"#);
     Directory::from_toml(&text).unwrap()
 }

@@ -303,3 +303,24 @@ pub fn write_fixture(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Tables the migrations after the outbox's compaction (sqlite 0006, postgres 0004) create, for
+/// tests that take a store back to an older schema and let it upgrade again: a new migration's
+/// tables go here.
+pub const TABLES_AFTER_OUTBOX_COMPACTION: &[&str] = &[
+    "blobs",
+    "reactions",
+    "message_reads",
+    "custom_bots",
+    "app_tickets",
+    "event_settings",
+    "delivery_cursor",
+    "deliveries",
+    "delivery_attempts",
+    "delivery_attempt_totals",
+];
+
+/// `DROP TABLE …;` of `TABLES_AFTER_OUTBOX_COMPACTION`.
+pub fn drop_tables_after_outbox_compaction() -> String {
+    format!("DROP TABLE {};", TABLES_AFTER_OUTBOX_COMPACTION.join(", "))
+}

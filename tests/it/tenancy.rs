@@ -317,9 +317,6 @@ async fn search_folds_every_script_and_matches_i18n_names() {
 }
 
 /// The tables of the deliveries migration (after the search column's).
-const DELIVERY_TABLES_DROP: &str =
-    "DROP TABLE event_settings; DROP TABLE delivery_cursor; DROP TABLE deliveries; DROP TABLE delivery_attempts; DROP TABLE delivery_attempt_totals;";
-
 /// Chats stored before the search column existed are found after the upgrade: the migration
 /// that adds it backfills every row.
 #[tokio::test]
@@ -336,20 +333,19 @@ async fn chats_stored_before_the_search_column_are_found_after_the_upgrade() {
             let conn = rusqlite::Connection::open(data.path().join("larkstack.db")).unwrap();
             conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
             // Later migrations' tables (0005: events and after) did not exist then either.
-            conn.execute_batch(&format!(
-                "DROP TABLE events; DROP TABLE reactions; DROP TABLE message_reads; DROP TABLE blobs; DROP TABLE custom_bots;
-                 DROP TABLE app_tickets; {DELIVERY_TABLES_DROP} ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;"
-            ))
-            .unwrap();
+            for table in TABLES_AFTER_OUTBOX_COMPACTION.iter().chain(&["events"]) {
+                conn.execute_batch(&format!("DROP TABLE {table};")).unwrap();
+            }
+            conn.execute_batch("ALTER TABLE chats DROP COLUMN search_text; PRAGMA user_version = 3;").unwrap();
         }
         Some(url) => {
             let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
             let schema = schema_for(data.path());
+            let later = drop_tables_after_outbox_compaction();
             client
                 .batch_execute(&format!(
-                    "SET search_path = {schema}; DROP TABLE events, event_seq, reactions, message_reads, blobs, custom_bots, app_tickets;
-                     {DELIVERY_TABLES_DROP} ALTER TABLE chats DROP COLUMN search_text;
+                    "SET search_path = {schema}; DROP TABLE events, event_seq; {later} ALTER TABLE chats DROP COLUMN search_text;
                      DELETE FROM larkstack_migrations WHERE version >= 2;"
                 ))
                 .await
