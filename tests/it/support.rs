@@ -318,6 +318,7 @@ pub const TABLES_AFTER_OUTBOX_COMPACTION: &[&str] = &[
     "deliveries",
     "delivery_attempts",
     "delivery_attempt_totals",
+    "thread_messages",
 ];
 
 /// `DROP TABLE …;` of `TABLES_AFTER_OUTBOX_COMPACTION`.

@@ -7,7 +7,7 @@ use axum::http::Method;
 use larkstack::domain::directory::{Directory, DEMO_FIXTURE};
 use larkstack::domain::ids::ChatId;
 use larkstack::state::StateConfig;
-use larkstack::store::{MessageOrder, MessageQuery, ReactionQuery};
+use larkstack::store::{MessageContainer, MessageOrder, MessageQuery, ReactionQuery};
 use serde_json::{json, Value};
 
 use crate::openapi::{document, operations};
@@ -63,7 +63,7 @@ async fn send_text(app: &TestApp, token: &str, chat: &str, text: &str) -> Reply 
 async fn stored(app: &TestApp, chat: &str) -> (larkstack::domain::chat::Chat, Vec<String>) {
     let id = ChatId(chat.to_string());
     let c = app.state.store.get_chat(&id).await.unwrap().unwrap();
-    let q = MessageQuery { chat_id: id, start_ms: None, end_ms: None, order: MessageOrder::Asc, after: None, limit: 10_000 };
+    let q = MessageQuery { container: MessageContainer::Chat(id), start_ms: None, end_ms: None, order: MessageOrder::Asc, after: None, limit: 10_000 };
     let mut history = Vec::new();
     for (_, m) in app.state.store.list_messages(q).await.unwrap() {
         history.push(serde_json::to_string(&m).unwrap());
