@@ -153,6 +153,9 @@ describe("issue 14's bot scenario through the Node SDK", () => {
             { [question]: reply.thread_id, [reply.message_id]: reply.thread_id },
         );
         assert.deepEqual(JSON.parse(history.find((m) => m.message_id === imageMessage).body.content), { image_key: imageKey });
+        // The thread on its own: its root, then the (recalled) reply.
+        const thread = ok(await client.im.message.list({ params: { container_id_type: "thread", container_id: reply.thread_id } })).items;
+        assert.deepEqual(thread.map((m) => [m.message_id, m.deleted]), [[question, false], [reply.message_id, true]]);
 
         // 8. Look a user up by email.
         const found = ok(

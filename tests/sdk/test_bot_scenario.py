@@ -164,6 +164,9 @@ def test_the_bot_scenario_of_issue_14(server, directory):
     ]
     in_thread = {m.message_id: m.thread_id for m in history if m.thread_id}
     assert in_thread == {question: reply.thread_id, reply.message_id: reply.thread_id}
+    # The thread on its own: its root, then the (recalled) reply.
+    thread = ok(im.message.list(build(ListMessageRequest, container_id_type="thread", container_id=reply.thread_id))).items
+    assert [(m.message_id, m.deleted) for m in thread] == [(question, False), (reply.message_id, True)]
     assert json.loads(history[[m.message_id for m in history].index(image_message)].body.content) == {"image_key": image_key}
 
     # 8. Look a user up by email.
