@@ -481,3 +481,37 @@ async fn a_thread_lists_its_root_then_its_replies() {
     assert_eq!(r.code(), 0, "{}", r.body);
     assert_eq!(app.call(Method::GET, &thread_list(&thread, ""), &t, None).await.code(), 230002);
 }
+
+/// Every message operation and reaction endpoint checks its scopes before anything else: a bot
+/// holding none of them (helper-bot) is refused with 99991672 naming the endpoint's scopes.
+#[tokio::test]
+async fn every_message_operation_checks_its_scopes() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    let helper = app.token("helper-bot").await;
+    let chat = group(&app, &t).await;
+    let m = send(&app, &t, &chat, "text", &text("scoped")).await;
+    let reaction = format!("/open-apis/im/v1/messages/{m}/reactions/r_x");
+    let cases = [
+        (Method::POST, url(&m, "/reply"), "im:message:send_as_bot"),
+        (Method::GET, url(&m, ""), "im:message:readonly"),
+        (Method::PUT, url(&m, ""), "im:message:update"),
+        (Method::PATCH, url(&m, ""), "im:message:update"),
+        (Method::DELETE, url(&m, ""), "im:message:recall"),
+        (Method::POST, url(&m, "/forward?receive_id_type=chat_id"), "im:message:send_as_bot"),
+        (Method::GET, url(&m, "/read_users?user_id_type=open_id"), "im:message:basic"),
+        (Method::POST, url(&m, "/reactions"), "im:message.reactions:write_only"),
+        (Method::GET, url(&m, "/reactions"), "im:message.reactions:read"),
+        (Method::DELETE, reaction, "im:message.reactions:write_only"),
+        (Method::GET, format!("/open-apis/im/v1/messages/{m}/resources/img_x?type=image"), "im:message:readonly"),
+        (Method::GET, format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}"), "im:message:readonly"),
+    ];
+    for (method, path, scope) in cases {
+        let body = Some(json!({"msg_type": "text", "content": text("x"), "receive_id": chat}));
+        let r = app.call(method.clone(), &path, &helper, body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, 99991672), "{method} {path}: {}", r.body);
+        assert!(r.body.to_string().contains(scope), "{method} {path} names {scope}: {}", r.body);
+    }
+    // Nothing changed for the bot that may.
+    assert_eq!(get(&app, &t, &m).await.body["data"]["items"][0]["body"]["content"], text("scoped"));
+}
