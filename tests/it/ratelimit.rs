@@ -89,8 +89,7 @@ async fn per_app_override_and_off_switch() {
 
 /// Issue 14's bot endpoints: each has Feishu's default budget (50 a second) of its own, checked
 /// before anything else the call says (the ids here name nothing), so exhausting one leaves the
-/// next untouched. Image and file downloads, uploads and message resources share one budget
-/// (docs/parity.md, issue 14 status).
+/// next untouched (uploads, downloads and message resources included: each is its own API).
 #[tokio::test]
 async fn each_bot_endpoint_has_its_own_fifty_per_second() {
     use axum::http::Method;
@@ -111,7 +110,11 @@ async fn each_bot_endpoint_has_its_own_fifty_per_second() {
         (Method::POST, "/open-apis/im/v1/messages/om_x/reactions".to_string()),
         (Method::GET, "/open-apis/im/v1/messages/om_x/reactions".to_string()),
         (Method::DELETE, "/open-apis/im/v1/messages/om_x/reactions/r_x".to_string()),
+        (Method::POST, "/open-apis/im/v1/images".to_string()),
+        (Method::POST, "/open-apis/im/v1/files".to_string()),
         (Method::GET, "/open-apis/im/v1/images/img_v3_x".to_string()),
+        (Method::GET, "/open-apis/im/v1/files/file_v3_x".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages/om_x/resources/img_v3_x?type=image".to_string()),
         (Method::GET, "/open-apis/contact/v3/users/ou_x".to_string()),
         (Method::GET, "/open-apis/contact/v3/users/batch?user_ids=ou_x".to_string()),
         (Method::POST, "/open-apis/contact/v3/users/batch_get_id".to_string()),
