@@ -53,8 +53,13 @@ pub enum Family {
     ChatMessages,
     ApaasChatGroup,
     ApaasTaskQuery,
-    /// Image and file uploads and downloads, message resources (1000/min, 50/s each).
-    Resources,
+    /// Image and file uploads and downloads, message resources: 1000/min, 50/s each, as Feishu's
+    /// five pages say.
+    UploadImage,
+    UploadFile,
+    DownloadImage,
+    DownloadFile,
+    MessageResource,
     BotInfo,
     ApplicationInfo,
     ContactUser,

@@ -44,7 +44,8 @@ fn text_of(v: Option<&Value>) -> Option<String> {
 /// Checks, in order: the token names a bot of a live chat (19001), the caller's address passes
 /// the IP allowlist (19022), the body is JSON of at most 20 KB (9499), the signature with its
 /// one-hour window (19021), the bot's 100/min and 5/s budget and the chat's shared 5/s (11232),
-/// the message fields (9499), the keywords (19024).
+/// the message fields (9499), the keywords (19024), the images it names: message images an app
+/// of the chat's tenant uploaded (9499).
 ///
 /// Side effects, in order: one unit of the bot's budget, then one of the chat's; one durable
 /// write of the message with its `im.message.receive_v1` domain event.
@@ -95,6 +96,14 @@ pub async fn hook(
     let shown: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
     if !has_keyword(&shown, &bot.keywords) {
         return Ok(refused(CustomBotErr::KeywordsNotFound));
+    }
+    // A custom bot can not upload: its image (or a post's) names a message image an app of the
+    // chat's tenant uploaded. Anything else is a malformed post (9499; docs/parity.md).
+    let tenant_upload = crate::domain::media::Sender::User(&bot.tenant_key);
+    match crate::api::im::media::check_message_resources(&state, &msg_type, &content, tenant_upload).await {
+        Ok(()) => {}
+        Err(crate::envelope::ApiError::Feishu(_)) => return Ok(refused(CustomBotErr::BadRequest)),
+        Err(infra) => return Err(infra),
     }
     let message = Message {
         message_id: new_message_id(now),

@@ -258,10 +258,18 @@ pub enum MessageOrder {
     Desc,
 }
 
-/// A page query over one chat's messages.
+/// What a message listing reads: one chat's messages, or one thread's (its root and replies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageContainer {
+    Chat(ChatId),
+    /// `omt_…`.
+    Thread(String),
+}
+
+/// A page query over one chat's or one thread's messages.
 #[derive(Debug, Clone)]
 pub struct MessageQuery {
-    pub chat_id: ChatId,
+    pub container: MessageContainer,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub order: MessageOrder,
@@ -272,7 +280,7 @@ pub struct MessageQuery {
 impl MessageQuery {
     /// The newest `limit` messages of a chat, newest first.
     pub fn latest(chat_id: ChatId, limit: usize) -> Self {
-        MessageQuery { chat_id, start_ms: None, end_ms: None, order: MessageOrder::Desc, after: None, limit }
+        MessageQuery { container: MessageContainer::Chat(chat_id), start_ms: None, end_ms: None, order: MessageOrder::Desc, after: None, limit }
     }
 }
 

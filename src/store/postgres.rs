@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0008_app_tickets.sql"),
     include_str!("migrations/postgres/0009_deliveries.sql"),
     include_str!("migrations/postgres/0010_card_tokens.sql"),
+    include_str!("migrations/postgres/0011_threads.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 use super::codec::{self, from_json, to_json, token_record, ChatRow, EventRow};
 use super::{BlobChunkRecord, BotChatsQuery, ChatSearchQuery, ChatChange, ChatOrder, Created, Cursor, DedupKey,
     DedupRecord, EventQuery, ImportBatch, LinkedChat, MessageDedupKey, MessageDedupRecord, MessageOrder,
-    MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
+    MessageContainer, MessageQuery, OutboxStats, P2pRecord, StateRecord, StoreError, TaskChatRecord, TaskLink, TokenRecord,
     MessageChange, ReactionQuery, ReadMark, ReadQuery, ReadRecord, AppTicketRecord, AttemptFilter,
     AttemptRecord, Delivery, DeliveryClaim, DeliveryNext, DeliveryQueue, FanOut, FinishedAttempt,
     NewDelivery, CardToken, CardTokenUse};
@@ -122,11 +122,11 @@ macro_rules! bot_membership {
     };
 }
 
-/// The messages of one chat in a time range, after a cursor (`$4` null: from the start).
+/// The messages `$filter` picks (by `$1`) in a time range, after a cursor (`$4` null: from the start).
 macro_rules! message_page {
-    ($cmp:literal, $dir:literal) => {
+    ($filter:literal, $cmp:literal, $dir:literal) => {
         concat!(
-            "SELECT created_at, seq, body FROM messages WHERE chat_id = $1 AND created_at >= $2 AND created_at <= $3
+            "SELECT created_at, seq, body FROM messages WHERE ", $filter, " AND created_at >= $2 AND created_at <= $3
              AND (CAST($4 AS BIGINT) IS NULL OR created_at ", $cmp, " $4 OR (created_at = $4 AND seq ", $cmp, " $5))
              ORDER BY created_at ", $dir, ", seq ", $dir, " LIMIT $6"
         )
@@ -185,8 +185,11 @@ statements! {
     /// The message's row, locked until the transaction ends (PostgreSQL; SQLite's writer is alone).
     MESSAGE_FOR_UPDATE = "SELECT body FROM messages WHERE message_id = $1 FOR UPDATE";
     UPDATE_MESSAGE_BODY = "UPDATE messages SET body = $2 WHERE message_id = $1";
-    MESSAGES_ASC = message_page!(">", "ASC");
-    MESSAGES_DESC = message_page!("<", "DESC");
+    MESSAGES_ASC = message_page!("chat_id = $1", ">", "ASC");
+    MESSAGES_DESC = message_page!("chat_id = $1", "<", "DESC");
+    THREAD_MESSAGES_ASC = message_page!("message_id IN (SELECT message_id FROM thread_messages WHERE thread_id = $1)", ">", "ASC");
+    THREAD_MESSAGES_DESC = message_page!("message_id IN (SELECT message_id FROM thread_messages WHERE thread_id = $1)", "<", "DESC");
+    INSERT_THREAD_MESSAGE = "INSERT INTO thread_messages (thread_id, message_id) VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING";
 
     /// An operator's emoji on a message is unique: a repeat inserts nothing.
     INSERT_REACTION = "INSERT INTO reactions (reaction_id, message_id, operator, emoji_type, body) VALUES ($1, $2, $3, $4, $5)
@@ -355,7 +358,7 @@ pub const STATE_TABLES: &[&str] = &[
     "delivery_attempts",
     "delivery_cursor",
     "deliveries",
-    "blobs", "events", "message_reads", "reactions", "custom_bots", "task_chats", "message_dedup", "messages", "p2p_chats",
+    "blobs", "events", "message_reads", "reactions", "custom_bots", "task_chats", "message_dedup", "thread_messages", "messages", "p2p_chats",
     "chat_dedup", "chat_bots", "chats",
 ];
 
@@ -670,12 +673,14 @@ pub async fn ping(tx: &mut impl Tx) -> Result<(), StoreError> {
 }
 
 pub async fn list_messages(tx: &mut impl Tx, q: &MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
-    let sql = match q.order {
-        MessageOrder::Asc => &MESSAGES_ASC,
-        MessageOrder::Desc => &MESSAGES_DESC,
+    let (sql, container) = match (&q.container, q.order) {
+        (MessageContainer::Chat(chat), MessageOrder::Asc) => (&MESSAGES_ASC, &chat.0),
+        (MessageContainer::Chat(chat), MessageOrder::Desc) => (&MESSAGES_DESC, &chat.0),
+        (MessageContainer::Thread(thread), MessageOrder::Asc) => (&THREAD_MESSAGES_ASC, thread),
+        (MessageContainer::Thread(thread), MessageOrder::Desc) => (&THREAD_MESSAGES_DESC, thread),
     };
     let params = [
-        Text(&q.chat_id.0),
+        Text(container),
         Int(q.start_ms.unwrap_or(i64::MIN)),
         Int(q.end_ms.unwrap_or(i64::MAX)),
         OptInt(q.after.map(|c| c.key)),
@@ -942,6 +947,16 @@ pub async fn create_message(
 async fn insert_message(tx: &mut impl Tx, m: &Message) -> Result<(), StoreError> {
     let body = to_json(m);
     tx.execute(&INSERT_MESSAGE, &[Text(&m.message_id.0), Text(&m.chat_id.0), Int(m.created_at_ms), Text(&body)]).await?;
+    index_thread(tx, m).await
+}
+
+/// Files a message under its thread (`thread_messages`), when it is in one: a thread reply when
+/// written, its root when the first thread reply gives it the thread. Derived from the body, so
+/// an import rebuilds it.
+async fn index_thread(tx: &mut impl Tx, m: &Message) -> Result<(), StoreError> {
+    if let Some(thread) = &m.state.thread_id {
+        tx.execute(&INSERT_THREAD_MESSAGE, &[Text(thread), Text(&m.message_id.0)]).await?;
+    }
     Ok(())
 }
 
@@ -991,6 +1006,7 @@ pub async fn update_message(
         Err(e) => return Ok(Some(Err(e))),
     };
     tx.execute(&UPDATE_MESSAGE_BODY, &[Text(&id.0), Text(&to_json(&message))]).await?;
+    index_thread(tx, &message).await?;
     tx.insert_events(&events).await?;
     Ok(Some(Ok(message)))
 }

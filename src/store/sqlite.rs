@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] =
     include_str!("migrations/sqlite/0010_app_tickets.sql"),
     include_str!("migrations/sqlite/0011_deliveries.sql"),
     include_str!("migrations/sqlite/0012_card_tokens.sql"),
+    include_str!("migrations/sqlite/0013_threads.sql"),
 ];
 /// The migration that compacts the outbox; the rows it finds are rewritten in Rust right after it
 /// (found by its text, so renumbering the migrations cannot miss it).

@@ -58,6 +58,17 @@ async fn group(app: &TestApp) -> (String, String) {
     (app.new_chat(&token, body).await, token)
 }
 
+/// An image the token's app uploads with `image_type`: its key.
+async fn uploaded_image(app: &TestApp, token: &str, image_type: &str) -> String {
+    use crate::media::{multipart, png, BOUNDARY};
+    let body = multipart(&[("image_type", None, image_type.as_bytes()), ("image", Some("x.png"), &png(8, 8, b"hook"))]);
+    let (auth, content_type) = (format!("Bearer {token}"), format!("multipart/form-data; boundary={BOUNDARY}"));
+    let headers = [("authorization", auth.as_str()), ("content-type", content_type.as_str())];
+    let r = app.request(Method::POST, "/open-apis/im/v1/images", &headers, Some(&body)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    r.body["data"]["image_key"].as_str().unwrap().to_string()
+}
+
 async fn history(app: &TestApp, token: &str, chat: &str) -> Vec<Value> {
     let r = app.call(Method::GET, &format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}"), token, None).await;
     assert_eq!(r.code(), 0, "{}", r.body);
@@ -85,7 +96,7 @@ async fn a_custom_bot_post_appears_in_the_chat_as_sent_by_the_bot() {
     assert_eq!(app.hook_json(&hook, card).await.code(), 0);
     let share = json!({"msg_type": "share_chat", "content": {"share_chat_id": chat}});
     assert_eq!(app.hook_json(&hook, share).await.code(), 0);
-    let image = json!({"msg_type": "image", "content": {"image_key": "img_v2_0123"}});
+    let image = json!({"msg_type": "image", "content": {"image_key": uploaded_image(&app, &token, "message").await}});
     assert_eq!(app.hook_json(&hook, image).await.code(), 0);
 
     let items = history(&app, &token, &chat).await;
@@ -263,4 +274,31 @@ async fn custom_bots_survive_export_and_import() {
     assert_eq!(other.hook_json(&hook, text("k")).await.code(), 19021);
     let listed = other.control_call(Method::GET, &format!("/_larkstack/chats/{chat}/custom_bots"), None).await;
     assert_eq!(listed.body["data"]["items"][0]["bot_id"], bot_id.as_str());
+}
+
+/// A custom bot can not upload: the image it posts (alone or in a post) must be a message image
+/// an app of the chat's tenant uploaded; a made-up key or an avatar is a bad request (9499), and
+/// nothing is stored.
+#[tokio::test]
+async fn a_custom_bot_image_names_an_image_uploaded_in_the_tenant() {
+    let app = TestApp::demo().await;
+    let (chat, token) = group(&app).await;
+    let (_, hook) = app.add_custom_bot(&chat, json!({"name": "Charts"})).await;
+    let image = |key: &str| json!({"msg_type": "image", "content": {"image_key": key}});
+    let post = |key: &str| json!({"msg_type": "post", "content": {"post": {"zh_cn": {"title": "t", "content": [[{"tag": "img", "image_key": key}]]}}}});
+    for refused in [image("img_v2_made_up"), post("img_v2_made_up"), image(&uploaded_image(&app, &token, "avatar").await)] {
+        let r = app.hook_json(&hook, refused.clone()).await;
+        assert_eq!((r.code(), r.body["msg"].as_str()), (9499, Some("Bad Request")), "{refused}: {}", r.body);
+    }
+    assert_eq!(history(&app, &token, &chat).await.len(), 0, "refused posts are not stored");
+    let key = uploaded_image(&app, &token, "message").await;
+    assert_eq!(app.hook_json(&hook, image(&key)).await.code(), 0);
+    assert_eq!(app.hook_json(&hook, post(&key)).await.code(), 0);
+    let items = history(&app, &token, &chat).await;
+    assert_eq!(items.iter().map(|m| m["msg_type"].as_str().unwrap()).collect::<Vec<_>>(), ["image", "post"]);
+    // The image comes back as the message's resource.
+    let (status, _, bytes) = app
+        .raw(Method::GET, &format!("/open-apis/im/v1/messages/{}/resources/{key}?type=image", items[0]["message_id"].as_str().unwrap()), &[("authorization", &format!("Bearer {token}"))], None)
+        .await;
+    assert_eq!((status, bytes), (StatusCode::OK, crate::media::png(8, 8, b"hook")));
 }

@@ -308,6 +308,48 @@ async fn message_resources_need_the_bot_in_the_chat_whoever_sent_them() {
     assert_eq!(download_code(&app, &globex, &resource(&message, &key, "image")).await, 234004);
 }
 
+/// A reply is a message sent and an edited post a new content: their keys are checked as send
+/// checks them (a reply naming a made-up key was stored, and its resource was then "deleted").
+#[tokio::test]
+async fn replies_and_edited_posts_must_name_uploaded_keys() {
+    let app = TestApp::with(media_fixture(), StateConfig::default()).await;
+    let demo = app.token("demo-bot").await;
+    let helper = app.token("helper-bot").await;
+    let chat = app.new_chat(&demo, json!({"name": "reply keys"})).await;
+    let question = sent(&app, &demo, &chat, "text", json!({"text": "q"})).await;
+    let reply_path = format!("/open-apis/im/v1/messages/{question}/reply");
+    let reply = |msg_type: &str, content: Value| {
+        let body = json!({"msg_type": msg_type, "content": content.to_string(), "reply_in_thread": true});
+        app.call(Method::POST, &reply_path, &demo, Some(body))
+    };
+    let r = reply("image", json!({"image_key": "img_v2_made_up"})).await;
+    assert_eq!((r.code(), r.body["error"]["field_violations"][0]["field"].as_str()), (230001, Some("content")), "{}", r.body);
+    let helpers = image_key(&app, &helper, "message", &png(4, 4, b"helper")).await;
+    assert_eq!(reply("image", json!({"image_key": helpers})).await.code(), 230017, "another app's upload");
+    let avatar = image_key(&app, &demo, "avatar", &png(64, 64, b"avatar")).await;
+    assert_eq!(reply("image", json!({"image_key": avatar})).await.code(), 230055);
+    let image = png(6, 6, b"in a thread");
+    let key = image_key(&app, &demo, "message", &image).await;
+    let r = reply("image", json!({"image_key": key})).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let in_thread = r.body["data"]["message_id"].as_str().unwrap().to_string();
+    assert_eq!(download(&app, &demo, &resource(&in_thread, &key, "image")).await.2, image);
+    let history = app.call(Method::GET, &format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}"), &demo, None).await;
+    let ids: Vec<&str> = history.body["data"]["items"].as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [question.as_str(), in_thread.as_str()], "refused replies are not stored");
+
+    // Edit a post: its images too.
+    let post = |key: &str| json!({"zh_cn": {"title": "t", "content": [[{"tag": "img", "image_key": key}]]}}).to_string();
+    let mine = sent(&app, &demo, &chat, "post", json!({"zh_cn": {"title": "t", "content": [[{"tag": "text", "text": "x"}]]}})).await;
+    let edit_path = format!("/open-apis/im/v1/messages/{mine}");
+    let edit = |content: String| app.call(Method::PUT, &edit_path, &demo, Some(json!({"msg_type": "post", "content": content})));
+    assert_eq!(edit(post("img_v2_made_up")).await.code(), 230001);
+    assert_eq!(edit(post(&helpers)).await.code(), 230017);
+    let r = edit(post(&key)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_eq!(r.body["data"]["body"]["content"].as_str().unwrap(), post(&key));
+}
+
 #[tokio::test]
 async fn messages_and_chat_avatars_must_name_uploaded_keys() {
     let app = TestApp::with(media_fixture(), StateConfig::default()).await;

@@ -386,3 +386,132 @@ async fn reactions_and_read_receipts_survive_export_and_import() {
     assert_eq!(readers.body["data"]["items"][0]["user_id"], app.open_id("demo-bot", "alice"));
     assert!(get(&app, &t, &m).await.body["data"]["items"][0]["thread_id"].as_str().unwrap().starts_with("omt_"), "the thread id is in the body");
 }
+
+/// `GET /open-apis/im/v1/messages` of a thread.
+fn thread_list(thread: &str, query: &str) -> String {
+    format!("/open-apis/im/v1/messages?container_id_type=thread&container_id={thread}{query}")
+}
+
+fn ids(r: &Reply) -> Vec<String> {
+    r.body["data"]["items"].as_array().unwrap_or_else(|| panic!("{}", r.body)).iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Replies `s` to `to` (in a thread when `in_thread`): the reply's data.
+async fn replied(app: &TestApp, token: &str, to: &str, s: &str, in_thread: bool) -> Value {
+    let body = json!({"msg_type": "text", "content": text(s), "reply_in_thread": in_thread});
+    let r = app.call(Method::POST, &url(to, "/reply"), token, Some(body)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    r.body["data"].clone()
+}
+
+#[tokio::test]
+async fn a_thread_lists_its_root_then_its_replies() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    // Alice owns the chat, so the bot can leave it at the end.
+    let alice = app.open_id("demo-bot", "alice");
+    let chat = app.new_chat(&t, json!({"owner_id": alice, "user_id_list": [alice]})).await;
+    app.state.clock.freeze();
+    let root = post_as(&app, &chat, "alice", "question").await;
+    let plain = replied(&app, &t, &root, "not in the thread", false).await;
+    let first = replied(&app, &t, &root, "in the thread", true).await;
+    let thread = first["thread_id"].as_str().unwrap().to_string();
+    let first = first["message_id"].as_str().unwrap().to_string();
+    let second = replied(&app, &t, &first, "a reply to a thread message stays in it", false).await;
+    assert_eq!(second["thread_id"], thread.as_str());
+    let second = second["message_id"].as_str().unwrap().to_string();
+    // Another thread of the same chat, and a message after: neither belongs to this one.
+    app.state.clock.advance_ms(1000); // past the chat's 5 messages a second
+    let other_root = send(&app, &t, &chat, "text", &text("another topic")).await;
+    let other = replied(&app, &t, &other_root, "elsewhere", true).await;
+    assert_ne!(other["thread_id"], thread.as_str());
+    send(&app, &t, &chat, "text", &text("after")).await;
+
+    let r = app.call(Method::GET, &thread_list(&thread, ""), &t, None).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_eq!(ids(&r), [root.as_str(), first.as_str(), second.as_str()], "root, then replies; not {}", plain["message_id"]);
+    assert_eq!(r.body["data"]["has_more"], false);
+    assert!(r.body["data"]["items"].as_array().unwrap().iter().all(|m| m["thread_id"] == thread.as_str() && m["chat_id"] == chat.as_str()));
+    let desc = app.call(Method::GET, &thread_list(&thread, "&sort_type=ByCreateTimeDesc"), &t, None).await;
+    assert_eq!(ids(&desc), [second.as_str(), first.as_str(), root.as_str()]);
+
+    // Pages of one.
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = app.call(Method::GET, &thread_list(&thread, &format!("&page_size=1&page_token={token}")), &t, None).await;
+        assert_eq!(r.code(), 0, "{}", r.body);
+        walked.extend(ids(&r));
+        if r.body["data"]["has_more"] == false {
+            break;
+        }
+        token = r.body["data"]["page_token"].as_str().unwrap().to_string();
+    }
+    assert_eq!(walked, [root.as_str(), first.as_str(), second.as_str()]);
+
+    // A recalled thread reply is listed as deleted.
+    assert_eq!(app.call(Method::DELETE, &url(&second, ""), &t, None).await.code(), 0);
+    let r = app.call(Method::GET, &thread_list(&thread, ""), &t, None).await;
+    assert_eq!(r.body["data"]["items"][2]["deleted"], true, "{}", r.body);
+
+    // Errors: no time range for a thread, an unknown thread, a bot outside the chat.
+    for query in ["&start_time=0", "&end_time=4102444800"] {
+        let r = app.call(Method::GET, &thread_list(&thread, query), &t, None).await;
+        assert_eq!(r.code(), 230001, "{query}: {}", r.body);
+    }
+    let r = app.call(Method::GET, &thread_list("omt_000000000000unknown", ""), &t, None).await;
+    assert_eq!((r.code(), r.body["error"]["field_violations"][0]["field"].as_str()), (230001, Some("container_id")), "{}", r.body);
+    let r = app.call(Method::GET, "/open-apis/im/v1/messages?container_id_type=topic&container_id=x", &t, None).await;
+    assert_eq!(r.code(), 230001, "{}", r.body);
+    let helper = app.token("helper-bot").await;
+    assert_eq!(app.call(Method::GET, &thread_list(&thread, ""), &helper, None).await.code(), 99991672, "no read scope");
+
+    // The thread index is derived from the messages: an import rebuilds it.
+    let exported = app.export_state().await;
+    control_ok(&app, Method::POST, "/_larkstack/reset", None).await;
+    assert_eq!(app.call(Method::GET, &thread_list(&thread, ""), &t, None).await.code(), 230001, "reset forgets the thread");
+    let r = app.import_state(&ndjson(&exported)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let r = app.call(Method::GET, &thread_list(&thread, ""), &t, None).await;
+    assert_eq!(ids(&r), [root.as_str(), first.as_str(), second.as_str()], "{}", r.body);
+
+    // Once the bot left the chat, its threads are closed to it.
+    let leave = format!("/open-apis/im/v1/chats/{chat}/members?member_id_type=app_id");
+    let r = app.call(Method::DELETE, &leave, &t, Some(json!({"id_list": [app.app_id("demo-bot")]}))).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    assert_eq!(app.call(Method::GET, &thread_list(&thread, ""), &t, None).await.code(), 230002);
+}
+
+/// Every message operation and reaction endpoint checks its scopes before anything else: a bot
+/// holding none of them (helper-bot) is refused with 99991672 naming the endpoint's scopes.
+#[tokio::test]
+async fn every_message_operation_checks_its_scopes() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    let helper = app.token("helper-bot").await;
+    let chat = group(&app, &t).await;
+    let m = send(&app, &t, &chat, "text", &text("scoped")).await;
+    let reaction = format!("/open-apis/im/v1/messages/{m}/reactions/r_x");
+    let cases = [
+        (Method::POST, url(&m, "/reply"), "im:message:send_as_bot"),
+        (Method::GET, url(&m, ""), "im:message:readonly"),
+        (Method::PUT, url(&m, ""), "im:message:update"),
+        (Method::PATCH, url(&m, ""), "im:message:update"),
+        (Method::DELETE, url(&m, ""), "im:message:recall"),
+        (Method::POST, url(&m, "/forward?receive_id_type=chat_id"), "im:message:send_as_bot"),
+        (Method::GET, url(&m, "/read_users?user_id_type=open_id"), "im:message:basic"),
+        (Method::POST, url(&m, "/reactions"), "im:message.reactions:write_only"),
+        (Method::GET, url(&m, "/reactions"), "im:message.reactions:read"),
+        (Method::DELETE, reaction, "im:message.reactions:write_only"),
+        (Method::GET, format!("/open-apis/im/v1/messages/{m}/resources/img_x?type=image"), "im:message:readonly"),
+        (Method::GET, format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}"), "im:message:readonly"),
+    ];
+    for (method, path, scope) in cases {
+        let body = Some(json!({"msg_type": "text", "content": text("x"), "receive_id": chat}));
+        let r = app.call(method.clone(), &path, &helper, body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, 99991672), "{method} {path}: {}", r.body);
+        assert!(r.body.to_string().contains(scope), "{method} {path} names {scope}: {}", r.body);
+    }
+    // Nothing changed for the bot that may.
+    assert_eq!(get(&app, &t, &m).await.body["data"]["items"][0]["body"]["content"], text("scoped"));
+}

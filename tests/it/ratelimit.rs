@@ -86,3 +86,45 @@ async fn per_app_override_and_off_switch() {
         assert_eq!(off.create(&t, "", json!({})).await.code(), 0);
     }
 }
+
+/// Issue 14's bot endpoints: each has Feishu's default budget (50 a second) of its own, checked
+/// before anything else the call says (the ids here name nothing), so exhausting one leaves the
+/// next untouched (uploads, downloads and message resources included: each is its own API).
+#[tokio::test]
+async fn each_bot_endpoint_has_its_own_fifty_per_second() {
+    use axum::http::Method;
+    let app = TestApp::demo().await;
+    app.state.clock.freeze();
+    let t = app.token("demo-bot").await;
+    let app_id = app.app_id("demo-bot");
+    let endpoints = [
+        (Method::GET, "/open-apis/bot/v3/info".to_string()),
+        (Method::GET, format!("/open-apis/application/v6/applications/{app_id}")),
+        (Method::POST, "/open-apis/im/v1/messages/om_x/reply".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages/om_x".to_string()),
+        (Method::PUT, "/open-apis/im/v1/messages/om_x".to_string()),
+        (Method::PATCH, "/open-apis/im/v1/messages/om_x".to_string()),
+        (Method::DELETE, "/open-apis/im/v1/messages/om_x".to_string()),
+        (Method::POST, "/open-apis/im/v1/messages/om_x/forward?receive_id_type=chat_id".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages/om_x/read_users?user_id_type=open_id".to_string()),
+        (Method::POST, "/open-apis/im/v1/messages/om_x/reactions".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages/om_x/reactions".to_string()),
+        (Method::DELETE, "/open-apis/im/v1/messages/om_x/reactions/r_x".to_string()),
+        (Method::POST, "/open-apis/im/v1/images".to_string()),
+        (Method::POST, "/open-apis/im/v1/files".to_string()),
+        (Method::GET, "/open-apis/im/v1/images/img_v3_x".to_string()),
+        (Method::GET, "/open-apis/im/v1/files/file_v3_x".to_string()),
+        (Method::GET, "/open-apis/im/v1/messages/om_x/resources/img_v3_x?type=image".to_string()),
+        (Method::GET, "/open-apis/contact/v3/users/ou_x".to_string()),
+        (Method::GET, "/open-apis/contact/v3/users/batch?user_ids=ou_x".to_string()),
+        (Method::POST, "/open-apis/contact/v3/users/batch_get_id".to_string()),
+    ];
+    for (method, path) in endpoints {
+        for i in 0..50 {
+            let r = app.call(method.clone(), &path, &t, Some(json!({}))).await;
+            assert_ne!(r.code(), 99991400, "{method} {path}: call {i} is within the budget: {}", r.body);
+        }
+        let r = app.call(method.clone(), &path, &t, Some(json!({}))).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, 99991400), "{method} {path}: the 51st call");
+    }
+}

@@ -319,6 +319,7 @@ pub const TABLES_AFTER_OUTBOX_COMPACTION: &[&str] = &[
     "delivery_attempts",
     "delivery_attempt_totals",
     "card_tokens",
+    "thread_messages",
 ];
 
 /// `DROP TABLE …;` of `TABLES_AFTER_OUTBOX_COMPACTION`.

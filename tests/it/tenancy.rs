@@ -7,7 +7,7 @@ use axum::http::Method;
 use larkstack::domain::directory::{Directory, DEMO_FIXTURE};
 use larkstack::domain::ids::ChatId;
 use larkstack::state::StateConfig;
-use larkstack::store::{MessageOrder, MessageQuery, ReactionQuery};
+use larkstack::store::{MessageContainer, MessageOrder, MessageQuery, ReactionQuery};
 use serde_json::{json, Value};
 
 use crate::openapi::{document, operations};
@@ -63,7 +63,7 @@ async fn send_text(app: &TestApp, token: &str, chat: &str, text: &str) -> Reply 
 async fn stored(app: &TestApp, chat: &str) -> (larkstack::domain::chat::Chat, Vec<String>) {
     let id = ChatId(chat.to_string());
     let c = app.state.store.get_chat(&id).await.unwrap().unwrap();
-    let q = MessageQuery { chat_id: id, start_ms: None, end_ms: None, order: MessageOrder::Asc, after: None, limit: 10_000 };
+    let q = MessageQuery { container: MessageContainer::Chat(id), start_ms: None, end_ms: None, order: MessageOrder::Asc, after: None, limit: 10_000 };
     let mut history = Vec::new();
     for (_, m) in app.state.store.list_messages(q).await.unwrap() {
         history.push(serde_json::to_string(&m).unwrap());
@@ -286,6 +286,13 @@ async fn a_tenant_with_users_in_an_external_chat_sees_it_from_outside() {
     let o = |u: &str| app.open_id("store-app", u);
     let chat = app.new_chat(&acme, json!({"name": "Acme × Globex", "owner_id": o("alice"), "user_id_list": [o("gina")]})).await;
     assert_eq!(send_text(&app, &acme, &chat, "hello gina").await.code(), 0);
+    // A thread in the chat: listing it is reading the chat.
+    let hello = app.call(Method::GET, &format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}"), &acme, None).await;
+    let hello = hello.body["data"]["items"][0]["message_id"].as_str().unwrap().to_string();
+    let body = json!({"msg_type": "text", "content": "{\"text\":\"threaded\"}", "reply_in_thread": true});
+    let r = app.call(Method::POST, &format!("/open-apis/im/v1/messages/{hello}/reply"), &acme, Some(body)).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    let thread = format!("/open-apis/im/v1/messages?container_id_type=thread&container_id={}", r.body["data"]["thread_id"].as_str().unwrap());
     let before = stored(&app, &chat).await;
     assert!(before.0.external);
 
@@ -299,6 +306,7 @@ async fn a_tenant_with_users_in_an_external_chat_sees_it_from_outside() {
     assert_eq!(send_text(&app, &globex, &chat, "from globex").await.code(), 230002);
     let list = format!("/open-apis/im/v1/messages?container_id_type=chat&container_id={chat}");
     assert_eq!(app.call(Method::GET, &list, &globex, None).await.code(), 230002);
+    assert_eq!(app.call(Method::GET, &thread, &globex, None).await.code(), 230002);
     let r = app.call(Method::PUT, &format!("/open-apis/im/v1/chats/{chat}"), &globex, Some(json!({"name": "x"}))).await;
     assert_eq!(r.code(), 232011);
     assert_eq!(app.call(Method::GET, &format!("/open-apis/im/v1/chats/{chat}/members"), &globex, None).await.code(), 232011);
@@ -306,6 +314,7 @@ async fn a_tenant_with_users_in_an_external_chat_sees_it_from_outside() {
     assert_eq!(stored(&app, &chat).await, before);
     // The home tenant's token still works.
     assert_eq!(app.call(Method::GET, &list, &acme, None).await.code(), 0);
+    assert_eq!(app.call(Method::GET, &thread, &acme, None).await.body["data"]["items"].as_array().map(Vec::len), Some(2));
 }
 
 async fn search(app: &TestApp, token: &str, query: &str) -> Vec<String> {

@@ -33,8 +33,8 @@ const NO_SCOPE: &[&str] = &[];
 
 /// An upload or download call: the IM gateway checks, with the resource family's code for an app
 /// without bot ability (234007 rather than chats' 232025).
-async fn begin(state: &AppState, headers: &HeaderMap, scopes: &'static [&'static str]) -> Result<ImCall, ApiError> {
-    ImCall::begin(state, headers, Family::Resources, scopes).await.map_err(|e| match e {
+async fn begin(state: &AppState, headers: &HeaderMap, family: Family, scopes: &'static [&'static str]) -> Result<ImCall, ApiError> {
+    ImCall::begin(state, headers, family, scopes).await.map_err(|e| match e {
         ApiError::Feishu(f) if f.code == ChatErr::BotAbilityInactive.code() => ApiError::Feishu(ResourceErr::BotAbilityInactive.err()),
         other => other,
     })
@@ -120,7 +120,7 @@ struct FileUpload {
     responses(crate::openapi::FeishuResponses),
 )]
 pub async fn upload_image(State(state): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> ApiResult {
-    let call = begin(&state, &headers, UPLOAD_SCOPES).await?;
+    let call = begin(&state, &headers, Family::UploadImage, UPLOAD_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let form = form(&headers, &body)?;
     let image = form.part("image").map(|p| p.data.clone());
@@ -149,7 +149,7 @@ pub async fn upload_image(State(state): State<Arc<AppState>>, headers: HeaderMap
     responses(crate::openapi::FeishuResponses),
 )]
 pub async fn upload_file(State(state): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> ApiResult {
-    let call = begin(&state, &headers, UPLOAD_SCOPES).await?;
+    let call = begin(&state, &headers, Family::UploadFile, UPLOAD_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let form = form(&headers, &body)?;
     let file = form.part("file").map(|p| p.data.clone());
@@ -199,7 +199,7 @@ async fn own_blob(state: &AppState, app: &App, tenant: &Tenant, key: &str, kind:
     ),
 )]
 pub async fn download_image(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(key): PathParam) -> Result<Response, ApiError> {
-    let call = begin(&state, &headers, NO_SCOPE).await?;
+    let call = begin(&state, &headers, Family::DownloadImage, NO_SCOPE).await?;
     let (app, tenant) = call.caller()?;
     let meta = own_blob(&state, app, tenant, &key, BlobKind::Image).await?;
     if meta.purpose != "message" {
@@ -223,7 +223,7 @@ pub async fn download_image(State(state): State<Arc<AppState>>, headers: HeaderM
     ),
 )]
 pub async fn download_file(State(state): State<Arc<AppState>>, headers: HeaderMap, PathParam(key): PathParam) -> Result<Response, ApiError> {
-    let call = begin(&state, &headers, NO_SCOPE).await?;
+    let call = begin(&state, &headers, Family::DownloadFile, NO_SCOPE).await?;
     let (app, tenant) = call.caller()?;
     let meta = own_blob(&state, app, tenant, &key, BlobKind::File).await?;
     send_blob(&state, &meta).await
@@ -256,7 +256,7 @@ pub async fn message_resource(
     uri: Uri,
     PathPair(message_id, key): PathPair,
 ) -> Result<Response, ApiError> {
-    let call = begin(&state, &headers, MESSAGE_READ_SCOPES).await?;
+    let call = begin(&state, &headers, Family::MessageResource, MESSAGE_READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let kind = match QueryParams::parse(uri.query()).enum_of::<super::ResourceType>("type") {
         Ok(Some(super::ResourceType::Image)) => BlobKind::Image,

@@ -97,7 +97,8 @@ struct ReplyBody {
 
 /// Replies to a message as the calling bot: the reply is a message of the same chat whose
 /// `root_id` is the chain's first message and `parent_id` the message replied to; in a thread
-/// (`reply_in_thread`, or a parent already in one) it carries the thread's `omt_…` id.
+/// (`reply_in_thread`, or a parent already in one) it carries the thread's `omt_…` id. Image,
+/// file and post replies name keys the bot uploaded, as sent messages do (230001, 230017, 230055).
 ///
 /// Side effects, in order:
 /// 1. one unit of the app's reply budget, then one of the chat's (5/s, 230020);
@@ -127,6 +128,9 @@ pub async fn reply(State(state): State<Arc<AppState>>, headers: HeaderMap, PathP
     if msg_type == "system" {
         return Err(ApiError::Feishu(invalid("msg_type", "system messages can not be replies")));
     }
+    // A reply is a message sent: the keys it names must be the bot's own uploads, as for send.
+    let sender = crate::domain::media::Sender::App(&app.app_id, &tenant.tenant_key);
+    super::media::check_message_resources(&state, &msg_type, &content, sender).await?;
     state.limits.check_chat_messages(&chat.chat_id).await?.map_err(|_| ApiError::Feishu(crate::domain::message::chat_rate_limited()))?;
     let now = state.clock.now_ms();
     let root_id = parent.state.root_id.clone().unwrap_or_else(|| parent.message_id.clone());
@@ -204,7 +208,8 @@ struct EditBody {
 }
 
 /// Edits a text or post message the calling bot sent: at most 20 edits (230072), within 24 h
-/// of sending (230075); another sender's message is 230071, a recalled one 230011. The message
+/// of sending (230075); another sender's message is 230071, a recalled one 230011; a post's
+/// images must be the bot's own uploads, as for send (230001, 230017, 230055). The message
 /// shows `updated: true` from then on.
 ///
 /// Side effects: one unit of the app's edit budget; one durable change of the message.
@@ -230,6 +235,9 @@ pub async fn update(State(state): State<Arc<AppState>>, headers: HeaderMap, Path
     }
     let content = required("content", body.content)?;
     validate_content(&msg_type, &content)?;
+    // An edited post's images must be the bot's own uploads, as for send.
+    let sender = crate::domain::media::Sender::App(&app.app_id, &tenant.tenant_key);
+    super::media::check_message_resources(&state, &msg_type, &content, sender).await?;
     let (app_id, now) = (app.app_id.clone(), state.clock.now_ms());
     let edited = change_message(
         &state,

@@ -20,7 +20,7 @@ use crate::envelope::{ok, ApiError, ApiResult};
 use crate::error::FeishuError;
 use crate::ratelimit::Family;
 use crate::state::AppState;
-use crate::store::{MessageDedupKey, MessageOrder, MessageQuery, NewMessage};
+use crate::store::{MessageContainer, MessageDedupKey, MessageOrder, MessageQuery, NewMessage};
 
 pub(super) const SEND_SCOPES: &[&str] = &["im:message", "im:message:send_as_bot", "im:message:send"];
 pub(super) const READ_SCOPES: &[&str] = &["im:message", "im:message:readonly", "im:message.group_msg"];
@@ -246,7 +246,9 @@ fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
     }
 }
 
-/// Lists a chat's messages (the bot must be in the chat), oldest or newest first, by time range.
+/// Lists a chat's messages (the bot must be in the chat), oldest or newest first, by time range;
+/// or a thread's (`container_id_type=thread`, `omt_…`): its root, then its replies, with the rules
+/// of its chat. A thread takes no time range (Feishu's rule; 230001 here), an unknown one is 230001.
 #[utoipa::path(
     get,
     path = "/open-apis/im/v1/messages",
@@ -254,10 +256,10 @@ fn seconds(field: &str, v: Option<&str>) -> Result<Option<i64>, FeishuError> {
     tag = "im",
     summary = "List a chat's messages",
     params(
-        ("container_id_type" = inline(super::ContainerIdType), Query, description = "Only chat"),
-        ("container_id" = String, Query, description = "The chat (oc_…)"),
-        ("start_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive"),
-        ("end_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive"),
+        ("container_id_type" = inline(super::ContainerIdType), Query, description = "chat or thread"),
+        ("container_id" = String, Query, description = "The chat (oc_…) or the thread (omt_…)"),
+        ("start_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive; chats only"),
+        ("end_time" = Option<i64>, Query, description = "Seconds since the epoch, inclusive; chats only"),
         ("sort_type" = inline(Option<super::MessageSortType>), Query, description = "Default ByCreateTimeAsc"),
         ("page_size" = Option<i64>, Query, minimum = 1, maximum = 50, description = "Default 20"),
         ("page_token" = Option<String>, Query, description = "From the previous page"),
@@ -269,10 +271,11 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let call = ImCall::begin(&state, &headers, Family::ListMessages, READ_SCOPES).await?;
     let (app, tenant) = call.caller()?;
     let q = QueryParams::parse(uri.query());
-    if q.enum_of::<super::ContainerIdType>("container_id_type") != Ok(Some(super::ContainerIdType::Chat)) {
-        return Err(ApiError::Feishu(invalid("container_id_type", "larkstack lists chat containers (container_id_type=chat)")));
-    }
-    let chat_id = q.get("container_id").filter(|c| !c.is_empty()).ok_or_else(|| ApiError::Feishu(invalid("container_id", "required")))?;
+    let container_type = match q.enum_of::<super::ContainerIdType>("container_id_type") {
+        Ok(Some(t)) => t,
+        _ => return Err(ApiError::Feishu(invalid("container_id_type", "chat or thread is required"))),
+    };
+    let container_id = q.get("container_id").filter(|c| !c.is_empty()).ok_or_else(|| ApiError::Feishu(invalid("container_id", "required")))?;
     let order = match q.enum_of::<super::MessageSortType>("sort_type") {
         Ok(None | Some(super::MessageSortType::ByCreateTimeAsc)) => MessageOrder::Asc,
         Ok(Some(super::MessageSortType::ByCreateTimeDesc)) => MessageOrder::Desc,
@@ -283,18 +286,30 @@ pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
     let start_ms = seconds("start_time", q.get("start_time"))?;
     // end_time is inclusive to the second.
     let end_ms = seconds("end_time", q.get("end_time"))?.map(|ms| ms.saturating_add(999));
-    let chat = state
-        .store
-        .get_chat(&ChatId(chat_id.to_string()))
-        .await?
-        .ok_or_else(|| ApiError::Feishu(invalid("container_id", "no such chat")))?;
+    let (container, chat_id) = match container_type {
+        super::ContainerIdType::Chat => (MessageContainer::Chat(ChatId(container_id.to_string())), ChatId(container_id.to_string())),
+        super::ContainerIdType::Thread => {
+            for (field, given) in [("start_time", start_ms), ("end_time", end_ms)] {
+                if given.is_some() {
+                    return Err(ApiError::Feishu(invalid(field, "a thread is listed without a time range")));
+                }
+            }
+            let thread = MessageContainer::Thread(container_id.to_string());
+            // The thread's chat is its root's (the first message filed under it).
+            let first = MessageQuery { container: thread.clone(), start_ms: None, end_ms: None, order: MessageOrder::Asc, after: None, limit: 1 };
+            let root = state.store.list_messages(first).await?.into_iter().next();
+            let chat_id = root.map(|(_, m)| m.chat_id).ok_or_else(|| ApiError::Feishu(invalid("container_id", "no such thread")))?;
+            (thread, chat_id)
+        }
+    };
+    let chat = state.store.get_chat(&chat_id).await?.ok_or_else(|| ApiError::Feishu(invalid("container_id", "no such chat")))?;
     message_chat(&call.dir, app, tenant, &chat)?;
     if chat.is_group() && !app.has_scope(GROUP_HISTORY_SCOPE) {
         return Err(ApiError::Feishu(FeishuError::scope_missing(&[GROUP_HISTORY_SCOPE])));
     }
     let mut rows = state
         .store
-        .list_messages(MessageQuery { chat_id: chat.chat_id.clone(), start_ms, end_ms, order, after, limit: size + 1 })
+        .list_messages(MessageQuery { container, start_ms, end_ms, order, after, limit: size + 1 })
         .await?;
     let has_more = rows.len() > size;
     rows.truncate(size);

@@ -125,11 +125,12 @@ pub enum ResourceType {
     File,
 }
 
-/// `container_id_type` of the message list: larkstack lists chats only.
+/// `container_id_type` of the message list: a chat (p2p or group), or a thread (`omt_…`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ContainerIdType {
     Chat,
+    Thread,
 }
 
 /// `user_id_type` from the query: open_id when absent, else one of the three (232001).
