@@ -374,15 +374,10 @@ async fn refresh(engine: &Engine, ctx: &Ctx) -> Result<(), StoreError> {
 /// Turns the next outbox events into deliveries; `true` when it moved on (more may follow).
 async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, StoreError> {
     let after = engine.cursor.load(Ordering::Acquire);
-    let events = ctx.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
-    let Some(upto) = events.last().map(|e| e.seq) else { return Ok(false) };
-    let queue = ctx.store.delivery_queue().await?;
-    if queue.cursor != after {
-        // Another node fanned this range out (or the store was reset): go on from where it is.
-        engine.cursor.store(queue.cursor, Ordering::Release);
-        return Ok(queue.cursor > after);
-    }
-    if queue.rows >= MAX_QUEUED || queue.bytes >= MAX_QUEUED_BYTES {
+    // The outbox's end, read before the settings: an event committed after a subscription is
+    // never passed over by a cursor moved on the settings from before it.
+    let last = ctx.store.outbox_stats().await?.last_seq;
+    if last <= after {
         return Ok(false);
     }
     // Settings as of now: a PUT on another node counts from its commit.
@@ -395,8 +390,29 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, St
         // node holding their connection.
         .filter(|(_, s)| s.event_mode == EventMode::LongConnection || s.webhook_url().is_some())
         .collect();
+    if targets.is_empty() {
+        // Nobody receives events now: the cursor moves to the outbox's end without reading
+        // (and decoding) the events, which would cost every write path a read of what it wrote.
+        let cursor = match ctx.store.fan_out(after, last, Vec::new()).await? {
+            FanOut::Done => last,
+            FanOut::Moved(cursor) => cursor,
+        };
+        engine.cursor.store(cursor, Ordering::Release);
+        return Ok(false);
+    }
+    let events = ctx.store.events(EventQuery { after, chat_id: None, type_name: None, limit: FANOUT_BATCH }).await?;
+    let Some(upto) = events.last().map(|e| e.seq) else { return Ok(false) };
+    let queue = ctx.store.delivery_queue().await?;
+    if queue.cursor != after {
+        // Another node fanned this range out (or the store was reset): go on from where it is.
+        engine.cursor.store(queue.cursor, Ordering::Release);
+        return Ok(queue.cursor > after);
+    }
+    if queue.rows >= MAX_QUEUED || queue.bytes >= MAX_QUEUED_BYTES {
+        return Ok(false);
+    }
     let mut rows = Vec::new();
-    if !targets.is_empty() {
+    {
         // Each chat read once per batch, and only for events that can reach an app.
         let mut chats: HashMap<String, Option<Chat>> = HashMap::new();
         for e in events.iter().filter(|e| causes_feishu_events(&e.event)) {
