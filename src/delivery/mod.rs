@@ -124,6 +124,9 @@ pub struct Engine {
     cursor: AtomicI64,
     /// Notified by the store after writes that may append events: wakes the fan-out.
     wake: Arc<tokio::sync::Notify>,
+    /// Whether some app could receive events at the last fan-out: while none can, the fan-out
+    /// only moves the cursor once a `TICK` rather than after every commit.
+    receivers: AtomicBool,
     /// Wakes the claims: new deliveries, a finished run, a redelivery, new settings.
     claims: tokio::sync::Notify,
     started: AtomicBool,
@@ -148,6 +151,7 @@ impl Engine {
             faults: Mutex::default(),
             cursor: AtomicI64::new(0),
             wake: Arc::default(),
+            receivers: AtomicBool::new(true),
             claims: tokio::sync::Notify::new(),
             started: AtomicBool::new(false),
         }
@@ -317,9 +321,13 @@ async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
             }
         }
         prune_outbox(&ctx, engine.cursor.load(Ordering::Acquire), &mut pruned).await;
-        let wake = engine.wake.clone();
+        let (wake, receivers) = (engine.wake.clone(), engine.receivers.load(Ordering::Acquire));
         drop((engine, dir));
-        let _ = tokio::time::timeout(TICK, wake.notified()).await;
+        if receivers {
+            let _ = tokio::time::timeout(TICK, wake.notified()).await;
+        } else {
+            tokio::time::sleep(TICK).await;
+        }
     }
 }
 
@@ -390,6 +398,7 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, St
         // node holding their connection.
         .filter(|(_, s)| s.event_mode == EventMode::LongConnection || s.webhook_url().is_some())
         .collect();
+    engine.receivers.store(!targets.is_empty(), Ordering::Release);
     if targets.is_empty() {
         // Nobody receives events now: the cursor moves to the outbox's end without reading
         // (and decoding) the events, which would cost every write path a read of what it wrote.
