@@ -159,3 +159,27 @@ def make_client(larkstack, directory):
         )
 
     return make
+
+
+def start_ws_client(ws):
+    """Runs ``ws.start()`` (it blocks for good) in a daemon thread, on an event loop of its own.
+
+    ``lark_oapi.ws.client`` keeps one asyncio loop per process in a module global: one long
+    connection per process, as a bot runs. This test process starts several clients, one after
+    another (each test's server is gone when the next starts), so each gets a fresh loop; an
+    earlier client's thread then stops on the loop it no longer owns."""
+    import asyncio
+
+    import lark_oapi.ws.client as ws_module
+
+    started = threading.Event()
+
+    def run():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        ws_module.loop = loop
+        started.set()
+        ws.start()
+
+    threading.Thread(target=run, daemon=True).start()
+    started.wait(5)

@@ -25,7 +25,7 @@ from lark_oapi.api.im.v1 import (
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 from werkzeug.serving import make_server
 
-from conftest import running_larkstack
+from conftest import running_larkstack, start_ws_client
 
 WAIT = 30  # seconds, generous: the machine may be loaded
 
@@ -168,7 +168,7 @@ def test_a_click_reaches_the_sdk_ws_client_and_its_answer_comes_back_in_the_ack(
     handler = lark.EventDispatcherHandler.builder("", "").register_p2_card_action_trigger(on_click).build()
     ws = lark.ws.Client(app["app_id"], app["app_secret"], event_handler=handler, domain=server.base_url,
                         log_level=lark.LogLevel.WARNING)
-    threading.Thread(target=ws.start, daemon=True).start()  # start() blocks for good
+    start_ws_client(ws)
     deadline = time.monotonic() + WAIT
     while not control(server, "GET", "/_larkstack/connections")["data"]["items"]:
         assert time.monotonic() < deadline, "the ws client did not connect"

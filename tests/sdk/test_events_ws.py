@@ -6,7 +6,6 @@ itself and keeps receiving."""
 
 import json
 import queue
-import threading
 import time
 import urllib.request
 
@@ -14,7 +13,7 @@ import lark_oapi as lark
 import pytest
 from lark_oapi.api.im.v1 import CreateChatRequest, CreateChatRequestBody
 
-from conftest import running_larkstack
+from conftest import running_larkstack, start_ws_client
 
 WAIT = 30  # seconds, generous: the machine may be loaded
 
@@ -78,7 +77,7 @@ def test_the_ws_client_receives_events_and_keeps_receiving_after_a_server_side_c
                .register_p2_im_message_receive_v1(lambda data: got.put(data)).build())
     ws = lark.ws.Client(app["app_id"], app["app_secret"], event_handler=handler, domain=server.base_url,
                         log_level=lark.LogLevel.WARNING)
-    threading.Thread(target=ws.start, daemon=True).start()  # start() blocks for good
+    start_ws_client(ws)
 
     def receive(text):
         deadline = time.monotonic() + WAIT
