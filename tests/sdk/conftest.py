@@ -15,7 +15,10 @@ import re
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import lark_oapi as lark
 import pytest
@@ -82,6 +85,8 @@ class Server:
     # The SDK caches tenant_access_tokens keyed only by app_id. Each server gets its own cache so a
     # token issued by one server (data dir) is never presented to another.
     token_cache: LocalCache
+    # The control API's bearer token (the data dir's `admin-token`).
+    admin_token: str = ""
 
 
 def _read_lines(stream, lines):
@@ -104,7 +109,9 @@ def running_larkstack(larkstack_bin, data_dir, fixture=None):
     lines = queue.Queue()
     threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
     try:
-        yield Server(base_url=_wait_for_listening(proc, lines), token_cache=LocalCache())
+        base_url = _wait_for_listening(proc, lines)
+        admin_token = (Path(data_dir) / "admin-token").read_text().strip()
+        yield Server(base_url=base_url, token_cache=LocalCache(), admin_token=admin_token)
     finally:
         proc.terminate()
         try:
@@ -183,3 +190,19 @@ def start_ws_client(ws):
 
     threading.Thread(target=run, daemon=True).start()
     started.wait(5)
+
+
+def control(server, method, path, body=None):
+    """A control-API call (`/_larkstack/…`) with the server's admin token: the reply's JSON, also
+    for an HTTP error."""
+    req = urllib.request.Request(
+        server.base_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=15) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())

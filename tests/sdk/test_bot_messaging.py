@@ -60,7 +60,6 @@ def card(s):
 def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-messaging")
     with running_larkstack(larkstack_bin, data_dir) as s:
-        s.admin_token = (data_dir / "admin-token").read_text().strip()
         yield s
 
 

@@ -9,7 +9,6 @@ import json
 import queue
 import threading
 import time
-import urllib.request
 
 import lark_oapi as lark
 import pytest
@@ -25,7 +24,7 @@ from lark_oapi.api.im.v1 import (
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 from werkzeug.serving import make_server
 
-from conftest import running_larkstack, start_ws_client
+from conftest import control, running_larkstack, start_ws_client
 
 WAIT = 30  # seconds, generous: the machine may be loaded
 
@@ -34,22 +33,9 @@ WAIT = 30  # seconds, generous: the machine may be loaded
 def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-cards")
     with running_larkstack(larkstack_bin, data_dir) as s:
-        s.admin_token = (data_dir / "admin-token").read_text().strip()
         yield s
 
 
-def control(server, method, path, body=None):
-    req = urllib.request.Request(
-        server.base_url + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=15) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read())
 
 
 def card(text):

@@ -6,7 +6,6 @@ import json
 import queue
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import lark_oapi as lark
@@ -28,7 +27,7 @@ from lark_oapi.api.im.v1 import (
 )
 from werkzeug.serving import make_server
 
-from conftest import running_larkstack
+from conftest import control, running_larkstack
 
 WAIT = 20  # seconds, generous: the machine may be loaded
 
@@ -112,22 +111,9 @@ def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-events")
     fixture = demo_fixture_with_p2p_entered(tmp_path_factory.mktemp("fixture"))
     with running_larkstack(larkstack_bin, data_dir, fixture) as s:
-        s.admin_token = (data_dir / "admin-token").read_text().strip()
         yield s
 
 
-def control(server, method, path, body=None):
-    req = urllib.request.Request(
-        server.base_url + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read())
 
 
 @pytest.fixture(params=["encrypted", "plain"])

@@ -7,13 +7,12 @@ itself and keeps receiving."""
 import json
 import queue
 import time
-import urllib.request
 
 import lark_oapi as lark
 import pytest
 from lark_oapi.api.im.v1 import CreateChatRequest, CreateChatRequestBody
 
-from conftest import running_larkstack, start_ws_client
+from conftest import control, running_larkstack, start_ws_client
 
 WAIT = 30  # seconds, generous: the machine may be loaded
 
@@ -22,22 +21,9 @@ WAIT = 30  # seconds, generous: the machine may be loaded
 def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-ws")
     with running_larkstack(larkstack_bin, data_dir) as s:
-        s.admin_token = (data_dir / "admin-token").read_text().strip()
         yield s
 
 
-def control(server, method, path, body=None):
-    req = urllib.request.Request(
-        server.base_url + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return json.loads(e.read())
 
 
 def wait_for(what, check):

@@ -3,10 +3,8 @@ real HTTP server (the SDK's flask adapter) receives the pushed ``app_ticket`` (a
 signed), and an ISV ``lark.Client`` trades it for an app token, then a tenant token (``request_option`` with
 ``tenant_key`` and ``app_ticket``), and creates a chat in an installing tenant."""
 
-import json
 import queue
 import threading
-import urllib.request
 
 import lark_oapi as lark
 import pytest
@@ -18,7 +16,7 @@ from lark_oapi.core.cache import LocalCache
 from lark_oapi.core.exception import ObtainAccessTokenException
 from werkzeug.serving import make_server
 
-from conftest import running_larkstack
+from conftest import control, running_larkstack
 
 WAIT = 20  # seconds, generous: the machine may be loaded
 TOKEN = "py-isv-token"
@@ -65,19 +63,9 @@ class TicketReceiver:
 def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-isv")
     with running_larkstack(larkstack_bin, data_dir) as s:
-        s.admin_token = (data_dir / "admin-token").read_text().strip()
         yield s
 
 
-def control(server, method, path, body=None):
-    req = urllib.request.Request(
-        server.base_url + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
 
 
 def isv_client(server, app):
