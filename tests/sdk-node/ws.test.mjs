@@ -9,7 +9,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import * as lark from "@larksuiteoapi/node-sdk";
-import { apps, EVENT_TYPES, eventLog, eventProducers, fixtureWithP2pEntered, openId, startLarkstack } from "./larkstack.mjs";
+import { apps, EVENT_TYPES, eventLog, eventProducers, fixtureWithP2pEntered, openId, sdkClient, startLarkstack } from "./larkstack.mjs";
 
 const WAIT_MS = 30_000; // generous: the machine may be loaded
 const appId = apps["demo-bot"].app_id;
@@ -40,7 +40,7 @@ async function waitFor(what, check) {
 test("WSClient receives events and keeps receiving after a server-side close", async () => {
     let r = await server.control("PUT", `/_larkstack/apps/${appId}/events`, { event_mode: "long_connection" });
     assert.equal(r.code, 0, JSON.stringify(r));
-    const client = new lark.Client({ appId, appSecret, domain: server.baseUrl, loggerLevel: lark.LoggerLevel.error });
+    const client = sdkClient(server);
     const created = await client.im.v1.chat.create({
         params: { user_id_type: "open_id" },
         data: { name: "ws", owner_id: openId("alice"), user_id_list: [openId("bob")] },

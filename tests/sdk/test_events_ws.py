@@ -21,6 +21,7 @@ from conftest import (
     control,
     demo_fixture_with_p2p_entered,
     running_larkstack,
+    sdk_client,
     start_ws_client,
 )
 
@@ -48,10 +49,7 @@ def test_the_ws_client_receives_events_and_keeps_receiving_after_a_server_side_c
     app = directory.app("demo-bot")
     r = control(server, "PUT", f"/_larkstack/apps/{app['app_id']}/events", {"event_mode": "long_connection"})
     assert r["code"] == 0, r
-    client = (
-        lark.Client.builder().app_id(app["app_id"]).app_secret(app["app_secret"])
-        .domain(server.base_url).cache(server.token_cache).log_level(lark.LogLevel.WARNING).build()
-    )
+    client = sdk_client(server, directory)
     body = (CreateChatRequestBody.builder().name("ws").owner_id(directory.open_id("alice"))
             .user_id_list([directory.open_id("bob")]).build())
     resp = client.im.v1.chat.create(CreateChatRequest.builder().user_id_type("open_id").request_body(body).build())
