@@ -291,13 +291,7 @@ impl Store for Tracked {
         self.track(self.inner.clear_event_settings().await)
     }
 
-    async fn fan_out(
-        &self,
-        after: i64,
-        upto: i64,
-        rows: Vec<NewDelivery>,
-        claim: Option<DeliveryClaim>,
-    ) -> Result<(FanOut, Vec<Delivery>), StoreError> {
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>, claim: Option<DeliveryClaim>) -> Result<(FanOut, Vec<Delivery>), StoreError> {
         self.track(self.inner.fan_out(after, upto, rows, claim).await)
     }
 

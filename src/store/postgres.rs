@@ -860,13 +860,7 @@ impl Store for PostgresStore {
         sql::clear_event_settings(&mut Pg(&self.client().await?)).await
     }
 
-    async fn fan_out(
-        &self,
-        after: i64,
-        upto: i64,
-        rows: Vec<NewDelivery>,
-        claim: Option<DeliveryClaim>,
-    ) -> Result<(FanOut, Vec<Delivery>), StoreError> {
+    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>, claim: Option<DeliveryClaim>) -> Result<(FanOut, Vec<Delivery>), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let done = sql::fan_out(&mut Pg(&tx), after, upto, &rows, claim.as_ref()).await?;

@@ -231,7 +231,8 @@ def build(cls, **fields):
 
 
 def ok(resp):
-    assert resp.success(), f"code={resp.code} msg={resp.msg}"
+    """The reply's ``data``, after asserting success (replies without a body have no ``data``)."""
+    assert resp.success(), f"code={resp.code} msg={resp.msg} log_id={resp.get_log_id()}"
     return getattr(resp, "data", None)
 
 

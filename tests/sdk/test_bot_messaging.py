@@ -33,19 +33,7 @@ from lark_oapi.api.im.v1 import (
     UpdateMessageRequestBody,
 )
 
-from conftest import running_larkstack
-
-
-def build(cls, **fields):
-    builder = cls.builder()
-    for name, value in fields.items():
-        getattr(builder, name)(value)
-    return builder.build()
-
-
-def ok(resp):
-    assert resp.success(), f"code={resp.code} msg={resp.msg} log_id={resp.get_log_id()}"
-    return getattr(resp, "data", None)
+from conftest import build, ok, running_larkstack
 
 
 def text(s):

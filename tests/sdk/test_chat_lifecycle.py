@@ -39,23 +39,10 @@ from lark_oapi.api.im.v1 import (
 )
 
 # conftest's server plumbing, reused for the one test that needs a bigger directory than the demo's.
-from conftest import Directory, running_larkstack
+from conftest import Directory, build, ok, running_larkstack
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def build(cls, **fields):
-    """``cls.builder()`` with each keyword passed to the builder method of that name."""
-    builder = cls.builder()
-    for name, value in fields.items():
-        getattr(builder, name)(value)
-    return builder.build()
-
-
-def ok(resp):
-    assert resp.success(), f"code={resp.code} msg={resp.msg} log_id={resp.get_log_id()}"
-    return getattr(resp, "data", None)  # responses without a body (update, delete, me_join) have no `data`
 
 
 def expect_code(resp, code):

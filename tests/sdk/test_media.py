@@ -22,16 +22,13 @@ from lark_oapi.api.im.v1 import (
     GetMessageResourceRequest,
 )
 
+from conftest import ok
+
 
 def png(width, height, tail=b""):
     """A PNG header of width×height, then `tail` (larkstack reads headers only)."""
     ihdr = struct.pack(">II", width, height) + bytes([8, 6, 0, 0, 0])
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + b"\x1f\x15\xc4\x89" + tail
-
-
-def ok(resp):
-    assert resp.success(), f"code={resp.code} msg={resp.msg} log_id={resp.get_log_id()}"
-    return getattr(resp, "data", None)
 
 
 def new_chat(client):
