@@ -161,6 +161,44 @@ for (const mode of ["encrypted", "plain"]) {
             assert.deepEqual(left.users.map((u) => u.user_id.open_id), [openId("carol")]);
         });
 
+        test("a pending invitation withdrawn", async () => {
+            const helperApp = apps["helper-bot"];
+            const helper = new lark.Client({
+                appId: helperApp.app_id,
+                appSecret: helperApp.app_secret,
+                domain: server.baseUrl,
+                loggerLevel: lark.LoggerLevel.error,
+            });
+            const chatId = ok(await helper.im.v1.chat.create({
+                params: { user_id_type: "open_id" },
+                data: {
+                    name: "node gated",
+                    owner_id: openId("alice", "helper-bot"),
+                    user_id_list: [openId("bob", "helper-bot")],
+                    bot_id_list: [appId],
+                    membership_approval: "approval_required",
+                },
+            })).chat_id;
+            // helper-bot has no owner or manager rights: carol waits for approval.
+            const added = ok(await helper.im.v1.chatMembers.create({
+                path: { chat_id: chatId },
+                params: { member_id_type: "open_id" },
+                data: { id_list: [openId("carol", "helper-bot")] },
+            }));
+            assert.deepEqual(added.pending_approval_id_list, [openId("carol", "helper-bot")]);
+            const listed = await server.control("GET", `/_larkstack/chats/${chatId}/invitations`);
+            assert.deepEqual(listed.data.items.map((i) => i.user.key), ["carol"]);
+            const r = await server.control("POST", `/_larkstack/chats/${chatId}/invitations/carol/withdraw`, { user: "alice" });
+            assert.equal(r.code, 0, JSON.stringify(r));
+            const w = await bot.wait("im.chat.member.user.withdrawn_v1", (d) => d.chat_id === chatId);
+            assert.equal(w.event_type, "im.chat.member.user.withdrawn_v1");
+            assert.equal(w.token, "node-sdk-token");
+            assert.deepEqual(w.users.map((u) => u.user_id.open_id), [openId("carol")]);
+            assert.equal(w.users[0].name, users.carol.name);
+            assert.equal(w.operator_id.open_id, openId("alice"));
+            assert.equal(w.name, "node gated");
+        });
+
         test("a bot added by a user, then leaving", async () => {
             const helperApp = apps["helper-bot"];
             const helper = new lark.Client({

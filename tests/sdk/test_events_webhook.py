@@ -198,6 +198,37 @@ def test_members_added_and_left(server, directory, bot, client):
     assert [u.user_id.open_id for u in left.event.users] == [directory.open_id("carol")]
 
 
+def test_pending_invitation_withdrawn(server, directory, bot, client):
+    """helper-bot (no owner or manager rights) adds carol to a chat that needs approval: she waits;
+    the owner withdraws the invitation (control API, as from the client): withdrawn_v1 to demo-bot."""
+    helper_app = directory.app("helper-bot")
+    helper = (
+        lark.Client.builder().app_id(helper_app["app_id"]).app_secret(helper_app["app_secret"])
+        .domain(server.base_url).cache(server.token_cache).log_level(lark.LogLevel.WARNING).build()
+    )
+    body = build(CreateChatRequestBody, name="py gated", owner_id=directory.open_id("alice", "helper-bot"),
+                 user_id_list=[directory.open_id("bob", "helper-bot")],
+                 bot_id_list=[directory.app("demo-bot")["app_id"]], membership_approval="approval_required")
+    chat_id = ok(helper.im.v1.chat.create(build(CreateChatRequest, user_id_type="open_id", request_body=body))).chat_id
+    carol = directory.open_id("carol", "helper-bot")
+    body = build(CreateChatMembersRequestBody, id_list=[carol])
+    added = ok(helper.im.v1.chat_members.create(build(CreateChatMembersRequest, chat_id=chat_id, member_id_type="open_id",
+                                                      request_body=body)))
+    assert added.pending_approval_id_list == [carol]
+    r = control(server, "GET", f"/_larkstack/chats/{chat_id}/invitations")
+    assert [i["user"]["key"] for i in r["data"]["items"]] == ["carol"], r
+    r = control(server, "POST", f"/_larkstack/chats/{chat_id}/invitations/carol/withdraw", {"user": "alice"})
+    assert r["code"] == 0, r
+    data = bot.wait("im.chat.member.user.withdrawn_v1", lambda d: d.event.chat_id == chat_id)
+    assert data.header.event_type == "im.chat.member.user.withdrawn_v1"
+    assert data.header.token == "py-sdk-token"
+    assert [u.user_id.open_id for u in data.event.users] == [directory.open_id("carol")]
+    assert data.event.users[0].name == directory.user("carol")["name"]
+    assert data.event.operator_id.open_id == directory.open_id("alice")
+    assert data.event.name == "py gated"
+    assert data.event.external is False
+
+
 def test_chat_updated_then_disbanded(server, directory, bot, client):
     chat_id = new_group(client, directory, "py update")
     ok(client.im.v1.chat.update(build(UpdateChatRequest, chat_id=chat_id, user_id_type="open_id",
