@@ -108,7 +108,7 @@ async fn a_pending_add_is_listed_not_a_member_and_withdrawn_with_an_event_to_the
     assert_eq!((r.status.as_u16(), r.code()), (404, 404), "nothing pending any more: {}", r.body);
 
     // The bot in the chat hears it, with the user's name and the operator.
-    let got = rx.wait_events("", 2).await;
+    let got = rx.wait_events("", 1).await;
     let (_, w) = got.iter().find(|(_, v)| v["header"]["event_type"] == "im.chat.member.user.withdrawn_v1").expect("withdrawn_v1");
     let e = &w["event"];
     assert_eq!(e["chat_id"], chat);
@@ -164,9 +164,8 @@ async fn approve_makes_a_member_with_the_added_event_and_reject_drops_silently()
 async fn a_member_invites_and_withdraws_their_own_invitation() {
     let app = TestApp::demo().await;
     let chat = gated(&app).await;
-    let invite = |user: &str, invitee: &str| {
-        app.admin_call(Method::POST, &format!("/_larkstack/chats/{chat}/invitations"), Some(json!({"user": user, "invitee": invitee})))
-    };
+    let uri = format!("/_larkstack/chats/{chat}/invitations");
+    let invite = |user: &str, invitee: &str| app.admin_call(Method::POST, &uri, Some(json!({"user": user, "invitee": invitee})));
     let r = invite("bob", "carol").await;
     assert_eq!((r.code(), &r.body["data"]["outcome"]), (0, &json!("pending")), "{}", r.body);
     assert_eq!(invite("bob", "carol").await.body["data"]["outcome"], "pending");
