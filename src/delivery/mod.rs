@@ -281,6 +281,25 @@ impl Engine {
         rt.spawn(claim_loop(Arc::downgrade(self), ctx));
     }
 
+    /// A claim by this node, now, of the apps it may deliver to; `None` when it may deliver to none.
+    fn claim_now(&self, ctx: &Ctx, dir: &Directory) -> Option<DeliveryClaim> {
+        let apps = self.deliverable_apps(ctx, dir);
+        if apps.is_empty() {
+            return None;
+        }
+        let (now_ms, wall_ms) = (ctx.clock.now_ms(), wall_ms());
+        Some(DeliveryClaim {
+            owner: self.node_id.clone(),
+            now_ms,
+            wall_ms,
+            lease_until_ms: wall_ms + LEASE.as_millis() as i64 + self.max_fault_delay_ms(),
+            apps,
+            per_app: MAX_IN_FLIGHT_PER_APP,
+            limit: CLAIM_BATCH,
+            run: RUN,
+        })
+    }
+
     /// The apps whose deliveries this node may claim now: webhook apps with a request URL (any
     /// node), long-connection apps whose connection this node holds.
     fn deliverable_apps(&self, ctx: &Ctx, dir: &Directory) -> Vec<AppId> {
@@ -380,7 +399,7 @@ async fn refresh(engine: &Engine, ctx: &Ctx) -> Result<(), StoreError> {
 }
 
 /// Turns the next outbox events into deliveries; `true` when it moved on (more may follow).
-async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, StoreError> {
+async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<bool, StoreError> {
     let after = engine.cursor.load(Ordering::Acquire);
     // The outbox's end, read before the settings: an event committed after a subscription is
     // never passed over by a cursor moved on the settings from before it.
@@ -402,7 +421,7 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, St
     if targets.is_empty() {
         // Nobody receives events now: the cursor moves to the outbox's end without reading
         // (and decoding) the events, which would cost every write path a read of what it wrote.
-        let cursor = match ctx.store.fan_out(after, last, Vec::new()).await? {
+        let cursor = match ctx.store.fan_out(after, last, Vec::new(), None).await?.0 {
             FanOut::Done => last,
             FanOut::Moved(cursor) => cursor,
         };
@@ -449,35 +468,38 @@ async fn fan_out(engine: &Engine, ctx: &Ctx, dir: &Directory) -> Result<bool, St
             }
         }
     }
-    let cursor = match ctx.store.fan_out(after, upto, rows).await? {
+    // The new rows are claimed in the fan-out's own commit and sent at once: the claim loop would
+    // cost them another commit (and a wake-up) before the first byte goes out.
+    let claim = if rows.is_empty() { None } else { engine.claim_now(ctx, dir) };
+    let lease_until_ms = claim.as_ref().map(|c| c.lease_until_ms);
+    let (done, claimed) = ctx.store.fan_out(after, upto, rows, claim).await?;
+    let cursor = match done {
         FanOut::Done => upto,
         FanOut::Moved(cursor) => cursor,
     };
     engine.cursor.store(cursor, Ordering::Release);
+    if let Some(lease_until_ms) = lease_until_ms {
+        send_claimed(engine, ctx, claimed, lease_until_ms);
+    }
     Ok(true)
 }
 
 /// Claims due deliveries of the apps this node may deliver to, and sends each chat's run.
 async fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<(), StoreError> {
-    let apps = engine.deliverable_apps(ctx, dir);
-    let (now_ms, wall_ms) = (ctx.clock.now_ms(), wall_ms());
-    if apps.is_empty() || !ctx.store.deliveries_due(now_ms, wall_ms).await? {
+    let Some(claim) = engine.claim_now(ctx, dir) else { return Ok(()) };
+    if !ctx.store.deliveries_due(claim.now_ms, claim.wall_ms).await? {
         return Ok(());
     }
-    let lease_until_ms = wall_ms + LEASE.as_millis() as i64 + engine.max_fault_delay_ms();
-    let claim = DeliveryClaim {
-        owner: engine.node_id.clone(),
-        now_ms,
-        wall_ms,
-        lease_until_ms,
-        apps,
-        per_app: MAX_IN_FLIGHT_PER_APP,
-        limit: CLAIM_BATCH,
-        run: RUN,
-    };
-    // Claimed in runs: each chat's deliveries together, in commit order.
+    let lease_until_ms = claim.lease_until_ms;
+    let claimed = ctx.store.claim_deliveries(claim).await?;
+    send_claimed(engine, ctx, claimed, lease_until_ms);
+    Ok(())
+}
+
+/// Sends claimed deliveries: each chat's run (they come together, in commit order) as a task.
+fn send_claimed(engine: &Arc<Engine>, ctx: &Ctx, claimed: Vec<Delivery>, lease_until_ms: i64) {
     let mut runs: Vec<Vec<Delivery>> = Vec::new();
-    for d in ctx.store.claim_deliveries(claim).await? {
+    for d in claimed {
         match runs.last_mut() {
             Some(run) if run[0].new.app_id == d.new.app_id && run[0].new.chat_id == d.new.chat_id => run.push(d),
             _ => runs.push(vec![d]),
@@ -487,7 +509,6 @@ async fn dispatch(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<()
         let (engine, ctx) = (engine.clone(), ctx.clone());
         tokio::spawn(async move { send_run(engine, ctx, run, lease_until_ms).await });
     }
-    Ok(())
 }
 
 /// Sends one chat's claimed deliveries one after another; each outcome is recorded as it comes.

@@ -291,8 +291,14 @@ impl Store for Tracked {
         self.track(self.inner.clear_event_settings().await)
     }
 
-    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
-        self.track(self.inner.fan_out(after, upto, rows).await)
+    async fn fan_out(
+        &self,
+        after: i64,
+        upto: i64,
+        rows: Vec<NewDelivery>,
+        claim: Option<DeliveryClaim>,
+    ) -> Result<(FanOut, Vec<Delivery>), StoreError> {
+        self.track(self.inner.fan_out(after, upto, rows, claim).await)
     }
 
     async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {

@@ -729,8 +729,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `rows` and moves the fan-out cursor from `after` to `upto`, atomically, unless the
     /// cursor is not at `after`: then nothing changes (`FanOut::Moved`). Concurrent calls are
-    /// serialised, so no range of the outbox is fanned out twice.
-    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError>;
+    /// serialised, so no range of the outbox is fanned out twice. With a `claim` (and rows), the
+    /// same transaction then claims due deliveries as `claim_deliveries` does and returns them:
+    /// the fan-out's node sends new events without waiting for another commit.
+    async fn fan_out(
+        &self,
+        after: i64,
+        upto: i64,
+        rows: Vec<NewDelivery>,
+        claim: Option<DeliveryClaim>,
+    ) -> Result<(FanOut, Vec<Delivery>), StoreError>;
 
     /// The queue's size and the cursor.
     async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError>;

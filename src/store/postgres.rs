@@ -860,11 +860,17 @@ impl Store for PostgresStore {
         sql::clear_event_settings(&mut Pg(&self.client().await?)).await
     }
 
-    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
+    async fn fan_out(
+        &self,
+        after: i64,
+        upto: i64,
+        rows: Vec<NewDelivery>,
+        claim: Option<DeliveryClaim>,
+    ) -> Result<(FanOut, Vec<Delivery>), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let done = sql::fan_out(&mut Pg(&tx), after, upto, &rows).await?;
-        if done == FanOut::Done {
+        let done = sql::fan_out(&mut Pg(&tx), after, upto, &rows, claim.as_ref()).await?;
+        if done.0 == FanOut::Done {
             self.commit(tx).await?;
         }
         Ok(done)

@@ -1205,17 +1205,29 @@ pub async fn clear_event_settings(tx: &mut impl Tx) -> Result<(), StoreError> {
 }
 
 /// Stores the deliveries of the outbox range (`after`, `upto`] unless another node did: the
-/// cursor is read under a lock every fan-out takes, and moved in the same transaction.
-pub async fn fan_out(tx: &mut impl Tx, after: i64, upto: i64, rows: &[NewDelivery]) -> Result<FanOut, StoreError> {
+/// cursor is read under a lock every fan-out takes, and moved in the same transaction. With a
+/// `claim`, the same transaction then claims what is due (the new rows first among them), so
+/// the node can send them without another commit.
+pub async fn fan_out(
+    tx: &mut impl Tx,
+    after: i64,
+    upto: i64,
+    rows: &[NewDelivery],
+    claim: Option<&DeliveryClaim>,
+) -> Result<(FanOut, Vec<Delivery>), StoreError> {
     tx.lock("deliveries", "fan-out").await?;
     let cursor = tx.query_opt(&DELIVERY_CURSOR_FOR_UPDATE, &[], |r| r.int(0)).await?.unwrap_or(0);
     if cursor != after {
-        return Ok(FanOut::Moved(cursor));
+        return Ok((FanOut::Moved(cursor), Vec::new()));
     }
     // Due at once: `i64::MIN` is before any time the clock can be set to.
     tx.insert_deliveries(rows, i64::MIN).await?;
     tx.execute(&SET_DELIVERY_CURSOR, &[Int(upto)]).await?;
-    Ok(FanOut::Done)
+    let claimed = match claim {
+        Some(claim) if !rows.is_empty() => claim_deliveries(tx, claim).await?,
+        _ => Vec::new(),
+    };
+    Ok((FanOut::Done, claimed))
 }
 
 pub async fn delivery_queue(tx: &mut impl Tx) -> Result<DeliveryQueue, StoreError> {

@@ -920,8 +920,14 @@ impl Store for SqliteStore {
         self.change(|tx| ready(sql::clear_event_settings(tx))).await
     }
 
-    async fn fan_out(&self, after: i64, upto: i64, rows: Vec<NewDelivery>) -> Result<FanOut, StoreError> {
-        self.change(move |tx| ready(sql::fan_out(tx, after, upto, &rows))).await
+    async fn fan_out(
+        &self,
+        after: i64,
+        upto: i64,
+        rows: Vec<NewDelivery>,
+        claim: Option<DeliveryClaim>,
+    ) -> Result<(FanOut, Vec<Delivery>), StoreError> {
+        self.change(move |tx| ready(sql::fan_out(tx, after, upto, &rows, claim.as_ref()))).await
     }
 
     async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {

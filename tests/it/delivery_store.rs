@@ -73,9 +73,9 @@ fn ids(claimed: &[larkstack::store::Delivery]) -> Vec<i64> {
 async fn a_fan_out_stores_its_range_once_and_a_stale_one_changes_nothing() {
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path()).await;
-    assert_eq!(store.fan_out(0, 2, vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_1", 2)]).await.unwrap(), FanOut::Done);
+    assert_eq!(store.fan_out(0, 2, vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_1", 2)], None).await.unwrap().0, FanOut::Done);
     // A second node that read the same range: refused, told where the cursor is, nothing stored.
-    assert_eq!(store.fan_out(0, 2, vec![row("cli_a", "oc_9", 1)]).await.unwrap(), FanOut::Moved(2));
+    assert_eq!(store.fan_out(0, 2, vec![row("cli_a", "oc_9", 1)], None).await.unwrap().0, FanOut::Moved(2));
     let q = store.delivery_queue().await.unwrap();
     assert_eq!((q.rows, q.cursor), (2, 2));
     assert_eq!(q.bytes, (row("cli_a", "oc_1", 1).payload.len() + row("cli_a", "oc_1", 2).payload.len()) as i64);
@@ -83,8 +83,30 @@ async fn a_fan_out_stores_its_range_once_and_a_stale_one_changes_nothing() {
     drop(store);
     let store = open_store(data.path()).await;
     assert_eq!(store.delivery_queue().await.unwrap().cursor, 2);
-    assert_eq!(store.fan_out(2, 3, vec![]).await.unwrap(), FanOut::Done);
+    assert_eq!(store.fan_out(2, 3, vec![], None).await.unwrap().0, FanOut::Done);
     assert_eq!(store.delivery_queue().await.unwrap().cursor, 3);
+}
+
+#[tokio::test]
+async fn a_fan_out_with_a_claim_leases_its_new_rows_in_the_same_commit() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path()).await;
+    let (now, wall) = (10_000, 1_000_000);
+    let mut c = claim("n1", &["cli_a"], now, wall);
+    c.run = 8;
+    let rows = vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_1", 2), row("cli_a", "oc_2", 3), row("cli_b", "oc_1", 4)];
+    let (done, claimed) = store.fan_out(0, 4, rows, Some(c.clone())).await.unwrap();
+    // The claiming node's apps only, each chat's rows as one run in commit order.
+    assert_eq!((done, ids(&claimed)), (FanOut::Done, vec![1, 2, 3]));
+    // They are leased: another node gets nothing of cli_a's while the lease runs.
+    assert!(store.claim_deliveries(claim("n2", &["cli_a"], now, wall + 1)).await.unwrap().is_empty());
+    // A chat whose run is out waits for it: seq 5 is stored but not claimed with it.
+    let (done, claimed) = store.fan_out(4, 5, vec![row("cli_a", "oc_1", 5)], Some(c.clone())).await.unwrap();
+    assert_eq!((done, ids(&claimed)), (FanOut::Done, vec![]));
+    // A stale fan-out claims nothing either.
+    let (done, claimed) = store.fan_out(0, 5, vec![row("cli_a", "oc_9", 9)], Some(c)).await.unwrap();
+    assert_eq!((done, claimed.len()), (FanOut::Moved(5), 0));
+    assert_eq!(store.delivery_queue().await.unwrap().rows, 5);
 }
 
 #[tokio::test]
@@ -92,7 +114,7 @@ async fn claims_keep_commit_order_per_chat_and_take_over_ended_leases() {
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path()).await;
     let rows = vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_1", 2), row("cli_a", "oc_2", 3), row("cli_b", "oc_1", 4)];
-    store.fan_out(0, 4, rows.clone()).await.unwrap();
+    store.fan_out(0, 4, rows.clone(), None).await.unwrap();
     let (now, wall) = (10_000, 1_000_000);
     // One per (app, chat), the earliest; cli_b is not this node's to deliver.
     let first = store.claim_deliveries(claim("n1", &["cli_a"], now, wall)).await.unwrap();
@@ -127,7 +149,7 @@ async fn claims_bound_the_leases_of_each_app() {
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path()).await;
     let rows: Vec<_> = (1..=5).map(|i| row("cli_a", &format!("oc_{i}"), i)).collect();
-    store.fan_out(0, 5, rows).await.unwrap();
+    store.fan_out(0, 5, rows, None).await.unwrap();
     let mut c = claim("n1", &["cli_a"], 1, 1_000);
     c.per_app = 2;
     assert_eq!(ids(&store.claim_deliveries(c.clone()).await.unwrap()), [1, 2]);
@@ -143,7 +165,7 @@ async fn attempts_are_kept_within_their_bounds_and_redelivery_requeues_from_them
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path()).await;
     let rows: Vec<_> = (1..=8).map(|i| row("cli_a", &format!("oc_{i}"), i)).collect();
-    store.fan_out(0, 8, rows.clone()).await.unwrap();
+    store.fan_out(0, 8, rows.clone(), None).await.unwrap();
     store.claim_deliveries(claim("n1", &["cli_a"], 1, 1_000)).await.unwrap();
     let bounds = AttemptBounds { entries: 5, bytes: 1 << 20 };
     for r in &rows[..6] {
@@ -203,7 +225,7 @@ async fn a_claim_takes_a_run_of_one_chats_due_deliveries_in_commit_order() {
     let data = tempfile::tempdir().unwrap();
     let store = open_store(data.path()).await;
     let rows = vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_2", 2), row("cli_a", "oc_1", 3), row("cli_a", "oc_1", 4), row("cli_a", "oc_1", 5)];
-    store.fan_out(0, 5, rows.clone()).await.unwrap();
+    store.fan_out(0, 5, rows.clone(), None).await.unwrap();
     let mut c = claim("n1", &["cli_a"], 10, 1_000);
     c.run = 3;
     // oc_1's first three, then oc_2's one; oc_1's fifth waits for the run to end.

@@ -2,7 +2,9 @@
 discovery, WebSocket, pbbp2 frames, pings and acks) pointed at larkstack only through ``domain``: an
 event committed before the client connects waits for it, a user's message arrives as
 ``im.message.receive_v1``, and after a server-side close (control API) the client reconnects by
-itself and keeps receiving."""
+itself and keeps receiving; and every event type of the webhook issue arrives, decoded by the SDK's
+typed handlers, once each (the producers and their checks are test_events_webhook.py's,
+``EventProducers`` in conftest.py)."""
 
 import json
 import queue
@@ -12,7 +14,16 @@ import lark_oapi as lark
 import pytest
 from lark_oapi.api.im.v1 import CreateChatRequest, CreateChatRequestBody
 
-from conftest import control, running_larkstack, start_ws_client
+from conftest import (
+    EVENT_TYPES,
+    EventLog,
+    EventProducers,
+    control,
+    demo_fixture_with_p2p_entered,
+    running_larkstack,
+    sdk_client,
+    start_ws_client,
+)
 
 WAIT = 30  # seconds, generous: the machine may be loaded
 
@@ -22,8 +33,6 @@ def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-ws")
     with running_larkstack(larkstack_bin, data_dir) as s:
         yield s
-
-
 
 
 def wait_for(what, check):
@@ -40,10 +49,7 @@ def test_the_ws_client_receives_events_and_keeps_receiving_after_a_server_side_c
     app = directory.app("demo-bot")
     r = control(server, "PUT", f"/_larkstack/apps/{app['app_id']}/events", {"event_mode": "long_connection"})
     assert r["code"] == 0, r
-    client = (
-        lark.Client.builder().app_id(app["app_id"]).app_secret(app["app_secret"])
-        .domain(server.base_url).cache(server.token_cache).log_level(lark.LogLevel.WARNING).build()
-    )
+    client = sdk_client(server, directory)
     body = (CreateChatRequestBody.builder().name("ws").owner_id(directory.open_id("alice"))
             .user_id_list([directory.open_id("bob")]).build())
     resp = client.im.v1.chat.create(CreateChatRequest.builder().user_id_type("open_id").request_body(body).build())
@@ -105,3 +111,51 @@ def test_the_ws_client_receives_events_and_keeps_receiving_after_a_server_side_c
     # …and keeps receiving.
     say("after the reconnect")
     receive("after the reconnect")
+
+
+# Every event type of the webhook issue, produced in turn over one long connection: each entry an
+# ``EventProducers`` method and the types it receives, in order.
+SEQUENCE = [
+    (EventProducers.group_message, ["im.message.receive_v1"]),
+    (EventProducers.p2p_message, ["im.message.receive_v1"]),
+    (EventProducers.members_added_and_left, ["im.chat.member.user.added_v1", "im.chat.member.user.deleted_v1"]),
+    (EventProducers.invitation_withdrawn, ["im.chat.member.user.withdrawn_v1"]),
+    (EventProducers.bot_added_then_deleted, ["im.chat.member.bot.added_v1", "im.chat.member.bot.deleted_v1"]),
+    (EventProducers.chat_updated_then_disbanded, ["im.chat.updated_v1", "im.chat.disbanded_v1"]),
+    (EventProducers.p2p_chat_entered, ["im.chat.access_event.bot_p2p_chat_entered_v1"]),
+]
+
+
+def attempts_once_delivered(server, event_id):
+    """Every attempt at the event, once one is delivered (else None)."""
+    items = control(server, "GET", f"/_larkstack/deliveries?event_id={event_id}")["data"]["items"]
+    return items if any(a["delivered"] for a in items) else None
+
+
+def test_the_ws_client_receives_every_event_type_of_the_webhook_issue_once(larkstack_bin, tmp_path_factory, directory):
+    fixture = demo_fixture_with_p2p_entered(tmp_path_factory.mktemp("fixture"))
+    with running_larkstack(larkstack_bin, tmp_path_factory.mktemp("larkstack-ws-types"), fixture) as server:
+        app = directory.app("demo-bot")
+        r = control(server, "PUT", f"/_larkstack/apps/{app['app_id']}/events", {"event_mode": "long_connection"})
+        assert r["code"] == 0, r
+        events = EventLog()
+        handler = events.register(lark.EventDispatcherHandler.builder("", "")).build()
+        ws = lark.ws.Client(app["app_id"], app["app_secret"], event_handler=handler, domain=server.base_url,
+                            log_level=lark.LogLevel.WARNING)
+        start_ws_client(ws)
+        produce = EventProducers(server, directory, events)
+        for producer, types in SEQUENCE:
+            got = producer(produce)
+            got = got if isinstance(got, tuple) else (got,)
+            assert [d.header.event_type for d in got] == types
+
+        # Every type of the issue was received, each event once: one attempt, acked over the one
+        # connection, and one call of its handler.
+        assert {t for _, types in SEQUENCE for t in types} == set(EVENT_TYPES)
+        [conn] = control(server, "GET", "/_larkstack/connections")["data"]["items"]
+        for data in events.claimed:
+            event_id = data.header.event_id
+            attempts = wait_for(f"{data.header.event_type} acked", lambda: attempts_once_delivered(server, event_id))
+            assert [a["url"] for a in attempts] == [f"longconn:{conn['conn_id']}"], attempts
+            assert [d.header.event_id for _, d in events.events].count(event_id) == 1
+        assert len(events.claimed) == sum(len(types) for _, types in SEQUENCE)
