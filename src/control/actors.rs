@@ -30,14 +30,14 @@ pub struct Page {
     limit: Option<usize>,
 }
 
-fn person(dir: &Directory, uid: &Uid) -> serde_json::Value {
+pub(super) fn person(dir: &Directory, uid: &Uid) -> serde_json::Value {
     match dir.user(uid) {
         Some(u) => json!({"key": u.key, "name": u.name, "tenant_key": u.tenant_key, "kunlun_id": u.kunlun_id}),
         None => json!({"key": null, "uid": uid}),
     }
 }
 
-fn bot(dir: &Directory, app_id: &crate::domain::ids::AppId) -> serde_json::Value {
+pub(super) fn bot(dir: &Directory, app_id: &crate::domain::ids::AppId) -> serde_json::Value {
     json!({"app_id": app_id, "name": dir.app(app_id).map(|a| a.name.as_str())})
 }
 
@@ -91,8 +91,8 @@ pub(super) async fn chat_or_404(state: &AppState, chat_id: &str) -> Result<Chat,
     state.store.get_chat(&ChatId(chat_id.to_string())).await?.ok_or_else(|| control_error(ControlErr::NotFound, format!("no chat {chat_id}")))
 }
 
-/// One chat with its settings, members, managers, custom bots, the tasks it is linked to and its
-/// latest 100 messages.
+/// One chat with its settings, members, pending invitations, managers, custom bots, the tasks it
+/// is linked to and its latest 100 messages.
 #[utoipa::path(
     get,
     path = "/_larkstack/chats/{chat_id}",
@@ -132,9 +132,15 @@ pub async fn chat_detail(State(state): State<Arc<AppState>>, headers: axum::http
         .filter(|l| l.link.chat_id == chat.chat_id)
         .map(|l| json!({"task_id": l.task_id, "key": dir.apaas().task(&l.task_id).map(|t| t.key.as_str())}))
         .collect();
+    // Pending invitations are stored with the settings but are not one: they have their own key.
+    let mut settings = serde_json::to_value(&chat.settings).unwrap_or_default();
+    if let Some(s) = settings.as_object_mut() {
+        s.remove("pending_invitations");
+    }
     Ok(ok(&json!({
         "chat": summary(&dir, 0, &chat),
-        "settings": chat.settings,
+        "settings": settings,
+        "pending_invitations": super::invitations::view(&dir, &chat),
         "members": chat.users.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),
         "bots": chat.bots.iter().map(|b| bot(&dir, b)).collect::<Vec<_>>(),
         "user_managers": chat.user_managers.iter().map(|u| person(&dir, u)).collect::<Vec<_>>(),

@@ -13,6 +13,7 @@ pub mod custom_bots;
 pub mod deliveries;
 pub mod events;
 pub mod intercept;
+pub mod invitations;
 pub mod ndjson;
 
 // The fault injector and the journal are services that `state` holds; their paths here stay.
@@ -66,6 +67,10 @@ pub fn routes(state: Arc<AppState>) -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(actors::enter_p2p))
         .routes(routes!(actors::read_as_user))
         .routes(routes!(actors::react_as_user))
+        .routes(routes!(invitations::list, invitations::invite))
+        .routes(routes!(invitations::approve))
+        .routes(routes!(invitations::reject))
+        .routes(routes!(invitations::withdraw))
         .routes(routes!(cards::card_action))
         .routes(routes!(custom_bots::add, custom_bots::list))
         .routes(routes!(custom_bots::remove))

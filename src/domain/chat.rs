@@ -126,6 +126,29 @@ pub struct ChatSettings {
     pub toolkit_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chat_tags: Vec<String>,
+    /// Users invited into a chat that needs approval, waiting for the owner or a manager, oldest
+    /// first; one invitation per user. Not a setting, but stored with them: a chat has few, and
+    /// they change only with the chat (see docs/parity.md, "Pending invitations").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_invitations: Vec<Invitation>,
+}
+
+/// Who invited a user whose invitation waits for approval.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Inviter {
+    /// A user, from the Feishu client (the control API acting as them).
+    User(Uid),
+    /// An app, through add-members with its tenant token.
+    App(AppId),
+}
+
+/// An invitation waiting for approval: the invited user, who invited them and when.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Invitation {
+    pub uid: Uid,
+    pub inviter: Inviter,
+    pub at_ms: i64,
 }
 
 impl ChatSettings {
@@ -212,12 +235,28 @@ impl Chat {
         self.users.contains(uid)
     }
 
-    /// Adds users who join together at `at_ms`, in the given order.
+    /// Adds users who join together at `at_ms`, in the given order. A user who joins is no
+    /// longer pending, however they joined.
     pub fn add_users(&mut self, uids: impl IntoIterator<Item = Uid>, at_ms: i64) {
+        let before = self.users.len();
         for (i, uid) in uids.into_iter().enumerate() {
             self.users.push(uid);
             self.user_join_keys.push(join_key(at_ms, i));
         }
+        if !self.settings.pending_invitations.is_empty() {
+            let joined = &self.users[before..];
+            self.settings.pending_invitations.retain(|inv| !joined.contains(&inv.uid));
+        }
+    }
+
+    /// The pending invitation of `uid`, if any.
+    pub fn invitation(&self, uid: &Uid) -> Option<&Invitation> {
+        self.settings.pending_invitations.iter().find(|inv| inv.uid == *uid)
+    }
+
+    /// Owner or manager rights for a user: the user owns the chat or manages it.
+    pub fn user_has_owner_rights(&self, uid: &Uid) -> bool {
+        self.owner == Owner::User(uid.clone()) || self.user_managers.contains(uid)
     }
 
     pub fn remove_user(&mut self, uid: &Uid) {
@@ -709,6 +748,7 @@ pub fn plan_create_with<'d>(
             labels,
             toolkit_ids,
             chat_tags,
+            pending_invitations: Vec::new(),
         },
         user_join_keys: (0..users.len()).map(|i| join_key(now_ms, i)).collect(),
         users,

@@ -6,8 +6,8 @@
 use serde::Deserialize;
 
 use super::chat::{
-    enum_field, restricted_mode, review, Chat, ChatStatus, I18nNames, Owner, RestrictedModeInput, LABEL_SCOPE,
-    OWNER_OR_ALL, VISIBILITY,
+    enum_field, restricted_mode, review, Chat, ChatStatus, I18nNames, Invitation, Inviter, Owner, RestrictedModeInput,
+    LABEL_SCOPE, OWNER_OR_ALL, VISIBILITY,
 };
 use super::directory::{App, Directory, Tenant, User, UserIdType};
 use super::ids::{AppId, TenantKey, Uid};
@@ -376,6 +376,8 @@ pub fn apply_disband(dir: &Directory, app: &App, tenant: &Tenant, chat: &mut Cha
         return Err(not_owner());
     }
     chat.status = ChatStatus::Dissolved;
+    // Nobody joins a disbanded chat: its pending invitations go with it (no event of their own).
+    chat.settings.pending_invitations.clear();
     Ok(())
 }
 
@@ -446,6 +448,8 @@ pub struct AddPlan {
     pub invalid_id_list: Vec<String>,
     pub not_existed_id_list: Vec<String>,
     pub pending_approval_id_list: Vec<String>,
+    /// The users behind `pending_approval_id_list` who are not members: their invitations wait.
+    pub pending_users: Vec<Uid>,
 }
 
 enum Verdict<'a> {
@@ -515,6 +519,9 @@ pub fn plan_add(
                 Verdict::Usable(user) => {
                     if chat.settings.membership_approval == "approval_required" && !rights {
                         plan.pending_approval_id_list.push(raw.clone());
+                        if !chat.has_user(&user.uid) && !plan.pending_users.contains(&user.uid) {
+                            plan.pending_users.push(user.uid.clone());
+                        }
                     } else if !plan.users.contains(&user.uid) {
                         plan.users.push(user.uid.clone());
                     }
@@ -555,7 +562,9 @@ pub fn plan_add(
 }
 
 /// Adds the planned members to the chat's latest state at `now_ms`; the caps are checked here.
-pub fn apply_add(chat: &mut Chat, plan: &AddPlan, now_ms: i64) -> Result<(), FeishuError> {
+/// The planned pending users become invitations of `inviter` (a user already pending keeps the
+/// invitation they have).
+pub fn apply_add(chat: &mut Chat, plan: &AddPlan, inviter: &Inviter, now_ms: i64) -> Result<(), FeishuError> {
     let new_users: Vec<&Uid> = plan.users.iter().filter(|u| !chat.has_user(u)).collect();
     let new_bots: Vec<&AppId> = plan.bots.iter().filter(|b| !chat.has_bot(b)).collect();
     if chat.users.len() + new_users.len() > MAX_USERS_PER_CHAT || chat.bots.len() + new_bots.len() > MAX_BOTS_PER_CHAT {
@@ -563,7 +572,149 @@ pub fn apply_add(chat: &mut Chat, plan: &AddPlan, now_ms: i64) -> Result<(), Fei
     }
     chat.add_users(new_users.into_iter().cloned(), now_ms);
     chat.bots.extend(new_bots.into_iter().cloned());
+    for uid in &plan.pending_users {
+        invite(chat, uid, inviter, now_ms);
+    }
     Ok(())
+}
+
+/// Records `uid`'s invitation by `inviter` at `at_ms`, unless they are a member or already pending.
+fn invite(chat: &mut Chat, uid: &Uid, inviter: &Inviter, at_ms: i64) {
+    if !chat.has_user(uid) && chat.invitation(uid).is_none() {
+        chat.settings.pending_invitations.push(Invitation { uid: uid.clone(), inviter: inviter.clone(), at_ms });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pending invitations (the control API acts as a user of the Feishu client)
+// ---------------------------------------------------------------------------------------------
+
+/// Why a user's action on an invitation is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationRefusal {
+    Disbanded,
+    NotAGroup,
+    /// The acting user is not in the chat.
+    ActorNotMember,
+    /// Only the owner and managers may add members to this chat.
+    AddOwnerOnly,
+    /// The invitee is of another tenant and the chat is internal.
+    CrossTenant,
+    /// No pending invitation for the user.
+    NotPending,
+    /// Approve and reject are the owner's and managers'.
+    NotOwnerOrManager,
+    /// Withdrawing is the inviter's, the owner's and managers'.
+    NotInviterOwnerOrManager,
+    Full,
+}
+
+impl InvitationRefusal {
+    pub fn why(self) -> &'static str {
+        match self {
+            InvitationRefusal::Disbanded => "the chat has been disbanded",
+            InvitationRefusal::NotAGroup => "only group chats take invitations",
+            InvitationRefusal::ActorNotMember => "the acting user is not in the chat",
+            InvitationRefusal::AddOwnerOnly => "only the owner and managers may add members to this chat",
+            InvitationRefusal::CrossTenant => "users of another tenant only join external chats",
+            InvitationRefusal::NotPending => "the user has no pending invitation to this chat",
+            InvitationRefusal::NotOwnerOrManager => "only the owner and managers approve or reject invitations",
+            InvitationRefusal::NotInviterOwnerOrManager => "only the inviter, the owner and managers withdraw an invitation",
+            InvitationRefusal::Full => "the chat is full",
+        }
+    }
+}
+
+/// What an invitation by a user did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invited {
+    Joined,
+    Pending,
+    AlreadyMember,
+}
+
+fn usable_by(chat: &Chat, actor: &Uid) -> Result<(), InvitationRefusal> {
+    if chat.is_dissolved() {
+        return Err(InvitationRefusal::Disbanded);
+    }
+    if !chat.is_group() {
+        return Err(InvitationRefusal::NotAGroup);
+    }
+    if !chat.has_user(actor) {
+        return Err(InvitationRefusal::ActorNotMember);
+    }
+    Ok(())
+}
+
+/// A member invites a user (`invitee` of `invitee_tenant`) from the Feishu client at `now_ms`.
+/// Where approval is required, a member without owner or manager rights only invites: the user
+/// waits until the owner or a manager approves. Otherwise the user joins.
+pub fn apply_user_invites(
+    chat: &mut Chat,
+    actor: &Uid,
+    invitee: &Uid,
+    invitee_tenant: &TenantKey,
+    now_ms: i64,
+) -> Result<Invited, InvitationRefusal> {
+    usable_by(chat, actor)?;
+    let rights = chat.user_has_owner_rights(actor);
+    if chat.settings.add_member_permission == "only_owner" && !rights {
+        return Err(InvitationRefusal::AddOwnerOnly);
+    }
+    if *invitee_tenant != chat.tenant_key && !chat.external {
+        return Err(InvitationRefusal::CrossTenant);
+    }
+    if chat.has_user(invitee) {
+        return Ok(Invited::AlreadyMember);
+    }
+    if chat.settings.membership_approval == "approval_required" && !rights {
+        invite(chat, invitee, &Inviter::User(actor.clone()), now_ms);
+        return Ok(Invited::Pending);
+    }
+    if chat.users.len() >= MAX_USERS_PER_CHAT {
+        return Err(InvitationRefusal::Full);
+    }
+    chat.add_users([invitee.clone()], now_ms);
+    Ok(Invited::Joined)
+}
+
+/// What a user does with a pending invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The owner or a manager lets the user in: they join.
+    Approve,
+    /// The owner or a manager turns the user away: the invitation is dropped.
+    Reject,
+    /// The inviter, the owner or a manager takes the invitation back.
+    Withdraw,
+}
+
+/// `actor` decides `invitee`'s pending invitation at `now_ms`; answers the invitation decided.
+pub fn apply_decision(
+    chat: &mut Chat,
+    actor: &Uid,
+    invitee: &Uid,
+    decision: Decision,
+    now_ms: i64,
+) -> Result<Invitation, InvitationRefusal> {
+    usable_by(chat, actor)?;
+    let invitation = chat.invitation(invitee).cloned().ok_or(InvitationRefusal::NotPending)?;
+    let rights = chat.user_has_owner_rights(actor);
+    match decision {
+        Decision::Approve | Decision::Reject if !rights => return Err(InvitationRefusal::NotOwnerOrManager),
+        Decision::Withdraw if !rights && invitation.inviter != Inviter::User(actor.clone()) => {
+            return Err(InvitationRefusal::NotInviterOwnerOrManager)
+        }
+        _ => {}
+    }
+    if decision == Decision::Approve && chat.users.len() >= MAX_USERS_PER_CHAT {
+        return Err(InvitationRefusal::Full);
+    }
+    chat.settings.pending_invitations.retain(|inv| inv.uid != *invitee);
+    if decision == Decision::Approve {
+        chat.add_users([invitee.clone()], now_ms);
+    }
+    Ok(invitation)
 }
 
 /// Removes members. Others may be removed by owner/managers only; anyone may remove itself;
@@ -716,4 +867,82 @@ pub fn apply_managers(
         chat.bot_managers.retain(|b| !bots.contains(b));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::ChatSettings;
+    use crate::domain::ids::ChatId;
+
+    fn uid(s: &str) -> Uid {
+        Uid(s.into())
+    }
+
+    /// A chat owned by `owner` with member `member` that needs approval.
+    fn gated() -> Chat {
+        let settings: ChatSettings =
+            serde_json::from_value(serde_json::json!({"name": "g", "membership_approval": "approval_required"})).unwrap();
+        Chat {
+            chat_id: ChatId("oc_1".into()),
+            tenant_key: TenantKey("t".into()),
+            creator_app: AppId("cli_a".into()),
+            owner: Owner::User(uid("owner")),
+            external: false,
+            status: ChatStatus::Normal,
+            created_at_ms: 1,
+            settings,
+            users: vec![uid("owner"), uid("member")],
+            user_join_keys: vec![1000, 1001],
+            bots: vec![AppId("cli_a".into())],
+            user_managers: vec![],
+            bot_managers: vec![],
+            last_active_at_ms: 1,
+        }
+    }
+
+    fn pending(chat: &Chat) -> Vec<&str> {
+        chat.settings.pending_invitations.iter().map(|i| i.uid.0.as_str()).collect()
+    }
+
+    #[test]
+    fn a_member_without_rights_only_invites_once_and_the_owner_lets_in() {
+        let mut c = gated();
+        let t = TenantKey("t".into());
+        assert_eq!(apply_user_invites(&mut c, &uid("member"), &uid("x"), &t, 5), Ok(Invited::Pending));
+        assert_eq!(apply_user_invites(&mut c, &uid("member"), &uid("x"), &t, 9), Ok(Invited::Pending));
+        assert_eq!(c.settings.pending_invitations, [Invitation { uid: uid("x"), inviter: Inviter::User(uid("member")), at_ms: 5 }]);
+        assert!(!c.has_user(&uid("x")));
+        assert_eq!(apply_user_invites(&mut c, &uid("x"), &uid("y"), &t, 5), Err(InvitationRefusal::ActorNotMember));
+        assert_eq!(apply_user_invites(&mut c, &uid("member"), &uid("y"), &TenantKey("other".into()), 5), Err(InvitationRefusal::CrossTenant));
+        assert_eq!(apply_user_invites(&mut c, &uid("owner"), &uid("y"), &t, 5), Ok(Invited::Joined));
+        assert_eq!(apply_user_invites(&mut c, &uid("owner"), &uid("y"), &t, 5), Ok(Invited::AlreadyMember));
+        // Joining another way ends the wait.
+        c.add_users([uid("x")], 7);
+        assert!(pending(&c).is_empty());
+    }
+
+    #[test]
+    fn who_decides_what() {
+        let mut c = gated();
+        let t = TenantKey("t".into());
+        apply_user_invites(&mut c, &uid("member"), &uid("x"), &t, 5).unwrap();
+        apply_add(&mut c, &AddPlan { pending_users: vec![uid("y"), uid("x")], ..AddPlan::default() }, &Inviter::App(AppId("cli_b".into())), 6).unwrap();
+        assert_eq!(pending(&c), ["x", "y"], "x keeps the member's invitation");
+        assert_eq!(apply_decision(&mut c, &uid("member"), &uid("x"), Decision::Approve, 7), Err(InvitationRefusal::NotOwnerOrManager));
+        assert_eq!(apply_decision(&mut c, &uid("member"), &uid("x"), Decision::Reject, 7), Err(InvitationRefusal::NotOwnerOrManager));
+        assert_eq!(apply_decision(&mut c, &uid("member"), &uid("y"), Decision::Withdraw, 7), Err(InvitationRefusal::NotInviterOwnerOrManager));
+        assert_eq!(apply_decision(&mut c, &uid("member"), &uid("z"), Decision::Withdraw, 7), Err(InvitationRefusal::NotPending));
+        let inv = apply_decision(&mut c, &uid("member"), &uid("x"), Decision::Withdraw, 7).unwrap();
+        assert_eq!(inv.inviter, Inviter::User(uid("member")));
+        assert_eq!(pending(&c), ["y"]);
+        c.user_managers.push(uid("member"));
+        apply_decision(&mut c, &uid("member"), &uid("y"), Decision::Approve, 8).unwrap();
+        assert!(c.has_user(&uid("y")) && pending(&c).is_empty());
+        // Disbanding drops what still waits.
+        apply_add(&mut c, &AddPlan { pending_users: vec![uid("w")], ..AddPlan::default() }, &Inviter::App(AppId("cli_b".into())), 9).unwrap();
+        assert_eq!(pending(&c), ["w"]);
+        c.status = ChatStatus::Dissolved;
+        assert_eq!(apply_decision(&mut c, &uid("owner"), &uid("w"), Decision::Reject, 9), Err(InvitationRefusal::Disbanded));
+    }
 }

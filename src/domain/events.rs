@@ -89,8 +89,8 @@ pub enum EventBody {
     UsersAdded { users: Vec<Uid>, name: String, i18n_names: I18nNames },
     #[serde(rename = "im.chat.member.user.deleted_v1")]
     UsersDeleted { users: Vec<Uid>, reason: Departure, name: String, i18n_names: I18nNames },
-    /// An invitation withdrawn before the user joined. larkstack stores no pending invitations
-    /// yet, so nothing produces it; the kind is here for the delivery's catalogue.
+    /// Pending invitations withdrawn before the users joined (`users_withdrawn`); the actor is
+    /// who withdrew them. A rejected invitation has no event.
     #[serde(rename = "im.chat.member.user.withdrawn_v1")]
     UsersWithdrawn { users: Vec<Uid>, name: String, i18n_names: I18nNames },
     #[serde(rename = "im.chat.member.bot.added_v1")]
@@ -232,6 +232,12 @@ pub fn chat_created(chat: &Chat, actor: Actor, at_ms: i64) -> DomainEvent {
             external: chat.external,
         },
     }
+}
+
+/// The event of `users`' pending invitations to `chat` being withdrawn by `actor` at `at_ms`.
+pub fn users_withdrawn(chat: &Chat, users: Vec<Uid>, actor: Actor, at_ms: i64) -> DomainEvent {
+    let (name, i18n_names) = (chat.settings.name.clone(), chat.settings.i18n_names.clone());
+    DomainEvent { chat_id: chat.chat_id.clone(), actor, at_ms, body: EventBody::UsersWithdrawn { users, name, i18n_names } }
 }
 
 fn owner_value(owner: &Owner) -> Value {

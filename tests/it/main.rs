@@ -21,6 +21,7 @@ mod events;
 mod feishu_events;
 mod fuzz_regressions;
 mod hardening;
+mod invitations;
 mod idempotency;
 mod lifecycle;
 mod media;

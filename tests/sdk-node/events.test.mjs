@@ -65,6 +65,8 @@ for (const mode of ["encrypted", "plain"]) {
 
         test("members added and left", () => produce.membersAddedAndLeft());
 
+        test("a pending invitation withdrawn", () => produce.invitationWithdrawn());
+
         test("a bot added by a user, then leaving", async () => {
             const [added] = await produce.botAddedThenDeleted();
             assert.equal(added.token, "node-sdk-token");

@@ -222,6 +222,41 @@ export function eventProducers(server, events) {
             return [added, left];
         },
 
+        /** helper-bot (neither owner nor manager) adds carol (API) to a group with demo-bot that
+         * needs approval: she waits; alice, the owner, withdraws the invitation (control API, as
+         * from the client): user.withdrawn_v1. */
+        async invitationWithdrawn() {
+            const helper = sdkClient(server, "helper-bot");
+            const chatId = ok(await helper.im.v1.chat.create({
+                params: { user_id_type: "open_id" },
+                data: {
+                    name: "node gated",
+                    owner_id: openId("alice", "helper-bot"),
+                    user_id_list: [openId("bob", "helper-bot")],
+                    bot_id_list: [appId],
+                    membership_approval: "approval_required",
+                },
+            })).chat_id;
+            const added = ok(await helper.im.v1.chatMembers.create({
+                path: { chat_id: chatId },
+                params: { member_id_type: "open_id" },
+                data: { id_list: [openId("carol", "helper-bot")] },
+            }));
+            assert.deepEqual(added.pending_approval_id_list, [openId("carol", "helper-bot")]);
+            const listed = await act("GET", `/_larkstack/chats/${chatId}/invitations`);
+            assert.deepEqual(listed.items.map((i) => i.user.key), ["carol"]);
+            await act("POST", `/_larkstack/chats/${chatId}/invitations/carol/withdraw`, { user: "alice" });
+            const w = await events.wait("im.chat.member.user.withdrawn_v1", (d) => d.chat_id === chatId);
+            assert.equal(w.event_type, "im.chat.member.user.withdrawn_v1");
+            assert.equal(w.users.length, 1);
+            isUser(w.users[0].user_id, "carol");
+            assert.equal(w.users[0].name, users.carol.name);
+            assert.equal(w.users[0].tenant_key, acme);
+            isUser(w.operator_id, "alice");
+            assert.deepEqual([w.name, w.external], ["node gated", false]);
+            return w;
+        },
+
         /** alice adds demo-bot to helper-bot's group (control API, as from the client):
          * bot.added_v1; demo-bot leaves through the API: bot.deleted_v1. */
         async botAddedThenDeleted() {

@@ -411,6 +411,32 @@ class EventProducers:
         assert gone.event.operator_tenant_key == self.acme
         return upd, gone
 
+    def invitation_withdrawn(self):
+        """helper-bot (neither owner nor manager) adds carol (API) to a group with demo-bot that needs
+        approval: she waits; alice, the owner, withdraws the invitation (control API, as from the
+        client): user.withdrawn_v1."""
+
+        helper = sdk_client(self.server, self.directory, "helper-bot")
+        body = build(CreateChatRequestBody, name="py gated", owner_id=self.directory.open_id("alice", "helper-bot"),
+                     user_id_list=[self.directory.open_id("bob", "helper-bot")],
+                     bot_id_list=[self.directory.app("demo-bot")["app_id"]], membership_approval="approval_required")
+        chat_id = ok(helper.im.v1.chat.create(build(CreateChatRequest, user_id_type="open_id", request_body=body))).chat_id
+        carol = self.directory.open_id("carol", "helper-bot")
+        req = build(CreateChatMembersRequest, chat_id=chat_id, member_id_type="open_id",
+                    request_body=build(CreateChatMembersRequestBody, id_list=[carol]))
+        assert ok(helper.im.v1.chat_members.create(req)).pending_approval_id_list == [carol]
+        listed = self.act("GET", f"/_larkstack/chats/{chat_id}/invitations")
+        assert [i["user"]["key"] for i in listed["items"]] == ["carol"]
+        self.act("POST", f"/_larkstack/chats/{chat_id}/invitations/carol/withdraw", {"user": "alice"})
+        w = self.events.wait("im.chat.member.user.withdrawn_v1", lambda d: d.event.chat_id == chat_id)
+        assert w.header.event_type == "im.chat.member.user.withdrawn_v1"
+        [carol] = w.event.users
+        self.user_id(carol.user_id, "carol")
+        assert (carol.name, carol.tenant_key) == (self.directory.user("carol")["name"], self.acme)
+        self.user_id(w.event.operator_id, "alice")
+        assert (w.event.name, w.event.external) == ("py gated", False)
+        return w
+
     def bot_added_then_deleted(self):
         """alice adds demo-bot to helper-bot's group (control API, as from the client): bot.added_v1;
         demo-bot leaves through the API: bot.deleted_v1."""

@@ -89,6 +89,12 @@ def test_members_added_and_left(produce):
     produce.members_added_and_left()
 
 
+def test_pending_invitation_withdrawn(produce):
+    """A pending invitation (helper-bot's add into a chat that needs approval) withdrawn by the owner."""
+    data = produce.invitation_withdrawn()
+    assert data.header.token == "py-sdk-token"
+
+
 def test_chat_updated_then_disbanded(produce):
     produce.chat_updated_then_disbanded()
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{change_chat, decode_cursor, encode_cursor, existing_chat, im_param, page_size, user_ref, ImCall};
 use crate::api::extract::{parse_json, PathParam, QueryParams, RawBody};
-use crate::domain::chat::Chat;
+use crate::domain::chat::{Chat, Inviter};
 use crate::domain::chat_ops::{
     apply_add, apply_managers, apply_me_join, apply_remove, check_id_list, other_tenant, plan_add,
     require_member, standing, usable_group, AddPlan, MemberIdType, Standing,
@@ -61,7 +61,8 @@ struct AddReply {
 /// Side effects, in order:
 /// 1. one unit of the add-members budget;
 /// 2. one atomic change of the chat: the IDs are judged against the directory and the chat's
-///    latest state (`succeed_type` decides what fails the call), then added within the caps.
+///    latest state (`succeed_type` decides what fails the call), then added within the caps;
+///    users who wait for approval are stored as the app's pending invitations.
 #[utoipa::path(
     post,
     path = "/open-apis/im/v1/chats/{chat_id}/members",
@@ -102,7 +103,7 @@ pub async fn add(
     let sink = outcome.clone();
     change(&state, &chat_id, app, move |chat: &mut Chat| {
         let plan = plan_add(&dir, &app_c, &tenant_c, chat, id_type, &body.id_list, succeed_type)?;
-        apply_add(chat, &plan, now)?;
+        apply_add(chat, &plan, &Inviter::App(app_c.app_id.clone()), now)?;
         *sink.lock() = plan;
         Ok(())
     })
