@@ -155,7 +155,7 @@ enum PeerAsk {
 /// What became of `close_anywhere`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Closed {
-    /// Closed by this node.
+    /// Closed by the node named (this one, or the holder that answered).
     On(String),
     /// No live node holds it.
     NotFound,
