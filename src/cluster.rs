@@ -1,14 +1,23 @@
 //! What several nodes share through Redis (`--redis`): rate-limit windows, the dedup keys of
-//! creates in flight, and the larkstack clock. Every read-modify-write is one Lua script, so it
+//! creates in flight, the larkstack clock, the long-connection slots (which node holds each), and
+//! requests from one node to another (`ask`, answered by the handler `serve_peers` installs). Every read-modify-write is one Lua script, so it
 //! is atomic across nodes; every time it compares is the larkstack clock's, passed in by the caller.
 //!
 //! Keys live under a namespace (`larkstack:<schema>:`) so deployments, or test runs, that use
 //! different database schemas can share one Redis.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::envelope::InfraError;
@@ -91,12 +100,16 @@ pub struct Redis {
     conn: ConnectionManager,
     client: redis::Client,
     namespace: String,
-    /// Tags this node's clock announcements, so it does not re-apply (possibly stale) echoes of its own.
+    /// This node's name (12 hex): tags its clock announcements (so it does not re-apply possibly
+    /// stale echoes of its own), names its channel and the long-connection slots it holds.
     node: String,
     /// Numbers this node's rate-log entries, which must be unique members of their sorted set.
     admitted: AtomicU64,
     take: Script,
     release: Script,
+    /// Asks of this node awaiting their answer, by id.
+    asks: parking_lot::Mutex<HashMap<u64, oneshot::Sender<Value>>>,
+    next_ask: AtomicU64,
 }
 
 /// At most `limit` admitted calls in any window `(x − span_ms, x]` (a rate limit's, see
@@ -122,10 +135,12 @@ impl Redis {
             conn,
             client,
             namespace: format!("larkstack:{schema}:"),
-            node: crate::secrets::random_hex(),
+            node: crate::secrets::random_hex()[..12].to_string(),
             admitted: AtomicU64::new(0),
             take: Script::new(TAKE),
             release: Script::new(RELEASE),
+            asks: parking_lot::Mutex::default(),
+            next_ask: AtomicU64::new(1),
         })
     }
 
@@ -143,6 +158,11 @@ impl Redis {
             [1, limit, frees_in_ms] => Err((*limit as u32, *frees_in_ms)),
             _ => Ok(()),
         })
+    }
+
+    /// This node's name among the nodes sharing this Redis.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
@@ -258,9 +278,9 @@ impl Redis {
 }
 
 /// Claims (or refreshes) a long-connection slot: the app's sorted set holds its connections
-/// cluster-wide, scored by when their lease ends (real ms). KEYS: the set, the set of apps that
-/// had connections. ARGV: now, lease end, the connection id, the limit, the app. Returns 1 when
-/// held, 0 when the app is full.
+/// cluster-wide, as `<conn_id>@<node>` (which node holds it), scored by when their lease ends
+/// (real ms). KEYS: the set, the set of apps that had connections. ARGV: now, lease end, the
+/// member, the limit, the app. Returns 1 when held, 0 when the app is full.
 const WS_CLAIM: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
@@ -287,6 +307,10 @@ impl Redis {
         format!("{}wsapps", self.namespace)
     }
 
+    fn ws_member(&self, conn_id: &str) -> String {
+        format!("{conn_id}@{}", self.node)
+    }
+
     /// Takes (or keeps) `conn_id`'s slot among the app's at most `limit` long connections for
     /// `lease`; `false` when the cluster already holds `limit`. Leases are in real time: they say
     /// the node is alive, whatever larkstack's clock says.
@@ -297,7 +321,7 @@ impl Redis {
             .key(self.ws_apps_key())
             .arg(now)
             .arg(now + lease.as_millis() as i64)
-            .arg(conn_id)
+            .arg(self.ws_member(conn_id))
             .arg(limit.min(i64::MAX as usize) as i64)
             .arg(app_id)
             .invoke_async(&mut self.conn.clone())
@@ -307,10 +331,30 @@ impl Redis {
     }
 
     pub async fn ws_release(&self, app_id: &str, conn_id: &str) {
-        let removed: Result<i64, _> = self.conn.clone().zrem(self.ws_key(app_id), conn_id).await;
+        let removed: Result<i64, _> = self.conn.clone().zrem(self.ws_key(app_id), self.ws_member(conn_id)).await;
         if let Err(e) = removed {
             tracing::warn!(error = %e, "releasing a long-connection slot failed; its lease ends by itself");
         }
+    }
+
+    /// Live long connections cluster-wide (of one app, or of all): which node holds each.
+    pub async fn ws_holders(&self, app_id: Option<&str>) -> Result<Vec<Held>, InfraError> {
+        let mut conn = self.conn.clone();
+        let apps: Vec<String> = match app_id {
+            Some(app) => vec![app.to_string()],
+            None => conn.smembers(self.ws_apps_key()).await.map_err(unavailable)?,
+        };
+        let now = wall_ms();
+        let mut out = Vec::new();
+        for app in apps {
+            let members: Vec<String> = conn.zrangebyscore(self.ws_key(&app), format!("({now}"), "+inf").await.map_err(unavailable)?;
+            for m in members {
+                if let Some((conn_id, node)) = m.rsplit_once('@') {
+                    out.push(Held { app_id: app.clone(), conn_id: conn_id.to_string(), node: node.to_string() });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Live long connections per app, cluster-wide.
@@ -326,5 +370,104 @@ impl Redis {
             }
         }
         Ok(out)
+    }
+}
+
+/// A live long connection as Redis records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub app_id: String,
+    pub conn_id: String,
+    /// The node holding it.
+    pub node: String,
+}
+
+/// What a node answers an `ask` with (its handler's work, in its own process).
+pub type PeerHandler = Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
+
+/// What one node sends another on the receiver's channel (`<namespace>node:<node>`): a request,
+/// with the asker's node so the answer can go to the asker's channel, or that answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum PeerMessage {
+    Ask { id: u64, from: String, body: Value },
+    Answer { id: u64, body: Value },
+}
+
+/// What became of an `ask`.
+#[derive(Debug)]
+pub enum Asked {
+    Answer(Value),
+    /// Nobody listens on that node's channel: the node is gone (its slots expire with their lease).
+    NoNode,
+    /// The node did not answer in time.
+    NoAnswer,
+}
+
+impl Redis {
+    fn node_channel(&self, node: &str) -> String {
+        format!("{}node:{node}", self.namespace)
+    }
+
+    /// Subscribes to this node's channel and, for as long as the process runs, answers every ask
+    /// with `handler` (each in a task of its own) and hands every answer to the `ask` awaiting it.
+    pub async fn serve_peers(self: &Arc<Self>, handler: PeerHandler) -> Result<(), redis::RedisError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.node_channel(&self.node)).await?;
+        let me: Weak<Redis> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = futures_util::StreamExt::next(&mut messages).await {
+                let Some(redis) = me.upgrade() else { return };
+                let parsed = msg.get_payload::<String>().ok().and_then(|p| serde_json::from_str::<PeerMessage>(&p).ok());
+                match parsed {
+                    Some(PeerMessage::Ask { id, from, body }) => {
+                        let answer = handler(body);
+                        tokio::spawn(async move {
+                            let text = serde_json::to_string(&PeerMessage::Answer { id, body: answer.await }).expect("plain data serialises");
+                            let sent: Result<i64, _> = redis.conn.clone().publish(redis.node_channel(&from), text).await;
+                            if let Err(e) = sent {
+                                tracing::warn!(error = %e, node = %from, "answering another node failed");
+                            }
+                        });
+                    }
+                    Some(PeerMessage::Answer { id, body }) => {
+                        if let Some(waiting) = redis.asks.lock().remove(&id) {
+                            let _ = waiting.send(body);
+                        }
+                    }
+                    None => tracing::debug!("an unreadable message on this node's channel"),
+                }
+            }
+            tracing::error!("lost the redis subscription of this node's channel; other nodes can no longer reach it");
+        });
+        Ok(())
+    }
+
+    /// Asks `node` (another one, whose `serve_peers` runs) and waits up to `within` for its answer.
+    pub async fn ask(&self, node: &str, body: Value, within: Duration) -> Result<Asked, InfraError> {
+        let id = self.next_ask.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.asks.lock().insert(id, tx);
+        let text = serde_json::to_string(&PeerMessage::Ask { id, from: self.node.clone(), body }).expect("plain data serialises");
+        let asked = async {
+            let listeners: i64 = self.conn.clone().publish(self.node_channel(node), text).await.map_err(unavailable)?;
+            if listeners == 0 {
+                return Ok(Asked::NoNode);
+            }
+            Ok(match tokio::time::timeout(within, rx).await {
+                Ok(Ok(answer)) => Asked::Answer(answer),
+                _ => Asked::NoAnswer,
+            })
+        };
+        // Forgets the ask however it ends (answered, timed out, or its caller gone).
+        struct Forget<'a>(&'a Redis, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.asks.lock().remove(&self.1);
+            }
+        }
+        let _forget = Forget(self, id);
+        asked.await
     }
 }

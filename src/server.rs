@@ -92,6 +92,8 @@ pub fn app(state: Arc<AppState>) -> Router {
             e.wake();
         }
     }));
+    // Other nodes reach this one's long connections (card clicks, closes, lists) through Redis.
+    state.longconn.serve_peers();
     let (api, doc) = routes(state.clone()).split_for_parts();
     api.merge(openapi::publish(&doc))
         .merge(control::console::router())

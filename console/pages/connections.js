@@ -18,7 +18,7 @@ export function pageConnections(p) {
   let dir = null;
   const render = (conns, attempts) => {
     const counts = Object.entries(conns.counts).map(([app, n]) => `${appName(dir, app)}: ${n}/${conns.limit_per_app}`).join(' · ');
-    info.textContent = `node ${conns.node} · ${conns.items.length} connections here${counts ? ` · per app${conns.cluster_wide_counts ? ' (cluster)' : ''}: ${counts}` : ''}`;
+    info.textContent = `node ${conns.node} · ${conns.items.length} connections ${conns.cluster_wide_items ? 'on all nodes' : 'here'}${counts ? ` · per app${conns.cluster_wide_counts ? ' (cluster)' : ''}: ${counts}` : ''}`;
     if (!conns.items.length) {
       body.replaceChildren(section('Connections', null, emptyState('No live connection',
         'Set an app\'s event_mode to long_connection and start lark.ws.Client or WSClient with domain pointing here.')));

@@ -33,7 +33,8 @@ struct CardAction {
 
 /// A user interacts with a card an app sent: larkstack issues a `c-` token (30 min, 2 uses of
 /// `POST /open-apis/interactive/v1/card/update`), sends `card.action.trigger` to the app that sent
-/// the card — to its `callback_url`, else over its long connection — and waits up to 3 s for the
+/// the card — to its `callback_url`, else over one of its long connections, on whichever node
+/// holds it (with `--redis`, this node asks the holder over Redis) — and waits up to 3 s for the
 /// answer. The answer's `card` replaces the card's content (for everyone); its `toast` comes back
 /// as `data.toast`.
 ///
@@ -96,7 +97,7 @@ pub async fn card_action(State(state): State<Arc<AppState>>, PathParam(message_i
     state.store.issue_card_token(token.clone(), MAX_CARD_TOKENS).await?;
     let event = card_action_event(&dir, app, &tenant.0, user, &message, &token.token, &action);
     let payload = callback::envelope(app_id, &tenant.0, &settings.verification_token, now, event);
-    let reply = callback::send_callback(&state.longconn, app_id, &settings, &payload, state.clock.now_secs()).await;
+    let reply = callback::send_callback(&state.longconn, app_id, &settings, &payload, state.clock.now_secs()).await?;
 
     let (mut toast, mut card_updated, mut error) = (Value::Null, false, reply.error.clone());
     if let Some(body) = &reply.body {

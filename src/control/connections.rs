@@ -1,7 +1,8 @@
 //! Long connections, seen and closed from the server side: `GET /_larkstack/connections`,
 //! `DELETE /_larkstack/connections/{conn_id}`, `DELETE /_larkstack/connections?app_id=`. A close
 //! is how a harness tests a bot's resilience: the SDKs reconnect (discovery, then a new socket)
-//! and the events meanwhile wait for them.
+//! and the events meanwhile wait for them. With `--redis` each call covers every node: Redis
+//! records which node holds a connection, and this node asks that one (`longconn::Hub::*_anywhere`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::api::extract::PathParam;
 use crate::domain::ids::AppId;
 use crate::envelope::{ok, ApiResult};
 use crate::error::ControlErr;
+use crate::longconn::Closed;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -22,7 +24,9 @@ struct AppFilter {
     app_id: Option<String>,
 }
 
-/// This node's live connections, with per-app counts (cluster-wide with `--redis`).
+/// The live connections of every node (with `--redis`; else this node's), with per-app counts.
+/// No side effects: other nodes are asked for their lists (`unanswered`: those that did not
+/// answer within 1 s).
 #[utoipa::path(
     get,
     path = "/_larkstack/connections",
@@ -36,7 +40,8 @@ struct AppFilter {
 pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Uri) -> ApiResult {
     let f: AppFilter = query(&uri)?;
     let app = f.app_id.filter(|s| !s.is_empty());
-    let items: Vec<_> = state.longconn.list().into_iter().filter(|c| app.as_ref().is_none_or(|a| c.app_id.0 == *a)).collect();
+    let (items, unanswered) = state.longconn.list_all().await?;
+    let items: Vec<_> = items.into_iter().filter(|c| app.as_ref().is_none_or(|a| c.app_id.0 == *a)).collect();
     let counts: BTreeMap<String, usize> = state
         .longconn
         .counts()
@@ -50,11 +55,14 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Ur
         "counts": counts,
         "node": state.longconn.node,
         "cluster_wide_counts": state.shared.is_some(),
+        "cluster_wide_items": state.shared.is_some(),
+        "unanswered": unanswered,
         "limit_per_app": crate::longconn::MAX_CONNECTIONS_PER_APP,
     })))
 }
 
-/// Closes one connection (WebSocket close 1000); its client reconnects.
+/// Closes one connection (WebSocket close 1000), whichever node holds it; its client reconnects.
+/// Side effects: the holder (this node, or the one Redis names, asked over Redis) closes it.
 #[utoipa::path(
     delete,
     path = "/_larkstack/connections/{conn_id}",
@@ -66,13 +74,17 @@ pub(crate) async fn list(State(state): State<Arc<AppState>>, uri: axum::http::Ur
     responses(crate::openapi::FeishuResponses),
 )]
 pub(crate) async fn close(State(state): State<Arc<AppState>>, PathParam(conn_id): PathParam) -> ApiResult {
-    if !state.longconn.close(&conn_id) {
-        return Err(control_error(ControlErr::NotFound, format!("no connection {conn_id} on this node")));
+    match state.longconn.close_anywhere(&conn_id).await? {
+        Closed::On(node) => Ok(ok(&json!({ "closed": [conn_id], "node": node }))),
+        Closed::NotFound => Err(control_error(ControlErr::NotFound, format!("no node holds a connection {conn_id}"))),
+        Closed::NoAnswer(node) => {
+            Err(control_error(ControlErr::Unavailable, format!("node {node}, which holds {conn_id}, did not answer within 1 s")))
+        }
     }
-    Ok(ok(&json!({ "closed": [conn_id] })))
 }
 
-/// Closes every connection of an app on this node.
+/// Closes every connection of an app, on every node (with `--redis`; else on this node).
+/// Side effects: each node holding one (asked over Redis) closes its connections of the app.
 #[utoipa::path(
     delete,
     path = "/_larkstack/connections",
@@ -88,6 +100,8 @@ pub(crate) async fn close_app(State(state): State<Arc<AppState>>, uri: axum::htt
     let Some(app_id) = f.app_id.filter(|s| !s.is_empty()) else {
         return Err(control_error(ControlErr::BadRequest, "app_id is required"));
     };
-    let n = state.longconn.close_app(&AppId(app_id.clone()));
-    Ok(ok(&json!({ "app_id": app_id, "closed": n })))
+    let (per_node, unanswered) = state.longconn.close_app_anywhere(&AppId(app_id.clone())).await?;
+    let closed: usize = per_node.iter().map(|(_, n)| n).sum();
+    let nodes: BTreeMap<String, usize> = per_node.into_iter().filter(|(_, n)| *n > 0).collect();
+    Ok(ok(&json!({ "app_id": app_id, "closed": closed, "nodes": nodes, "unanswered": unanswered })))
 }

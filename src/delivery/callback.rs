@@ -2,8 +2,8 @@
 //! the card, answered within 3 s, whose answer (`toast`, `card`) the caller applies. Not a queued
 //! delivery: nothing is retried (a click Feishu could not deliver shows the user an error), and
 //! `event_types` does not gate it. The route: the app's `callback_url` (signed and encrypted like
-//! events, `wire::seal`), or, when it has none, one of its long connections (`Hub::deliver`: a
-//! `type=event` frame whose ack carries the answer, base64, in `data`).
+//! events, `wire::seal`), or, when it has none, one of its long connections on any node
+//! (`Hub::deliver_anywhere`: a `type=event` frame whose ack carries the answer, base64, in `data`).
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use super::{send, wire};
 use crate::domain::cards::MAX_ANSWER_BYTES;
 use crate::domain::ids::AppId;
 use crate::domain::subscriptions::EventSettings;
+use crate::envelope::InfraError;
 use crate::longconn::{Hub, Outcome};
 
 /// The app answers within this, else the callback failed.
@@ -55,9 +56,10 @@ pub struct Reply {
     pub error: Option<String>,
 }
 
-/// Sends `payload` to the app and waits for its answer.
-pub async fn send_callback(hub: &Hub, app_id: &AppId, settings: &EventSettings, payload: &Value, now_secs: i64) -> Reply {
-    match settings.callback_url.as_deref() {
+/// Sends `payload` to the app and waits for its answer (`Err`: Redis failed finding or asking the
+/// node holding its connection).
+pub async fn send_callback(hub: &Hub, app_id: &AppId, settings: &EventSettings, payload: &Value, now_secs: i64) -> Result<Reply, InfraError> {
+    Ok(match settings.callback_url.as_deref() {
         Some(url) => {
             let signed = wire::seal(payload, &settings.encrypt_key, now_secs);
             let out = send::post_keeping(url, &signed.headers, signed.body, TIMEOUT, MAX_ANSWER_BYTES + 1).await;
@@ -76,14 +78,14 @@ pub async fn send_callback(hub: &Hub, app_id: &AppId, settings: &EventSettings, 
                 body: ok.then_some(out.body),
             }
         }
-        None => match hub.deliver(app_id, payload).await {
+        None => match hub.deliver_anywhere(app_id, payload).await? {
             Outcome::NoConnection => Reply {
                 route: "long_connection",
                 target: String::new(),
                 status: None,
                 latency_ms: 0,
                 body: None,
-                error: Some("the app has no callback_url and no long connection on this node".into()),
+                error: Some("the app has no callback_url and no long connection".into()),
             },
             Outcome::Sent { conn_id, ack, latency_ms, why } => {
                 let code = ack.as_ref().and_then(|a| a.code);
@@ -105,7 +107,7 @@ pub async fn send_callback(hub: &Hub, app_id: &AppId, settings: &EventSettings, 
                 }
             }
         },
-    }
+    })
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ pub fn event_frames(m: &EventMessage<'_>, payload: &[u8]) -> Vec<Frame> {
 }
 
 /// A client's ack, as read from its payload (spec §2.7).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ack {
     /// `code` of the JSON response: 200 handled, 500 the handler failed; `None` when the payload
     /// is not a response at all.

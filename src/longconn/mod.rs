@@ -5,7 +5,10 @@
 //! nodes share one), the per-connection loop (ping → pong with the ClientConfig, acks), and
 //! `deliver`, which the delivery engine calls for an event of a long-connection app: it picks one
 //! connection of the app (Feishu's cluster mode, no broadcast), sends the event as `type=event`
-//! frames (fragmented at 512 KiB) and waits up to 3 s for the ack.
+//! frames (fragmented at 512 KiB) and waits up to 3 s for the ack. With Redis, the hub also
+//! reaches the connections other nodes hold (`deliver_anywhere`, `close_anywhere`,
+//! `close_app_anywhere`, `list_all`): Redis records which node holds each connection, and the
+//! hub asks that node over its channel (`cluster::Redis::ask`, answered by `serve_peers`).
 //!
 //! Bounds: connections per app (`MAX_CONNECTIONS_PER_APP`) and per node (`MAX_CONNECTIONS`);
 //! frames queued per connection (`OUTBOUND_FRAMES`, each at most a 512 KiB fragment, so 16 MiB);
@@ -14,21 +17,22 @@
 
 pub mod frame;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use parking_lot::Mutex;
+use rand::seq::SliceRandom;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::clock::Clock;
-use crate::cluster::Redis;
+use crate::cluster::{Asked, PeerHandler, Redis};
 use crate::domain::directory::{AppKind, Directory};
 use crate::domain::ids::AppId;
 use crate::envelope::InfraError;
@@ -53,6 +57,10 @@ pub const MAX_USED_TICKETS: usize = 100_000;
 /// is about the node being alive, not about larkstack's clock, which tests freeze and move).
 const SLOT_LEASE: Duration = Duration::from_secs(30);
 const SLOT_REFRESH: Duration = Duration::from_secs(10);
+/// How long a node waits for another to list or close its connections.
+const PEER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Of the ack's 3 s, what a node asking another to deliver keeps for the answer's way back.
+const PEER_MARGIN: Duration = Duration::from_millis(100);
 
 /// What the discovery reply and every pong carry (spec §2.1, §2.5): always all four keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -88,7 +96,7 @@ pub enum Refusal {
 }
 
 /// One live connection, as `GET /_larkstack/connections` lists it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnInfo {
     /// The connection's `device_id` (the "conn_id" in the SDKs' logs).
     pub conn_id: String,
@@ -118,7 +126,7 @@ struct Conn {
 }
 
 /// What became of one `deliver`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Outcome {
     /// The app has no connection on this node (or it closed before the event went out): the
     /// event waits (not a failed attempt).
@@ -131,6 +139,32 @@ impl Outcome {
     pub fn delivered(&self) -> bool {
         matches!(self, Outcome::Sent { ack: Some(Ack { code: Some(200), .. }), .. })
     }
+}
+
+/// What one node asks another about the connections it holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum PeerAsk {
+    /// `deliver` there, waiting at most `within_ms` for the ack.
+    Deliver { app_id: AppId, payload: Value, within_ms: u64 },
+    Close { conn_id: String },
+    CloseApp { app_id: AppId },
+    List,
+}
+
+/// What became of `close_anywhere`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Closed by the node named (this one, or the holder that answered).
+    On(String),
+    /// No live node holds it.
+    NotFound,
+    /// The node holding it did not answer in time.
+    NoAnswer(String),
+}
+
+fn no_ack_within() -> String {
+    format!("no ack within {} ms", ACK_TIMEOUT.as_millis())
 }
 
 /// The node's long connections.
@@ -147,6 +181,8 @@ pub struct Hub {
     next_seq_id: AtomicU64,
     /// Called when a connection opens (the delivery engine: events waiting for it go now).
     on_connect: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Whether `serve_peers` started.
+    serving_peers: AtomicBool,
 }
 
 /// A connection slot, held from the handshake until the connection ends (dropping it frees it).
@@ -189,7 +225,8 @@ fn ticket_mac(app_id: &str, secret: &str, device_id: &str, service_id: i32, expi
 impl Hub {
     pub fn new(clock: Arc<Clock>, redis: Option<Arc<Redis>>) -> Self {
         Hub {
-            node: crate::secrets::random_hex().chars().take(12).collect(),
+            // With Redis, the name the other nodes know this one by.
+            node: redis.as_ref().map_or_else(|| crate::secrets::random_hex()[..12].to_string(), |r| r.node().to_string()),
             clock,
             redis,
             conns: Mutex::default(),
@@ -197,6 +234,7 @@ impl Hub {
             used_tickets: Mutex::default(),
             next_seq_id: AtomicU64::new(1),
             on_connect: Mutex::default(),
+            serving_peers: AtomicBool::new(false),
         }
     }
 
@@ -368,6 +406,11 @@ impl Hub {
 
     /// Sends one event to one connection of the app (picked at random) and waits for its ack.
     pub async fn deliver(&self, app_id: &AppId, payload: &Value) -> Outcome {
+        self.deliver_within(app_id, payload, ACK_TIMEOUT).await
+    }
+
+    /// `deliver`, waiting at most `within` for the ack (a timeout still reads as the 3 s one).
+    async fn deliver_within(&self, app_id: &AppId, payload: &Value, within: Duration) -> Outcome {
         let conn = {
             let conns = self.conns.lock();
             let mine: Vec<&Arc<Conn>> = conns.values().filter(|c| c.app_id == *app_id).collect();
@@ -397,7 +440,7 @@ impl Hub {
             }
             rx.await.map_err(|_| Some("the connection closed before the ack".to_string()))
         };
-        let result = tokio::time::timeout(ACK_TIMEOUT, exchange).await;
+        let result = tokio::time::timeout(within, exchange).await;
         self.waiting.lock().remove(&message_id);
         if let Ok(Err(None)) = result {
             // The connection closed before the event went out: not an attempt, it waits.
@@ -407,7 +450,7 @@ impl Hub {
         let (ack, why) = match result {
             Ok(Ok(ack)) => (Some(ack), None),
             Ok(Err(why)) => (None, why),
-            Err(_) => (None, Some(format!("no ack within {} ms", ACK_TIMEOUT.as_millis()))),
+            Err(_) => (None, Some(no_ack_within())),
         };
         let outcome = Outcome::Sent { conn_id: conn.id.clone(), ack, latency_ms, why };
         if outcome.delivered() {
@@ -477,5 +520,155 @@ impl Hub {
         let mine: Vec<_> = conns.values().filter(|c| c.app_id == *app_id).collect();
         mine.iter().for_each(|c| c.close.notify_one());
         mine.len()
+    }
+
+    /// Lets the other nodes reach this node's connections (with Redis; once): they ask it to
+    /// deliver a card callback, close, or list, on its channel.
+    pub fn serve_peers(self: &Arc<Self>) {
+        let Some(redis) = self.redis.clone() else { return };
+        if self.serving_peers.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let hub = Arc::downgrade(self);
+        let handler: PeerHandler = Arc::new(move |body| {
+            let hub = hub.clone();
+            Box::pin(async move {
+                match hub.upgrade() {
+                    Some(hub) => hub.answer_peer(body).await,
+                    None => Value::Null,
+                }
+            })
+        });
+        tokio::spawn(async move {
+            if let Err(e) = redis.serve_peers(handler).await {
+                tracing::error!(error = %e, "subscribing to this node's channel failed; other nodes cannot reach its long connections");
+            }
+        });
+    }
+
+    async fn answer_peer(&self, body: Value) -> Value {
+        match serde_json::from_value::<PeerAsk>(body) {
+            Ok(PeerAsk::Deliver { app_id, payload, within_ms }) => {
+                json!(self.deliver_within(&app_id, &payload, Duration::from_millis(within_ms)).await)
+            }
+            Ok(PeerAsk::Close { conn_id }) => json!(self.close(&conn_id)),
+            Ok(PeerAsk::CloseApp { app_id }) => json!(self.close_app(&app_id)),
+            Ok(PeerAsk::List) => json!(self.list()),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// The nodes other than this one that hold a connection (of `app_id`, or of any app).
+    async fn other_nodes(&self, redis: &Redis, app_id: Option<&AppId>) -> Result<BTreeSet<String>, InfraError> {
+        let held = redis.ws_holders(app_id.map(|a| a.0.as_str())).await?;
+        Ok(held.into_iter().map(|h| h.node).filter(|n| *n != self.node).collect())
+    }
+
+    /// Asks each of `nodes` at once; their answers (`None`: gone or silent).
+    async fn ask_each(redis: &Arc<Redis>, nodes: BTreeSet<String>, ask: PeerAsk) -> Result<Vec<(String, Option<Value>)>, InfraError> {
+        let body = json!(ask);
+        let mut asks = tokio::task::JoinSet::new();
+        for node in nodes {
+            let (redis, body) = (redis.clone(), body.clone());
+            asks.spawn(async move {
+                let asked = redis.ask(&node, body, PEER_TIMEOUT).await;
+                (node, asked)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            let (node, asked) = joined.expect("an ask does not panic");
+            out.push((node, match asked? {
+                Asked::Answer(v) => Some(v),
+                Asked::NoNode | Asked::NoAnswer => None,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// `deliver` on a node holding one of the app's connections: this one if it does, else (with
+    /// Redis) another, asked on its channel, within the same 3 s. A node that is gone, or whose
+    /// connection closed meanwhile, is as no connection; one that does not answer, as no ack.
+    pub async fn deliver_anywhere(&self, app_id: &AppId, payload: &Value) -> Result<Outcome, InfraError> {
+        let start = Instant::now();
+        let here = self.deliver(app_id, payload).await;
+        let (Outcome::NoConnection, Some(redis)) = (&here, &self.redis) else {
+            return Ok(here);
+        };
+        let mut held: Vec<_> = redis.ws_holders(Some(&app_id.0)).await?.into_iter().filter(|h| h.node != self.node).collect();
+        held.shuffle(&mut rand::rng());
+        let mut asked = HashSet::new();
+        for h in held {
+            if !asked.insert(h.node.clone()) {
+                continue;
+            }
+            let left = ACK_TIMEOUT.saturating_sub(start.elapsed());
+            let within_ms = left.saturating_sub(PEER_MARGIN).as_millis() as u64;
+            let ask = PeerAsk::Deliver { app_id: app_id.clone(), payload: payload.clone(), within_ms };
+            match redis.ask(&h.node, json!(ask), left).await? {
+                Asked::Answer(v) => match serde_json::from_value::<Outcome>(v) {
+                    Ok(Outcome::NoConnection) | Err(_) => continue,
+                    Ok(sent) => return Ok(sent),
+                },
+                Asked::NoNode => continue,
+                Asked::NoAnswer => {
+                    let latency_ms = start.elapsed().as_millis() as u64;
+                    return Ok(Outcome::Sent { conn_id: h.conn_id, ack: None, latency_ms, why: Some(no_ack_within()) });
+                }
+            }
+        }
+        Ok(Outcome::NoConnection)
+    }
+
+    /// Closes a connection whichever node holds it (with Redis; else on this node).
+    pub async fn close_anywhere(&self, conn_id: &str) -> Result<Closed, InfraError> {
+        if self.close(conn_id) {
+            return Ok(Closed::On(self.node.clone()));
+        }
+        let Some(redis) = &self.redis else { return Ok(Closed::NotFound) };
+        let held = redis.ws_holders(None).await?;
+        let Some(h) = held.into_iter().find(|h| h.conn_id == conn_id && h.node != self.node) else {
+            return Ok(Closed::NotFound);
+        };
+        Ok(match redis.ask(&h.node, json!(PeerAsk::Close { conn_id: conn_id.to_string() }), PEER_TIMEOUT).await? {
+            Asked::Answer(Value::Bool(true)) => Closed::On(h.node),
+            Asked::Answer(_) | Asked::NoNode => Closed::NotFound,
+            Asked::NoAnswer => Closed::NoAnswer(h.node),
+        })
+    }
+
+    /// Closes every connection of the app on every node (with Redis; else on this node): how many
+    /// per node that answered, and the nodes that did not.
+    pub async fn close_app_anywhere(&self, app_id: &AppId) -> Result<(Vec<(String, usize)>, Vec<String>), InfraError> {
+        let mut closed = vec![(self.node.clone(), self.close_app(app_id))];
+        let mut silent = Vec::new();
+        if let Some(redis) = &self.redis {
+            let nodes = self.other_nodes(redis, Some(app_id)).await?;
+            for (node, answer) in Self::ask_each(redis, nodes, PeerAsk::CloseApp { app_id: app_id.clone() }).await? {
+                match answer.and_then(|v| v.as_u64()) {
+                    Some(n) => closed.push((node, n as usize)),
+                    None => silent.push(node),
+                }
+            }
+        }
+        Ok((closed, silent))
+    }
+
+    /// Every node's connections (with Redis; else this node's), oldest first, and the nodes
+    /// that did not answer.
+    pub async fn list_all(&self) -> Result<(Vec<ConnInfo>, Vec<String>), InfraError> {
+        let mut items = self.list();
+        let mut silent = Vec::new();
+        if let Some(redis) = &self.redis {
+            let nodes = self.other_nodes(redis, None).await?;
+            for (node, answer) in Self::ask_each(redis, nodes, PeerAsk::List).await? {
+                match answer.and_then(|v| serde_json::from_value::<Vec<ConnInfo>>(v).ok()) {
+                    Some(theirs) => items.extend(theirs),
+                    None => silent.push(node),
+                }
+            }
+        }
+        items.sort_by(|a, b| (a.connected_at_ms, &a.conn_id).cmp(&(b.connected_at_ms, &b.conn_id)));
+        Ok((items, silent))
     }
 }

@@ -128,6 +128,22 @@ impl Client {
         self.send(&f).await;
     }
 
+    /// The code of the close frame the server sends within `wait` (frames before it are skipped).
+    pub(crate) async fn close_code_within(&mut self, wait: Duration) -> u16 {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await.expect("a close frame in time") {
+                Some(Ok(Message::Close(f))) => return f.map_or(1005, |f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Whether a frame comes within `wait`.
+    pub(crate) async fn gets_a_frame_within(&mut self, wait: Duration) -> bool {
+        self.next_within(wait).await.is_some()
+    }
+
     async fn ping(&mut self) {
         let ping = Frame { service: self.service, headers: vec![Header { key: "type".into(), value: "ping".into() }], ..Default::default() };
         self.send(&ping).await;

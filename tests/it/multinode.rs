@@ -466,7 +466,11 @@ async fn multinode_long_connection_slots_are_counted_cluster_wide() {
     assert_eq!(refused.headers["handshake-autherrcode"], "1000040350");
     let listed = cluster.call(1, reqwest::Method::GET, "/_larkstack/connections", ADMIN, None).await;
     assert_eq!(listed["data"]["counts"][id], 50, "{listed}");
-    assert_eq!(listed["data"]["items"], json!([]));
+    // Node 1 lists node 0's connections (it holds none itself).
+    let node0 = cluster.call(0, reqwest::Method::GET, "/_larkstack/connections", ADMIN, None).await["data"]["node"].clone();
+    let items = listed["data"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 50);
+    assert!(items.iter().all(|c| c["node"] == node0), "{listed}");
     let gone = held.pop().unwrap();
     let r = cluster.call(0, reqwest::Method::DELETE, &format!("/_larkstack/connections/{}", gone.conn_id), ADMIN, None).await;
     assert_eq!(r["code"], 0, "{r}");
@@ -612,4 +616,143 @@ async fn multinode_an_event_committed_on_one_node_reaches_a_long_connection_on_t
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     panic!("the attempt of {event_id} was not listed on node 0");
+}
+
+/// A card interactive demo-bot sent to a chat with alice and bob (through `node`).
+async fn card_message(c: &Cluster, node: usize, token: &str) -> (String, String) {
+    let dir = demo_directory();
+    let members = json!([open_id(&dir, "alice"), open_id(&dir, "bob")]);
+    let created = c.call(node, reqwest::Method::POST, "/open-apis/im/v1/chats", token, Some(json!({"name": "cards", "user_id_list": members}))).await;
+    assert_eq!(created["code"], 0, "{created}");
+    let chat_id = created["data"]["chat_id"].as_str().unwrap().to_string();
+    let card = json!({"elements": [{"tag": "div", "text": {"tag": "plain_text", "content": "pick one"}}]}).to_string();
+    let body = json!({"receive_id": chat_id, "msg_type": "interactive", "content": card});
+    let sent = c.call(node, reqwest::Method::POST, "/open-apis/im/v1/messages?receive_id_type=chat_id", token, Some(body)).await;
+    assert_eq!(sent["code"], 0, "{sent}");
+    (chat_id, sent["data"]["message_id"].as_str().unwrap().to_string())
+}
+
+async fn card_content(c: &Cluster, node: usize, token: &str, message: &str) -> Value {
+    let r = c.call(node, reqwest::Method::GET, &format!("/open-apis/im/v1/messages/{message}"), token, None).await;
+    assert_eq!(r["code"], 0, "{r}");
+    serde_json::from_str(r["data"]["items"][0]["body"]["content"].as_str().unwrap()).unwrap()
+}
+
+/// A click posted to node 1 reaches the app's long connection on node 0: node 1 asks node 0
+/// through Redis, node 0 sends the frame and passes the ack back, node 1 applies the answer.
+/// Unanswered within 3 s it is the ack timeout; with node 0 dead, no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_a_card_click_on_one_node_reaches_a_long_connection_on_the_other() {
+    use crate::longconn::Client;
+    use base64::Engine;
+    use std::time::{Duration, Instant};
+    let mut c = Cluster::start(2, None, &["--rate-limits", "off"]);
+    let app = &demo_directory()["apps"].as_array().unwrap().iter().find(|a| a["key"] == "demo-bot").unwrap().clone();
+    let (id, secret) = (app["app_id"].as_str().unwrap(), app["app_secret"].as_str().unwrap());
+    let mut client = Client::open(&c.url(0, ""), id, secret).await.unwrap();
+    let token = c.token(1).await;
+    let (_, message) = card_message(&c, 1, &token).await;
+    let settings = c.call(1, reqwest::Method::GET, &format!("/_larkstack/apps/{id}/events"), ADMIN, None).await;
+    assert_eq!(settings["data"]["callback_url"], Value::Null, "{settings}");
+
+    let answer = json!({"toast": {"type": "success", "content": "done"}, "card": {"type": "raw", "data": {"elements": [{"tag": "hr"}]}}});
+    let data = base64::engine::general_purpose::STANDARD.encode(answer.to_string());
+    let click = json!({"user": "bob", "action": {"value": {"n": 1}}});
+    let path = format!("/_larkstack/messages/{message}/card_action");
+    let (r, event) = tokio::join!(c.call(1, reqwest::Method::POST, &path, ADMIN, Some(click.clone())), async {
+        let (v, frame, _) = client.event().await;
+        assert_eq!(frame.header("type"), Some("event"));
+        client.ack(&frame, &json!({"code": 200, "data": data}).to_string(), Some("2")).await;
+        v
+    });
+    assert_eq!(r["code"], 0, "{r}");
+    let d = &r["data"];
+    assert_eq!(event["header"]["event_type"], "card.action.trigger");
+    assert_eq!(event["event"]["token"], d["token"]);
+    assert_eq!(event["event"]["action"]["value"], json!({"n": 1}));
+    assert_eq!(d["error"], Value::Null, "{d}");
+    assert_eq!(d["callback"]["route"], "long_connection");
+    assert_eq!(d["callback"]["target"], format!("longconn:{}", client.conn_id));
+    assert_eq!(d["callback"]["status"], 200);
+    assert_eq!(d["toast"], answer["toast"]);
+    assert_eq!(d["card_updated"], true, "{d}");
+    for node in 0..2 {
+        assert_eq!(card_content(&c, node, &token, &message).await, answer["card"]["data"], "node {node}");
+    }
+    // The client got the click once.
+    assert!(!client.gets_a_frame_within(Duration::from_millis(500)).await, "a second frame after one click");
+
+    // Not acked: after 3 s node 1 says so as for a connection of its own, and nothing changes.
+    let start = Instant::now();
+    let (r, _) = tokio::join!(c.call(1, reqwest::Method::POST, &path, ADMIN, Some(click.clone())), async {
+        let (v, _, _) = client.event().await;
+        assert_eq!(v["header"]["event_type"], "card.action.trigger");
+    });
+    let took = start.elapsed();
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(r["data"]["error"], "no ack within 3000 ms", "{r}");
+    assert_eq!((r["data"]["card_updated"].clone(), r["data"]["toast"].clone()), (json!(false), Value::Null));
+    assert!(took >= Duration::from_millis(2900) && took < Duration::from_millis(4000), "{took:?}");
+    assert_eq!(card_content(&c, 1, &token, &message).await, answer["card"]["data"]);
+
+    // Node 0 dies holding the connection (its slot outlives it in Redis): no connection, at once.
+    c.nodes[0].take().unwrap().kill9();
+    let start = Instant::now();
+    let r = c.call(1, reqwest::Method::POST, &path, ADMIN, Some(click)).await;
+    assert_eq!(r["data"]["error"], "the app has no callback_url and no long connection", "{r}");
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+}
+
+/// Any node lists every node's connections and closes any of them: node 1 closes what node 0
+/// holds (one by id, then the app's), and the clients see the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multinode_connections_are_listed_and_closed_through_any_node() {
+    use crate::longconn::Client;
+    use std::time::Duration;
+    let c = Cluster::start(2, None, &[]);
+    let app = &demo_directory()["apps"].as_array().unwrap().iter().find(|a| a["key"] == "demo-bot").unwrap().clone();
+    let (id, secret) = (app["app_id"].as_str().unwrap(), app["app_secret"].as_str().unwrap());
+    let mut first = Client::open(&c.url(0, ""), id, secret).await.unwrap();
+    let mut second = Client::open(&c.url(0, ""), id, secret).await.unwrap();
+    let on1 = Client::open(&c.url(1, ""), id, secret).await.unwrap();
+    let node = |n: usize| {
+        let c = &c;
+        async move { c.call(n, reqwest::Method::GET, "/_larkstack/connections", ADMIN, None).await["data"].clone() }
+    };
+    let (node0, node1) = (node(0).await["node"].clone(), node(1).await["node"].clone());
+    assert_ne!(node0, node1);
+    for n in 0..2 {
+        let listed = node(n).await;
+        let mut held: Vec<(String, Value)> =
+            listed["items"].as_array().unwrap().iter().map(|i| (i["conn_id"].as_str().unwrap().to_string(), i["node"].clone())).collect();
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want = vec![(first.conn_id.clone(), node0.clone()), (second.conn_id.clone(), node0.clone()), (on1.conn_id.clone(), node1.clone())];
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(held, want, "node {n}: {listed}");
+        assert_eq!(listed["counts"][id], 3);
+        assert_eq!(listed["unanswered"], json!([]));
+    }
+
+    let r = c.call(1, reqwest::Method::DELETE, &format!("/_larkstack/connections/{}", first.conn_id), ADMIN, None).await;
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(r["data"], json!({"closed": [first.conn_id], "node": node0}));
+    assert_eq!(first.close_code_within(Duration::from_secs(5)).await, 1000);
+    let r = c.call(1, reqwest::Method::DELETE, "/_larkstack/connections/1234567890123456789", ADMIN, None).await;
+    assert_eq!(r["code"], 404, "{r}");
+
+    // The app's connections, on both nodes.
+    let r = c.call(1, reqwest::Method::DELETE, &format!("/_larkstack/connections?app_id={id}"), ADMIN, None).await;
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(r["data"]["closed"], 2, "{r}");
+    assert_eq!(r["data"]["nodes"], json!({node0.as_str().unwrap(): 1, node1.as_str().unwrap(): 1}), "{r}");
+    assert_eq!(second.close_code_within(Duration::from_secs(5)).await, 1000);
+    let mut on1 = on1;
+    assert_eq!(on1.close_code_within(Duration::from_secs(5)).await, 1000);
+    for _ in 0..200 {
+        if node(1).await["items"] == json!([]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the closed connections are still listed: {}", node(1).await);
 }
