@@ -75,6 +75,21 @@ impl<S: Send + Sync> FromRequestParts<S> for PathPair {
     }
 }
 
+/// Path parameters as a tuple of any types (e.g. an enum segment), rejected in the Feishu
+/// envelope like `PathParam`.
+pub struct PathParts<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParts<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParts(value)),
+            Err(e) => Err(ApiError::Feishu(TransportErr::BadPathParam.with_msg(e.body_text()))),
+        }
+    }
+}
+
 /// Parses a JSON body; `invalid` builds the family's "invalid parameter" error from (field, reason).
 pub fn parse_json<T: DeserializeOwned>(
     bytes: &[u8],

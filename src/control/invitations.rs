@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::actors::{bot, chat_or_404, person, user_by_key};
 use super::{control_error, json_body};
-use crate::api::extract::{PathPair, PathParam, RawBody};
+use crate::api::extract::{PathParam, PathParts, RawBody};
 use crate::domain::chat::{Chat, Inviter};
 use crate::domain::chat_ops::{apply_decision, apply_user_invites, Decision, InvitationRefusal, Invited};
 use crate::domain::directory::Directory;
@@ -128,12 +128,37 @@ struct Acting {
     user: String,
 }
 
-/// `user` (the body's) decides `invitee`'s pending invitation.
-async fn decide(state: &AppState, chat_id: &str, invitee: &str, body: &[u8], decision: Decision) -> ApiResult {
-    let who: Acting = json_body(body)?;
+/// `user` (the body's) approves, rejects or withdraws `invitee`'s pending invitation: approve and
+/// reject are for the owner or a manager, withdraw also for the user who invited.
+///
+/// Side effects: one atomic change of the chat: the invitation is dropped; on approve the user
+/// joins (`im.chat.member.user.added_v1`, the approver as operator); on withdraw
+/// `im.chat.member.user.withdrawn_v1` (the withdrawing user as operator); a rejection has no event
+/// (Feishu has none).
+#[utoipa::path(
+    post,
+    path = "/_larkstack/chats/{chat_id}/invitations/{user}/{decision}",
+    operation_id = "control_decide_invitation",
+    tag = "control",
+    summary = "Approve, reject or withdraw a pending invitation",
+    params(
+        ("chat_id" = String, Path, description = "The chat (oc_…)"),
+        ("user" = String, Path, description = "The invited user's fixture key"),
+        ("decision" = inline(Decision), Path, description = "approve | reject | withdraw"),
+    ),
+    request_body(content = Acting, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses(crate::openapi::FeishuResponses),
+)]
+pub async fn decide(
+    State(state): State<Arc<AppState>>,
+    PathParts((chat_id, invitee, decision)): PathParts<(String, String, Decision)>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let who: Acting = json_body(&body)?;
     let dir = state.directory();
     let actor = user_by_key(&dir, &who.user)?.uid.clone();
-    let invitee = user_by_key(&dir, invitee)?;
+    let invitee = user_by_key(&dir, &invitee)?;
     if decision == Decision::Approve && !invitee.is_active() {
         return Err(control_error(ControlErr::BadRequest, format!("{} has resigned", invitee.key)));
     }
@@ -148,72 +173,7 @@ async fn decide(state: &AppState, chat_id: &str, invitee: &str, body: &[u8], dec
         }
         Ok(events)
     });
-    let chat = commit(state, chat_id, change).await?;
+    let chat = commit(&state, &chat_id, change).await?;
     Ok(ok(&json!({ "chat_id": chat.chat_id, "user_count": chat.users.len(), "pending": view(&dir, &chat) })))
 }
 
-/// The owner or a manager approves a pending invitation: the user joins.
-///
-/// Side effects: one atomic change of the chat: the invitation is dropped and the user joins
-/// (`im.chat.member.user.added_v1`, the approver as operator).
-#[utoipa::path(
-    post,
-    path = "/_larkstack/chats/{chat_id}/invitations/{user}/approve",
-    operation_id = "control_approve_invitation",
-    tag = "control",
-    summary = "The owner or a manager approves a pending invitation",
-    params(
-        ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user" = String, Path, description = "The invited user's fixture key"),
-    ),
-    request_body(content = Acting, content_type = "application/json"),
-    security(("admin_token" = [])),
-    responses(crate::openapi::FeishuResponses),
-)]
-pub async fn approve(State(state): State<Arc<AppState>>, PathPair(chat_id, invitee): PathPair, RawBody(body): RawBody) -> ApiResult {
-    decide(&state, &chat_id, &invitee, &body, Decision::Approve).await
-}
-
-/// The owner or a manager rejects a pending invitation.
-///
-/// Side effects: one atomic change of the chat: the invitation is dropped; no event (Feishu has
-/// none for a rejected invitation).
-#[utoipa::path(
-    post,
-    path = "/_larkstack/chats/{chat_id}/invitations/{user}/reject",
-    operation_id = "control_reject_invitation",
-    tag = "control",
-    summary = "The owner or a manager rejects a pending invitation",
-    params(
-        ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user" = String, Path, description = "The invited user's fixture key"),
-    ),
-    request_body(content = Acting, content_type = "application/json"),
-    security(("admin_token" = [])),
-    responses(crate::openapi::FeishuResponses),
-)]
-pub async fn reject(State(state): State<Arc<AppState>>, PathPair(chat_id, invitee): PathPair, RawBody(body): RawBody) -> ApiResult {
-    decide(&state, &chat_id, &invitee, &body, Decision::Reject).await
-}
-
-/// The inviter, the owner or a manager withdraws a pending invitation.
-///
-/// Side effects: one atomic change of the chat: the invitation is dropped, with
-/// `im.chat.member.user.withdrawn_v1` (the withdrawing user as operator).
-#[utoipa::path(
-    post,
-    path = "/_larkstack/chats/{chat_id}/invitations/{user}/withdraw",
-    operation_id = "control_withdraw_invitation",
-    tag = "control",
-    summary = "The inviter, the owner or a manager withdraws a pending invitation",
-    params(
-        ("chat_id" = String, Path, description = "The chat (oc_…)"),
-        ("user" = String, Path, description = "The invited user's fixture key"),
-    ),
-    request_body(content = Acting, content_type = "application/json"),
-    security(("admin_token" = [])),
-    responses(crate::openapi::FeishuResponses),
-)]
-pub async fn withdraw(State(state): State<Arc<AppState>>, PathPair(chat_id, invitee): PathPair, RawBody(body): RawBody) -> ApiResult {
-    decide(&state, &chat_id, &invitee, &body, Decision::Withdraw).await
-}

@@ -679,7 +679,8 @@ pub fn apply_user_invites(
 }
 
 /// What a user does with a pending invitation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Decision {
     /// The owner or a manager lets the user in: they join.
     Approve,

@@ -92,6 +92,8 @@ async fn a_pending_add_is_listed_not_a_member_and_withdrawn_with_an_event_to_the
     let r = act(&app, &chat, "erin", "withdraw", "bob").await;
     assert_eq!((r.status.as_u16(), r.code()), (400, 400), "{}", r.body);
     assert_eq!(act(&app, &chat, "erin", "withdraw", "gina").await.code(), 400);
+    let r = act(&app, &chat, "erin", "forget", "alice").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, 400), "no such decision: {}", r.body);
     assert!(events_of(&app, "im.chat.member.user.withdrawn_v1").await.is_empty(), "a refusal records nothing");
 
     // The owner withdraws it.
