@@ -80,11 +80,6 @@ enum WriteOp {
         reply: oneshot::Sender<Result<Created, StoreError>>,
     },
     RotateToken { fresh: TokenRecord, reuse_after_ms: i64, reply: oneshot::Sender<Result<TokenRecord, StoreError>> },
-    IssueAppTicket {
-        fresh: AppTicketRecord,
-        replace_issued_before_ms: i64,
-        reply: oneshot::Sender<Result<Option<AppTicketRecord>, StoreError>>,
-    },
     Modify { chat_id: ChatId, change: ChatChange, reply: oneshot::Sender<Result<Option<Result<Chat, FeishuError>>, StoreError>> },
     P2p { app: AppId, uid: Uid, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Chat, StoreError>> },
     TaskChat { link: TaskLink, new: Box<Chat>, events: Vec<DomainEvent>, reply: oneshot::Sender<Result<Created, StoreError>> },
@@ -93,12 +88,8 @@ enum WriteOp {
     Clear { reply: oneshot::Sender<Result<(), StoreError>> },
     /// Replaces everything with the records received, in one transaction.
     Import { batches: mpsc::Receiver<ImportBatch>, reply: oneshot::Sender<Result<u64, StoreError>> },
-    /// Deletes the outbox's oldest events beyond `max_bytes`, none after `floor_seq`.
-    PruneEvents { max_bytes: u64, floor_seq: i64, reply: oneshot::Sender<Result<u64, StoreError>> },
     /// Test hook: caps the database at its current size (`true`), or lifts the cap.
     LimitGrowth { limit: bool, reply: oneshot::Sender<Result<(), StoreError>> },
-    AddCustomBot { bot: Box<CustomBot>, max_per_chat: usize, reply: oneshot::Sender<Result<bool, StoreError>> },
-    RemoveCustomBot { chat_id: ChatId, bot_id: AppId, reply: oneshot::Sender<Result<bool, StoreError>> },
     CreateMessage {
         message: Box<Message>,
         dedup: Option<MessageDedupKey>,
@@ -106,7 +97,6 @@ enum WriteOp {
         events: Vec<DomainEvent>,
         reply: oneshot::Sender<Result<Message, StoreError>>,
     },
-    PutBlob { blob: Box<Blob>, quota_bytes: u64, reply: oneshot::Sender<Result<bool, StoreError>> },
     /// A change of the shared SQL (`sql`) in a savepoint of its own, answering its caller itself
     /// (see `SqliteStore::change`).
     Change(Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>),
@@ -389,9 +379,6 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
                     deliver(reply, ready(sql::rotate_token(&mut Lite(&tx), fresh, reuse_after_ms)))
                 }
-                WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply } => {
-                    deliver(reply, ready(sql::issue_app_ticket(&mut Lite(&tx), fresh, replace_issued_before_ms)))
-                }
                 WriteOp::Modify { chat_id, change, reply } => {
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
                 }
@@ -409,23 +396,10 @@ fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds:
                     deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
                 }
                 WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
-                WriteOp::PruneEvents { max_bytes, floor_seq, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::prune_events(sp, max_bytes, floor_seq))))
-                }
-
-                WriteOp::AddCustomBot { bot, max_per_chat, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::add_custom_bot(sp, &bot, max_per_chat))))
-                }
-                WriteOp::RemoveCustomBot { chat_id, bot_id, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::remove_custom_bot(sp, &chat_id, &bot_id))))
-                }
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
                     in_savepoint(&mut tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
                 ),
-                WriteOp::PutBlob { blob, quota_bytes, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::put_blob(sp, &blob, quota_bytes))))
-                }
                 WriteOp::Change(run) => run(&mut tx),
             });
         }
@@ -729,8 +703,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_blob(&self, blob: Blob, quota_bytes: u64) -> Result<bool, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::PutBlob { blob: Box::new(blob), quota_bytes, reply }, rx).await
+        self.change(move |tx| ready(sql::put_blob(tx, &blob, quota_bytes))).await
     }
 
     async fn blob_meta(&self, key: &str) -> Result<Option<BlobMeta>, StoreError> {
@@ -789,8 +762,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::AddCustomBot { bot: Box::new(bot), max_per_chat, reply }, rx).await
+        self.change(move |tx| ready(sql::add_custom_bot(tx, &bot, max_per_chat))).await
     }
 
     async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
@@ -804,8 +776,8 @@ impl Store for SqliteStore {
     }
 
     async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::RemoveCustomBot { chat_id: chat_id.clone(), bot_id: bot_id.clone(), reply }, rx).await
+        let (chat_id, bot_id) = (chat_id.clone(), bot_id.clone());
+        self.change(move |tx| ready(sql::remove_custom_bot(tx, &chat_id, &bot_id))).await
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -813,8 +785,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_events(&self, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::PruneEvents { max_bytes, floor_seq, reply }, rx).await
+        self.change(move |tx| ready(sql::prune_events(tx, max_bytes, floor_seq))).await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
@@ -881,8 +852,7 @@ impl Store for SqliteStore {
     }
 
     async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::IssueAppTicket { fresh, replace_issued_before_ms, reply }, rx).await
+        self.change(move |tx| ready(sql::issue_app_ticket(tx, fresh, replace_issued_before_ms))).await
     }
 
     async fn issue_card_token(&self, token: CardToken, max_live: i64) -> Result<(), StoreError> {
