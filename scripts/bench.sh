@@ -12,9 +12,20 @@
 #       (the connections split between them); PostgreSQL and Redis at 127.0.0.1 unless
 #       LARKSTACK_BENCH_PG_ADMIN / LARKSTACK_BENCH_REDIS say otherwise
 #   scripts/bench.sh events [seconds=10] [connections=64] [rate=1000]
-#       create-chat on a server whose bot subscribes to every event type with a local sink
-#       (bench/event_sink.py, encrypted deliveries) vs the same without subscribers; then users'
-#       messages at `rate`/s (bench/post_messages.py) and the commit→sink p50/p99 the sink saw
+#       create-chat on a server whose bot subscribes to every event type with a local webhook sink
+#       (`bench_events sink`: encrypted deliveries) vs the same without subscribers; then users'
+#       messages at `rate`/s over 50 chats (`bench_events post`) and the commit→sink p50/p99/max
+#       the sink saw (issue 13: p99 ≤ 50 ms at 1 000 events/s)
+#   scripts/bench.sh longconn [seconds=10] [clients=200] [rate=2000]
+#       long connections (issue 15): `clients` self-built apps, each a bot with all group messages
+#       in `event_mode = "long_connection"`, one chat per app with one user; one client per app
+#       connected as the SDKs connect (`bench_events ws`: discovery, WebSocket, pbbp2 frames, an
+#       ack per event); users' messages at `rate`/s spread over the chats for `seconds`; prints
+#       commit→ack p50/p99/max, events received vs posted, and larkstack's RSS (idle with the
+#       clients connected, peak during the load — VmHWM, reset before it — and after it)
+#
+# The event tools are one Rust example, examples/bench_events.rs (single-threaded each, so they
+# take little from the server on a small machine). Built into $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scenario="${1:-create}"
@@ -28,11 +39,16 @@ baseline_port=18811
 command -v wrk >/dev/null && command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk sqlite3; }
 # LARKSTACK_BENCH_BIN / LARKSTACK_BENCH_BASELINE: benchmark other builds (e.g. an earlier commit's,
 # to compare before and after a change on one machine) instead of building this checkout.
+# LARKSTACK_BENCH_TOOL: the event tools of another build.
+release="${CARGO_TARGET_DIR:-target}/release"
 if [[ -z "${LARKSTACK_BENCH_BIN:-}" ]]; then
-    cargo build --release --locked --bin larkstack --example bench_baseline
+    cargo build --release --locked --bin larkstack --example bench_baseline --example bench_events
+elif [[ -z "${LARKSTACK_BENCH_TOOL:-}" ]] && [[ "$scenario" == events || "$scenario" == longconn ]]; then
+    cargo build --release --locked --example bench_events
 fi
-bin="${LARKSTACK_BENCH_BIN:-target/release/larkstack}"
-baseline="${LARKSTACK_BENCH_BASELINE:-target/release/examples/bench_baseline}"
+bin="${LARKSTACK_BENCH_BIN:-$release/larkstack}"
+baseline="${LARKSTACK_BENCH_BASELINE:-$release/examples/bench_baseline}"
+tool="${LARKSTACK_BENCH_TOOL:-$release/examples/bench_events}"
 
 work="$(mktemp -d)"
 pids=()
@@ -170,10 +186,9 @@ PY
 events)
     rate="${4:-1000}"
     export BENCH_BODY="$(body_with $members)"
-    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check cryptography
     encrypt_key="$(py 'print(d["apps"][0]["events"]["encrypt_key"])')"
     sink_port=18815
-    python3 bench/event_sink.py $sink_port "$encrypt_key" &
+    "$tool" sink $sink_port "$encrypt_key" &
     sink=$!
     pids+=($sink)
     # The same directory, its bot subscribed to every event type (scopes for all of them).
@@ -191,7 +206,7 @@ events)
     ratio subscribed unsubscribed "create-chat with a subscribed bot vs without"
     # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    python3 bench/event_sink.py $sink_port "$encrypt_key" > "$work/sink.txt" &
+    "$tool" sink $sink_port "$encrypt_key" > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
@@ -205,15 +220,50 @@ events)
     done
     sleep 2
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    python3 bench/event_sink.py $sink_port "$encrypt_key" > "$work/sink.txt" &
+    "$tool" sink $sink_port "$encrypt_key" > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
     echo "users' messages at ${rate}/s for ${secs}s over 50 chats, each an im.message.receive_v1 to the bot"
-    python3 bench/post_messages.py 18814 "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
+    "$tool" post 18814 "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
     sleep 3
     kill -TERM $sink; wait $sink 2>/dev/null || true
     cat "$work/sink.txt"
     ;;
-*) echo "unknown scenario $scenario (create | chats | cluster | events)" >&2; exit 2 ;;
+longconn)
+    clients="${3:-200}"
+    rate="${4:-2000}"
+    kill "${pids[0]}" "${pids[1]}" # the common servers rest: this scenario has its own directory
+    lc_port=18816
+    {
+        printf '[[tenants]]\nkey = "bench"\n\n[[users]]\nkey = "user0"\ntenant = "bench"\n'
+        for i in $(seq 0 $((clients - 1))); do
+            printf '\n[[apps]]\nkey = "lc%d"\ntenant = "bench"\nscopes = ["im:chat", "im:message.group_msg"]\nevent_types = ["im.message.receive_v1"]\nevent_mode = "long_connection"\n' "$i"
+        done
+    } > "$work/fixture-lc.toml"
+    "$bin" directory --fixture "$work/fixture-lc.toml" > "$work/directory-lc.json"
+    # APPS_FILE: app_id app_secret user0's open_id in that app.
+    python3 -c "import json; d = json.load(open('$work/directory-lc.json'))
+for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'][a['key']])" > "$work/apps.txt"
+    "$bin" serve --listen 127.0.0.1:$lc_port --data-dir "$work/lc" --fixture "$work/fixture-lc.toml" --rate-limits off >/dev/null &
+    lc=$!
+    pids+=($lc)
+    wait_port $lc_port
+    "$tool" chats "http://127.0.0.1:$lc_port" "$work/apps.txt" lc > "$work/lc-chats.txt"
+    "$tool" ws "http://127.0.0.1:$lc_port" "$work/apps.txt" > "$work/ws.txt" &
+    ws=$!
+    pids+=($ws)
+    for _ in $(seq 600); do grep -q '^connected:' "$work/ws.txt" && break; sleep 0.1; done
+    rss() { awk -v k="$1:" '$1 == k {printf "%.1f MiB", $2 / 1024}' "/proc/$lc/status"; }
+    echo "long connections: $(grep '^connected:' "$work/ws.txt" | cut -d' ' -f2-) clients (one per app), $(wc -l < "$work/apps.txt") apps; larkstack RSS $(rss VmRSS) with them connected"
+    echo 5 > "/proc/$lc/clear_refs" 2>/dev/null || echo "(VmHWM not reset: it includes the set-up)"
+    echo "users' messages at ${rate}/s for ${secs}s over ${clients} chats (one per app), each an im.message.receive_v1 over one long connection"
+    "$tool" post $lc_port "$(cat "$work/lc/admin-token")" "$rate" "$secs" "@$work/lc-chats.txt" user0 | tee "$work/post.txt"
+    sleep 3
+    kill -TERM $ws; wait $ws 2>/dev/null || true
+    grep -v '^connected:' "$work/ws.txt"
+    echo "events received $(awk '/^events received:/ {print $3}' "$work/ws.txt") of $(awk '/^messages posted:/ {print $3}' "$work/post.txt") posted"
+    echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it"
+    ;;
+*) echo "unknown scenario $scenario (create | chats | cluster | events | longconn)" >&2; exit 2 ;;
 esac
