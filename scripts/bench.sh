@@ -33,8 +33,11 @@ secs="${2:-10}"
 conns="${3:-64}"
 stored="${4:-1000000}"
 members=50
-larkstack_port=18810
-baseline_port=18811
+# Ports: LARKSTACK_BENCH_PORTS (default 18810) and the next six, so that two benches can run at once.
+larkstack_port="${LARKSTACK_BENCH_PORTS:-18810}"
+baseline_port=$((larkstack_port + 1))
+pg_port1=$((larkstack_port + 2)) pg_port2=$((larkstack_port + 3)) sub_port=$((larkstack_port + 4))
+sink_port=$((larkstack_port + 5)) lc_port=$((larkstack_port + 6))
 
 command -v wrk >/dev/null && command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk sqlite3; }
 # LARKSTACK_BENCH_BIN / LARKSTACK_BENCH_BASELINE: benchmark other builds (e.g. an earlier commit's,
@@ -146,19 +149,19 @@ cluster)
     wrk_run baseline $baseline_port /open-apis/im/v1/chats bench/create_chat.lua
     wrk_run sqlite-1-node $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
     kill "${pids[0]}" # the SQLite node rests from here on
-    "$bin" serve --listen 127.0.0.1:18812 --data-dir "$work/pg1" "${shared[@]}" >/dev/null &
+    "$bin" serve --listen 127.0.0.1:$pg_port1 --data-dir "$work/pg1" "${shared[@]}" >/dev/null &
     pids+=($!)
-    wait_port 18812
-    export BENCH_TOKEN="$(token_of 18812)"
-    wrk_run postgres-1-node 18812 /open-apis/im/v1/chats bench/create_chat.lua
-    "$bin" serve --listen 127.0.0.1:18813 --data-dir "$work/pg2" "${shared[@]}" >/dev/null &
+    wait_port $pg_port1
+    export BENCH_TOKEN="$(token_of $pg_port1)"
+    wrk_run postgres-1-node $pg_port1 /open-apis/im/v1/chats bench/create_chat.lua
+    "$bin" serve --listen 127.0.0.1:$pg_port2 --data-dir "$work/pg2" "${shared[@]}" >/dev/null &
     pids+=($!)
-    wait_port 18813
+    wait_port $pg_port2
     # Two nodes: half the connections to each, at the same time (a load balancer's even split).
     half=$((conns / 2))
-    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:18812/open-apis/im/v1/chats > "$work/pg-a.txt" &
+    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:$pg_port1/open-apis/im/v1/chats > "$work/pg-a.txt" &
     first=$!
-    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:18813/open-apis/im/v1/chats > "$work/pg-b.txt"
+    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:$pg_port2/open-apis/im/v1/chats > "$work/pg-b.txt"
     wait "$first"
     python3 - "$work/pg-a.txt" "$work/pg-b.txt" > "$work/postgres-2-nodes.txt" <<'PY'
 import re, sys
@@ -187,21 +190,20 @@ events)
     rate="${4:-1000}"
     export BENCH_BODY="$(body_with $members)"
     encrypt_key="$(py 'print(d["apps"][0]["events"]["encrypt_key"])')"
-    sink_port=18815
     "$tool" sink $sink_port "$encrypt_key" &
     sink=$!
     pids+=($sink)
     # The same directory, its bot subscribed to every event type (scopes for all of them).
     sed -e 's|^scopes = \["im:chat"\]$|scopes = ["im:chat", "im:chat:read", "im:chat.members:read", "im:chat.members:bot_access", "im:message.group_msg", "im:message.p2p_msg:readonly", "im:chat.access_event.bot_p2p_chat:read"]\nevent_url = "http://127.0.0.1:'$sink_port'/hook"|' \
         "$work/fixture.toml" > "$work/fixture-sub.toml"
-    "$bin" serve --listen 127.0.0.1:18814 --data-dir "$work/sub" --fixture "$work/fixture-sub.toml" --rate-limits off >/dev/null &
+    "$bin" serve --listen 127.0.0.1:$sub_port --data-dir "$work/sub" --fixture "$work/fixture-sub.toml" --rate-limits off >/dev/null &
     pids+=($!)
-    wait_port 18814; wait_port $sink_port
+    wait_port $sub_port; wait_port $sink_port
     echo "create-chat, ${members} members, ${conns} connections, ${secs}s each: without subscribers, then with a subscribed bot"
     wrk_run unsubscribed $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
     kill "${pids[0]}" # the unsubscribed node rests from here on
-    export BENCH_TOKEN="$(token_of 18814)"
-    wrk_run subscribed 18814 /open-apis/im/v1/chats bench/create_chat.lua
+    export BENCH_TOKEN="$(token_of $sub_port)"
+    wrk_run subscribed $sub_port /open-apis/im/v1/chats bench/create_chat.lua
     header; row unsubscribed; row subscribed
     ratio subscribed unsubscribed "create-chat with a subscribed bot vs without"
     # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
@@ -213,7 +215,7 @@ events)
     user0="$(py 'print(d["users"][0]["open_ids"]["bot"])')"
     chats=""
     for i in $(seq 50); do
-        id="$(curl -s -X POST http://127.0.0.1:18814/open-apis/im/v1/chats -H "Authorization: Bearer $BENCH_TOKEN" \
+        id="$(curl -s -X POST http://127.0.0.1:$sub_port/open-apis/im/v1/chats -H "Authorization: Bearer $BENCH_TOKEN" \
             -H 'Content-Type: application/json' -d "{\"name\":\"ev $i\",\"user_id_list\":[\"$user0\"]}" \
             | python3 -c 'import json,sys;print(json.load(sys.stdin)["data"]["chat_id"])')"
         chats="${chats:+$chats,}$id"
@@ -225,7 +227,7 @@ events)
     pids+=($sink)
     wait_port $sink_port
     echo "users' messages at ${rate}/s for ${secs}s over 50 chats, each an im.message.receive_v1 to the bot"
-    "$tool" post 18814 "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
+    "$tool" post $sub_port "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
     sleep 3
     kill -TERM $sink; wait $sink 2>/dev/null || true
     cat "$work/sink.txt"
@@ -234,7 +236,6 @@ longconn)
     clients="${3:-200}"
     rate="${4:-2000}"
     kill "${pids[0]}" "${pids[1]}" # the common servers rest: this scenario has its own directory
-    lc_port=18816
     {
         printf '[[tenants]]\nkey = "bench"\n\n[[users]]\nkey = "user0"\ntenant = "bench"\n'
         for i in $(seq 0 $((clients - 1))); do
