@@ -14,13 +14,15 @@
 #   scripts/bench.sh events [seconds=10] [connections=64] [rate=1000]
 #       create-chat on a server whose bot subscribes to every event type with a local webhook sink
 #       (`bench_events sink`: encrypted deliveries) vs the same without subscribers; then users'
-#       messages at `rate`/s over 50 chats (`bench_events post`) and the commit→sink p50/p99/max
-#       the sink saw (issue 13: p99 ≤ 50 ms at 1 000 events/s)
+#       messages at `rate`/s over 50 chats (`bench_events post`) and, once every event has arrived
+#       (5 s without one), the commit→sink p50/p99/max the sink saw (issue 13: p99 ≤ 50 ms at
+#       1 000 events/s)
 #   scripts/bench.sh longconn [seconds=10] [clients=200] [rate=2000]
 #       long connections (issue 15): `clients` self-built apps, each a bot with all group messages
 #       in `event_mode = "long_connection"`, one chat per app with one user; one client per app
 #       connected as the SDKs connect (`bench_events ws`: discovery, WebSocket, pbbp2 frames, an
-#       ack per event); users' messages at `rate`/s spread over the chats for `seconds`; prints
+#       ack per event); users' messages at `rate`/s spread over the chats for `seconds`; once every
+#       event has arrived (5 s without one) prints
 #       commit→ack p50/p99/max, events received vs posted, and larkstack's RSS (idle with the
 #       clients connected, peak during the load — VmHWM, reset before it — and after it)
 #
@@ -102,6 +104,14 @@ ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % 
 header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
 count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+# drained PID: waits for an event receiver started with --idle-exit to stop by itself (every
+# event has arrived), at most 120 s, then stops it.
+drained() {
+    ( sleep 120; kill -TERM "$1" 2>/dev/null ) &
+    local dog=$!
+    wait "$1" 2>/dev/null || true
+    kill $dog 2>/dev/null || true
+}
 
 case "$scenario" in
 create)
@@ -222,14 +232,14 @@ events)
     done
     sleep 2
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    "$tool" sink $sink_port "$encrypt_key" > "$work/sink.txt" &
+    # This sink stops by itself 5 s after the last event: what was posted has all arrived.
+    "$tool" sink $sink_port "$encrypt_key" --idle-exit 5 > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
     echo "users' messages at ${rate}/s for ${secs}s over 50 chats, each an im.message.receive_v1 to the bot"
     "$tool" post $sub_port "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
-    sleep 3
-    kill -TERM $sink; wait $sink 2>/dev/null || true
+    drained $sink
     cat "$work/sink.txt"
     ;;
 longconn)
@@ -251,7 +261,7 @@ for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'
     pids+=($lc)
     wait_port $lc_port
     "$tool" chats "http://127.0.0.1:$lc_port" "$work/apps.txt" lc > "$work/lc-chats.txt"
-    "$tool" ws "http://127.0.0.1:$lc_port" "$work/apps.txt" > "$work/ws.txt" &
+    "$tool" ws "http://127.0.0.1:$lc_port" "$work/apps.txt" --idle-exit 5 > "$work/ws.txt" &
     ws=$!
     pids+=($ws)
     for _ in $(seq 600); do grep -q '^connected:' "$work/ws.txt" && break; sleep 0.1; done
@@ -260,11 +270,10 @@ for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'
     echo 5 > "/proc/$lc/clear_refs" 2>/dev/null || echo "(VmHWM not reset: it includes the set-up)"
     echo "users' messages at ${rate}/s for ${secs}s over ${clients} chats (one per app), each an im.message.receive_v1 over one long connection"
     "$tool" post $lc_port "$(cat "$work/lc/admin-token")" "$rate" "$secs" "@$work/lc-chats.txt" user0 | tee "$work/post.txt"
-    sleep 3
-    kill -TERM $ws; wait $ws 2>/dev/null || true
+    drained $ws
     grep -v '^connected:' "$work/ws.txt"
     echo "events received $(awk '/^events received:/ {print $3}' "$work/ws.txt") of $(awk '/^messages posted:/ {print $3}' "$work/post.txt") posted"
-    echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it"
+    echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it (clients gone)"
     ;;
 *) echo "unknown scenario $scenario (create | chats | cluster | events | longconn)" >&2; exit 2 ;;
 esac
