@@ -296,10 +296,13 @@ struct WsState {
     last_event: Arc<Mutex<Instant>>,
 }
 
+/// The fragments of one logical message received so far (by `seq`), and when the first came.
+type Partial = (Instant, Vec<Option<Vec<u8>>>);
+
 /// Fragments of logical messages being reassembled, by `message_id` (spec events.md §2.6).
 #[derive(Default)]
 struct Reassembly {
-    parts: HashMap<String, (Instant, Vec<Option<Vec<u8>>>)>,
+    parts: HashMap<String, Partial>,
 }
 
 /// How long a partial message is kept (the Python and Go SDKs' 5 s).
