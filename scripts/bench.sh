@@ -271,6 +271,21 @@ for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'
     echo "users' messages at ${rate}/s for ${secs}s over ${clients} chats (one per app), each an im.message.receive_v1 over one long connection"
     "$tool" post $lc_port "$(cat "$work/lc/admin-token")" "$rate" "$secs" "@$work/lc-chats.txt" user0 | tee "$work/post.txt"
     drained $ws
+    # Where the time went, from larkstack's own metrics over the whole run.
+    curl -s -H "Authorization: Bearer $(cat "$work/lc/admin-token")" "http://127.0.0.1:$lc_port/metrics" | python3 -c '
+import re, sys
+m = {}
+for line in sys.stdin:
+    x = re.match(r"^(\w+?)(_sum|_count)(\{[^}]*\})? (\S+)$", line)
+    if x:
+        m[(x.group(1), x.group(2))] = m.get((x.group(1), x.group(2)), 0) + float(x.group(4))
+def mean(name):
+    n = next((k[0] for k in m if k[0].endswith(name) and k[1] == "_count"), None)
+    c = m.get((n, "_count"), 0)
+    return (int(c), 1000 * m.get((n, "_sum"), 0) / c if c else 0)
+c, ms = mean("store_commit_duration_seconds")
+d, dms = mean("event_delivery_latency_seconds")
+print(f"larkstack metrics: {c} store commits (mean {ms:.1f} ms), {d} deliveries (mean commit->ack {dms:.1f} ms)")'
     grep -v '^connected:' "$work/ws.txt"
     echo "events received $(awk '/^events received:/ {print $3}' "$work/ws.txt") of $(awk '/^messages posted:/ {print $3}' "$work/post.txt") posted"
     echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it (clients gone)"
