@@ -12,9 +12,22 @@
 #       (the connections split between them); PostgreSQL and Redis at 127.0.0.1 unless
 #       LARKSTACK_BENCH_PG_ADMIN / LARKSTACK_BENCH_REDIS say otherwise
 #   scripts/bench.sh events [seconds=10] [connections=64] [rate=1000]
-#       create-chat on a server whose bot subscribes to every event type with a local sink
-#       (bench/event_sink.py, encrypted deliveries) vs the same without subscribers; then users'
-#       messages at `rate`/s (bench/post_messages.py) and the commit→sink p50/p99 the sink saw
+#       create-chat on a server whose bot subscribes to every event type with a local webhook sink
+#       (`bench_events sink`: encrypted deliveries) vs the same without subscribers; then users'
+#       messages at `rate`/s over 50 chats (`bench_events post`) and, once every event has arrived
+#       (5 s without one), the commit→sink p50/p99/max the sink saw (issue 13: p99 ≤ 50 ms at
+#       1 000 events/s)
+#   scripts/bench.sh longconn [seconds=10] [clients=200] [rate=2000]
+#       long connections (issue 15): `clients` self-built apps, each a bot with all group messages
+#       in `event_mode = "long_connection"`, one chat per app with one user; one client per app
+#       connected as the SDKs connect (`bench_events ws`: discovery, WebSocket, pbbp2 frames, an
+#       ack per event); users' messages at `rate`/s spread over the chats for `seconds`; once every
+#       event has arrived (5 s without one) prints
+#       commit→ack p50/p99/max, events received vs posted, and larkstack's RSS (idle with the
+#       clients connected, peak during the load — VmHWM, reset before it — and after it)
+#
+# The event tools are one Rust example, examples/bench_events.rs (single-threaded each, so they
+# take little from the server on a small machine). Built into $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scenario="${1:-create}"
@@ -22,17 +35,25 @@ secs="${2:-10}"
 conns="${3:-64}"
 stored="${4:-1000000}"
 members=50
-larkstack_port=18810
-baseline_port=18811
+# Ports: LARKSTACK_BENCH_PORTS (default 18810) and the next six, so that two benches can run at once.
+larkstack_port="${LARKSTACK_BENCH_PORTS:-18810}"
+baseline_port=$((larkstack_port + 1))
+pg_port1=$((larkstack_port + 2)) pg_port2=$((larkstack_port + 3)) sub_port=$((larkstack_port + 4))
+sink_port=$((larkstack_port + 5)) lc_port=$((larkstack_port + 6))
 
 command -v wrk >/dev/null && command -v sqlite3 >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk sqlite3; }
 # LARKSTACK_BENCH_BIN / LARKSTACK_BENCH_BASELINE: benchmark other builds (e.g. an earlier commit's,
 # to compare before and after a change on one machine) instead of building this checkout.
+# LARKSTACK_BENCH_TOOL: the event tools of another build.
+release="${CARGO_TARGET_DIR:-target}/release"
 if [[ -z "${LARKSTACK_BENCH_BIN:-}" ]]; then
-    cargo build --release --locked --bin larkstack --example bench_baseline
+    cargo build --release --locked --bin larkstack --example bench_baseline --example bench_events
+elif [[ -z "${LARKSTACK_BENCH_TOOL:-}" ]] && [[ "$scenario" == events || "$scenario" == longconn ]]; then
+    cargo build --release --locked --example bench_events
 fi
-bin="${LARKSTACK_BENCH_BIN:-target/release/larkstack}"
-baseline="${LARKSTACK_BENCH_BASELINE:-target/release/examples/bench_baseline}"
+bin="${LARKSTACK_BENCH_BIN:-$release/larkstack}"
+baseline="${LARKSTACK_BENCH_BASELINE:-$release/examples/bench_baseline}"
+tool="${LARKSTACK_BENCH_TOOL:-$release/examples/bench_events}"
 
 work="$(mktemp -d)"
 pids=()
@@ -83,6 +104,14 @@ ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % 
 header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
 count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+# drained PID: waits for an event receiver started with --idle-exit to stop by itself (every
+# event has arrived), at most 120 s, then stops it.
+drained() {
+    ( sleep 120; kill -TERM "$1" 2>/dev/null ) &
+    local dog=$!
+    wait "$1" 2>/dev/null || true
+    kill $dog 2>/dev/null || true
+}
 
 case "$scenario" in
 create)
@@ -130,19 +159,19 @@ cluster)
     wrk_run baseline $baseline_port /open-apis/im/v1/chats bench/create_chat.lua
     wrk_run sqlite-1-node $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
     kill "${pids[0]}" # the SQLite node rests from here on
-    "$bin" serve --listen 127.0.0.1:18812 --data-dir "$work/pg1" "${shared[@]}" >/dev/null &
+    "$bin" serve --listen 127.0.0.1:$pg_port1 --data-dir "$work/pg1" "${shared[@]}" >/dev/null &
     pids+=($!)
-    wait_port 18812
-    export BENCH_TOKEN="$(token_of 18812)"
-    wrk_run postgres-1-node 18812 /open-apis/im/v1/chats bench/create_chat.lua
-    "$bin" serve --listen 127.0.0.1:18813 --data-dir "$work/pg2" "${shared[@]}" >/dev/null &
+    wait_port $pg_port1
+    export BENCH_TOKEN="$(token_of $pg_port1)"
+    wrk_run postgres-1-node $pg_port1 /open-apis/im/v1/chats bench/create_chat.lua
+    "$bin" serve --listen 127.0.0.1:$pg_port2 --data-dir "$work/pg2" "${shared[@]}" >/dev/null &
     pids+=($!)
-    wait_port 18813
+    wait_port $pg_port2
     # Two nodes: half the connections to each, at the same time (a load balancer's even split).
     half=$((conns / 2))
-    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:18812/open-apis/im/v1/chats > "$work/pg-a.txt" &
+    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:$pg_port1/open-apis/im/v1/chats > "$work/pg-a.txt" &
     first=$!
-    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:18813/open-apis/im/v1/chats > "$work/pg-b.txt"
+    wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:$pg_port2/open-apis/im/v1/chats > "$work/pg-b.txt"
     wait "$first"
     python3 - "$work/pg-a.txt" "$work/pg-b.txt" > "$work/postgres-2-nodes.txt" <<'PY'
 import re, sys
@@ -170,50 +199,96 @@ PY
 events)
     rate="${4:-1000}"
     export BENCH_BODY="$(body_with $members)"
-    python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check cryptography
     encrypt_key="$(py 'print(d["apps"][0]["events"]["encrypt_key"])')"
-    sink_port=18815
-    python3 bench/event_sink.py $sink_port "$encrypt_key" &
+    "$tool" sink $sink_port "$encrypt_key" &
     sink=$!
     pids+=($sink)
     # The same directory, its bot subscribed to every event type (scopes for all of them).
     sed -e 's|^scopes = \["im:chat"\]$|scopes = ["im:chat", "im:chat:read", "im:chat.members:read", "im:chat.members:bot_access", "im:message.group_msg", "im:message.p2p_msg:readonly", "im:chat.access_event.bot_p2p_chat:read"]\nevent_url = "http://127.0.0.1:'$sink_port'/hook"|' \
         "$work/fixture.toml" > "$work/fixture-sub.toml"
-    "$bin" serve --listen 127.0.0.1:18814 --data-dir "$work/sub" --fixture "$work/fixture-sub.toml" --rate-limits off >/dev/null &
+    "$bin" serve --listen 127.0.0.1:$sub_port --data-dir "$work/sub" --fixture "$work/fixture-sub.toml" --rate-limits off >/dev/null &
     pids+=($!)
-    wait_port 18814; wait_port $sink_port
+    wait_port $sub_port; wait_port $sink_port
     echo "create-chat, ${members} members, ${conns} connections, ${secs}s each: without subscribers, then with a subscribed bot"
     wrk_run unsubscribed $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
     kill "${pids[0]}" # the unsubscribed node rests from here on
-    export BENCH_TOKEN="$(token_of 18814)"
-    wrk_run subscribed 18814 /open-apis/im/v1/chats bench/create_chat.lua
+    export BENCH_TOKEN="$(token_of $sub_port)"
+    wrk_run subscribed $sub_port /open-apis/im/v1/chats bench/create_chat.lua
     header; row unsubscribed; row subscribed
     ratio subscribed unsubscribed "create-chat with a subscribed bot vs without"
     # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    python3 bench/event_sink.py $sink_port "$encrypt_key" > "$work/sink.txt" &
+    "$tool" sink $sink_port "$encrypt_key" > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
     user0="$(py 'print(d["users"][0]["open_ids"]["bot"])')"
     chats=""
     for i in $(seq 50); do
-        id="$(curl -s -X POST http://127.0.0.1:18814/open-apis/im/v1/chats -H "Authorization: Bearer $BENCH_TOKEN" \
+        id="$(curl -s -X POST http://127.0.0.1:$sub_port/open-apis/im/v1/chats -H "Authorization: Bearer $BENCH_TOKEN" \
             -H 'Content-Type: application/json' -d "{\"name\":\"ev $i\",\"user_id_list\":[\"$user0\"]}" \
             | python3 -c 'import json,sys;print(json.load(sys.stdin)["data"]["chat_id"])')"
         chats="${chats:+$chats,}$id"
     done
     sleep 2
     kill -TERM $sink; wait $sink 2>/dev/null || true
-    python3 bench/event_sink.py $sink_port "$encrypt_key" > "$work/sink.txt" &
+    # This sink stops by itself 5 s after the last event: what was posted has all arrived.
+    "$tool" sink $sink_port "$encrypt_key" --idle-exit 5 > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
     wait_port $sink_port
     echo "users' messages at ${rate}/s for ${secs}s over 50 chats, each an im.message.receive_v1 to the bot"
-    python3 bench/post_messages.py 18814 "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
-    sleep 3
-    kill -TERM $sink; wait $sink 2>/dev/null || true
+    "$tool" post $sub_port "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
+    drained $sink
     cat "$work/sink.txt"
     ;;
-*) echo "unknown scenario $scenario (create | chats | cluster | events)" >&2; exit 2 ;;
+longconn)
+    clients="${3:-200}"
+    rate="${4:-2000}"
+    kill "${pids[0]}" "${pids[1]}" # the common servers rest: this scenario has its own directory
+    {
+        printf '[[tenants]]\nkey = "bench"\n\n[[users]]\nkey = "user0"\ntenant = "bench"\n'
+        for i in $(seq 0 $((clients - 1))); do
+            printf '\n[[apps]]\nkey = "lc%d"\ntenant = "bench"\nscopes = ["im:chat", "im:message.group_msg"]\nevent_types = ["im.message.receive_v1"]\nevent_mode = "long_connection"\n' "$i"
+        done
+    } > "$work/fixture-lc.toml"
+    "$bin" directory --fixture "$work/fixture-lc.toml" > "$work/directory-lc.json"
+    # APPS_FILE: app_id app_secret user0's open_id in that app.
+    python3 -c "import json; d = json.load(open('$work/directory-lc.json'))
+for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'][a['key']])" > "$work/apps.txt"
+    "$bin" serve --listen 127.0.0.1:$lc_port --data-dir "$work/lc" --fixture "$work/fixture-lc.toml" --rate-limits off >/dev/null &
+    lc=$!
+    pids+=($lc)
+    wait_port $lc_port
+    "$tool" chats "http://127.0.0.1:$lc_port" "$work/apps.txt" lc > "$work/lc-chats.txt"
+    "$tool" ws "http://127.0.0.1:$lc_port" "$work/apps.txt" --idle-exit 5 > "$work/ws.txt" &
+    ws=$!
+    pids+=($ws)
+    for _ in $(seq 600); do grep -q '^connected:' "$work/ws.txt" && break; sleep 0.1; done
+    rss() { awk -v k="$1:" '$1 == k {printf "%.1f MiB", $2 / 1024}' "/proc/$lc/status"; }
+    echo "long connections: $(grep '^connected:' "$work/ws.txt" | cut -d' ' -f2-) clients (one per app), $(wc -l < "$work/apps.txt") apps; larkstack RSS $(rss VmRSS) with them connected"
+    echo 5 > "/proc/$lc/clear_refs" 2>/dev/null || echo "(VmHWM not reset: it includes the set-up)"
+    echo "users' messages at ${rate}/s for ${secs}s over ${clients} chats (one per app), each an im.message.receive_v1 over one long connection"
+    "$tool" post $lc_port "$(cat "$work/lc/admin-token")" "$rate" "$secs" "@$work/lc-chats.txt" user0 | tee "$work/post.txt"
+    drained $ws
+    # Where the time went, from larkstack's own metrics over the whole run.
+    curl -s -H "Authorization: Bearer $(cat "$work/lc/admin-token")" "http://127.0.0.1:$lc_port/metrics" | python3 -c '
+import re, sys
+m = {}
+for line in sys.stdin:
+    x = re.match(r"^(\w+?)(_sum|_count)(\{[^}]*\})? (\S+)$", line)
+    if x:
+        m[(x.group(1), x.group(2))] = m.get((x.group(1), x.group(2)), 0) + float(x.group(4))
+def mean(name):
+    n = next((k[0] for k in m if k[0].endswith(name) and k[1] == "_count"), None)
+    c = m.get((n, "_count"), 0)
+    return (int(c), 1000 * m.get((n, "_sum"), 0) / c if c else 0)
+c, ms = mean("store_commit_duration_seconds")
+d, dms = mean("event_delivery_latency_seconds")
+print(f"larkstack metrics: {c} store commits (mean {ms:.1f} ms), {d} deliveries (mean commit->ack {dms:.1f} ms)")'
+    grep -v '^connected:' "$work/ws.txt"
+    echo "events received $(awk '/^events received:/ {print $3}' "$work/ws.txt") of $(awk '/^messages posted:/ {print $3}' "$work/post.txt") posted"
+    echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it (clients gone)"
+    ;;
+*) echo "unknown scenario $scenario (create | chats | cluster | events | longconn)" >&2; exit 2 ;;
 esac
