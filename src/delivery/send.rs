@@ -1,10 +1,14 @@
 //! One HTTP POST to a request URL: HTTP/1.1 with title-cased header names (the Python SDK reads
-//! `X-Lark-Signature` from a case-sensitive dict), a deadline for the whole exchange.
+//! `X-Lark-Signature` from a case-sensitive dict), a deadline for the whole exchange. Connections
+//! are kept alive and reused per host (one TCP handshake per receiver, not per event).
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
 
 /// The receiver's answer, or why there was none.
 #[derive(Debug, Clone)]
@@ -44,32 +48,33 @@ pub async fn post_keeping(url: &str, headers: &[(&'static str, String)], body: V
     }
 }
 
+/// Idle connections are dropped after this: shorter than common servers' keep-alive timeouts
+/// (Node's 5 s), so a connection is not reused just as the receiver closes it.
+const POOL_IDLE: Duration = Duration::from_secs(2);
+
+/// The process's one client: its pool keeps connections to receivers alive between deliveries.
+static CLIENT: LazyLock<Client<HttpConnector, Full<Bytes>>> = LazyLock::new(|| {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).http1_title_case_headers(true).pool_idle_timeout(POOL_IDLE).build(connector)
+});
+
 async fn exchange(url: &str, headers: &[(&'static str, String)], body: Vec<u8>, max_body: usize) -> Result<(u16, String), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("only http:// request URLs are delivered to (no TLS client)".into());
     }
-    let host = uri.host().ok_or("URL has no host")?.to_string();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .title_case_headers(true)
-        .handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let authority = uri.authority().map(|a| a.to_string()).unwrap_or(host);
-    let mut req = hyper::Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("Host", authority)
+    if uri.host().is_none() {
+        return Err("URL has no host".into());
+    }
+    let mut req = hyper::Request::post(uri)
         .header("Content-Type", "application/json; charset=utf-8")
         .header("User-Agent", "Feishu-Event-Dispatcher (larkstack)");
     for (k, v) in headers {
         req = req.header(*k, v);
     }
     let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("request: {e}"))?;
-    let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
+    let resp = CLIENT.request(req).await.map_err(|e| format!("send: {}", error_chain(&e)))?;
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     let mut kept = Vec::new();
@@ -81,4 +86,16 @@ async fn exchange(url: &str, headers: &[(&'static str, String)], body: Vec<u8>, 
         }
     }
     Ok((status, String::from_utf8_lossy(&kept).into_owned()))
+}
+
+/// The error and its causes ("connect: Connection refused" rather than "client error (Connect)").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

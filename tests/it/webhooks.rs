@@ -45,6 +45,8 @@ pub(crate) struct Receiver {
     pub(crate) fail_next: Arc<Mutex<u32>>,
     /// While set, events are read and kept but never answered (a receiver stuck mid-delivery).
     pub(crate) hold: Arc<std::sync::atomic::AtomicBool>,
+    /// TCP connections accepted (the receiver keeps each alive for further requests).
+    pub(crate) connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn decrypt(key: &str, b64: &str) -> Vec<u8> {
@@ -112,34 +114,38 @@ impl Receiver {
     pub(crate) async fn start(key: &str, answer: Answer) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/webhook", listener.local_addr().unwrap());
-        let r = Receiver { url, got: Arc::default(), fail_next: Arc::default(), hold: Arc::default() };
+        let r = Receiver { url, got: Arc::default(), fail_next: Arc::default(), hold: Arc::default(), connections: Arc::default() };
         let (me, key) = (r.clone(), key.to_string());
         tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else { return };
+                me.connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (me, key) = (me.clone(), key.clone());
                 tokio::spawn(async move {
-                    let Some(req) = read_request(&mut sock).await else { return };
-                    let v = plain(&key, &req.body);
-                    me.got.lock().push(req);
-                    if v["schema"] == "2.0" && me.hold.load(std::sync::atomic::Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                    }
-                    let (status, body) = match (answer, v.get("type").and_then(Value::as_str)) {
-                        (Answer::NoEcho, _) => (200, "{}".to_string()),
-                        (Answer::Good, Some("url_verification")) => (200, json!({"challenge": v["challenge"]}).to_string()),
-                        (Answer::Good, _) => {
-                            let mut f = me.fail_next.lock();
-                            if *f > 0 {
-                                *f -= 1;
-                                (500, r#"{"msg":"down"}"#.to_string())
-                            } else {
-                                (200, r#"{"msg":"success"}"#.to_string())
-                            }
+                    while let Some(req) = read_request(&mut sock).await {
+                        let v = plain(&key, &req.body);
+                        me.got.lock().push(req);
+                        if v["schema"] == "2.0" && me.hold.load(std::sync::atomic::Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
                         }
-                    };
-                    let reply = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-                    let _ = sock.write_all(reply.as_bytes()).await;
+                        let (status, body) = match (answer, v.get("type").and_then(Value::as_str)) {
+                            (Answer::NoEcho, _) => (200, "{}".to_string()),
+                            (Answer::Good, Some("url_verification")) => (200, json!({"challenge": v["challenge"]}).to_string()),
+                            (Answer::Good, _) => {
+                                let mut f = me.fail_next.lock();
+                                if *f > 0 {
+                                    *f -= 1;
+                                    (500, r#"{"msg":"down"}"#.to_string())
+                                } else {
+                                    (200, r#"{"msg":"success"}"#.to_string())
+                                }
+                            }
+                        };
+                        let reply = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
                 });
             }
         });
@@ -499,6 +505,21 @@ async fn a_chats_events_reach_the_app_in_commit_order() {
     };
     assert_eq!(texts(&a), (0..20).map(|i| format!("a{i}")).collect::<Vec<_>>());
     assert_eq!(texts(&b), (0..20).map(|i| format!("b{i}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn deliveries_to_one_receiver_reuse_a_kept_alive_connection() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let chat = app.group().await;
+    for i in 0..10 {
+        app.say(&chat, "alice", &format!("m{i}")).await;
+    }
+    rx.wait_events("", 10).await;
+    // The challenge and ten events: one connection (two if the pool let the first one idle out).
+    let connections = rx.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(connections <= 2, "{connections} connections for 11 requests");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
