@@ -63,6 +63,8 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
 /// How long a truncating checkpoint waits for readers still on old snapshots before giving up
 /// (and trying again once the WAL has grown by another `WAL_CHECKPOINT_BYTES / 4`).
 const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// Prepared statements each connection keeps (`prepare_cached`).
+const STATEMENT_CACHE: usize = 256;
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl From<rusqlite::Error> for StoreError {
@@ -129,6 +131,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // Checkpoints run on their own thread (see `checkpoint_loop`), never inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    // Room for every statement of `sql` (rusqlite keeps 16): a connection that cycles through
+    // more than the cache holds compiles each statement again at every use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -430,18 +435,25 @@ fn deliver<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, res
 }
 
 /// Runs an op in a savepoint of its own: one failed op leaves the rest of its batch as it was.
+///
+/// The savepoint statements are prepared once per connection (`prepare_cached`), like every other
+/// statement of the writer: rusqlite's `Savepoint` parses `SAVEPOINT`/`RELEASE` text anew each
+/// time, which cost every create two statement compilations (issue 12).
 fn in_savepoint<T>(
     tx: &mut Transaction<'_>,
     f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let sp = tx.savepoint()?;
-    match f(&mut Lite(&sp)) {
-        Ok(v) => {
-            sp.commit()?;
-            Ok(v)
-        }
-        Err(e) => Err(e), // dropping the savepoint rolls it back
+    let conn: &Connection = tx;
+    let run = |sql: &str| -> Result<(), StoreError> { Ok(conn.prepare_cached(sql)?.execute([]).map(drop)?) };
+    run("SAVEPOINT op")?;
+    let outcome = f(&mut Lite(conn)).and_then(|v| run("RELEASE op").map(|()| v));
+    if outcome.is_err() {
+        // Undoes the op's changes and ends its savepoint; the batch's transaction goes on. As
+        // when rusqlite's `Savepoint` is dropped, a failure here (SQLite rolled the whole
+        // transaction back itself, e.g. on a full disk) leaves the op's own error to report.
+        let _ = run("ROLLBACK TO op").and_then(|()| run("RELEASE op"));
     }
+    outcome
 }
 
 /// Runs a future of the shared SQL (`super::sql`) over `Lite`: its statements run synchronously,
