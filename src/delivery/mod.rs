@@ -88,6 +88,9 @@ pub const MAX_IN_FLIGHT_PER_APP: usize = 16;
 const CLAIM_BATCH: usize = 256;
 /// Deliveries of one chat claimed at once and sent one after another (commit order).
 const RUN: usize = 32;
+/// Runs of one chat a node sends in a row, each claimed as the last one is recorded, before the
+/// chat's slot goes back to the claim loop (so other chats of the app get their turn).
+const RUNS_IN_A_ROW: usize = 8;
 /// How long a claim holds a delivery (wall time): longer than an attempt (`send::TIMEOUT`, sent
 /// twice at most) plus the delivery fault's delay, which is added to it.
 pub const LEASE: Duration = Duration::from_secs(10);
@@ -297,6 +300,7 @@ impl Engine {
             per_app: MAX_IN_FLIGHT_PER_APP,
             limit: CLAIM_BATCH,
             run: RUN,
+            chat_id: None,
         })
     }
 
@@ -512,37 +516,71 @@ fn send_claimed(engine: &Arc<Engine>, ctx: &Ctx, claimed: Vec<Delivery>, lease_u
 }
 
 /// Sends one chat's claimed deliveries one after another; each outcome is recorded as it comes.
-/// When the lease would end before another attempt could, the rest go back to the queue.
-async fn send_run(engine: Arc<Engine>, ctx: Ctx, run: Vec<Delivery>, lease_until_ms: i64) {
+/// When the lease would end before another attempt could, the rest go back to the queue. The
+/// last outcome is recorded together with a claim of the chat's next run, which this task sends
+/// straight away (up to `RUNS_IN_A_ROW` runs, then the chat's slot goes back to the claim loop).
+async fn send_run(engine: Arc<Engine>, ctx: Ctx, mut run: Vec<Delivery>, mut lease_until_ms: i64) {
+    for turn in 1..=RUNS_IN_A_ROW {
+        let (app_id, chat_id) = (run[0].new.app_id.clone(), run[0].new.chat_id.clone());
+        let Some((last, complete)) = send_one_run(&engine, &ctx, run, lease_until_ms).await else { break };
+        let Some(dir) = (ctx.directory)() else { return };
+        // Going on with this chat: its next run, if it may (its app still deliverable here).
+        let claim = engine
+            .claim_now(&ctx, &dir)
+            .filter(|c| complete && turn < RUNS_IN_A_ROW && c.apps.contains(&app_id))
+            .map(|c| DeliveryClaim { apps: vec![app_id], chat_id: Some(chat_id), limit: 1, ..c });
+        drop(dir);
+        let lease = claim.as_ref().map(|c| c.lease_until_ms);
+        let next = record(&ctx, last, claim).await;
+        match lease {
+            Some(lease) if !next.is_empty() => (run, lease_until_ms) = (next, lease),
+            _ => break,
+        }
+    }
+    engine.claims.notify_one();
+}
+
+/// Sends a run; records every outcome but the last, which it returns with whether the whole run
+/// was attempted (`None`: nothing was, or the server is gone).
+async fn send_one_run(engine: &Engine, ctx: &Ctx, run: Vec<Delivery>, lease_until_ms: i64) -> Option<(Outcome, bool)> {
     let mut recording = Vec::new();
+    let mut last: Option<Outcome> = None;
+    let mut complete = true;
     let mut rest = run.into_iter();
     while let Some(delivery) = rest.next() {
-        let Some(dir) = (ctx.directory)() else { return };
+        let dir = (ctx.directory)()?;
         let settings = engine.settings(&dir, &delivery.new.app_id);
         // Room for the slowest attempt: the delay, then two sends (deliver twice) of `TIMEOUT`.
         let worst_ms = engine.max_fault_delay_ms() + 2 * send::TIMEOUT.as_millis() as i64 + 1_000;
         let (Some(settings), true) = (settings, wall_ms() + worst_ms < lease_until_ms) else {
             let ids: Vec<String> = std::iter::once(delivery).chain(rest).map(|d| d.new.event_id).collect();
-            if let Err(e) = ctx.store.release_deliveries(&engine.node_id, ids).await {
-                tracing::warn!(error = %e, "giving back deliveries failed; their lease ends on its own");
-            }
+            give_back(engine, ctx, ids).await;
+            complete = false;
             break;
         };
         let event_id = delivery.new.event_id.clone();
-        let Some(finished) = attempt(&engine, &ctx, delivery, settings).await else {
-            let ids: Vec<String> = std::iter::once(event_id).chain(rest.map(|d| d.new.event_id)).collect();
-            if let Err(e) = ctx.store.release_deliveries(&engine.node_id, ids).await {
-                tracing::warn!(error = %e, "giving back deliveries failed; their lease ends on its own");
-            }
+        let Some(finished) = attempt(engine, ctx, delivery, settings).await else {
+            give_back(engine, ctx, std::iter::once(event_id).chain(rest.map(|d| d.new.event_id)).collect()).await;
+            complete = false;
             break;
         };
-        let ctx = ctx.clone();
-        recording.push(tokio::spawn(async move { record(&ctx, finished).await }));
+        if let Some(previous) = last.replace(finished) {
+            let ctx = ctx.clone();
+            recording.push(tokio::spawn(async move { record(&ctx, previous, None).await }));
+        }
     }
+    // The earlier outcomes first: the last one's claim must not see them still leased.
     for r in recording {
         let _ = r.await;
     }
-    engine.claims.notify_one();
+    last.map(|last| (last, complete))
+}
+
+/// Gives leased deliveries not attempted back to the queue.
+async fn give_back(engine: &Engine, ctx: &Ctx, event_ids: Vec<String>) {
+    if let Err(e) = ctx.store.release_deliveries(&engine.node_id, event_ids).await {
+        tracing::warn!(error = %e, "giving back deliveries failed; their lease ends on its own");
+    }
 }
 
 /// Sends one claimed delivery the way its app takes events: where it went and what came back;
@@ -641,15 +679,21 @@ async fn attempt(engine: &Engine, ctx: &Ctx, delivery: Delivery, settings: Event
     Some(Outcome { finished, since_commit_ms: now - row.committed_ms })
 }
 
-/// Records an attempt and the delivery's next state; then counts it in the metrics, so /metrics
-/// never shows an outcome the queue does not yet reflect.
-async fn record(ctx: &Ctx, outcome: Outcome) {
+/// Records an attempt and the delivery's next state (with `claim`, in the same transaction, the
+/// claim; what it leased is returned); then counts it in the metrics, so /metrics never shows an
+/// outcome the queue does not yet reflect.
+async fn record(ctx: &Ctx, outcome: Outcome, claim: Option<DeliveryClaim>) -> Vec<Delivery> {
     let Outcome { finished, since_commit_ms } = outcome;
     let (event_type, delivered) = (finished.attempt.event_type.clone(), finished.attempt.delivered);
     let last = finished.attempt.next_retry_ms.is_none();
-    if let Err(e) = ctx.store.finish_delivery(finished).await {
-        // The lease ends on its own and the delivery is attempted again (same event_id).
-        tracing::warn!(error = %e, "recording a delivery attempt failed");
-    }
+    let claimed = match ctx.store.finish_delivery(finished, claim).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            // The lease ends on its own and the delivery is attempted again (same event_id).
+            tracing::warn!(error = %e, "recording a delivery attempt failed");
+            Vec::new()
+        }
+    };
     ctx.metrics.delivery(&event_type, delivered, last, since_commit_ms);
+    claimed
 }

@@ -307,8 +307,8 @@ impl Store for Tracked {
         self.track(self.inner.claim_deliveries(claim).await)
     }
 
-    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
-        self.track(self.inner.finish_delivery(finished).await)
+    async fn finish_delivery(&self, finished: FinishedAttempt, claim: Option<DeliveryClaim>) -> Result<Vec<Delivery>, StoreError> {
+        self.track(self.inner.finish_delivery(finished, claim).await)
     }
 
     async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {

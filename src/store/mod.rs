@@ -437,6 +437,8 @@ pub struct DeliveryClaim {
     /// Deliveries of one chat claimed at once, at most: its claimable ones in commit order, sent
     /// one after another by the claiming node.
     pub run: usize,
+    /// Only this chat's deliveries (a node going on with the chat whose run it just sent).
+    pub chat_id: Option<String>,
 }
 
 /// After an attempt: what becomes of its delivery.
@@ -747,8 +749,10 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_deliveries(&self, claim: DeliveryClaim) -> Result<Vec<Delivery>, StoreError>;
 
     /// Records the attempt (pruning the oldest beyond `finished.keep`)
-    /// and, while `owner` still holds the lease, the delivery's next state, atomically.
-    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError>;
+    /// and, while `owner` still holds the lease, the delivery's next state, atomically. With a
+    /// `claim`, the same transaction then claims as `claim_deliveries` does and returns what it
+    /// leased (a node going straight on with the next run of the chat it just delivered to).
+    async fn finish_delivery(&self, finished: FinishedAttempt, claim: Option<DeliveryClaim>) -> Result<Vec<Delivery>, StoreError>;
 
     /// Gives back deliveries `owner` leased but did not attempt: due again at once.
     async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError>;

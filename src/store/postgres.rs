@@ -886,11 +886,12 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
-    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
+    async fn finish_delivery(&self, finished: FinishedAttempt, claim: Option<DeliveryClaim>) -> Result<Vec<Delivery>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        sql::finish_delivery(&mut Pg(&tx), &finished).await?;
-        self.commit(tx).await
+        let claimed = sql::finish_delivery(&mut Pg(&tx), &finished, claim.as_ref()).await?;
+        self.commit(tx).await?;
+        Ok(claimed)
     }
 
     async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {

@@ -294,13 +294,14 @@ statements! {
     /// (wall clock) or earlier, so its node is presumed dead.
     DUE_DELIVERY = "SELECT 1 FROM deliveries WHERE (state = 'pending' AND due_ms <= $1)
         OR (state = 'in_flight' AND lease_until <= $2) LIMIT 1";
-    /// Claimable deliveries of the apps in `$3` (",app,app,"), oldest first, that no other row of
+    /// Claimable deliveries of the apps in `$3` (",app,app,") and of the chat `$5` (all when
+    /// empty), oldest first, that no other row of
     /// their (app, chat) holds back: one leased now, or an earlier one that is due or leased (a
     /// row waiting for its retry holds nothing back). Rows another transaction holds are skipped.
     CLAIMABLE_DELIVERIES = "SELECT d.event_id, d.app_id, d.seq, d.chat_id, d.type, d.payload, d.committed_ms, d.failed
         FROM deliveries d
         WHERE ((d.state = 'pending' AND d.due_ms <= $1) OR (d.state = 'in_flight' AND d.lease_until <= $2))
-        AND strpos($3, ',' || d.app_id || ',') > 0
+        AND strpos($3, ',' || d.app_id || ',') > 0 AND ($5 = '' OR d.chat_id = $5)
         AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.app_id = d.app_id AND e.chat_id = d.chat_id
             AND e.event_id <> d.event_id
             AND ((e.state = 'in_flight' AND e.lease_until > $2) OR (e.seq < d.seq AND (e.state = 'in_flight' OR e.due_ms <= $1))))
@@ -1259,7 +1260,8 @@ pub async fn claim_deliveries(tx: &mut impl Tx, claim: &DeliveryClaim) -> Result
     let apps = format!(",{},", claim.apps.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(","));
     let mut live: std::collections::HashMap<String, usize> =
         tx.query(&LIVE_LEASES, &[Int(claim.wall_ms)], |r| Ok((r.string(0)?, r.int(1)? as usize))).await?.into_iter().collect();
-    let params = [Int(claim.now_ms), Int(claim.wall_ms), Text(&apps), Int(claim.limit as i64)];
+    let chat = claim.chat_id.as_deref().unwrap_or_default();
+    let params = [Int(claim.now_ms), Int(claim.wall_ms), Text(&apps), Int(claim.limit as i64), Text(chat)];
     let candidates = tx
         .query(&CLAIMABLE_DELIVERIES, &params, |r| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 }))
         .await?;
@@ -1298,8 +1300,9 @@ pub async fn release_deliveries(tx: &mut impl Tx, owner: &str, event_ids: &[Stri
 }
 
 /// Records the attempt, prunes the oldest beyond the bounds, then moves the delivery on (only
-/// while `owner` holds its lease: a node whose lease ran out leaves the row to its new owner).
-pub async fn finish_delivery(tx: &mut impl Tx, f: &FinishedAttempt) -> Result<(), StoreError> {
+/// while `owner` holds its lease: a node whose lease ran out leaves the row to its new owner);
+/// then, with a `claim`, claims (the row just finished no longer holds its chat back).
+pub async fn finish_delivery(tx: &mut impl Tx, f: &FinishedAttempt, claim: Option<&DeliveryClaim>) -> Result<Vec<Delivery>, StoreError> {
     let a = &f.attempt;
     let payload = to_json(&a.payload);
     let weight = a.weight(payload.len());
@@ -1336,7 +1339,10 @@ pub async fn finish_delivery(tx: &mut impl Tx, f: &FinishedAttempt) -> Result<()
             tx.execute(&RETRY_DELIVERY, &params).await?
         }
     };
-    Ok(())
+    match claim {
+        Some(claim) => claim_deliveries(tx, claim).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 pub async fn release_leases(tx: &mut impl Tx, owner: &str) -> Result<u64, StoreError> {

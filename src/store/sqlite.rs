@@ -919,8 +919,8 @@ impl Store for SqliteStore {
         self.change(move |tx| ready(sql::claim_deliveries(tx, &claim))).await
     }
 
-    async fn finish_delivery(&self, finished: FinishedAttempt) -> Result<(), StoreError> {
-        self.change(move |tx| ready(sql::finish_delivery(tx, &finished))).await
+    async fn finish_delivery(&self, finished: FinishedAttempt, claim: Option<DeliveryClaim>) -> Result<Vec<Delivery>, StoreError> {
+        self.change(move |tx| ready(sql::finish_delivery(tx, &finished, claim.as_ref()))).await
     }
 
     async fn release_deliveries(&self, owner: &str, event_ids: Vec<String>) -> Result<(), StoreError> {

@@ -32,6 +32,7 @@ fn claim(owner: &str, apps: &[&str], now_ms: i64, wall_ms: i64) -> DeliveryClaim
         per_app: 16,
         limit: 100,
         run: 1,
+        chat_id: None,
     }
 }
 
@@ -62,7 +63,7 @@ async fn finish(store: &dyn Store, owner: &str, r: &NewDelivery, next: DeliveryN
         next,
         keep: AttemptBounds::DEFAULT,
     };
-    store.finish_delivery(finished).await.unwrap();
+    store.finish_delivery(finished, None).await.unwrap();
 }
 
 fn ids(claimed: &[larkstack::store::Delivery]) -> Vec<i64> {
@@ -107,6 +108,32 @@ async fn a_fan_out_with_a_claim_leases_its_new_rows_in_the_same_commit() {
     let (done, claimed) = store.fan_out(0, 5, vec![row("cli_a", "oc_9", 9)], Some(c)).await.unwrap();
     assert_eq!((done, claimed.len()), (FanOut::Moved(5), 0));
     assert_eq!(store.delivery_queue().await.unwrap().rows, 5);
+}
+
+#[tokio::test]
+async fn finishing_a_delivery_with_a_claim_of_its_chat_leases_the_chats_next_run_only() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path()).await;
+    let (now, wall) = (10_000, 1_000_000);
+    let rows = vec![row("cli_a", "oc_1", 1), row("cli_a", "oc_1", 2), row("cli_a", "oc_1", 3), row("cli_a", "oc_2", 4)];
+    store.fan_out(0, 4, rows.clone(), None).await.unwrap();
+    assert_eq!(ids(&store.claim_deliveries(claim("n1", &["cli_a"], now, wall)).await.unwrap()), [1, 4]);
+    // While seq 1 is leased, oc_1 is held: going on with it before 1 is finished finds nothing.
+    let mut next = claim("n1", &["cli_a"], now, wall);
+    next.chat_id = Some("oc_1".into());
+    next.run = 8;
+    assert!(store.claim_deliveries(next.clone()).await.unwrap().is_empty());
+    // Finishing seq 1 and claiming oc_1 in one transaction: the rest of oc_1, not oc_2's rows.
+    let finished = FinishedAttempt {
+        owner: "n1".into(),
+        attempt: attempt(&rows[0], "ok", true),
+        next: DeliveryNext::Done,
+        keep: AttemptBounds::DEFAULT,
+    };
+    assert_eq!(ids(&store.finish_delivery(finished, Some(next)).await.unwrap()), [2, 3]);
+    assert_eq!(store.delivery_queue().await.unwrap().rows, 3);
+    // They are leased to n1: nobody else claims them.
+    assert!(store.claim_deliveries(claim("n2", &["cli_a"], now, wall + 1)).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -170,7 +197,7 @@ async fn attempts_are_kept_within_their_bounds_and_redelivery_requeues_from_them
     let bounds = AttemptBounds { entries: 5, bytes: 1 << 20 };
     for r in &rows[..6] {
         let finished = FinishedAttempt { owner: "n1".into(), attempt: attempt(r, "ok", true), next: DeliveryNext::Done, keep: bounds };
-        store.finish_delivery(finished).await.unwrap();
+        store.finish_delivery(finished, None).await.unwrap();
     }
     let kept = store.delivery_attempts(AttemptFilter { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(kept.iter().map(|a| a.seq).collect::<Vec<_>>(), [2, 3, 4, 5, 6], "the oldest went first");
@@ -179,7 +206,7 @@ async fn attempts_are_kept_within_their_bounds_and_redelivery_requeues_from_them
     let big = "x".repeat(600 << 10);
     for r in &rows[6..8] {
         let finished = FinishedAttempt { owner: "n1".into(), attempt: attempt(r, &big, true), next: DeliveryNext::Done, keep: bounds };
-        store.finish_delivery(finished).await.unwrap();
+        store.finish_delivery(finished, None).await.unwrap();
     }
     let kept = store.delivery_attempts(AttemptFilter { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(kept.iter().map(|a| a.seq).collect::<Vec<_>>(), [8]);
