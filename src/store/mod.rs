@@ -437,7 +437,8 @@ pub struct DeliveryClaim {
     /// Deliveries of one chat claimed at once, at most: its claimable ones in commit order, sent
     /// one after another by the claiming node.
     pub run: usize,
-    /// Only this chat's deliveries (a node going on with the chat whose run it just sent).
+    /// Only this chat's deliveries, of the first of `apps` (a node going on with the chat whose
+    /// run it just sent).
     pub chat_id: Option<String>,
 }
 

@@ -105,6 +105,21 @@ macro_rules! event_columns {
     };
 }
 
+/// Columns (as `new_delivery_from_row` reads them, then `failed`), table and condition of a
+/// claimable delivery: pending and due by `$1` (larkstack clock), or leased until `$2` (wall
+/// clock) or earlier, so its node is presumed dead; and no other row of its (app, chat) holds it
+/// back: one leased now, or an earlier one that is due or leased (a row waiting for its retry
+/// holds nothing back). Rows another transaction holds are skipped.
+macro_rules! claimable_deliveries {
+    () => {
+        "d.event_id, d.app_id, d.seq, d.chat_id, d.type, d.payload, d.committed_ms, d.failed FROM deliveries d
+        WHERE ((d.state = 'pending' AND d.due_ms <= $1) OR (d.state = 'in_flight' AND d.lease_until <= $2))
+        AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.app_id = d.app_id AND e.chat_id = d.chat_id
+            AND e.event_id <> d.event_id
+            AND ((e.state = 'in_flight' AND e.lease_until > $2) OR (e.seq < d.seq AND (e.state = 'in_flight' OR e.due_ms <= $1))))"
+    };
+}
+
 /// The columns `blob_meta_from_row` reads.
 macro_rules! blob_columns {
     () => {
@@ -294,17 +309,13 @@ statements! {
     /// (wall clock) or earlier, so its node is presumed dead.
     DUE_DELIVERY = "SELECT 1 FROM deliveries WHERE (state = 'pending' AND due_ms <= $1)
         OR (state = 'in_flight' AND lease_until <= $2) LIMIT 1";
-    /// Claimable deliveries of the apps in `$3` (",app,app,") and of the chat `$5` (all when
-    /// empty), oldest first, that no other row of
-    /// their (app, chat) holds back: one leased now, or an earlier one that is due or leased (a
-    /// row waiting for its retry holds nothing back). Rows another transaction holds are skipped.
-    CLAIMABLE_DELIVERIES = "SELECT d.event_id, d.app_id, d.seq, d.chat_id, d.type, d.payload, d.committed_ms, d.failed
-        FROM deliveries d
-        WHERE ((d.state = 'pending' AND d.due_ms <= $1) OR (d.state = 'in_flight' AND d.lease_until <= $2))
-        AND strpos($3, ',' || d.app_id || ',') > 0 AND ($5 = '' OR d.chat_id = $5)
-        AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.app_id = d.app_id AND e.chat_id = d.chat_id
-            AND e.event_id <> d.event_id
-            AND ((e.state = 'in_flight' AND e.lease_until > $2) OR (e.seq < d.seq AND (e.state = 'in_flight' OR e.due_ms <= $1))))
+    /// Claimable deliveries of the apps in `$3` (",app,app,"), oldest first (see
+    /// `claimable_deliveries!`).
+    CLAIMABLE_DELIVERIES = "SELECT ", claimable_deliveries!(), " AND strpos($3, ',' || d.app_id || ',') > 0
+        ORDER BY d.seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+    /// The same of one chat, `$5` of the app `$3`: read through the chat's index, so a node going
+    /// on with a chat pays for that chat's rows only, not the whole queue's.
+    CHAT_CLAIMABLE_DELIVERIES = "SELECT ", claimable_deliveries!(), " AND d.app_id = $3 AND d.chat_id = $5
         ORDER BY d.seq LIMIT $4 FOR UPDATE SKIP LOCKED";
     /// Chats with a live lease, per app (a claim leases a run of one chat's deliveries, sent one
     /// after another: one request in flight per chat).
@@ -1260,13 +1271,18 @@ pub async fn claim_deliveries(tx: &mut impl Tx, claim: &DeliveryClaim) -> Result
     let apps = format!(",{},", claim.apps.iter().map(|a| a.0.as_str()).collect::<Vec<_>>().join(","));
     let mut live: std::collections::HashMap<String, usize> =
         tx.query(&LIVE_LEASES, &[Int(claim.wall_ms)], |r| Ok((r.string(0)?, r.int(1)? as usize))).await?.into_iter().collect();
-    let chat = claim.chat_id.as_deref().unwrap_or_default();
-    let params = [Int(claim.now_ms), Int(claim.wall_ms), Text(&apps), Int(claim.limit as i64), Text(chat)];
-    let candidates = tx
-        .query(&CLAIMABLE_DELIVERIES, &params, |r| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 }))
-        .await?;
-    let mut claimed = Vec::new();
     let delivery = |r: &dyn Cols| Ok(Delivery { new: new_delivery_from_row(r)?, failed: r.int(7)? as u32 });
+    let candidates = match &claim.chat_id {
+        Some(chat) => {
+            let params = [Int(claim.now_ms), Int(claim.wall_ms), Text(&claim.apps[0].0), Int(claim.limit as i64), Text(chat)];
+            tx.query(&CHAT_CLAIMABLE_DELIVERIES, &params, delivery).await?
+        }
+        None => {
+            let params = [Int(claim.now_ms), Int(claim.wall_ms), Text(&apps), Int(claim.limit as i64)];
+            tx.query(&CLAIMABLE_DELIVERIES, &params, delivery).await?
+        }
+    };
+    let mut claimed = Vec::new();
     for head in candidates {
         let leased = live.entry(head.new.app_id.0.clone()).or_default();
         if *leased >= claim.per_app {
