@@ -286,7 +286,17 @@ impl Engine {
 
     /// A claim by this node, now, of the apps it may deliver to; `None` when it may deliver to none.
     fn claim_now(&self, ctx: &Ctx, dir: &Directory) -> Option<DeliveryClaim> {
-        let apps = self.deliverable_apps(ctx, dir);
+        self.claim_of(ctx, self.deliverable_apps(ctx, dir), None)
+    }
+
+    /// A claim by this node, now, of the next run of one chat of `app_id`; `None` when this node
+    /// may no longer deliver to the app.
+    fn claim_of_chat(&self, ctx: &Ctx, dir: &Directory, app_id: AppId, chat_id: String) -> Option<DeliveryClaim> {
+        let deliverable = self.deliverable(dir, &app_id, |app| ctx.longconn.has_connection(app));
+        deliverable.then(|| self.claim_of(ctx, vec![app_id], Some(chat_id))).flatten().map(|c| DeliveryClaim { limit: 1, ..c })
+    }
+
+    fn claim_of(&self, ctx: &Ctx, apps: Vec<AppId>, chat_id: Option<String>) -> Option<DeliveryClaim> {
         if apps.is_empty() {
             return None;
         }
@@ -300,20 +310,28 @@ impl Engine {
             per_app: MAX_IN_FLIGHT_PER_APP,
             limit: CLAIM_BATCH,
             run: RUN,
-            chat_id: None,
+            chat_id,
         })
+    }
+
+    /// Whether this node may deliver to the app now: a webhook app with a request URL, a
+    /// long-connection app one of whose connections this node holds (`connected`).
+    fn deliverable(&self, dir: &Directory, app_id: &AppId, connected: impl Fn(&AppId) -> bool) -> bool {
+        match self.settings(dir, app_id) {
+            Some(s) if s.event_mode == EventMode::LongConnection => connected(app_id),
+            Some(s) => s.webhook_url().is_some(),
+            None => false,
+        }
     }
 
     /// The apps whose deliveries this node may claim now: webhook apps with a request URL (any
     /// node), long-connection apps whose connection this node holds.
     fn deliverable_apps(&self, ctx: &Ctx, dir: &Directory) -> Vec<AppId> {
+        // One pass over the connections, not one per app.
+        let connected = ctx.longconn.apps_with_connections();
         dir.apps()
             .iter()
-            .filter(|a| match self.settings(dir, &a.app_id) {
-                Some(s) if s.event_mode == EventMode::LongConnection => ctx.longconn.has_connection(&a.app_id),
-                Some(s) => s.webhook_url().is_some(),
-                None => false,
-            })
+            .filter(|a| self.deliverable(dir, &a.app_id, |app| connected.contains(app)))
             .map(|a| a.app_id.clone())
             .collect()
     }
@@ -525,10 +543,8 @@ async fn send_run(engine: Arc<Engine>, ctx: Ctx, mut run: Vec<Delivery>, mut lea
         let Some((last, complete)) = send_one_run(&engine, &ctx, run, lease_until_ms).await else { break };
         let Some(dir) = (ctx.directory)() else { return };
         // Going on with this chat: its next run, if it may (its app still deliverable here).
-        let claim = engine
-            .claim_now(&ctx, &dir)
-            .filter(|c| complete && turn < RUNS_IN_A_ROW && c.apps.contains(&app_id))
-            .map(|c| DeliveryClaim { apps: vec![app_id], chat_id: Some(chat_id), limit: 1, ..c });
+        let go_on = complete && turn < RUNS_IN_A_ROW;
+        let claim = if go_on { engine.claim_of_chat(&ctx, &dir, app_id, chat_id) } else { None };
         drop(dir);
         let lease = claim.as_ref().map(|c| c.lease_until_ms);
         let next = record(&ctx, last, claim).await;
