@@ -490,6 +490,16 @@ struct React {
     emoji_type: String,
 }
 
+/// The message, unless it is unknown or recalled: 404 in the control API's envelope.
+pub(super) async fn live_message_or_404(state: &AppState, message_id: &str) -> Result<Message, ApiError> {
+    state
+        .store
+        .get_message(&MessageId(message_id.to_string()))
+        .await?
+        .filter(|m| !m.is_recalled())
+        .ok_or_else(|| control_error(ControlErr::NotFound, format!("no message {message_id}")))
+}
+
 /// A user reacts to a message in the Feishu client: the bots in the chat receive
 /// `im.message.reaction.created_v1`. The same emoji from the same user again answers the first.
 #[utoipa::path(
@@ -506,12 +516,7 @@ pub async fn react_as_user(State(state): State<Arc<AppState>>, PathParam(message
     let act: React = json_body(&body)?;
     let dir = state.directory();
     let user = user_by_key(&dir, &act.user)?;
-    let message = state
-        .store
-        .get_message(&MessageId(message_id.clone()))
-        .await?
-        .filter(|m| !m.is_recalled())
-        .ok_or_else(|| control_error(ControlErr::NotFound, format!("no message {message_id}")))?;
+    let message = live_message_or_404(&state, &message_id).await?;
     let chat = chat_or_404(&state, &message.chat_id.0).await?;
     usable(&chat)?;
     if !chat.has_user(&user.uid) {

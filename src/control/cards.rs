@@ -7,13 +7,12 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::actors::{chat_or_404, usable, user_by_key};
+use super::actors::{chat_or_404, live_message_or_404, usable, user_by_key};
 use super::{control_error, json_body};
 use crate::api::extract::{PathParam, RawBody};
 use crate::delivery::callback;
 use crate::domain::cards::{action_object, card_action_event, new_card_token, read_answer, replace_card, CARD_TOKEN_TTL_MS, MAX_CARD_TOKENS};
 use crate::domain::feishu_events::recipient_tenant;
-use crate::domain::ids::MessageId;
 use crate::domain::message::{Message, Sender};
 use crate::envelope::{ok, ApiResult};
 use crate::error::ControlErr;
@@ -61,12 +60,7 @@ pub async fn card_action(State(state): State<Arc<AppState>>, PathParam(message_i
     let action = action_object(&act.action.unwrap_or_else(|| json!({}))).map_err(bad)?;
     let dir = state.directory();
     let user = user_by_key(&dir, &act.user)?;
-    let message = state
-        .store
-        .get_message(&MessageId(message_id.clone()))
-        .await?
-        .filter(|m| !m.is_recalled())
-        .ok_or_else(|| control_error(ControlErr::NotFound, format!("no message {message_id}")))?;
+    let message = live_message_or_404(&state, &message_id).await?;
     let Sender::App(app_id) = &message.sender else {
         return Err(bad("the message was not sent by an app".into()));
     };

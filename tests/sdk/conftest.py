@@ -222,6 +222,13 @@ def control(server, method, path, body=None):
         return json.loads(e.read())
 
 
+def act(server, path, body):
+    """A control-API POST that must succeed (a user's action, as from the Feishu client): its ``data``."""
+    reply = control(server, "POST", path, body)
+    assert reply["code"] == 0, reply
+    return reply["data"]
+
+
 def build(cls, **fields):
     """An SDK model through its builder: ``build(CreateChatRequest, chat_id=…, request_body=…)``."""
     builder = cls.builder()

@@ -5,7 +5,6 @@ control API, as from the Feishu client.
 """
 
 import json
-import urllib.request
 
 import lark_oapi as lark
 import pytest
@@ -33,7 +32,7 @@ from lark_oapi.api.im.v1 import (
     UpdateMessageRequestBody,
 )
 
-from conftest import build, ok, running_larkstack
+from conftest import act, build, ok, running_larkstack
 
 
 def text(s):
@@ -49,19 +48,6 @@ def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-messaging")
     with running_larkstack(larkstack_bin, data_dir) as s:
         yield s
-
-
-def control(server, path, body):
-    req = urllib.request.Request(
-        server.base_url + path,
-        method="POST",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        reply = json.loads(r.read())
-    assert reply["code"] == 0, reply
-    return reply["data"]
 
 
 @pytest.fixture
@@ -83,7 +69,7 @@ def test_a_bot_replies_in_a_thread_reacts_edits_streams_a_card_and_recalls(serve
     alice = directory.open_id("alice")
     body = build(CreateChatRequestBody, name="Support", user_id_list=[alice])
     chat_id = ok(im.chat.create(build(CreateChatRequest, user_id_type="open_id", request_body=body))).chat_id
-    question = control(server, f"/_larkstack/chats/{chat_id}/messages", {"user": "alice", "text": "is it down?"})["message_id"]
+    question = act(server, f"/_larkstack/chats/{chat_id}/messages", {"user": "alice", "text": "is it down?"})["message_id"]
 
     # Reply in a thread; the reply carries the chain.
     reply_body = build(ReplyMessageRequestBody, content=text("looking"), msg_type="text", reply_in_thread=True, uuid="py-reply-1")
@@ -103,7 +89,7 @@ def test_a_bot_replies_in_a_thread_reacts_edits_streams_a_card_and_recalls(serve
     reaction_body = build(CreateMessageReactionRequestBody, reaction_type=build(Emoji, emoji_type="Typing"))
     reaction = ok(im.message_reaction.create(build(CreateMessageReactionRequest, message_id=question, request_body=reaction_body)))
     assert (reaction.operator.operator_type, reaction.reaction_type.emoji_type) == ("app", "Typing")
-    control(server, f"/_larkstack/messages/{question}/reactions", {"user": "alice", "emoji_type": "THUMBSUP"})
+    act(server, f"/_larkstack/messages/{question}/reactions", {"user": "alice", "emoji_type": "THUMBSUP"})
     listed = ok(im.message_reaction.list(build(ListMessageReactionRequest, message_id=question, user_id_type="open_id")))
     assert [(r.reaction_type.emoji_type, r.operator.operator_type, r.operator.operator_id) for r in listed.items] == [
         ("Typing", "app", directory.app("demo-bot")["app_id"]),
@@ -134,7 +120,7 @@ def test_a_bot_replies_in_a_thread_reacts_edits_streams_a_card_and_recalls(serve
     assert shown.updated is True
 
     # Alice reads the chat: read receipts for the bot's messages.
-    control(server, f"/_larkstack/chats/{chat_id}/read", {"user": "alice"})
+    act(server, f"/_larkstack/chats/{chat_id}/read", {"user": "alice"})
     readers = ok(im.message.read_users(build(ReadUsersMessageRequest, message_id=sent.message_id, user_id_type="open_id")))
     assert [(r.user_id, r.user_id_type) for r in readers.items] == [(alice, "open_id")]
     assert int(readers.items[0].timestamp) >= int(sent.create_time)

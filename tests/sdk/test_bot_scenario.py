@@ -11,7 +11,6 @@ import io
 import json
 import os
 import struct
-import urllib.request
 
 import lark_oapi as lark
 import pytest
@@ -37,7 +36,7 @@ from lark_oapi.api.im.v1 import (
     ReplyMessageRequestBody,
 )
 
-from conftest import build, ok, running_larkstack
+from conftest import act, build, ok, running_larkstack
 
 
 def png(width, height, tail):
@@ -55,20 +54,6 @@ def server(larkstack_bin, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("larkstack-scenario")
     with running_larkstack(larkstack_bin, data_dir) as s:
         yield s
-
-
-def act_as_user(server, path, body):
-    """A control-API action of a user (as from the Feishu client)."""
-    req = urllib.request.Request(
-        server.base_url + path,
-        method="POST",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        reply = json.loads(r.read())
-    assert reply["code"] == 0, reply
-    return reply["data"]
 
 
 def test_the_bot_scenario_of_issue_14(server, directory):
@@ -96,7 +81,7 @@ def test_the_bot_scenario_of_issue_14(server, directory):
 
     # 2. A group with alice; alice writes in it.
     chat_id = ok(im.chat.create(build(CreateChatRequest, user_id_type="open_id", request_body=build(CreateChatRequestBody, name="Incidents", user_id_list=[alice])))).chat_id
-    question = act_as_user(server, f"/_larkstack/chats/{chat_id}/messages", {"user": "alice", "text": "the build is red"})["message_id"]
+    question = act(server, f"/_larkstack/chats/{chat_id}/messages", {"user": "alice", "text": "the build is red"})["message_id"]
 
     # 3. The bot replies in a thread.
     reply_body = build(ReplyMessageRequestBody, msg_type="text", content=json.dumps({"text": "on it"}), reply_in_thread=True, uuid="scenario-py-1")
