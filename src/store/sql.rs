@@ -303,8 +303,10 @@ statements! {
     /// `Tx::insert_deliveries` row by row (SQLite; PostgreSQL inserts a batch in one statement).
     INSERT_DELIVERY = "INSERT INTO deliveries (event_id, app_id, seq, chat_id, type, payload, bytes, committed_ms, failed, due_ms, state)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, 'pending') ON CONFLICT (event_id) DO NOTHING";
-    DELIVERY_QUEUE = "SELECT count(*), CAST(coalesce(sum(bytes), 0) AS BIGINT),
-        (SELECT coalesce(max(seq), 0) FROM delivery_cursor) FROM deliveries";
+    /// The cursor's table is named first: PostgreSQL locks a statement's tables in that order,
+    /// and `STATE_TABLES` (a reset's TRUNCATE) has it before `deliveries`.
+    DELIVERY_QUEUE = "SELECT q.n, q.b, c.seq FROM (SELECT coalesce(max(seq), 0) AS seq FROM delivery_cursor) c,
+        (SELECT count(*) AS n, CAST(coalesce(sum(bytes), 0) AS BIGINT) AS b FROM deliveries) q";
     /// A claimable delivery: pending and due by `$1` (larkstack clock), or leased until `$2`
     /// (wall clock) or earlier, so its node is presumed dead.
     DUE_DELIVERY = "SELECT 1 FROM deliveries WHERE (state = 'pending' AND due_ms <= $1)

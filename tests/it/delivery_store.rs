@@ -266,3 +266,35 @@ async fn a_claim_takes_a_run_of_one_chats_due_deliveries_in_commit_order() {
     }
     assert_eq!(ids(&store.claim_deliveries(c).await.unwrap()), [4, 5]);
 }
+
+/// A reset (`clear`) runs while the delivery engine reads the queue, the outbox and the settings
+/// of every node (on PostgreSQL a TRUNCATE of every state table, which would deadlock with a
+/// statement that reads two of them in the other order; the deadlock's victim was a failed
+/// reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_while_the_engine_reads_never_fails() {
+    let data = tempfile::tempdir().unwrap();
+    let store = open_store(data.path()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let (store, stop) = (store.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.delivery_queue().await.unwrap();
+                store.outbox_stats().await.unwrap();
+                store.deliveries_due(0, 0).await.unwrap();
+                store.prune_events(1 << 20, 0).await.unwrap();
+            }
+        }));
+    }
+    for i in 0..40 {
+        if let Err(e) = store.clear().await {
+            panic!("reset {i} failed: {e}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+}
