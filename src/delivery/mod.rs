@@ -41,7 +41,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::domain::chat::Chat;
@@ -130,8 +129,11 @@ pub struct Engine {
     /// Whether some app could receive events at the last fan-out: while none can, the fan-out
     /// only moves the cursor once a `TICK` rather than after every commit.
     receivers: AtomicBool,
-    /// Wakes the claims: new deliveries, a finished run, a redelivery, new settings.
+    /// Wakes the claims: deliveries a fan-out could not claim, a run that left its chat or app
+    /// with more, a redelivery, new settings.
     claims: tokio::sync::Notify,
+    /// Runs this node is sending, per app (bounded by the apps with leases here).
+    running: Mutex<HashMap<AppId, usize>>,
     started: AtomicBool,
 }
 
@@ -156,6 +158,7 @@ impl Engine {
             wake: Arc::default(),
             receivers: AtomicBool::new(true),
             claims: tokio::sync::Notify::new(),
+            running: Mutex::default(),
             started: AtomicBool::new(false),
         }
     }
@@ -353,7 +356,7 @@ async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
         // Several batches in a row while the outbox has more.
         for _ in 0..8 {
             match fan_out(&engine, &ctx, &dir).await {
-                Ok(true) => engine.claims.notify_one(),
+                Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "event fan-out failed; retrying");
@@ -494,7 +497,13 @@ async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<boo
     // cost them another commit (and a wake-up) before the first byte goes out.
     let claim = if rows.is_empty() { None } else { engine.claim_now(ctx, dir) };
     let lease_until_ms = claim.as_ref().map(|c| c.lease_until_ms);
+    let new_rows = rows.len();
     let (done, claimed) = ctx.store.fan_out(after, upto, rows, claim).await?;
+    if lease_until_ms.is_some() && claimed.len() < new_rows {
+        // Rows behind a chat's run (its run claims them as it ends) or over an app's bound (a
+        // run of the app ending wakes the claims): a look now costs little and may find some.
+        engine.claims.notify_one();
+    }
     let cursor = match done {
         FanOut::Done => upto,
         FanOut::Moved(cursor) => cursor,
@@ -529,6 +538,7 @@ fn send_claimed(engine: &Arc<Engine>, ctx: &Ctx, claimed: Vec<Delivery>, lease_u
     }
     for run in runs {
         let (engine, ctx) = (engine.clone(), ctx.clone());
+        *engine.running.lock().entry(run[0].new.app_id.clone()).or_default() += 1;
         tokio::spawn(async move { send_run(engine, ctx, run, lease_until_ms).await });
     }
 }
@@ -537,23 +547,45 @@ fn send_claimed(engine: &Arc<Engine>, ctx: &Ctx, claimed: Vec<Delivery>, lease_u
 /// When the lease would end before another attempt could, the rest go back to the queue. The
 /// last outcome is recorded together with a claim of the chat's next run, which this task sends
 /// straight away (up to `RUNS_IN_A_ROW` runs, then the chat's slot goes back to the claim loop).
-async fn send_run(engine: Arc<Engine>, ctx: Ctx, mut run: Vec<Delivery>, mut lease_until_ms: i64) {
+/// The claim loop is woken only when this may have left it something to claim: the chat not
+/// drained, or the app at its bound of chats in flight here.
+async fn send_run(engine: Arc<Engine>, ctx: Ctx, run: Vec<Delivery>, lease_until_ms: i64) {
+    let app = run[0].new.app_id.clone();
+    let drained = send_runs(&engine, &ctx, run, lease_until_ms).await;
+    let app_was_full = {
+        let mut running = engine.running.lock();
+        let n = running.get(&app).copied().unwrap_or(1);
+        if n <= 1 {
+            running.remove(&app);
+        } else {
+            running.insert(app, n - 1);
+        }
+        n >= MAX_IN_FLIGHT_PER_APP
+    };
+    if !drained || app_was_full {
+        engine.claims.notify_one();
+    }
+}
+
+/// `send_run`'s runs of one chat; `true` when the chat had no more due deliveries at the end.
+async fn send_runs(engine: &Arc<Engine>, ctx: &Ctx, mut run: Vec<Delivery>, mut lease_until_ms: i64) -> bool {
     for turn in 1..=RUNS_IN_A_ROW {
         let (app_id, chat_id) = (run[0].new.app_id.clone(), run[0].new.chat_id.clone());
-        let Some((last, complete)) = send_one_run(&engine, &ctx, run, lease_until_ms).await else { break };
-        let Some(dir) = (ctx.directory)() else { return };
+        let Some((last, complete)) = send_one_run(engine, ctx, run, lease_until_ms).await else { return false };
+        let Some(dir) = (ctx.directory)() else { return true };
         // Going on with this chat: its next run, if it may (its app still deliverable here).
         let go_on = complete && turn < RUNS_IN_A_ROW;
-        let claim = if go_on { engine.claim_of_chat(&ctx, &dir, app_id, chat_id) } else { None };
+        let claim = if go_on { engine.claim_of_chat(ctx, &dir, app_id, chat_id) } else { None };
         drop(dir);
         let lease = claim.as_ref().map(|c| c.lease_until_ms);
-        let next = record(&ctx, last, claim).await;
+        let next = record(ctx, last, claim).await;
         match lease {
             Some(lease) if !next.is_empty() => (run, lease_until_ms) = (next, lease),
-            _ => break,
+            Some(_) => return true,
+            None => return false,
         }
     }
-    engine.claims.notify_one();
+    false
 }
 
 /// Sends a run; records every outcome but the last, which it returns with whether the whole run
@@ -602,7 +634,7 @@ async fn give_back(engine: &Engine, ctx: &Ctx, event_ids: Vec<String>) {
 /// Sends one claimed delivery the way its app takes events: where it went and what came back;
 /// `None` when a long-connection app's connection went away meanwhile (the delivery waits, it
 /// did not fail).
-async fn transmit(ctx: &Ctx, app_id: &AppId, settings: &EventSettings, payload: &Value, twice: bool) -> Option<(String, send::Outcome)> {
+async fn transmit(ctx: &Ctx, app_id: &AppId, settings: &EventSettings, payload: &str, twice: bool) -> Option<(String, send::Outcome)> {
     Some(match (settings.event_mode, settings.event_url.as_deref()) {
         (EventMode::Webhook, Some(url)) => (url.to_string(), send_webhook(url, settings, payload, ctx.clock.now_secs(), twice).await),
         (EventMode::Webhook, None) => {
@@ -614,7 +646,7 @@ async fn transmit(ctx: &Ctx, app_id: &AppId, settings: &EventSettings, payload: 
 
 /// One delivery over the long connection (twice when a fault says so). The ack's `code` stands
 /// for the HTTP status: 200 delivered, anything else (or no ack in 3 s) a failed attempt.
-async fn over_long_connection(ctx: &Ctx, app_id: &AppId, payload: &Value, twice: bool) -> Option<(String, send::Outcome)> {
+async fn over_long_connection(ctx: &Ctx, app_id: &AppId, payload: &str, twice: bool) -> Option<(String, send::Outcome)> {
     let first = ctx.longconn.deliver(app_id, payload).await;
     if twice {
         ctx.longconn.deliver(app_id, payload).await;
@@ -632,8 +664,8 @@ async fn over_long_connection(ctx: &Ctx, app_id: &AppId, payload: &Value, twice:
 }
 
 /// One webhook POST (twice for the deliver-twice fault: same event_id, same signature).
-async fn send_webhook(url: &str, settings: &EventSettings, payload: &Value, now_secs: i64, twice: bool) -> send::Outcome {
-    let signed = wire::seal(payload, &settings.encrypt_key, now_secs);
+async fn send_webhook(url: &str, settings: &EventSettings, payload: &str, now_secs: i64, twice: bool) -> send::Outcome {
+    let signed = wire::seal_json(payload.as_bytes().to_vec(), &settings.encrypt_key, now_secs);
     let first = send::post(url, &signed.headers, signed.body.clone(), send::TIMEOUT).await;
     if twice {
         send::post(url, &signed.headers, signed.body, send::TIMEOUT).await;
@@ -655,7 +687,7 @@ async fn attempt(engine: &Engine, ctx: &Ctx, delivery: Delivery, settings: Event
     if delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
-    let payload: Value = serde_json::from_str(&row.payload).unwrap_or(Value::Null);
+    let payload = row.payload;
     let (url, outcome) = if fail {
         let url = settings.event_url.clone().unwrap_or_default();
         (url, send::Outcome { status: None, body: "failed by a delivery fault (/_larkstack/faults/deliveries)".into(), latency_ms: 0 })

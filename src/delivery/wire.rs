@@ -100,7 +100,11 @@ pub struct Signed {
 
 /// Compact JSON of `payload`, encrypted when `encrypt_key` is not empty, signed at `now_secs`.
 pub fn seal(payload: &Value, encrypt_key: &str, now_secs: i64) -> Signed {
-    let plain = serde_json::to_vec(payload).expect("JSON serialises");
+    seal_json(serde_json::to_vec(payload).expect("JSON serialises"), encrypt_key, now_secs)
+}
+
+/// `seal` of JSON already written (a stored delivery's payload, sent as it was stored).
+pub fn seal_json(plain: Vec<u8>, encrypt_key: &str, now_secs: i64) -> Signed {
     let body = if encrypt_key.is_empty() {
         plain
     } else {

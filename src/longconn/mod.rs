@@ -405,12 +405,12 @@ impl Hub {
     }
 
     /// Sends one event to one connection of the app (picked at random) and waits for its ack.
-    pub async fn deliver(&self, app_id: &AppId, payload: &Value) -> Outcome {
+    pub async fn deliver(&self, app_id: &AppId, payload: &str) -> Outcome {
         self.deliver_within(app_id, payload, ACK_TIMEOUT).await
     }
 
     /// `deliver`, waiting at most `within` for the ack (a timeout still reads as the 3 s one).
-    async fn deliver_within(&self, app_id: &AppId, payload: &Value, within: Duration) -> Outcome {
+    async fn deliver_within(&self, app_id: &AppId, payload: &str, within: Duration) -> Outcome {
         let conn = {
             let conns = self.conns.lock();
             let mine: Vec<&Arc<Conn>> = conns.values().filter(|c| c.app_id == *app_id).collect();
@@ -422,7 +422,7 @@ impl Hub {
         let start = Instant::now();
         let message_id = crate::secrets::random_hex();
         let trace_id = crate::secrets::random_hex();
-        let bytes = payload.to_string().into_bytes();
+        let bytes = payload.as_bytes();
         let fragments = bytes.len().div_ceil(frame::FRAGMENT_BYTES).max(1) as u64;
         let message = EventMessage {
             message_id: &message_id,
@@ -435,7 +435,7 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(message_id.clone(), tx);
         let exchange = async {
-            for f in frame::event_frames(&message, &bytes) {
+            for f in frame::event_frames(&message, bytes) {
                 conn.out.send(f.encode()).await.map_err(|_| None)?;
             }
             rx.await.map_err(|_| Some("the connection closed before the ack".to_string()))
@@ -549,7 +549,7 @@ impl Hub {
     async fn answer_peer(&self, body: Value) -> Value {
         match serde_json::from_value::<PeerAsk>(body) {
             Ok(PeerAsk::Deliver { app_id, payload, within_ms }) => {
-                json!(self.deliver_within(&app_id, &payload, Duration::from_millis(within_ms)).await)
+                json!(self.deliver_within(&app_id, &payload.to_string(), Duration::from_millis(within_ms)).await)
             }
             Ok(PeerAsk::Close { conn_id }) => json!(self.close(&conn_id)),
             Ok(PeerAsk::CloseApp { app_id }) => json!(self.close_app(&app_id)),
@@ -591,7 +591,7 @@ impl Hub {
     /// connection closed meanwhile, is as no connection; one that does not answer, as no ack.
     pub async fn deliver_anywhere(&self, app_id: &AppId, payload: &Value) -> Result<Outcome, InfraError> {
         let start = Instant::now();
-        let here = self.deliver(app_id, payload).await;
+        let here = self.deliver(app_id, &payload.to_string()).await;
         let (Outcome::NoConnection, Some(redis)) = (&here, &self.redis) else {
             return Ok(here);
         };

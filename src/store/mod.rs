@@ -438,7 +438,8 @@ pub struct DeliveryClaim {
     /// one after another by the claiming node.
     pub run: usize,
     /// Only this chat's deliveries, of the first of `apps` (a node going on with the chat whose
-    /// run it just sent).
+    /// run it just sent, in the transaction that records it: the chat keeps its slot, so
+    /// `per_app` is not checked).
     pub chat_id: Option<String>,
 }
 
@@ -470,10 +471,17 @@ pub struct AttemptRecord {
     pub response: String,
     /// When the next attempt is due, if there is one.
     pub next_retry_ms: Option<i64>,
-    /// The plain envelope sent (encrypted on the wire when the app has a key).
-    pub payload: serde_json::Value,
+    /// The plain envelope sent (encrypted on the wire when the app has a key), as JSON text:
+    /// stored and sent as the fan-out wrote it, parsed only to be listed.
+    #[serde(serialize_with = "json_text_as_value")]
+    pub payload: String,
     #[serde(skip)]
     pub committed_ms: i64,
+}
+
+/// Serialises JSON text as the JSON value it holds (`null` if it holds none).
+fn json_text_as_value<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&serde_json::from_str::<serde_json::Value>(text).unwrap_or_default(), s)
 }
 
 impl AttemptRecord {

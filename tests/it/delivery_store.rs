@@ -51,7 +51,7 @@ fn attempt(r: &NewDelivery, response: &str, delivered: bool) -> AttemptRecord {
         latency_ms: 3,
         response: response.into(),
         next_retry_ms: None,
-        payload: serde_json::from_str(&r.payload).unwrap(),
+        payload: r.payload.clone(),
         committed_ms: r.committed_ms,
     }
 }
@@ -122,8 +122,11 @@ async fn finishing_a_delivery_with_a_claim_of_its_chat_leases_the_chats_next_run
     let mut next = claim("n1", &["cli_a"], now, wall);
     next.chat_id = Some("oc_1".into());
     next.run = 8;
+    // The app is at its bound (oc_2 leased): going on with a chat keeps the chat's slot.
+    next.per_app = 1;
     assert!(store.claim_deliveries(next.clone()).await.unwrap().is_empty());
-    // Finishing seq 1 and claiming oc_1 in one transaction: the rest of oc_1, not oc_2's rows.
+    // Finishing seq 1 and claiming oc_1 in one transaction: the rest of oc_1 (its slot passes
+    // from the finished run to the next), not oc_2's rows.
     let finished = FinishedAttempt {
         owner: "n1".into(),
         attempt: attempt(&rows[0], "ok", true),
@@ -201,7 +204,7 @@ async fn attempts_are_kept_within_their_bounds_and_redelivery_requeues_from_them
     }
     let kept = store.delivery_attempts(AttemptFilter { limit: 100, ..Default::default() }).await.unwrap();
     assert_eq!(kept.iter().map(|a| a.seq).collect::<Vec<_>>(), [2, 3, 4, 5, 6], "the oldest went first");
-    assert_eq!(kept[0].payload, json!({"schema": "2.0", "seq": 2}));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&kept[0].payload).unwrap(), json!({"schema": "2.0", "seq": 2}));
     // Bytes: two big responses leave room for one.
     let big = "x".repeat(600 << 10);
     for r in &rows[6..8] {

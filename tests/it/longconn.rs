@@ -345,7 +345,7 @@ async fn a_payload_over_512_kib_arrives_in_fragments_and_one_ack_delivers_it() {
     let hub = app.state.longconn.clone();
     let app_id = larkstack::domain::ids::AppId(app.app_id("demo-bot"));
     let value = big.clone();
-    let sent = tokio::spawn(async move { hub.deliver(&app_id, &value).await });
+    let sent = tokio::spawn(async move { hub.deliver(&app_id, &value.to_string()).await });
     let (got, last, sum) = c.event().await;
     assert_eq!(sum, 3);
     assert_eq!(got, big);
@@ -370,7 +370,7 @@ async fn acks_are_read_leniently_and_a_500_or_silence_is_a_failure() {
     ] {
         let hub = app.state.longconn.clone();
         let id = app_id.clone();
-        let sent = tokio::spawn(async move { hub.deliver(&id, &json!({"schema": "2.0"})).await });
+        let sent = tokio::spawn(async move { hub.deliver(&id, r#"{"schema":"2.0"}"#).await });
         let (_, frame, _) = c.event().await;
         c.ack(&frame, &payload, biz_rt).await;
         let outcome = sent.await.unwrap();
@@ -379,7 +379,7 @@ async fn acks_are_read_leniently_and_a_500_or_silence_is_a_failure() {
     // No ack within 3 s.
     let started = std::time::Instant::now();
     let hub = app.state.longconn.clone();
-    let sent = tokio::spawn(async move { hub.deliver(&app_id, &json!({"schema": "2.0"})).await });
+    let sent = tokio::spawn(async move { hub.deliver(&app_id, r#"{"schema":"2.0"}"#).await });
     c.event().await;
     let outcome = sent.await.unwrap();
     assert!(!outcome.delivered());
