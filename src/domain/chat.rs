@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::directory::{App, Directory, Tenant, User, UserIdType};
+use super::directory::{App, Directory, FastSet, Tenant, User, UserIdType};
 use super::ids::{AppId, ChatId, TenantKey, Uid};
 use crate::error::{im, FeishuError};
 
@@ -611,7 +611,7 @@ pub fn plan_create_with<'d>(
 
     // 6. Users: resolve all first so one answer names every unusable ID.
     let mut users: Vec<Uid> = Vec::with_capacity(user_ids.len() + 1);
-    let mut seen: std::collections::HashSet<&Uid> = std::collections::HashSet::with_capacity(user_ids.len() + 1);
+    let mut seen: FastSet<&Uid> = FastSet::with_capacity_and_hasher(user_ids.len() + 1, Default::default());
     if let Some(owner) = owner_user {
         users.push(owner.uid.clone());
         seen.insert(&owner.uid);
