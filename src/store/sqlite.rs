@@ -102,7 +102,7 @@ enum WriteOp {
     },
     /// A change of the shared SQL (`sql`) in a savepoint of its own, answering its caller itself
     /// (see `SqliteStore::change`).
-    Change(Box<dyn FnOnce(&Connection, &OutboxTail) -> Reply + Send>),
+    Change(Box<dyn FnOnce(&Batch<'_>) -> Reply + Send>),
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -270,7 +270,7 @@ impl SqliteStore {
         f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let run = move |tx: &Connection, tail: &OutboxTail| deliver(reply, in_savepoint(tx, tail, f));
+        let run = move |batch: &Batch<'_>| deliver(reply, in_savepoint(batch, f));
         self.write(WriteOp::Change(Box::new(run)), rx).await
     }
 
@@ -384,42 +384,42 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<WriteOp>, tail: &OutboxTail, 
     let outcome = (|| -> Result<(), rusqlite::Error> {
         // BEGIN and COMMIT as cached statements, like the savepoints (`in_savepoint`): rusqlite's
         // `Transaction` compiles both anew each time, two parses per commit (issue 12).
-        let tx = conn;
-        tx.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let tx = &Batch { conn, tail, alone: batch.len() == 1 };
         for op in batch.drain(..) {
             replies.push(match op {
                 WriteOp::CreateChat { chat, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(tx, tail, |sp| ready(sql::create_chat(sp, *chat, dedup.as_ref(), window_start_ms, &events))),
+                    in_savepoint(tx, |sp| ready(sql::create_chat(sp, *chat, dedup.as_ref(), window_start_ms, &events))),
                 ),
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
-                    deliver(reply, ready(sql::rotate_token(&mut Lite(tx, Some(tail)), fresh, reuse_after_ms)))
+                    deliver(reply, ready(sql::rotate_token(&mut Lite(conn, Some(tail)), fresh, reuse_after_ms)))
                 }
                 WriteOp::Modify { chat_id, change, reply } => {
-                    deliver(reply, in_savepoint(tx, tail, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
                 }
                 WriteOp::P2p { app, uid, new, events, reply } => {
-                    deliver(reply, in_savepoint(tx, tail, |sp| ready(sql::p2p_chat(sp, &app, &uid, *new, &events))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::p2p_chat(sp, &app, &uid, *new, &events))))
                 }
                 WriteOp::TaskChat { link, new, events, reply } => {
-                    deliver(reply, in_savepoint(tx, tail, |sp| ready(sql::task_chat(sp, &link, *new, &events))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::task_chat(sp, &link, *new, &events))))
                 }
                 WriteOp::LinkTaskChat { link, chat_id, reply } => {
-                    deliver(reply, ready(sql::insert_task_link(&mut Lite(tx, Some(tail)), &link, &chat_id, false)))
+                    deliver(reply, ready(sql::insert_task_link(&mut Lite(conn, Some(tail)), &link, &chat_id, false)))
                 }
-                WriteOp::Clear { reply } => deliver(reply, in_savepoint(tx, tail, |sp| ready(sp.clear(false)))),
+                WriteOp::Clear { reply } => deliver(reply, in_savepoint(tx, |sp| ready(sp.clear(false)))),
                 WriteOp::Import { batches, reply } => {
-                    deliver(reply, in_savepoint(tx, tail, |sp| ready(sql::import(sp, batches))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::import(sp, batches))))
                 }
-                WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(tx, limit)),
+                WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(conn, limit)),
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(tx, tail, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
+                    in_savepoint(tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
                 ),
-                WriteOp::Change(run) => run(tx, tail),
+                WriteOp::Change(run) => run(tx),
             });
         }
-        tx.prepare_cached("COMMIT")?.execute([]).map(drop)
+        conn.prepare_cached("COMMIT")?.execute([]).map(drop)
     })();
     if outcome.is_err() && !conn.is_autocommit() {
         // As when rusqlite's `Transaction` is dropped unfinished: what was begun is rolled back.
@@ -453,17 +453,38 @@ fn deliver<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, res
     })
 }
 
+/// What the writer's ops run in: the batch's transaction on the writer's connection, the writer's
+/// `OutboxTail`, and whether the op is the only one of its batch.
+struct Batch<'c> {
+    conn: &'c Connection,
+    tail: &'c OutboxTail,
+    alone: bool,
+}
+
 /// Runs an op in a savepoint of its own: one failed op leaves the rest of its batch as it was.
+/// An op alone in its batch needs none: its failure rolls the whole transaction back and begins
+/// an empty one, which the batch then commits. A savepoint copies every page it changes into a
+/// sub-journal, and its two statements ran for every create that had its commit to itself.
 ///
 /// The savepoint statements are prepared once per connection (`prepare_cached`), like every other
 /// statement of the writer: rusqlite's `Savepoint` parses `SAVEPOINT`/`RELEASE` text anew each
 /// time, which cost every create two statement compilations (issue 12).
-fn in_savepoint<T>(
-    conn: &Connection,
-    tail: &OutboxTail,
-    f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+fn in_savepoint<T>(batch: &Batch<'_>, f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let Batch { conn, tail, alone } = *batch;
     let run = |sql: &str| -> Result<(), StoreError> { Ok(conn.prepare_cached(sql)?.execute([]).map(drop)?) };
+    if alone {
+        let outcome = f(&mut Lite(conn, Some(tail)));
+        if outcome.is_err() {
+            // If SQLite rolled the transaction back itself (a full disk), there is none to end;
+            // a failed BEGIN fails the batch's commit, and the op's own error is reported.
+            if !conn.is_autocommit() {
+                let _ = run("ROLLBACK");
+            }
+            let _ = run("BEGIN IMMEDIATE");
+            tail.forget();
+        }
+        return outcome;
+    }
     run("SAVEPOINT op")?;
     let outcome = f(&mut Lite(conn, Some(tail))).and_then(|v| run("RELEASE op").map(|()| v));
     if outcome.is_err() {
@@ -1026,6 +1047,41 @@ mod tests {
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
+    /// An op alone in its batch runs without a savepoint: its failure rolls the transaction back
+    /// and begins an empty one for the batch to commit; the next append reads the tail again.
+    #[test]
+    fn a_failed_op_alone_in_its_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let tail = OutboxTail::default();
+        let batch = Batch { conn: &conn, tail: &tail, alone: true };
+        let commit = |op: &dyn Fn() -> Result<(), StoreError>| {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let outcome = op();
+            conn.execute_batch("COMMIT").unwrap();
+            outcome
+        };
+        commit(&|| in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(1)]))).unwrap();
+        let refused = commit(&|| {
+            in_savepoint(&batch, |sp| {
+                insert_events(sp.0, sp.1, &[event(2)])?;
+                Err(StoreError::Backend("rolled back".into()))
+            })
+        });
+        assert!(refused.is_err());
+        commit(&|| in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(3)]))).unwrap();
+        let rows: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT seq, at_ms, bytes_end FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let size = EventRow::encode(&event(1)).bytes();
+        assert_eq!(rows, [(1, 1, size), (2, 3, 2 * size)]);
+    }
+
     /// The rowid seq stays gap-free when a savepoint that appended events rolls back: the next
     /// insert takes max(seq) + 1 again, inside the same batch and after its commit.
     #[test]
@@ -1035,13 +1091,14 @@ mod tests {
         migrate(&mut conn).unwrap();
         let tx = conn.transaction().unwrap();
         let tail = OutboxTail::default();
-        in_savepoint(&tx, &tail, |sp| insert_events(sp.0, sp.1, &[event(1), event(2)])).unwrap();
-        let refused: Result<(), StoreError> = in_savepoint(&tx, &tail, |sp| {
+        let batch = Batch { conn: &tx, tail: &tail, alone: false };
+        in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(1), event(2)])).unwrap();
+        let refused: Result<(), StoreError> = in_savepoint(&batch, |sp| {
             insert_events(sp.0, sp.1, &[event(3)])?;
             Err(StoreError::Backend("rolled back".into()))
         });
         assert!(refused.is_err());
-        in_savepoint(&tx, &tail, |sp| insert_events(sp.0, sp.1, &[event(4)])).unwrap();
+        in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(4)])).unwrap();
         tx.commit().unwrap();
         let tx = conn.transaction().unwrap();
         insert_events(&tx, None, &[event(5)]).unwrap();
