@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::directory::{App, Directory, Tenant, User, UserIdType};
+use super::directory::{App, Directory, FastSet, Tenant, User, UserIdType};
 use super::ids::{AppId, ChatId, TenantKey, Uid};
 use crate::error::{im, FeishuError};
 
@@ -609,12 +609,14 @@ pub fn plan_create_with<'d>(
         }
     };
 
-    // 6. Users: resolve all first so one answer names every unusable ID.
+    // 6. Users: resolve all first so one answer names every unusable ID. A repeat is the same
+    // directory entry (one per uid), told by its address: a pointer hashes in a few instructions,
+    // a uid in ~100, and a create checks every member (issue 12).
     let mut users: Vec<Uid> = Vec::with_capacity(user_ids.len() + 1);
-    let mut seen: std::collections::HashSet<&Uid> = std::collections::HashSet::with_capacity(user_ids.len() + 1);
+    let mut seen: FastSet<*const User> = FastSet::with_capacity_and_hasher(user_ids.len() + 1, Default::default());
     if let Some(owner) = owner_user {
         users.push(owner.uid.clone());
-        seen.insert(&owner.uid);
+        seen.insert(owner);
     }
     let mut unavailable = im::unavailable_ids();
     let mut resigned = im::user_resigned();
@@ -623,7 +625,7 @@ pub fn plan_create_with<'d>(
         if user.tenant_key != tenant.tenant_key {
             external_members.push(user);
         }
-        if seen.insert(&user.uid) {
+        if seen.insert(user) {
             users.push(user.uid.clone());
         }
     }
@@ -642,7 +644,7 @@ pub fn plan_create_with<'d>(
             resigned = resigned.with_field("user_id_list", Some(raw), "resigned");
             continue;
         }
-        if seen.insert(&user.uid) {
+        if seen.insert(user) {
             users.push(user.uid.clone());
         }
     }

@@ -9,6 +9,12 @@ use serde::Deserialize;
 
 use super::ids::*;
 
+/// A hash map of the directory's indexes: foldhash, not std's SipHash. A create resolves every
+/// member through one (and dedups them through a `FastSet`), and SipHash cost ~250 instructions
+/// a lookup there (issue 12). Still seeded per process; the keys come from the fixture.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// The demo directory, used when neither a fixture nor a stored one exists.
 pub const DEMO_FIXTURE: &str = include_str!("../../fixtures/demo.toml");
 
@@ -287,18 +293,18 @@ pub struct Directory {
     tenants: Vec<Tenant>,
     apps: Vec<App>,
     users: Vec<User>,
-    tenant_by_key: HashMap<TenantKey, usize>,
-    app_by_id: HashMap<AppId, usize>,
-    user_by_uid: HashMap<Uid, usize>,
+    tenant_by_key: FastMap<TenantKey, usize>,
+    app_by_id: FastMap<AppId, usize>,
+    user_by_uid: FastMap<Uid, usize>,
     /// open_id → (app, user): an open_id only means something to the app it was issued for.
-    by_open_id: HashMap<OpenId, (AppId, usize)>,
-    open_id_of: HashMap<(AppId, Uid), OpenId>,
-    by_union_id: HashMap<UnionId, (String, usize)>,
-    union_id_of: HashMap<(String, Uid), UnionId>,
-    by_user_id: HashMap<(TenantKey, UserId), usize>,
-    by_kunlun_id: HashMap<(TenantKey, KunlunId), usize>,
-    by_email: HashMap<(TenantKey, String), usize>,
-    by_mobile: HashMap<(TenantKey, String), usize>,
+    by_open_id: FastMap<OpenId, (AppId, usize)>,
+    open_id_of: FastMap<(AppId, Uid), OpenId>,
+    by_union_id: FastMap<UnionId, (String, usize)>,
+    union_id_of: FastMap<(String, Uid), UnionId>,
+    by_user_id: FastMap<(TenantKey, UserId), usize>,
+    by_kunlun_id: FastMap<(TenantKey, KunlunId), usize>,
+    by_email: FastMap<(TenantKey, String), usize>,
+    by_mobile: FastMap<(TenantKey, String), usize>,
     apaas: super::apaas::Apaas,
 }
 

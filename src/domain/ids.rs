@@ -189,14 +189,12 @@ impl Uid {
     /// packs its members twice (the chat row and its created event), and the generic decoder cost
     /// ~14 k instructions per 50 members each time (issue 12).
     pub fn to_bytes(&self) -> Option<[u8; 10]> {
-        let hex = self.0.strip_prefix('u')?.as_bytes();
-        if hex.len() != 20 {
-            return None;
-        }
+        // Fixed-size arrays: the loop indexes them without bounds checks.
+        let hex: &[u8; 20] = self.0.strip_prefix('u')?.as_bytes().try_into().ok()?;
         let mut out = [0u8; 10];
         let mut bad = 0u8;
-        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            let (high, low) = (HEX_DIGITS[pair[0] as usize], HEX_DIGITS[pair[1] as usize]);
+        for (i, byte) in out.iter_mut().enumerate() {
+            let (high, low) = (HEX_DIGITS[hex[2 * i] as usize], HEX_DIGITS[hex[2 * i + 1] as usize]);
             bad |= high | low;
             *byte = (high << 4) | (low & 0x0f);
         }

@@ -2,8 +2,8 @@
 //! rest as JSON text. One place, so SQLite and PostgreSQL rows hold the same bytes.
 
 use super::{StoreError, TokenKind, TokenRecord};
-use crate::domain::chat::{join_key, Chat, ChatStatus};
-use crate::domain::events::{DomainEvent, EventBody};
+use crate::domain::chat::{join_key, Chat, ChatStatus, Owner};
+use crate::domain::events::{Actor, DomainEvent, EventBody};
 use crate::domain::ids::{AppId, ChatId, PackedUids, TenantKey, Uid};
 
 /// A chat's column values, in `chat_columns!()` order after `seq` (see `sql`).
@@ -26,6 +26,25 @@ pub struct ChatRow {
 
 impl ChatRow {
     pub fn encode(chat: &Chat) -> Result<Self, StoreError> {
+        Self::encode_with(chat, &[])
+    }
+
+    /// A new chat's row, stored with `events`: when they hold its created event, the members
+    /// blob is that event's (`PackedUids`, the same 10-byte form), so a create packs its members
+    /// once, not once for the event and again for the row (issue 12).
+    pub fn encode_with(chat: &Chat, events: &[DomainEvent]) -> Result<Self, StoreError> {
+        let packed = events.iter().find_map(|e| match &e.body {
+            // `chat_created` packs every member or none (a uid it cannot pack): the count tells.
+            EventBody::ChatCreated { users, .. } if e.chat_id == chat.chat_id && users.len() == chat.users.len() => {
+                debug_assert_eq!(Some(users.as_bytes()), users_blob(&chat.users).ok().as_deref(), "another membership");
+                Some(users.as_bytes().to_vec())
+            }
+            _ => None,
+        });
+        let users = match packed {
+            Some(blob) => blob,
+            None => users_blob(&chat.users)?,
+        };
         Ok(ChatRow {
             chat_id: chat.chat_id.0.clone(),
             tenant_key: chat.tenant_key.0.clone(),
@@ -35,7 +54,7 @@ impl ChatRow {
             status: status_str(chat.status),
             created_at: chat.created_at_ms,
             settings: to_json(&chat.settings),
-            users: users_blob(&chat.users)?,
+            users,
             bots: to_json(&chat.bots),
             user_managers: users_blob(&chat.user_managers)?,
             bot_managers: to_json(&chat.bot_managers),
@@ -92,39 +111,82 @@ const EVENT_COLUMN_KEYS: [&str; 3] = ["type", "chat_id", "at_ms"];
 
 impl EventRow {
     pub fn encode(event: &DomainEvent) -> Self {
-        let (users, value) = match &event.body {
-            EventBody::ChatCreated { users, .. } => {
-                // A copy without the (packed) members: they go in their own column.
-                let mut light = event.clone();
-                if let EventBody::ChatCreated { users, .. } = &mut light.body {
-                    *users = PackedUids::default();
-                }
-                (Some(users.as_bytes().to_vec()), serde_json::to_value(&light))
+        let (users, body) = match &event.body {
+            // Every create writes one: its body goes straight to text (see `CreatedBody`).
+            EventBody::ChatCreated { name, chat_mode, chat_type, owner, users, bots, external } => {
+                let body = CreatedBody {
+                    actor: KindId::actor(&event.actor),
+                    bots,
+                    chat_mode,
+                    chat_type,
+                    external: *external,
+                    name,
+                    owner: KindId::owner(owner),
+                };
+                (Some(users.as_bytes().to_vec()), to_json(&body))
             }
-            _ => (None, serde_json::to_value(event)),
+            _ => (None, generic_body(event)),
         };
-        let mut map = match value.expect("plain data serialises") {
-            serde_json::Value::Object(map) => map,
-            _ => unreachable!("a DomainEvent serialises as an object"),
-        };
-        for key in EVENT_COLUMN_KEYS {
-            map.remove(key);
-        }
-        if users.is_some() {
-            map.remove("users");
-        }
-        EventRow {
-            type_name: event.type_name(),
-            chat_id: event.chat_id.0.clone(),
-            at_ms: event.at_ms,
-            users,
-            body: to_json(&map),
-        }
+        EventRow { type_name: event.type_name(), chat_id: event.chat_id.0.clone(), at_ms: event.at_ms, users, body }
     }
 
     /// Bytes the row counts against `--outbox-bytes`.
     pub fn bytes(&self) -> i64 {
         event_bytes(self.type_name, &self.chat_id, self.users.as_deref(), &self.body)
+    }
+}
+
+/// An event's body through a `serde_json::Value`: the event's JSON less `EVENT_COLUMN_KEYS`, its
+/// object keys sorted at every depth (serde_json's map is ordered by key).
+fn generic_body(event: &DomainEvent) -> String {
+    let mut map = match serde_json::to_value(event).expect("plain data serialises") {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("a DomainEvent serialises as an object"),
+    };
+    for key in EVENT_COLUMN_KEYS {
+        map.remove(key);
+    }
+    to_json(&map)
+}
+
+/// A created event's body, byte for byte what `generic_body` makes of it without `users` (keys
+/// in sorted order here too), written without building the tree: the tree and its second
+/// serialisation were most of a create's outbox insert (issue 12). A test holds the two to the
+/// same bytes.
+#[derive(serde::Serialize)]
+struct CreatedBody<'a> {
+    actor: KindId<'a>,
+    bots: &'a [AppId],
+    chat_mode: &'a str,
+    chat_type: &'a str,
+    external: bool,
+    name: &'a str,
+    owner: KindId<'a>,
+}
+
+/// An `Actor` or an `Owner` (`{kind, id}` enums) with its keys sorted, as in `generic_body`.
+#[derive(serde::Serialize)]
+struct KindId<'a> {
+    id: &'a str,
+    kind: &'static str,
+}
+
+impl<'a> KindId<'a> {
+    fn actor(actor: &'a Actor) -> Self {
+        let (kind, id) = match actor {
+            Actor::User(u) => ("user", &u.0),
+            Actor::App(a) => ("app", &a.0),
+            Actor::ControlAsUser(u) => ("control_as_user", &u.0),
+            Actor::CustomBot(a) => ("custom_bot", &a.0),
+        };
+        KindId { id, kind }
+    }
+
+    fn owner(owner: &'a Owner) -> Self {
+        match owner {
+            Owner::User(u) => KindId { id: &u.0, kind: "user" },
+            Owner::Bot(a) => KindId { id: &a.0, kind: "bot" },
+        }
     }
 }
 
@@ -333,6 +395,35 @@ mod tests {
         // The whole event as JSON (the layout before) was about twice that.
         let before = to_json(&created(50)).len() as i64;
         assert!(before > 2 * row.bytes() - 200, "{before} vs {}", row.bytes());
+    }
+
+    /// The created event's direct body is the generic one's bytes less `users`, whoever acts and
+    /// owns, whatever the text holds.
+    #[test]
+    fn a_created_body_is_the_generic_body_without_users() {
+        let actors = [
+            Actor::User(uids(1)[0].clone()),
+            Actor::App(AppId("cli_a".into())),
+            Actor::ControlAsUser(uids(2)[1].clone()),
+            Actor::CustomBot(AppId("cli_b".into())),
+        ];
+        let owners = [Owner::User(uids(1)[0].clone()), Owner::Bot(AppId("cli_a".into()))];
+        for (i, actor) in actors.into_iter().enumerate() {
+            for owner in owners.clone() {
+                let mut e = created(i * 3);
+                e.actor = actor.clone();
+                if let EventBody::ChatCreated { owner: o, name, bots, external, .. } = &mut e.body {
+                    *o = owner;
+                    *name = "群 \"q\" \\ \u{1} 😀".into();
+                    bots.truncate(i % 2);
+                    bots.push(AppId(format!("cli_{i}")));
+                    *external = i % 2 == 1;
+                }
+                let mut generic: serde_json::Value = serde_json::from_str(&generic_body(&e)).unwrap();
+                generic.as_object_mut().unwrap().remove("users");
+                assert_eq!(EventRow::encode(&e).body, to_json(&generic));
+            }
+        }
     }
 
     #[test]

@@ -319,7 +319,7 @@ async fn backfill_search_text(tx: &Transaction<'_>) -> Result<(), StoreError> {
 /// With `events`, the same statement appends them to the outbox too (see `insert_events`), so a
 /// create stays one round trip.
 async fn insert_chat<C: GenericClient>(c: &C, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {
-    let row = ChatRow::encode(chat)?;
+    let row = ChatRow::encode_with(chat, events)?;
     let bots: Vec<&str> = chat.bots.iter().map(|b| b.0.as_str()).collect();
     let batch = EventBatch::of(events);
     let (name, search_text) = (chat.settings.name.as_str(), chat.settings.search_text());

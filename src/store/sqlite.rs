@@ -4,10 +4,11 @@
 //! transaction (group commit, `synchronous=FULL`): every caller's reply is sent only after the
 //! commit that holds its change has reached the disk. Reads use a small pool of connections.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
@@ -101,7 +102,7 @@ enum WriteOp {
     },
     /// A change of the shared SQL (`sql`) in a savepoint of its own, answering its caller itself
     /// (see `SqliteStore::change`).
-    Change(Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>),
+    Change(Box<dyn FnOnce(&Batch<'_>) -> Reply + Send>),
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -151,7 +152,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             backfill_search_text(&tx)?;
         }
         if *sql == OUTBOX_COMPACT_MIGRATION {
-            ready(sql::compact_legacy_events(&mut Lite(&tx)))?;
+            ready(sql::compact_legacy_events(&mut Lite(&tx, None)))?;
         }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
@@ -269,7 +270,8 @@ impl SqliteStore {
         f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.write(WriteOp::Change(Box::new(move |tx: &mut Transaction<'_>| deliver(reply, in_savepoint(tx, f)))), rx).await
+        let run = move |batch: &Batch<'_>| deliver(reply, in_savepoint(batch, f));
+        self.write(WriteOp::Change(Box::new(run)), rx).await
     }
 
     /// Test hook: with `true`, the database may not grow past its current size, so writes that
@@ -358,8 +360,9 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, mut wa
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, commit_seconds: Histogram, mut wal: WalBound) {
+fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, commit_seconds: Histogram, mut wal: WalBound) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let tail = OutboxTail::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -368,54 +371,65 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, c
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &mut batch, &commit_seconds);
+        commit_batch(&conn, &mut batch, &tail, &commit_seconds);
         wal.after_commit(&conn);
     }
 }
 
 /// Applies every op atomically on its own (one bad op does not sink the others), commits once,
 /// then answers. If the commit itself fails, every op in the batch fails.
-fn commit_batch(conn: &mut Connection, batch: &mut Vec<WriteOp>, commit_seconds: &Histogram) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<WriteOp>, tail: &OutboxTail, commit_seconds: &Histogram) {
     let started = std::time::Instant::now();
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
-        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // BEGIN and COMMIT as cached statements, like the savepoints (`in_savepoint`): rusqlite's
+        // `Transaction` compiles both anew each time, two parses per commit (issue 12).
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let tx = &Batch { conn, tail, alone: batch.len() == 1 };
         for op in batch.drain(..) {
             replies.push(match op {
                 WriteOp::CreateChat { chat, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(&mut tx, |sp| ready(sql::create_chat(sp, *chat, dedup.as_ref(), window_start_ms, &events))),
+                    in_savepoint(tx, |sp| ready(sql::create_chat(sp, *chat, dedup.as_ref(), window_start_ms, &events))),
                 ),
                 WriteOp::RotateToken { fresh, reuse_after_ms, reply } => {
-                    deliver(reply, ready(sql::rotate_token(&mut Lite(&tx), fresh, reuse_after_ms)))
+                    deliver(reply, ready(sql::rotate_token(&mut Lite(conn, Some(tail)), fresh, reuse_after_ms)))
                 }
                 WriteOp::Modify { chat_id, change, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::modify_chat(sp, &chat_id, change))))
                 }
                 WriteOp::P2p { app, uid, new, events, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::p2p_chat(sp, &app, &uid, *new, &events))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::p2p_chat(sp, &app, &uid, *new, &events))))
                 }
                 WriteOp::TaskChat { link, new, events, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::task_chat(sp, &link, *new, &events))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::task_chat(sp, &link, *new, &events))))
                 }
                 WriteOp::LinkTaskChat { link, chat_id, reply } => {
-                    deliver(reply, ready(sql::insert_task_link(&mut Lite(&tx), &link, &chat_id, false)))
+                    deliver(reply, ready(sql::insert_task_link(&mut Lite(conn, Some(tail)), &link, &chat_id, false)))
                 }
-                WriteOp::Clear { reply } => deliver(reply, in_savepoint(&mut tx, |sp| ready(sp.clear(false)))),
+                WriteOp::Clear { reply } => deliver(reply, in_savepoint(tx, |sp| ready(sp.clear(false)))),
                 WriteOp::Import { batches, reply } => {
-                    deliver(reply, in_savepoint(&mut tx, |sp| ready(sql::import(sp, batches))))
+                    deliver(reply, in_savepoint(tx, |sp| ready(sql::import(sp, batches))))
                 }
-                WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(&tx, limit)),
+                WriteOp::LimitGrowth { limit, reply } => deliver(reply, apply_limit_growth(conn, limit)),
                 WriteOp::CreateMessage { message, dedup, window_start_ms, events, reply } => deliver(
                     reply,
-                    in_savepoint(&mut tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
+                    in_savepoint(tx, |sp| ready(sql::create_message(sp, *message, dedup.as_ref(), window_start_ms, &events))),
                 ),
-                WriteOp::Change(run) => run(&mut tx),
+                WriteOp::Change(run) => run(tx),
             });
         }
-        tx.commit()
+        conn.prepare_cached("COMMIT")?.execute([]).map(drop)
     })();
+    if outcome.is_err() && !conn.is_autocommit() {
+        // As when rusqlite's `Transaction` is dropped unfinished: what was begun is rolled back.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     let commit_error = outcome.err().map(|e| e.to_string());
+    if commit_error.is_some() {
+        // Whatever the batch appended is gone with it.
+        tail.forget();
+    }
     // Observed before anyone is answered, so /metrics never lags a reply.
     commit_seconds.observe(started.elapsed().as_secs_f64());
     for reply in replies {
@@ -439,24 +453,47 @@ fn deliver<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, res
     })
 }
 
+/// What the writer's ops run in: the batch's transaction on the writer's connection, the writer's
+/// `OutboxTail`, and whether the op is the only one of its batch.
+struct Batch<'c> {
+    conn: &'c Connection,
+    tail: &'c OutboxTail,
+    alone: bool,
+}
+
 /// Runs an op in a savepoint of its own: one failed op leaves the rest of its batch as it was.
+/// An op alone in its batch needs none: its failure rolls the whole transaction back and begins
+/// an empty one, which the batch then commits. A savepoint copies every page it changes into a
+/// sub-journal, and its two statements ran for every create that had its commit to itself.
 ///
 /// The savepoint statements are prepared once per connection (`prepare_cached`), like every other
 /// statement of the writer: rusqlite's `Savepoint` parses `SAVEPOINT`/`RELEASE` text anew each
 /// time, which cost every create two statement compilations (issue 12).
-fn in_savepoint<T>(
-    tx: &mut Transaction<'_>,
-    f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    let conn: &Connection = tx;
+fn in_savepoint<T>(batch: &Batch<'_>, f: impl FnOnce(&mut Lite<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let Batch { conn, tail, alone } = *batch;
     let run = |sql: &str| -> Result<(), StoreError> { Ok(conn.prepare_cached(sql)?.execute([]).map(drop)?) };
+    if alone {
+        let outcome = f(&mut Lite(conn, Some(tail)));
+        if outcome.is_err() {
+            // If SQLite rolled the transaction back itself (a full disk), there is none to end;
+            // a failed BEGIN fails the batch's commit, and the op's own error is reported.
+            if !conn.is_autocommit() {
+                let _ = run("ROLLBACK");
+            }
+            let _ = run("BEGIN IMMEDIATE");
+            tail.forget();
+        }
+        return outcome;
+    }
     run("SAVEPOINT op")?;
-    let outcome = f(&mut Lite(conn)).and_then(|v| run("RELEASE op").map(|()| v));
+    let outcome = f(&mut Lite(conn, Some(tail))).and_then(|v| run("RELEASE op").map(|()| v));
     if outcome.is_err() {
         // Undoes the op's changes and ends its savepoint; the batch's transaction goes on. As
         // when rusqlite's `Savepoint` is dropped, a failure here (SQLite rolled the whole
         // transaction back itself, e.g. on a full disk) leaves the op's own error to report.
         let _ = run("ROLLBACK TO op").and_then(|()| run("RELEASE op"));
+        // Events the op appended may have gone with it.
+        tail.forget();
     }
     outcome
 }
@@ -471,9 +508,24 @@ fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
     }
 }
 
-/// The shared SQL's `Tx` on a SQLite connection (the writer's savepoint, or a reader's
-/// connection); statements are prepared once per connection (`prepare_cached`).
-struct Lite<'c>(&'c Connection);
+/// The shared SQL's `Tx` on a SQLite connection (the writer's savepoint with its `OutboxTail`, or
+/// a reader's connection); statements are prepared once per connection (`prepare_cached`).
+struct Lite<'c>(&'c Connection, Option<&'c OutboxTail>);
+
+/// The writer's note of the outbox's last `bytes_end`, so appending an event need not look it up
+/// (a lookup of the last row cost every create ~12 k instructions, issue 12); PostgreSQL keeps
+/// the same in its `event_seq` row. The writer is the only connection that appends events, and
+/// pruning spares the newest one, so the note stays right until something it did not see: a
+/// savepoint or a commit that failed, a clear, an import. Those forget it (`None`), and the next
+/// append reads it again.
+#[derive(Default)]
+struct OutboxTail(Cell<Option<i64>>);
+
+impl OutboxTail {
+    fn forget(&self) {
+        self.0.set(None);
+    }
+}
 
 impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -537,8 +589,8 @@ impl Tx for Lite<'_> {
     }
 
     async fn insert_chat(&mut self, chat: &Chat, events: &[DomainEvent]) -> Result<(), StoreError> {
-        insert_chat(self.0, chat)?;
-        insert_events(self.0, events)
+        insert_chat(self.0, chat, events)?;
+        insert_events(self.0, self.1, events)
     }
 
     async fn index_bots(&mut self, seq: i64, bots: &[AppId]) -> Result<(), StoreError> {
@@ -546,7 +598,7 @@ impl Tx for Lite<'_> {
     }
 
     async fn insert_events(&mut self, events: &[DomainEvent]) -> Result<(), StoreError> {
-        insert_events(self.0, events)
+        insert_events(self.0, self.1, events)
     }
 
     /// The writer runs one change at a time.
@@ -559,11 +611,18 @@ impl Tx for Lite<'_> {
         for table in STATE_TABLES.iter().chain(credentials) {
             self.0.execute(&format!("DELETE FROM {table}"), [])?;
         }
+        if let Some(tail) = self.1 {
+            tail.forget();
+        }
         Ok(())
     }
 
-    /// An event's seq is its rowid: the next one follows the last by itself.
+    /// An event's seq is its rowid: the next one follows the last by itself; its `bytes_end` is
+    /// read again.
     async fn events_restored(&mut self) -> Result<(), StoreError> {
+        if let Some(tail) = self.1 {
+            tail.forget();
+        }
         Ok(())
     }
 
@@ -574,24 +633,36 @@ impl Tx for Lite<'_> {
 }
 
 /// Appends events to the outbox (`codec::EventRow`); `seq` is the rowid, so max(seq) + 1 each
-/// (see 0005_events.sql), and each ends its size after the last one (`bytes_end`).
-fn insert_events(tx: &Connection, events: &[DomainEvent]) -> Result<(), StoreError> {
+/// (see 0005_events.sql), and each ends its size after the last one (`bytes_end`, from `tail`
+/// when the writer knows it, else read).
+fn insert_events(tx: &Connection, tail: Option<&OutboxTail>, events: &[DomainEvent]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
+    let mut end = match tail.and_then(|t| t.0.get()) {
+        Some(end) => end,
+        None => tx
+            .prepare_cached("SELECT bytes_end FROM events ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    };
     let mut insert = tx.prepare_cached(
-        "INSERT INTO events (type, chat_id, at_ms, users, body, bytes_end)
-         VALUES (?1, ?2, ?3, ?4, ?5, coalesce((SELECT bytes_end FROM events ORDER BY seq DESC LIMIT 1), 0) + ?6)",
+        "INSERT INTO events (type, chat_id, at_ms, users, body, bytes_end) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for e in events {
         let row = EventRow::encode(e);
-        insert.execute(params![row.type_name, row.chat_id, row.at_ms, row.users, row.body, row.bytes()])?;
+        end += row.bytes();
+        insert.execute(params![row.type_name, row.chat_id, row.at_ms, row.users, row.body, end])?;
+    }
+    if let Some(tail) = tail {
+        tail.0.set(Some(end));
     }
     Ok(())
 }
 
-fn insert_chat(tx: &Connection, chat: &Chat) -> Result<i64, StoreError> {
-    let row = ChatRow::encode(chat)?;
+fn insert_chat(tx: &Connection, chat: &Chat, events: &[DomainEvent]) -> Result<i64, StoreError> {
+    let row = ChatRow::encode_with(chat, events)?;
     tx.prepare_cached(
         "INSERT INTO chats (chat_id, tenant_key, creator_app, owner, external, status, created_at, settings,
                             users, bots, user_managers, bot_managers, name, chat_type, chat_mode, last_active_at, user_joined,
@@ -656,7 +727,7 @@ fn export_records(path: &Path, out: &mpsc::Sender<Result<StateRecord, StoreError
             }
         }
     }
-    ready(sql::export_blobs(&mut Lite(&tx), |r| std::future::ready(out.blocking_send(Ok(r)).is_ok())))
+    ready(sql::export_blobs(&mut Lite(&tx, None), |r| std::future::ready(out.blocking_send(Ok(r)).is_ok())))
 }
 
 #[async_trait]
@@ -673,12 +744,12 @@ impl Store for SqliteStore {
 
     async fn find_dedup(&self, key: &DedupKey, window_start_ms: i64) -> Result<Option<Chat>, StoreError> {
         let key = key.clone();
-        self.read(move |conn| ready(sql::find_dedup(&mut Lite(conn), &key, window_start_ms))).await
+        self.read(move |conn| ready(sql::find_dedup(&mut Lite(conn, None), &key, window_start_ms))).await
     }
 
     async fn get_chat(&self, chat_id: &ChatId) -> Result<Option<Chat>, StoreError> {
         let id = chat_id.clone();
-        self.read(move |conn| ready(sql::load_chat(&mut Lite(conn), &id.0))).await
+        self.read(move |conn| ready(sql::load_chat(&mut Lite(conn, None), &id.0))).await
     }
 
     async fn modify_chat(&self, chat_id: &ChatId, change: ChatChange) -> Result<Option<Result<Chat, FeishuError>>, StoreError> {
@@ -687,16 +758,16 @@ impl Store for SqliteStore {
     }
 
     async fn chats_of_bot(&self, q: BotChatsQuery) -> Result<Vec<(Cursor, Chat)>, StoreError> {
-        self.read(move |conn| ready(sql::chats_of_bot(&mut Lite(conn), &q))).await
+        self.read(move |conn| ready(sql::chats_of_bot(&mut Lite(conn, None), &q))).await
     }
 
     async fn search_chats(&self, q: ChatSearchQuery) -> Result<Vec<(i64, Chat)>, StoreError> {
-        self.read(move |conn| ready(sql::search_chats(&mut Lite(conn), &q))).await
+        self.read(move |conn| ready(sql::search_chats(&mut Lite(conn, None), &q))).await
     }
 
     async fn public_name_taken(&self, tenant: &TenantKey, name: &str, except: &ChatId) -> Result<bool, StoreError> {
         let (tenant, name, except) = (tenant.clone(), name.to_string(), except.clone());
-        self.read(move |conn| ready(sql::public_name_taken(&mut Lite(conn), &tenant, &name, &except))).await
+        self.read(move |conn| ready(sql::public_name_taken(&mut Lite(conn, None), &tenant, &name, &except))).await
     }
 
     async fn p2p_chat(&self, app: &AppId, uid: &Uid, new: Chat, events: Vec<DomainEvent>) -> Result<Chat, StoreError> {
@@ -711,12 +782,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_messages(&self, q: MessageQuery) -> Result<Vec<(Cursor, Message)>, StoreError> {
-        self.read(move |conn| ready(sql::list_messages(&mut Lite(conn), &q))).await
+        self.read(move |conn| ready(sql::list_messages(&mut Lite(conn, None), &q))).await
     }
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<Message>, StoreError> {
         let id = id.clone();
-        self.read(move |conn| ready(sql::load_message(&mut Lite(conn), &id.0))).await
+        self.read(move |conn| ready(sql::load_message(&mut Lite(conn, None), &id.0))).await
     }
 
     async fn put_blob(&self, blob: Blob, quota_bytes: u64) -> Result<bool, StoreError> {
@@ -725,12 +796,12 @@ impl Store for SqliteStore {
 
     async fn blob_meta(&self, key: &str) -> Result<Option<BlobMeta>, StoreError> {
         let key = key.to_string();
-        self.read(move |conn| ready(sql::blob_meta(&mut Lite(conn), &key))).await
+        self.read(move |conn| ready(sql::blob_meta(&mut Lite(conn, None), &key))).await
     }
 
     async fn get_blob(&self, key: &str) -> Result<Option<Blob>, StoreError> {
         let key = key.to_string();
-        self.read(move |conn| ready(sql::load_blob(&mut Lite(conn), &key))).await
+        self.read(move |conn| ready(sql::load_blob(&mut Lite(conn, None), &key))).await
     }
 
     async fn update_message(&self, id: &MessageId, change: MessageChange) -> Result<Option<Result<Message, FeishuError>>, StoreError> {
@@ -744,7 +815,7 @@ impl Store for SqliteStore {
 
     async fn get_reaction(&self, reaction_id: &str) -> Result<Option<Reaction>, StoreError> {
         let id = reaction_id.to_string();
-        self.read(move |conn| ready(sql::get_reaction(&mut Lite(conn), &id))).await
+        self.read(move |conn| ready(sql::get_reaction(&mut Lite(conn, None), &id))).await
     }
 
     async fn delete_reaction(&self, reaction_id: &str, events: Vec<DomainEvent>) -> Result<bool, StoreError> {
@@ -753,7 +824,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_reactions(&self, q: ReactionQuery) -> Result<Vec<(i64, Reaction)>, StoreError> {
-        self.read(move |conn| ready(sql::list_reactions(&mut Lite(conn), &q))).await
+        self.read(move |conn| ready(sql::list_reactions(&mut Lite(conn, None), &q))).await
     }
 
     async fn mark_read(&self, mark: ReadMark) -> Result<Vec<Message>, StoreError> {
@@ -761,7 +832,7 @@ impl Store for SqliteStore {
     }
 
     async fn read_receipts(&self, q: ReadQuery) -> Result<Vec<(i64, ReadRecord)>, StoreError> {
-        self.read(move |conn| ready(sql::read_receipts(&mut Lite(conn), &q))).await
+        self.read(move |conn| ready(sql::read_receipts(&mut Lite(conn, None), &q))).await
     }
 
     async fn task_chat(&self, link: TaskLink, new: Chat, events: Vec<DomainEvent>) -> Result<Created, StoreError> {
@@ -775,7 +846,7 @@ impl Store for SqliteStore {
     }
 
     async fn task_links(&self) -> Result<Vec<TaskChatRecord>, StoreError> {
-        self.read(|conn| ready(sql::task_links(&mut Lite(conn)))).await
+        self.read(|conn| ready(sql::task_links(&mut Lite(conn, None)))).await
     }
 
     async fn add_custom_bot(&self, bot: CustomBot, max_per_chat: usize) -> Result<bool, StoreError> {
@@ -784,12 +855,12 @@ impl Store for SqliteStore {
 
     async fn custom_bots(&self, chat_id: &ChatId) -> Result<Vec<CustomBot>, StoreError> {
         let chat_id = chat_id.clone();
-        self.read(move |conn| ready(sql::custom_bots(&mut Lite(conn), &chat_id))).await
+        self.read(move |conn| ready(sql::custom_bots(&mut Lite(conn, None), &chat_id))).await
     }
 
     async fn custom_bot(&self, token: &str) -> Result<Option<CustomBot>, StoreError> {
         let token = token.to_string();
-        self.read(move |conn| ready(sql::custom_bot(&mut Lite(conn), &token))).await
+        self.read(move |conn| ready(sql::custom_bot(&mut Lite(conn, None), &token))).await
     }
 
     async fn remove_custom_bot(&self, chat_id: &ChatId, bot_id: &AppId) -> Result<bool, StoreError> {
@@ -798,7 +869,7 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(move |conn| ready(sql::events(&mut Lite(conn), &q))).await
+        self.read(move |conn| ready(sql::events(&mut Lite(conn, None), &q))).await
     }
 
     async fn prune_events(&self, max_bytes: u64, floor_seq: i64) -> Result<u64, StoreError> {
@@ -806,15 +877,15 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        self.read(|conn| ready(sql::outbox_stats(&mut Lite(conn)))).await
+        self.read(|conn| ready(sql::outbox_stats(&mut Lite(conn, None)))).await
     }
 
     async fn count_chats(&self) -> Result<u64, StoreError> {
-        self.read(|conn| ready(sql::count_chats(&mut Lite(conn)))).await
+        self.read(|conn| ready(sql::count_chats(&mut Lite(conn, None)))).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| ready(sql::ping(&mut Lite(conn)))).await
+        self.read(|conn| ready(sql::ping(&mut Lite(conn, None)))).await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -828,7 +899,7 @@ impl Store for SqliteStore {
     }
 
     async fn all_chats(&self, after_seq: i64, limit: usize) -> Result<Vec<(i64, Chat)>, StoreError> {
-        self.read(move |conn| ready(sql::all_chats(&mut Lite(conn), after_seq, limit))).await
+        self.read(move |conn| ready(sql::all_chats(&mut Lite(conn, None), after_seq, limit))).await
     }
 
     fn export(&self) -> mpsc::Receiver<Result<StateRecord, StoreError>> {
@@ -865,7 +936,7 @@ impl Store for SqliteStore {
 
     async fn find_token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let token = token.to_string();
-        self.read(move |conn| ready(sql::find_token(&mut Lite(conn), &token))).await
+        self.read(move |conn| ready(sql::find_token(&mut Lite(conn, None), &token))).await
     }
 
     async fn issue_app_ticket(&self, fresh: AppTicketRecord, replace_issued_before_ms: i64) -> Result<Option<AppTicketRecord>, StoreError> {
@@ -891,11 +962,11 @@ impl Store for SqliteStore {
 
     async fn app_ticket(&self, app_id: &AppId) -> Result<Option<AppTicketRecord>, StoreError> {
         let app_id = app_id.clone();
-        self.read(move |conn| ready(sql::app_ticket(&mut Lite(conn), &app_id))).await
+        self.read(move |conn| ready(sql::app_ticket(&mut Lite(conn, None), &app_id))).await
     }
 
     async fn event_settings(&self) -> Result<Vec<(AppId, EventSettings)>, StoreError> {
-        self.read(|conn| ready(sql::event_settings(&mut Lite(conn)))).await
+        self.read(|conn| ready(sql::event_settings(&mut Lite(conn, None)))).await
     }
 
     async fn set_event_settings(&self, app_id: &AppId, settings: &EventSettings) -> Result<(), StoreError> {
@@ -912,11 +983,11 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_queue(&self) -> Result<DeliveryQueue, StoreError> {
-        self.read(|conn| ready(sql::delivery_queue(&mut Lite(conn)))).await
+        self.read(|conn| ready(sql::delivery_queue(&mut Lite(conn, None)))).await
     }
 
     async fn deliveries_due(&self, now_ms: i64, wall_ms: i64) -> Result<bool, StoreError> {
-        self.read(move |conn| ready(sql::deliveries_due(&mut Lite(conn), now_ms, wall_ms))).await
+        self.read(move |conn| ready(sql::deliveries_due(&mut Lite(conn, None), now_ms, wall_ms))).await
     }
 
     /// The writer runs one claim at a time: no row is claimed twice.
@@ -944,7 +1015,7 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_attempts(&self, filter: AttemptFilter) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.read(move |conn| ready(sql::delivery_attempts(&mut Lite(conn), &filter))).await
+        self.read(move |conn| ready(sql::delivery_attempts(&mut Lite(conn, None), &filter))).await
     }
 }
 
@@ -976,6 +1047,41 @@ mod tests {
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }
 
+    /// An op alone in its batch runs without a savepoint: its failure rolls the transaction back
+    /// and begins an empty one for the batch to commit; the next append reads the tail again.
+    #[test]
+    fn a_failed_op_alone_in_its_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let tail = OutboxTail::default();
+        let batch = Batch { conn: &conn, tail: &tail, alone: true };
+        let commit = |op: &dyn Fn() -> Result<(), StoreError>| {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let outcome = op();
+            conn.execute_batch("COMMIT").unwrap();
+            outcome
+        };
+        commit(&|| in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(1)]))).unwrap();
+        let refused = commit(&|| {
+            in_savepoint(&batch, |sp| {
+                insert_events(sp.0, sp.1, &[event(2)])?;
+                Err(StoreError::Backend("rolled back".into()))
+            })
+        });
+        assert!(refused.is_err());
+        commit(&|| in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(3)]))).unwrap();
+        let rows: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT seq, at_ms, bytes_end FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let size = EventRow::encode(&event(1)).bytes();
+        assert_eq!(rows, [(1, 1, size), (2, 3, 2 * size)]);
+    }
+
     /// The rowid seq stays gap-free when a savepoint that appended events rolls back: the next
     /// insert takes max(seq) + 1 again, inside the same batch and after its commit.
     #[test]
@@ -983,26 +1089,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
         migrate(&mut conn).unwrap();
-        let mut tx = conn.transaction().unwrap();
-        in_savepoint(&mut tx, |sp| insert_events(sp.0, &[event(1), event(2)])).unwrap();
-        let refused: Result<(), StoreError> = in_savepoint(&mut tx, |sp| {
-            insert_events(sp.0, &[event(3)])?;
+        let tx = conn.transaction().unwrap();
+        let tail = OutboxTail::default();
+        let batch = Batch { conn: &tx, tail: &tail, alone: false };
+        in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(1), event(2)])).unwrap();
+        let refused: Result<(), StoreError> = in_savepoint(&batch, |sp| {
+            insert_events(sp.0, sp.1, &[event(3)])?;
             Err(StoreError::Backend("rolled back".into()))
         });
         assert!(refused.is_err());
-        in_savepoint(&mut tx, |sp| insert_events(sp.0, &[event(4)])).unwrap();
+        in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(4)])).unwrap();
         tx.commit().unwrap();
         let tx = conn.transaction().unwrap();
-        insert_events(&tx, &[event(5)]).unwrap();
+        insert_events(&tx, None, &[event(5)]).unwrap();
         tx.rollback().unwrap();
-        insert_events(&conn, &[event(6)]).unwrap();
-        let rows: Vec<(i64, i64)> = conn
-            .prepare("SELECT seq, at_ms FROM events ORDER BY seq")
+        insert_events(&conn, None, &[event(6)]).unwrap();
+        let rows: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT seq, at_ms, bytes_end FROM events ORDER BY seq")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(rows, [(1, 1), (2, 2), (3, 4), (4, 6)]);
+        // Each ends its size after the one before, the writer's note forgotten with the savepoint.
+        let size = EventRow::encode(&event(1)).bytes();
+        assert_eq!(rows, [(1, 1, size), (2, 2, 2 * size), (3, 4, 3 * size), (4, 6, 4 * size)]);
     }
 }
