@@ -764,7 +764,7 @@ mod tests {
         // An event bigger than one fragment, pushed by the hub itself, is reassembled and acked.
         let big = json!({"schema": "2.0", "header": {"event_id": "big", "create_time": format!("{}", now_ms() as i64)},
                          "event": {"text": "x".repeat(FRAGMENT_BYTES + 1000)}});
-        let outcome = state.longconn.deliver(&larkstack::domain::ids::AppId(apps[1].app_id.clone()), &big).await;
+        let outcome = state.longconn.deliver(&larkstack::domain::ids::AppId(apps[1].app_id.clone()), &big.to_string()).await;
         assert!(outcome.delivered(), "{outcome:?}");
 
         // Quiet for a second on both receivers: everything arrived (a retry would come 15 s
