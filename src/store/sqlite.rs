@@ -1071,15 +1071,15 @@ mod tests {
         });
         assert!(refused.is_err());
         commit(&|| in_savepoint(&batch, |sp| insert_events(sp.0, sp.1, &[event(3)]))).unwrap();
-        let rows: Vec<(i64, i64, i64)> = conn
-            .prepare("SELECT seq, at_ms, bytes_end FROM events ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = event_extents(&conn);
         let size = EventRow::encode(&event(1)).bytes();
         assert_eq!(rows, [(1, 1, size), (2, 3, 2 * size)]);
+    }
+
+    /// (seq, at_ms, bytes_end) of every stored event, in seq order.
+    fn event_extents(conn: &Connection) -> Vec<(i64, i64, i64)> {
+        let mut stmt = conn.prepare("SELECT seq, at_ms, bytes_end FROM events ORDER BY seq").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
     }
 
     /// The rowid seq stays gap-free when a savepoint that appended events rolls back: the next
@@ -1104,13 +1104,7 @@ mod tests {
         insert_events(&tx, None, &[event(5)]).unwrap();
         tx.rollback().unwrap();
         insert_events(&conn, None, &[event(6)]).unwrap();
-        let rows: Vec<(i64, i64, i64)> = conn
-            .prepare("SELECT seq, at_ms, bytes_end FROM events ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows = event_extents(&conn);
         // Each ends its size after the one before, the writer's note forgotten with the savepoint.
         let size = EventRow::encode(&event(1)).bytes();
         assert_eq!(rows, [(1, 1, size), (2, 2, 2 * size), (3, 4, 3 * size), (4, 6, 4 * size)]);
