@@ -16,15 +16,17 @@
 #       (`bench_events sink`: encrypted deliveries) vs the same without subscribers; then users'
 #       messages at `rate`/s over 50 chats (`bench_events post`) and, once every event has arrived
 #       (5 s without one), the commit→sink p50/p99/max the sink saw (issue 13: p99 ≤ 50 ms at
-#       1 000 events/s)
+#       1 000 events/s) and where the time went (`where_the_time_went`: larkstack's commits and
+#       each delivery stage, from its /metrics)
 #   scripts/bench.sh longconn [seconds=10] [clients=200] [rate=2000]
 #       long connections (issue 15): `clients` self-built apps, each a bot with all group messages
 #       in `event_mode = "long_connection"`, one chat per app with one user; one client per app
 #       connected as the SDKs connect (`bench_events ws`: discovery, WebSocket, pbbp2 frames, an
 #       ack per event); users' messages at `rate`/s spread over the chats for `seconds`; once every
 #       event has arrived (5 s without one) prints
-#       commit→ack p50/p99/max, events received vs posted, and larkstack's RSS (idle with the
-#       clients connected, peak during the load — VmHWM, reset before it — and after it)
+#       commit→ack p50/p99/max, events received vs posted, larkstack's RSS (idle with the
+#       clients connected, peak during the load — VmHWM, reset before it — and after it), and
+#       where the time went (as for `events`)
 #
 # The event tools are one Rust example, examples/bench_events.rs (single-threaded each, so they
 # take little from the server on a small machine). Built into $CARGO_TARGET_DIR (default target/).
@@ -104,6 +106,37 @@ ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % 
 header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
 count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+# where_the_time_went PORT ADMIN_TOKEN_FILE: larkstack's own metrics over the whole run, the store's
+# commits and each delivery stage (mean, and the p50/p99 bucket bounds: powers of 2 from 0.1 ms).
+where_the_time_went() {
+    curl -s -H "Authorization: Bearer $(cat "$2")" "http://127.0.0.1:$1/metrics" | python3 -c '
+import re, sys
+hist = {}  # (name, labels) -> {"sum", "count", "buckets": [(le, n)]}
+for line in sys.stdin:
+    x = re.match(r"^larkstack_(\w+?)_(sum|count|bucket)(?:\{([^}]*)\})? (\S+)$", line)
+    if not x:
+        continue
+    name, part, labels, v = x.group(1), x.group(2), x.group(3) or "", float(x.group(4))
+    le = re.search(r"le=\"([^\"]+)\"", labels)
+    key = (name, re.sub(r"le=\"[^\"]+\"", "", labels).strip(","))
+    h = hist.setdefault(key, {"sum": 0.0, "count": 0.0, "buckets": []})
+    if part == "bucket":
+        h["buckets"].append((float(le.group(1)), v))
+    else:
+        h[part] += v
+def summary(key):
+    h = hist.get(key)
+    if not h or not h["count"]:
+        return "none"
+    def q(p):
+        return next((f"{1000 * le:g}" for le, n in h["buckets"] if n >= p * h["count"]), "inf")
+    n, total = h["count"], h["sum"]
+    return f"{int(n)}, mean {1000 * total / n:.1f} ms, p50 <= {q(0.5)} ms, p99 <= {q(0.99)} ms"
+print("larkstack metrics: store commits", summary(("store_commit_duration_seconds", "")))
+print("  commit->delivered", summary(("event_delivery_latency_seconds", "")))
+for stage in ("fanned_out", "sent", "acked", "recorded"):
+    print(f"  stage {stage:10}", summary(("event_delivery_stage_seconds", "stage=\"" + stage + "\"")))'
+}
 # drained PID: waits for an event receiver started with --idle-exit to stop by itself (every
 # event has arrived), at most 120 s, then stops it.
 drained() {
@@ -240,6 +273,7 @@ events)
     echo "users' messages at ${rate}/s for ${secs}s over 50 chats, each an im.message.receive_v1 to the bot"
     "$tool" post $sub_port "$(cat "$work/sub/admin-token")" "$rate" "$secs" "$chats" user0
     drained $sink
+    where_the_time_went $sub_port "$work/sub/admin-token"
     cat "$work/sink.txt"
     ;;
 longconn)
@@ -271,21 +305,7 @@ for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'
     echo "users' messages at ${rate}/s for ${secs}s over ${clients} chats (one per app), each an im.message.receive_v1 over one long connection"
     "$tool" post $lc_port "$(cat "$work/lc/admin-token")" "$rate" "$secs" "@$work/lc-chats.txt" user0 | tee "$work/post.txt"
     drained $ws
-    # Where the time went, from larkstack's own metrics over the whole run.
-    curl -s -H "Authorization: Bearer $(cat "$work/lc/admin-token")" "http://127.0.0.1:$lc_port/metrics" | python3 -c '
-import re, sys
-m = {}
-for line in sys.stdin:
-    x = re.match(r"^(\w+?)(_sum|_count)(\{[^}]*\})? (\S+)$", line)
-    if x:
-        m[(x.group(1), x.group(2))] = m.get((x.group(1), x.group(2)), 0) + float(x.group(4))
-def mean(name):
-    n = next((k[0] for k in m if k[0].endswith(name) and k[1] == "_count"), None)
-    c = m.get((n, "_count"), 0)
-    return (int(c), 1000 * m.get((n, "_sum"), 0) / c if c else 0)
-c, ms = mean("store_commit_duration_seconds")
-d, dms = mean("event_delivery_latency_seconds")
-print(f"larkstack metrics: {c} store commits (mean {ms:.1f} ms), {d} deliveries (mean commit->ack {dms:.1f} ms)")'
+    where_the_time_went $lc_port "$work/lc/admin-token"
     grep -v '^connected:' "$work/ws.txt"
     echo "events received $(awk '/^events received:/ {print $3}' "$work/ws.txt") of $(awk '/^messages posted:/ {print $3}' "$work/post.txt") posted"
     echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it (clients gone)"

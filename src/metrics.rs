@@ -33,6 +33,35 @@ struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    /// `fanned_out`: commit → its delivery row committed; `sent`: commit → the attempt starts;
+    /// `acked`: the attempt (request to 2xx, frame to ack); `recorded`: the outcome's commit.
+    stage: String,
+}
+
+/// Where an event's delivery spends its time, stage by stage (`event_delivery_stage_seconds`).
+#[derive(Clone, Copy, Debug)]
+pub enum DeliveryStage {
+    FannedOut,
+    Sent,
+    Acked,
+    Recorded,
+}
+
+impl DeliveryStage {
+    const ALL: [DeliveryStage; 4] = [DeliveryStage::FannedOut, DeliveryStage::Sent, DeliveryStage::Acked, DeliveryStage::Recorded];
+
+    fn label(self) -> &'static str {
+        match self {
+            DeliveryStage::FannedOut => "fanned_out",
+            DeliveryStage::Sent => "sent",
+            DeliveryStage::Acked => "acked",
+            DeliveryStage::Recorded => "recorded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: String,
 }
@@ -48,6 +77,8 @@ pub struct Metrics {
     messages: Gauge,
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_latency: Histogram,
+    /// One histogram per `DeliveryStage`, in its order.
+    delivery_stages: [Histogram; 4],
     delivery_queue: Gauge,
 }
 
@@ -70,9 +101,16 @@ impl Metrics {
         registry.register("event_deliveries", "Webhook delivery attempts by event type and outcome", deliveries.clone());
         let delivery_latency = latency_histogram();
         registry.register("event_delivery_latency_seconds", "Time from an event's commit to its receiver's 2xx", delivery_latency.clone());
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "event_delivery_stage_seconds",
+            "Delivery stages: commit to fan-out commit (fanned_out), commit to the attempt's start (sent), the attempt (acked), recording its outcome (recorded)",
+            stages.clone(),
+        );
+        let delivery_stages = DeliveryStage::ALL.map(|s| stages.get_or_create(&StageLabels { stage: s.label().into() }).clone());
         let delivery_queue = Gauge::default();
         registry.register("event_delivery_queue", "Deliveries not yet delivered or given up (all nodes on the store)", delivery_queue.clone());
-        Metrics { registry, requests, latency, chats, members, messages, deliveries, delivery_latency, delivery_queue }
+        Metrics { registry, requests, latency, chats, members, messages, deliveries, delivery_latency, delivery_stages, delivery_queue }
     }
 
     pub fn observe(&self, endpoint: &str, method: &str, code: i64, seconds: f64) {
@@ -92,6 +130,10 @@ impl Metrics {
         if delivered {
             self.delivery_latency.observe(since_commit_ms.max(0) as f64 / 1000.0);
         }
+    }
+
+    pub fn delivery_stage(&self, stage: DeliveryStage, ms: i64) {
+        self.delivery_stages[stage as usize].observe(ms.max(0) as f64 / 1000.0);
     }
 
     pub fn set_delivery_queue(&self, depth: usize) {

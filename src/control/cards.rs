@@ -79,7 +79,7 @@ pub async fn card_action(State(state): State<Arc<AppState>>, PathParam(message_i
         .await?
         .ok_or_else(|| bad(format!("the app {app_id} has no settings")))?;
     let now = state.clock.now_ms();
-    let tenant = recipient_tenant(app, &chat);
+    let tenant = recipient_tenant(app, &chat.tenant_key);
     let token = CardToken {
         token: new_card_token(),
         app_id: app_id.clone(),

@@ -4,7 +4,9 @@
 //! into one delivery per subscribed recipient app (`feishu_events::app_events`), each with its
 //! `event_id` fixed at creation; the deliveries and the cursor's move are one transaction that
 //! first checks the cursor under a lock (`Store::fan_out`), so no two nodes fan out one range and
-//! a restart never fans out again what it did before. Nodes then claim due deliveries with a
+//! a restart never fans out again what it did before. What the payloads need of a chat
+//! (`ChatFacts`: its bots, tenant, kind) is kept from batch to batch (`ChatFactsCache`), so a
+//! message's event costs no read of its chat. Nodes then claim due deliveries with a
 //! lease (`Store::claim_deliveries`): per (app, chat) one run at a time (up to `RUN` of the chat's
 //! due deliveries, sent one after another in commit order), per app at most
 //! `MAX_IN_FLIGHT_PER_APP` chats leased over all nodes, so a slow or dead receiver only holds up
@@ -43,12 +45,11 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::clock::Clock;
-use crate::domain::chat::Chat;
 use crate::domain::directory::Directory;
-use crate::domain::feishu_events::{app_events, causes_feishu_events};
+use crate::domain::feishu_events::{app_events, causes_feishu_events, may_change_chat, ChatFacts};
 use crate::domain::ids::AppId;
 use crate::domain::subscriptions::{EventMode, EventSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{DeliveryStage, Metrics};
 use crate::store::{
     AttemptBounds, AttemptRecord, Delivery, DeliveryClaim, DeliveryNext, DeliveryQueue, EventQuery, FanOut, FinishedAttempt,
     NewDelivery, Store, StoreError,
@@ -345,6 +346,7 @@ impl Engine {
 async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
     let mut refreshed: Option<Instant> = None;
     let mut pruned = Pruned { cursor: 0, at: tokio::time::Instant::now() };
+    let mut chats = ChatFactsCache::default();
     loop {
         let (Some(engine), Some(dir)) = (weak.upgrade(), (ctx.directory)()) else { return };
         if refreshed.is_none_or(|at| at.elapsed() >= SETTINGS_REFRESH) {
@@ -355,7 +357,7 @@ async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
         }
         // Several batches in a row while the outbox has more.
         for _ in 0..8 {
-            match fan_out(&engine, &ctx, &dir).await {
+            match fan_out(&engine, &ctx, &dir, &mut chats).await {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -372,6 +374,61 @@ async fn fan_out_loop(weak: Weak<Engine>, ctx: Ctx) {
         } else {
             tokio::time::sleep(TICK).await;
         }
+    }
+}
+
+/// Bound on the bytes of `ChatFactsCache` (emptied when over): some 50 000 chats of a few bots.
+const CHAT_FACTS_BYTES: usize = 16 << 20;
+
+/// What the fan-out knows of the chats it has read (`ChatFacts`), kept across batches, so that a
+/// message's event costs no read of its chat. An entry read while fanning out through outbox seq
+/// `n` reflects every change up to `n` (a batch's events are read before their chats); every
+/// change to a chat commits an event with it, so the entry holds until the fan-out meets a
+/// `may_change_chat` event of that chat after `n`. That needs every event since: when the cursor
+/// moves past events this node did not read (another node's fan-out, a reset), it starts over.
+#[derive(Default)]
+struct ChatFactsCache {
+    /// The cursor through which this node has read every event.
+    seen: i64,
+    /// Per chat: the seq its facts are fresh through, the facts.
+    chats: HashMap<String, (i64, Arc<ChatFacts>)>,
+    bytes: usize,
+}
+
+impl ChatFactsCache {
+    /// Before a fan-out from `after`: what was kept holds only if this node saw every event so far.
+    fn start(&mut self, after: i64) {
+        if self.seen != after {
+            self.chats.clear();
+            self.bytes = 0;
+            self.seen = after;
+        }
+    }
+
+    /// The chat's event `seq` may have changed it.
+    fn changed(&mut self, chat_id: &str, seq: i64) {
+        if self.chats.get(chat_id).is_some_and(|(fresh, _)| *fresh < seq) {
+            let (_, facts) = self.chats.remove(chat_id).expect("present");
+            self.bytes -= facts.weight() + chat_id.len();
+        }
+    }
+
+    fn get(&self, chat_id: &str) -> Option<Arc<ChatFacts>> {
+        self.chats.get(chat_id).map(|(_, facts)| facts.clone())
+    }
+
+    fn put(&mut self, chat_id: &str, fresh_through: i64, facts: ChatFacts) -> Arc<ChatFacts> {
+        let facts = Arc::new(facts);
+        let weight = facts.weight() + chat_id.len();
+        if self.bytes + weight > CHAT_FACTS_BYTES {
+            self.chats.clear();
+            self.bytes = 0;
+        }
+        self.bytes += weight;
+        if let Some((_, old)) = self.chats.insert(chat_id.to_string(), (fresh_through, facts.clone())) {
+            self.bytes -= old.weight() + chat_id.len();
+        }
+        facts
     }
 }
 
@@ -424,7 +481,7 @@ async fn refresh(engine: &Engine, ctx: &Ctx) -> Result<(), StoreError> {
 }
 
 /// Turns the next outbox events into deliveries; `true` when it moved on (more may follow).
-async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<bool, StoreError> {
+async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory, cache: &mut ChatFactsCache) -> Result<bool, StoreError> {
     let after = engine.cursor.load(Ordering::Acquire);
     // The outbox's end, read before the settings: an event committed after a subscription is
     // never passed over by a cursor moved on the settings from before it.
@@ -464,33 +521,40 @@ async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<boo
     if queue.rows >= MAX_QUEUED || queue.bytes >= MAX_QUEUED_BYTES {
         return Ok(false);
     }
+    cache.start(after);
     let mut rows = Vec::new();
-    {
-        // Each chat read once per batch, and only for events that can reach an app.
-        let mut chats: HashMap<String, Option<Chat>> = HashMap::new();
-        for e in events.iter().filter(|e| causes_feishu_events(&e.event)) {
-            let chat_id = &e.event.chat_id;
-            if !chats.contains_key(&chat_id.0) {
-                chats.insert(chat_id.0.clone(), ctx.store.get_chat(chat_id).await?);
+    for e in &events {
+        let chat_id = &e.event.chat_id;
+        if may_change_chat(&e.event) {
+            cache.changed(&chat_id.0, e.seq);
+        }
+        // Only events that can reach an app need their chat.
+        if !causes_feishu_events(&e.event) {
+            continue;
+        }
+        let chat = match cache.get(&chat_id.0) {
+            Some(chat) => chat,
+            None => match ctx.store.get_chat(chat_id).await? {
+                Some(chat) => cache.put(&chat_id.0, upto, ChatFacts::of(&chat)),
+                None => continue,
+            },
+        };
+        for ae in app_events(e, &chat, dir) {
+            let Some(settings) = targets.get(&ae.app_id) else { continue };
+            if !settings.subscribes(ae.event_type) {
+                continue;
             }
-            let Some(chat) = &chats[&chat_id.0] else { continue };
-            for ae in app_events(e, chat, dir) {
-                let Some(settings) = targets.get(&ae.app_id) else { continue };
-                if !settings.subscribes(ae.event_type) {
-                    continue;
-                }
-                let event_id = wire::event_id_for(&ae.app_id.0, e.seq, e.event.at_ms);
-                let payload = wire::envelope(&ae, &event_id, e.event.at_ms, &settings.verification_token).to_string();
-                rows.push(NewDelivery {
-                    event_id,
-                    app_id: ae.app_id,
-                    seq: e.seq,
-                    chat_id: chat_id.0.clone(),
-                    event_type: ae.event_type.to_string(),
-                    payload,
-                    committed_ms: e.event.at_ms,
-                });
-            }
+            let event_id = wire::event_id_for(&ae.app_id.0, e.seq, e.event.at_ms);
+            let payload = wire::envelope(&ae, &event_id, e.event.at_ms, &settings.verification_token).to_string();
+            rows.push(NewDelivery {
+                event_id,
+                app_id: ae.app_id,
+                seq: e.seq,
+                chat_id: chat_id.0.clone(),
+                event_type: ae.event_type.to_string(),
+                payload,
+                committed_ms: e.event.at_ms,
+            });
         }
     }
     // The new rows are claimed in the fan-out's own commit and sent at once: the claim loop would
@@ -498,7 +562,12 @@ async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<boo
     let claim = if rows.is_empty() { None } else { engine.claim_now(ctx, dir) };
     let lease_until_ms = claim.as_ref().map(|c| c.lease_until_ms);
     let new_rows = rows.len();
+    let committed: Vec<i64> = rows.iter().map(|r| r.committed_ms).collect();
     let (done, claimed) = ctx.store.fan_out(after, upto, rows, claim).await?;
+    let now_ms = ctx.clock.now_ms();
+    for at_ms in committed {
+        ctx.metrics.delivery_stage(DeliveryStage::FannedOut, now_ms - at_ms);
+    }
     if lease_until_ms.is_some() && claimed.len() < new_rows {
         // Rows behind a chat's run (its run claims them as it ends) or over an app's bound (a
         // run of the app ending wakes the claims): a look now costs little and may find some.
@@ -509,6 +578,8 @@ async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory) -> Result<boo
         FanOut::Moved(cursor) => cursor,
     };
     engine.cursor.store(cursor, Ordering::Release);
+    // Moved: another node fanned out events this one did not read, so its chats start over.
+    cache.seen = if matches!(done, FanOut::Done) { cursor } else { -1 };
     if let Some(lease_until_ms) = lease_until_ms {
         send_claimed(engine, ctx, claimed, lease_until_ms);
     }
@@ -688,11 +759,14 @@ async fn attempt(engine: &Engine, ctx: &Ctx, delivery: Delivery, settings: Event
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     let payload = row.payload;
+    ctx.metrics.delivery_stage(DeliveryStage::Sent, ctx.clock.now_ms() - row.committed_ms);
     let (url, outcome) = if fail {
         let url = settings.event_url.clone().unwrap_or_default();
         (url, send::Outcome { status: None, body: "failed by a delivery fault (/_larkstack/faults/deliveries)".into(), latency_ms: 0 })
     } else {
-        transmit(ctx, &row.app_id, &settings, &payload, twice).await?
+        let sent = transmit(ctx, &row.app_id, &settings, &payload, twice).await?;
+        ctx.metrics.delivery_stage(DeliveryStage::Acked, sent.1.latency_ms as i64);
+        sent
     };
     let now = ctx.clock.now_ms();
     let delivered = outcome.delivered();
@@ -734,6 +808,7 @@ async fn record(ctx: &Ctx, outcome: Outcome, claim: Option<DeliveryClaim>) -> Ve
     let Outcome { finished, since_commit_ms } = outcome;
     let (event_type, delivered) = (finished.attempt.event_type.clone(), finished.attempt.delivered);
     let last = finished.attempt.next_retry_ms.is_none();
+    let started = Instant::now();
     let claimed = match ctx.store.finish_delivery(finished, claim).await {
         Ok(claimed) => claimed,
         Err(e) => {
@@ -742,6 +817,62 @@ async fn record(ctx: &Ctx, outcome: Outcome, claim: Option<DeliveryClaim>) -> Ve
             Vec::new()
         }
     };
+    ctx.metrics.delivery_stage(DeliveryStage::Recorded, started.elapsed().as_millis() as i64);
     ctx.metrics.delivery(&event_type, delivered, last, since_commit_ms);
     claimed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{ChatId, TenantKey};
+
+    fn facts(bots: &[&str]) -> ChatFacts {
+        ChatFacts {
+            chat_id: ChatId("oc_1".into()),
+            tenant_key: TenantKey("t".into()),
+            external: false,
+            group: true,
+            bots: bots.iter().map(|b| AppId(b.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn chat_facts_hold_until_a_later_change_of_their_chat_or_a_cursor_this_node_did_not_follow() {
+        let mut cache = ChatFactsCache::default();
+        cache.start(0);
+        // Read while fanning out through seq 10: changes up to 10 are in it.
+        cache.put("oc_1", 10, facts(&["cli_a"]));
+        cache.changed("oc_1", 7);
+        assert!(cache.get("oc_1").is_some(), "a change the read already reflects");
+        cache.changed("oc_2", 11);
+        assert!(cache.get("oc_1").is_some(), "another chat's change");
+        cache.changed("oc_1", 11);
+        assert!(cache.get("oc_1").is_none(), "a change after the read");
+        assert_eq!(cache.bytes, 0);
+
+        cache.put("oc_1", 20, facts(&["cli_a"]));
+        cache.seen = 20;
+        cache.start(20);
+        assert!(cache.get("oc_1").is_some(), "this node fanned out through 20 itself");
+        cache.start(35);
+        assert!(cache.get("oc_1").is_none(), "events 21..=35 went by unread");
+        assert_eq!((cache.seen, cache.bytes), (35, 0));
+    }
+
+    #[test]
+    fn chat_facts_stay_within_their_byte_bound() {
+        let mut cache = ChatFactsCache::default();
+        let one = facts(&["cli_a"]).weight() + "oc_00000000".len();
+        let fit = CHAT_FACTS_BYTES / one;
+        for i in 0..fit + 10 {
+            cache.put(&format!("oc_{i:08}"), 1, facts(&["cli_a"]));
+            assert!(cache.bytes <= CHAT_FACTS_BYTES);
+        }
+        assert!(cache.chats.len() < fit, "emptied once full");
+        let again = cache.bytes;
+        cache.put("oc_00000001", 2, facts(&["cli_a"]));
+        cache.put("oc_00000001", 3, facts(&["cli_a"]));
+        assert!(cache.bytes <= again + one, "a chat read again is counted once");
+    }
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::chat::{Chat, I18nNames, Owner};
 use crate::domain::directory::{App, Directory, User};
 use crate::domain::events::{Actor, EventBody, Mention, StoredEvent};
-use crate::domain::ids::{AppId, TenantKey, Uid};
+use crate::domain::ids::{AppId, ChatId, TenantKey, Uid};
 use crate::domain::message::Sender;
 
 /// One Feishu event for one app: the delivery wraps `event` in the schema-2.0 envelope
@@ -48,9 +48,57 @@ pub fn causes_feishu_events(e: &crate::domain::events::DomainEvent) -> bool {
     !matches!(e.body, EventBody::ChatCreated { .. } | EventBody::ManagersAdded { .. } | EventBody::ManagersRemoved { .. })
 }
 
+/// What `app_events` needs of a chat: who is in it is only its bots (users come from the events).
+/// Small, so the delivery's fan-out can keep one per chat it has seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatFacts {
+    pub chat_id: ChatId,
+    pub tenant_key: TenantKey,
+    pub external: bool,
+    pub group: bool,
+    pub bots: Vec<AppId>,
+}
+
+impl ChatFacts {
+    pub fn of(chat: &Chat) -> Self {
+        ChatFacts {
+            chat_id: chat.chat_id.clone(),
+            tenant_key: chat.tenant_key.clone(),
+            external: chat.external,
+            group: chat.is_group(),
+            bots: chat.bots.clone(),
+        }
+    }
+
+    fn has_bot(&self, app: &AppId) -> bool {
+        self.bots.contains(app)
+    }
+
+    /// Roughly the bytes it holds (for bounds on what keeps many of them).
+    pub fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.chat_id.0.len()
+            + self.tenant_key.0.len()
+            + self.bots.iter().map(|b| std::mem::size_of::<AppId>() + b.0.len()).sum::<usize>()
+    }
+}
+
+/// Whether a domain event may change what `ChatFacts` hold of its chat (anything but a message,
+/// a recall, a reaction or a read may: a chat created, members, settings, disbanding).
+pub fn may_change_chat(e: &crate::domain::events::DomainEvent) -> bool {
+    !matches!(
+        e.body,
+        EventBody::MessageSent { .. }
+            | EventBody::MessageRecalled { .. }
+            | EventBody::ReactionCreated { .. }
+            | EventBody::ReactionDeleted { .. }
+            | EventBody::MessagesRead { .. }
+    )
+}
+
 /// The Feishu events one stored domain event causes, one per recipient app, in a stable order.
 /// `chat` is the chat as stored now. Subscriptions (`event_types`) are NOT applied here.
-pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppEvent> {
+pub fn app_events(event: &StoredEvent, chat: &ChatFacts, dir: &Directory) -> Vec<AppEvent> {
     let e = &event.event;
     let event_type = e.type_name();
     let in_chat = || chat.bots.clone();
@@ -75,7 +123,7 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
         EventBody::ReactionCreated { .. } | EventBody::ReactionDeleted { .. } => (in_chat(), REACTION_SCOPES),
         // Only p2p messages' senders hear of reads (spec §3.2: group messages never fire it).
         EventBody::MessagesRead { messages, .. } => {
-            if chat.is_group() {
+            if chat.group {
                 return Vec::new();
             }
             let mut senders: Vec<AppId> = Vec::new();
@@ -96,7 +144,7 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
         if !scopes.is_empty() && !app.has_any_scope(scopes) {
             continue;
         }
-        let view = View { dir, app, tenant: recipient_tenant(app, chat) };
+        let view = View { dir, app, tenant: recipient_tenant(app, &chat.tenant_key) };
         let body = match &e.body {
             EventBody::MessageSent { .. } => match view.message(event, chat) {
                 Some(v) => v,
@@ -115,11 +163,11 @@ pub fn app_events(event: &StoredEvent, chat: &Chat, dir: &Directory) -> Vec<AppE
 
 /// The tenant the recipient sees the chat in: the chat's tenant when the app is installed there,
 /// else (a bot of another tenant in an external chat) the app's own tenant.
-pub fn recipient_tenant(app: &App, chat: &Chat) -> TenantKey {
-    if app.enabled_in(&chat.tenant_key) {
-        return chat.tenant_key.clone();
+pub fn recipient_tenant(app: &App, chat_tenant: &TenantKey) -> TenantKey {
+    if app.enabled_in(chat_tenant) {
+        return chat_tenant.clone();
     }
-    app.home_tenant.clone().unwrap_or_else(|| chat.tenant_key.clone())
+    app.home_tenant.clone().unwrap_or_else(|| chat_tenant.clone())
 }
 
 /// One recipient's view of ids.
@@ -156,23 +204,23 @@ impl View<'_> {
         })
     }
 
-    fn bot_tenant(&self, bot: &AppId, chat: &Chat) -> TenantKey {
-        self.dir.app(bot).map(|a| recipient_tenant(a, chat)).unwrap_or_else(|| chat.tenant_key.clone())
+    fn bot_tenant(&self, bot: &AppId, chat: &ChatFacts) -> TenantKey {
+        self.dir.app(bot).map(|a| recipient_tenant(a, &chat.tenant_key)).unwrap_or_else(|| chat.tenant_key.clone())
     }
 
-    fn user_tenant(&self, uid: &Uid, chat: &Chat) -> TenantKey {
+    fn user_tenant(&self, uid: &Uid, chat: &ChatFacts) -> TenantKey {
         self.dir.user(uid).map(|u| u.tenant_key.clone()).unwrap_or_else(|| chat.tenant_key.clone())
     }
 
     /// `operator_id` and `operator_tenant_key` of whoever acted.
-    fn operator(&self, actor: &Actor, chat: &Chat) -> (Value, TenantKey) {
+    fn operator(&self, actor: &Actor, chat: &ChatFacts) -> (Value, TenantKey) {
         match actor {
             Actor::User(u) | Actor::ControlAsUser(u) => (self.uid(u), self.user_tenant(u, chat)),
             Actor::App(a) | Actor::CustomBot(a) => (self.bot(a), self.bot_tenant(a, chat)),
         }
     }
 
-    fn chat_event(&self, stored: &StoredEvent, chat: &Chat) -> Value {
+    fn chat_event(&self, stored: &StoredEvent, chat: &ChatFacts) -> Value {
         let e = &stored.event;
         let (operator_id, operator_tenant) = self.operator(&e.actor, chat);
         let mut v = json!({
@@ -243,7 +291,7 @@ impl View<'_> {
     }
 
     /// `im.message.receive_v1` for this recipient, or None when it does not receive the message.
-    fn message(&self, stored: &StoredEvent, chat: &Chat) -> Option<Value> {
+    fn message(&self, stored: &StoredEvent, chat: &ChatFacts) -> Option<Value> {
         let EventBody::MessageSent { message_id, chat_type, sender, msg_type, content, mentions, root_id, parent_id, thread_id } =
             &stored.event.body
         else {
@@ -320,7 +368,7 @@ impl View<'_> {
     }
 
     /// A recall, a reaction or a read receipt, for this recipient (§3.2).
-    fn message_event(&self, stored: &StoredEvent, chat: &Chat) -> Value {
+    fn message_event(&self, stored: &StoredEvent, chat: &ChatFacts) -> Value {
         let at = stored.event.at_ms.to_string();
         match &stored.event.body {
             EventBody::MessageRecalled { message_id, recall_type } => json!({
@@ -538,7 +586,7 @@ user_id = "bob_uid"
             Sender::App(a) => Actor::App(a),
             Sender::CustomBot(a) => Actor::CustomBot(a),
         };
-        app_events(&stored(message_sent(&m, chat, actor, mentions)), chat, d)
+        app_events(&stored(message_sent(&m, chat, actor, mentions)), &ChatFacts::of(chat), d)
     }
 
     #[test]
@@ -641,7 +689,7 @@ user_id = "bob_uid"
     }
 
     fn change(d: &Directory, before: &Chat, after: &Chat, actor: Actor) -> Vec<Vec<AppEvent>> {
-        chat_changes(before, after, &actor, 1700000000000).into_iter().map(|e| app_events(&stored(e), after, d)).collect()
+        chat_changes(before, after, &actor, 1700000000000).into_iter().map(|e| app_events(&stored(e), &ChatFacts::of(after), d)).collect()
     }
 
     #[test]
@@ -675,7 +723,7 @@ user_id = "bob_uid"
             at_ms: 5,
             body: EventBody::UsersWithdrawn { users: vec![uid(&d, "bob")], name: "G".into(), i18n_names: I18nNames::default() },
         };
-        let ev = app_events(&stored(w), &before, &d);
+        let ev = app_events(&stored(w), &ChatFacts::of(&before), &d);
         assert_eq!(to(&ev), ["cli_all", "cli_at"]);
         assert_eq!(ev[0].event_type, "im.chat.member.user.withdrawn_v1");
     }
@@ -735,7 +783,7 @@ user_id = "bob_uid"
         let d = dir();
         let c = group(&d);
         let e = crate::domain::events::chat_created(&c, Actor::App(app("cli_all")), 1);
-        assert!(app_events(&stored(e), &c, &d).is_empty());
+        assert!(app_events(&stored(e), &ChatFacts::of(&c), &d).is_empty());
         let mut after = c.clone();
         after.user_managers.push(uid(&d, "alice"));
         assert!(change(&d, &c, &after, Actor::App(app("cli_all")))[0].is_empty());
@@ -754,14 +802,14 @@ user_id = "bob_uid"
             at_ms: 7,
             body: EventBody::BotP2pChatEntered { last_message_id: Some(MessageId("om_9".into())), last_message_create_time_ms: Some(1700000000456) },
         };
-        let ev = app_events(&stored(e.clone()), &c, &d);
+        let ev = app_events(&stored(e.clone()), &ChatFacts::of(&c), &d);
         assert_eq!(to(&ev), ["cli_all"]);
         assert_eq!(ev[0].event_type, "im.chat.access_event.bot_p2p_chat_entered_v1");
         assert_eq!(ev[0].event["last_message_id"], "om_9");
         assert_eq!(ev[0].event["last_message_create_time"], "1700000000456");
         assert_eq!(ev[0].event["operator_id"]["user_id"], "alice_uid");
         c.bots = vec![app("cli_at")];
-        assert!(app_events(&stored(e), &c, &d).is_empty(), "no access-event scope");
+        assert!(app_events(&stored(e), &ChatFacts::of(&c), &d).is_empty(), "no access-event scope");
     }
 
     #[test]

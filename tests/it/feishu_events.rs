@@ -13,7 +13,7 @@ use larkstack::domain::events::{
     chat_changes, message_recalled, message_sent, messages_read, parse_mentions, reaction_changed, resolve_mentions, Actor,
     DomainEvent, EventBody, StoredEvent,
 };
-use larkstack::domain::feishu_events::{app_events, AppEvent};
+use larkstack::domain::feishu_events::{app_events, AppEvent, ChatFacts};
 use larkstack::domain::ids::{AppId, ChatId, MessageId, TenantKey};
 use larkstack::domain::message::{Message, RecallType, Sender};
 use larkstack::domain::reaction::Reaction;
@@ -68,7 +68,7 @@ async fn entering_a_bots_p2p_chat_creates_it_and_records_the_event() {
 
     // The payload the bot receives: the user in its id space, the last message, ms strings.
     let chat = app.state.store.get_chat(&ChatId(chat_id.clone())).await.unwrap().unwrap();
-    let out = app_events(last, &chat, &app.dir);
+    let out = app_events(last, &ChatFacts::of(&chat), &app.dir);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].app_id.0.as_str(), out[0].event_type), (bot.as_str(), ENTERED));
     let e = &out[0].event;
@@ -182,7 +182,7 @@ fn golden_payloads() -> Vec<(String, Value)> {
     let mut emit = |name: &str, event: DomainEvent, chat: &Chat| {
         seq += 1;
         let stored = StoredEvent { seq, event };
-        for e in app_events(&stored, chat, &d).into_iter().filter(|e| e.app_id == me) {
+        for e in app_events(&stored, &ChatFacts::of(chat), &d).into_iter().filter(|e| e.app_id == me) {
             out.push((name.to_string(), envelope(seq, stored.event.at_ms, &e)));
         }
     };

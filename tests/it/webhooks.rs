@@ -434,6 +434,43 @@ async fn metrics_count_deliveries_by_type_and_outcome() {
     assert!(text.contains(r#"larkstack_event_deliveries_total{event_type="im.message.receive_v1",outcome="delivered"} 1"#), "{text}");
     assert!(text.contains("larkstack_event_delivery_latency_seconds_count 1"), "{text}");
     assert!(text.contains("larkstack_event_delivery_queue 1"), "{text}");
+    // Each stage of both attempts (the failed one included), each delivery fanned out once.
+    for stage in ["fanned_out", "sent", "acked", "recorded"] {
+        let count = format!("larkstack_event_delivery_stage_seconds_count{{stage=\"{stage}\"}} 2");
+        assert!(text.contains(&count), "{count} in {text}");
+    }
+}
+
+/// The fan-out keeps what it knows of a chat from one batch to the next (its bots, so that a
+/// message costs no read of its chat): a bot that leaves stops hearing the chat's messages and
+/// hears them again once a user adds it back.
+#[tokio::test]
+async fn a_bot_that_leaves_and_comes_back_hears_only_what_is_said_while_it_is_in() {
+    let app = TestApp::demo().await;
+    let rx = Receiver::start("", Answer::Good).await;
+    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let chat = app.group().await;
+    let demo = app.app_id("demo-bot");
+    app.say(&chat, "alice", "in 1").await;
+    app.fanned_out().await;
+    let token = app.token("demo-bot").await;
+    let uri = format!("/open-apis/im/v1/chats/{chat}/members?member_id_type=app_id");
+    assert_eq!(app.call(Method::DELETE, &uri, &token, Some(json!({"id_list": [demo]}))).await.code(), 0);
+    app.fanned_out().await;
+    app.say(&chat, "alice", "out").await;
+    app.fanned_out().await;
+    let r = app.admin_call(Method::POST, &format!("/_larkstack/chats/{chat}/bots"), Some(json!({"user": "alice", "app_id": demo}))).await;
+    assert_eq!(r.code(), 0, "{}", r.body);
+    app.fanned_out().await;
+    app.say(&chat, "alice", "in 2").await;
+    app.fanned_out().await;
+    let got = rx.wait_events("", 4).await;
+    let types: Vec<&str> = got.iter().map(|(_, v)| v["header"]["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["im.message.receive_v1", "im.chat.member.bot.deleted_v1", "im.chat.member.bot.added_v1", "im.message.receive_v1"]
+    );
+    assert_eq!(receive_v1_texts(&rx), ["in 1", "in 2"]);
 }
 
 #[tokio::test]
