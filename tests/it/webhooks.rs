@@ -410,11 +410,17 @@ async fn fixture_keys_set_the_subscription_and_the_directory_shows_it() {
     assert!(rx.events("").is_empty());
 }
 
-#[tokio::test]
-async fn metrics_count_deliveries_by_type_and_outcome() {
+/// The demo directory, demo-bot subscribed (plain, every type) to a receiver that answers 200.
+async fn demo_bot_hooked() -> (TestApp, Receiver) {
     let app = TestApp::demo().await;
     let rx = Receiver::start("", Answer::Good).await;
     assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    (app, rx)
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_by_type_and_outcome() {
+    let (app, rx) = demo_bot_hooked().await;
     app.freeze_clock().await;
     *rx.fail_next.lock() = 1;
     let chat = app.group().await;
@@ -446,9 +452,7 @@ async fn metrics_count_deliveries_by_type_and_outcome() {
 /// hears them again once a user adds it back.
 #[tokio::test]
 async fn a_bot_that_leaves_and_comes_back_hears_only_what_is_said_while_it_is_in() {
-    let app = TestApp::demo().await;
-    let rx = Receiver::start("", Answer::Good).await;
-    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let (app, rx) = demo_bot_hooked().await;
     let chat = app.group().await;
     let demo = app.app_id("demo-bot");
     app.say(&chat, "alice", "in 1").await;
@@ -475,9 +479,7 @@ async fn a_bot_that_leaves_and_comes_back_hears_only_what_is_said_while_it_is_in
 
 #[tokio::test]
 async fn delivery_faults_fail_the_next_attempts_and_deliver_twice() {
-    let app = TestApp::demo().await;
-    let rx = Receiver::start("", Answer::Good).await;
-    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let (app, rx) = demo_bot_hooked().await;
     app.freeze_clock().await;
     let bot = app.app_id("demo-bot");
     let r = app.admin_call(Method::POST, "/_larkstack/faults/deliveries", Some(json!({"app_id": bot, "fail_next": 1, "deliver_twice": 1}))).await;
@@ -509,9 +511,7 @@ async fn delivery_faults_fail_the_next_attempts_and_deliver_twice() {
 
 #[tokio::test]
 async fn after_a_reset_the_new_outbox_is_delivered_from_its_start() {
-    let app = TestApp::demo().await;
-    let rx = Receiver::start("", Answer::Good).await;
-    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let (app, rx) = demo_bot_hooked().await;
     let chat = app.group().await;
     app.say(&chat, "alice", "before").await;
     rx.wait_events("", 1).await;
@@ -525,9 +525,7 @@ async fn after_a_reset_the_new_outbox_is_delivered_from_its_start() {
 
 #[tokio::test]
 async fn a_chats_events_reach_the_app_in_commit_order() {
-    let app = TestApp::demo().await;
-    let rx = Receiver::start("", Answer::Good).await;
-    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let (app, rx) = demo_bot_hooked().await;
     let (a, b) = (app.group().await, app.group().await);
     for i in 0..20 {
         app.say(&a, "alice", &format!("a{i}")).await;
@@ -546,9 +544,7 @@ async fn a_chats_events_reach_the_app_in_commit_order() {
 
 #[tokio::test]
 async fn deliveries_to_one_receiver_reuse_a_kept_alive_connection() {
-    let app = TestApp::demo().await;
-    let rx = Receiver::start("", Answer::Good).await;
-    assert_eq!(app.subscribe("demo-bot", json!({"event_url": rx.url, "encrypt_key": ""})).await.code(), 0);
+    let (app, rx) = demo_bot_hooked().await;
     let chat = app.group().await;
     for i in 0..10 {
         app.say(&chat, "alice", &format!("m{i}")).await;
