@@ -564,9 +564,11 @@ async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory, cache: &mut C
     let new_rows = rows.len();
     let committed: Vec<i64> = rows.iter().map(|r| r.committed_ms).collect();
     let (done, claimed) = ctx.store.fan_out(after, upto, rows, claim).await?;
-    let now_ms = ctx.clock.now_ms();
-    for at_ms in committed {
-        ctx.metrics.delivery_stage(DeliveryStage::FannedOut, now_ms - at_ms);
+    if matches!(done, FanOut::Done) {
+        let now_ms = ctx.clock.now_ms();
+        for at_ms in committed {
+            ctx.metrics.delivery_stage(DeliveryStage::FannedOut, now_ms - at_ms);
+        }
     }
     if lease_until_ms.is_some() && claimed.len() < new_rows {
         // Rows behind a chat's run (its run claims them as it ends) or over an app's bound (a
