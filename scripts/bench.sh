@@ -27,6 +27,11 @@
 #       commit→ack p50/p99/max, events received vs posted, larkstack's RSS (idle with the
 #       clients connected, peak during the load — VmHWM, reset before it — and after it), and
 #       where the time went (as for `events`)
+#   LARKSTACK_BENCH_OLD_BIN=… scripts/bench.sh compare-create [seconds=5] [connections=64] [rounds=6]
+#   LARKSTACK_BENCH_OLD_BIN=… scripts/bench.sh compare-get [seconds=5] [connections=64] [stored_chats=1000000]
+#       this build against another larkstack binary (e.g. an earlier commit's), both served at once
+#       on fresh data dirs, in alternating short runs with the baseline (6 rounds); prints each
+#       round, each side's mean req/s, ratio to the baseline and p99, and new/old (issue 12)
 #
 # The event tools are one Rust example, examples/bench_events.rs (single-threaded each, so they
 # take little from the server on a small machine). Built into $CARGO_TARGET_DIR (default target/).
@@ -34,6 +39,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scenario="${1:-create}"
 secs="${2:-10}"
+[[ "$scenario" == compare-* ]] && secs="${2:-5}"
 conns="${3:-64}"
 stored="${4:-1000000}"
 members=50
@@ -103,6 +109,21 @@ row() { # NAME
 }
 ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % (sys.argv[3], float(sys.argv[1]) / float(sys.argv[2])))" \
     "$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")" "$(awk '/Requests\/sec/ {print $2}' "$work/$2.txt")" "$3"; }
+# merge_rounds NAME N: NAME-1..N.txt (equal durations) → NAME.txt as `row` reads it: the mean
+# req/s and the worst round's p50 and p99.
+merge_rounds() {
+    python3 - "$work/$1" "$2" > "$work/$1.txt" <<'PY'
+import re, sys
+texts = [open(f"{sys.argv[1]}-{r}.txt").read() for r in range(1, int(sys.argv[2]) + 1)]
+def ms(v):
+    return next(float(v[: -len(u)]) * f for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)) if v.endswith(u))
+rps = sum(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)) for t in texts) / len(texts)
+print(f"Requests/sec: {rps:.2f}")
+for q in ("50", "99"):
+    worst = max(ms(re.search(r"^\s+" + q + r"%\s+(\S+)", t, re.M).group(1)) for t in texts)
+    print(f"     {q}%  {worst:.2f}ms")
+PY
+}
 header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
 count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
@@ -233,7 +254,7 @@ events)
     rate="${4:-1000}"
     export BENCH_BODY="$(body_with $members)"
     encrypt_key="$(py 'print(d["apps"][0]["events"]["encrypt_key"])')"
-    "$tool" sink $sink_port "$encrypt_key" &
+    "$tool" sink $sink_port "$encrypt_key" > "$work/sink-create.txt" &
     sink=$!
     pids+=($sink)
     # The same directory, its bot subscribed to every event type (scopes for all of them).
@@ -242,15 +263,24 @@ events)
     "$bin" serve --listen 127.0.0.1:$sub_port --data-dir "$work/sub" --fixture "$work/fixture-sub.toml" --rate-limits off >/dev/null &
     pids+=($!)
     wait_port $sub_port; wait_port $sink_port
-    echo "create-chat, ${members} members, ${conns} connections, ${secs}s each: without subscribers, then with a subscribed bot"
-    wrk_run unsubscribed $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
+    # Alternating thirds of the time, so that drifting machine noise hits both sides alike. The
+    # bot creates the chats, which gives it no Feishu event (docs/parity.md): what the subscribed
+    # side pays is the fan-out reading and matching every event it commits.
+    third=$(( (secs + 2) / 3 ))
+    echo "create-chat, ${members} members, ${conns} connections: without subscribers, then with a subscribed bot, 3 rounds of ${third}s each"
+    unsub_token="$BENCH_TOKEN" sub_token="$(token_of $sub_port)"
+    for r in 1 2 3; do
+        BENCH_TOKEN=$unsub_token secs=$third wrk_run "unsubscribed-$r" $larkstack_port /open-apis/im/v1/chats bench/create_chat.lua
+        BENCH_TOKEN=$sub_token secs=$third wrk_run "subscribed-$r" $sub_port /open-apis/im/v1/chats bench/create_chat.lua
+    done
     kill "${pids[0]}" # the unsubscribed node rests from here on
-    export BENCH_TOKEN="$(token_of $sub_port)"
-    wrk_run subscribed $sub_port /open-apis/im/v1/chats bench/create_chat.lua
+    export BENCH_TOKEN="$sub_token"
+    merge_rounds unsubscribed 3; merge_rounds subscribed 3
     header; row unsubscribed; row subscribed
     ratio subscribed unsubscribed "create-chat with a subscribed bot vs without"
-    # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
     kill -TERM $sink; wait $sink 2>/dev/null || true
+    echo "events the subscribed bot received during it: $(awk '/^events received:/ {print $3}' "$work/sink-create.txt")"
+    # Commit→sink latency at a fixed message rate: a fresh sink, 50 chats with user0 in them.
     "$tool" sink $sink_port "$encrypt_key" > "$work/sink.txt" &
     sink=$!
     pids+=($sink)
@@ -310,5 +340,63 @@ for a in d['apps']: print(a['app_id'], a['app_secret'], d['users'][0]['open_ids'
     echo "events received $(awk '/^events received:/ {print $3}' "$work/ws.txt") of $(awk '/^messages posted:/ {print $3}' "$work/post.txt") posted"
     echo "larkstack RSS: peak $(rss VmHWM) during the load, $(rss VmRSS) after it (clients gone)"
     ;;
-*) echo "unknown scenario $scenario (create | chats | cluster | events | longconn)" >&2; exit 2 ;;
+compare-create|compare-get)
+    # This build and LARKSTACK_BENCH_OLD_BIN served at once (fresh data dirs, same fixture), then
+    # short wrk runs alternating new, old, baseline for `rounds` rounds: machine noise that drifts
+    # over a minute hits all three alike, which one run of each back to back does not give.
+    old_bin="${LARKSTACK_BENCH_OLD_BIN:?set LARKSTACK_BENCH_OLD_BIN to the larkstack binary to compare with}"
+    old_port=$pg_port1
+    "$old_bin" serve --listen "127.0.0.1:$old_port" --data-dir "$work/old" --fixture "$work/fixture.toml" --rate-limits off >/dev/null &
+    pids+=($!)
+    wait_port $old_port
+    new_token="$BENCH_TOKEN" old_token="$(token_of $old_port)"
+    if [[ "$scenario" == compare-create ]]; then
+        rounds="${4:-6}"
+        export BENCH_BODY="$(body_with $members)"
+        what="create-chat, ${members} members" path=/open-apis/im/v1/chats script=bench/create_chat.lua
+    else
+        rounds=6
+        export BENCH_BODY="$(body_with 3)"
+        for side in "$larkstack_port $new_token data" "$old_port $old_token old"; do
+            set -- $side
+            while (( $(sqlite3 "$work/$3/larkstack.db" 'select count(*) from chats') < stored )); do
+                BENCH_TOKEN=$2 wrk -t2 -c64 -d5s -s bench/create_chat.lua "http://127.0.0.1:$1/open-apis/im/v1/chats" >/dev/null
+            done
+            sqlite3 "$work/$3/larkstack.db" 'PRAGMA wal_checkpoint(PASSIVE)' >/dev/null
+            sqlite3 "$work/$3/larkstack.db" "select chat_id from chats order by random() limit 20000" > "$work/ids-$3.txt"
+        done
+        export BENCH_USERS="$work/users.txt" BENCH_MODE=get
+        what="get-chat over ${stored} stored chats" path=/ script=bench/random_chat.lua
+    fi
+    echo "$what, ${conns} connections, ${rounds} rounds of ${secs}s each for this build (new), $old_bin (old) and the baseline, alternating"
+    for r in $(seq "$rounds"); do
+        BENCH_IDS="$work/ids-data.txt" BENCH_TOKEN=$new_token wrk_run "new-$r" $larkstack_port $path $script
+        BENCH_IDS="$work/ids-old.txt" BENCH_TOKEN=$old_token wrk_run "old-$r" $old_port $path $script
+        BENCH_IDS="$work/ids-data.txt" wrk_run "baseline-$r" $baseline_port $path $script
+        header | sed -n "$((r == 1 ? 1 : 2))p"; row "new-$r"; row "old-$r"; row "baseline-$r"
+    done
+    python3 - "$work" "$rounds" <<'PY'
+import re, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+def runs(name):
+    out = []
+    for r in range(1, rounds + 1):
+        text = open(f"{work}/{name}-{r}.txt").read()
+        p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)
+        ms = next(float(p99[: -len(u)]) * f for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)) if p99.endswith(u))
+        out.append((float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), ms))
+    return out
+new, old, base = runs("new"), runs("old"), runs("baseline")
+mean = lambda xs: statistics.fmean(xs)
+for name, xs in (("new", new), ("old", old)):
+    ratios = [x[0] / b[0] for x, b in zip(xs, base)]
+    print(f"{name}: mean {mean([x[0] for x in xs]):.0f} req/s, ratio to baseline {mean(ratios):.3f} "
+          f"(rounds {min(ratios):.3f}..{max(ratios):.3f}), p99 {mean([x[1] for x in xs]):.2f} ms "
+          f"= {mean([x[1] for x in xs]) / mean([b[1] for b in base]):.2f}x the baseline's")
+pairs = [n[0] / o[0] for n, o in zip(new, old)]
+print(f"new/old req/s: {mean([x[0] for x in new]) / mean([x[0] for x in old]):.3f} "
+      f"(per round {' '.join(f'{p:.2f}' for p in pairs)})")
+PY
+    ;;
+*) echo "unknown scenario $scenario (create | chats | cluster | events | longconn | compare-create | compare-get)" >&2; exit 2 ;;
 esac

@@ -122,7 +122,7 @@ test("a click reaches the Node SDK's webhook dispatcher and its toast and card c
     }
 });
 
-test("a click reaches the Node SDK's WSClient and the answer comes back in the ack", async () => {
+test("a click reaches the Node SDK's WSClient and the answer comes back in the ack, also when over 1 MiB", async () => {
     const seen = [];
     ws = new lark.WSClient({ appId, appSecret, domain: server.baseUrl, loggerLevel: lark.LoggerLevel.error });
     ws.start({ eventDispatcher: dispatcher({}, seen) });
@@ -131,6 +131,22 @@ test("a click reaches the Node SDK's WSClient and the answer comes back in the a
         assert.ok(Date.now() < deadline, "the WSClient did not connect");
         await new Promise((r) => setTimeout(r, 100));
     }
-    const result = await clickAndUpdate(await cardMessage(), seen);
+    const messageId = await cardMessage();
+    const result = await clickAndUpdate(messageId, seen);
     assert.equal(result.callback.route, "long_connection");
+
+    // A callback of 1.2 MB leaves larkstack in frames of at most 512 KiB; the SDK puts them
+    // together and hands over the whole payload (events.md §2.6).
+    const blob = "0123456789abcdef".repeat(75_000);
+    const r = await server.control("POST", `/_larkstack/messages/${messageId}/card_action`, {
+        user: "bob",
+        action: { tag: "button", value: { choice: "big", blob } },
+    });
+    assert.equal(r.code, 0, JSON.stringify(r).slice(0, 500));
+    assert.equal(r.data.error, null, JSON.stringify(r.data).slice(0, 500));
+    assert.deepEqual(r.data.toast, { type: "info", content: "you chose big" });
+    assert.equal(seen.length, 2);
+    assert.equal(seen[1].operator.open_id, openId("bob"));
+    assert.equal(seen[1].action.value.blob, blob);
+    assert.deepEqual(await content(messageId), card("chosen: big"));
 });

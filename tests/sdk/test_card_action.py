@@ -142,7 +142,8 @@ def test_a_click_reaches_the_sdk_webhook_and_its_toast_and_card_come_back(server
         http.shutdown()
 
 
-def test_a_click_reaches_the_sdk_ws_client_and_its_answer_comes_back_in_the_ack(server, client, directory):
+def test_a_click_reaches_the_sdk_ws_client_and_its_answer_comes_back_in_the_ack_also_when_over_1_mib(
+        server, client, directory):
     app = directory.app("demo-bot")
     seen = queue.Queue()
 
@@ -162,3 +163,16 @@ def test_a_click_reaches_the_sdk_ws_client_and_its_answer_comes_back_in_the_ack(
     _, message_id = card_message(client, directory, "pick a colour")
     d = check_click(server, client, directory, message_id, seen)
     assert d["callback"]["route"] == "long_connection"
+
+    # A callback of 1.2 MB leaves larkstack in frames of at most 512 KiB; the SDK puts them
+    # together and hands over the whole payload (events.md §2.6).
+    blob = "0123456789abcdef" * 75_000
+    r = control(server, "POST", f"/_larkstack/messages/{message_id}/card_action",
+                {"user": "bob", "action": {"tag": "button", "value": {"choice": "big", "blob": blob}}})
+    assert r["code"] == 0, r
+    assert r["data"]["error"] is None, r["data"]
+    assert r["data"]["toast"] == {"type": "info", "content": "you chose big"}
+    data = seen.get(timeout=WAIT)
+    assert data.event.operator.open_id == directory.open_id("bob")
+    assert data.event.action.value["blob"] == blob
+    assert content(client, message_id) == card("chosen: big")
