@@ -92,13 +92,7 @@ token_of() { # PORT
 }
 export BENCH_TOKEN="$(token_of $larkstack_port)"
 
-to_ms() { python3 -c '
-import sys
-v = sys.argv[1]
-for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-    if v.endswith(unit):
-        print(round(float(v[: -len(unit)]) * f, 2)); break
-' "$1"; }
+to_ms() { python3 -c 'import sys; sys.path.insert(0, "bench"); from wrk_stats import ms; print(round(ms(sys.argv[1]), 2))' "$1"; }
 # wrk_run NAME PORT PATH SCRIPT → $work/NAME.txt
 wrk_run() { wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$4" "http://127.0.0.1:$2$3" > "$work/$1.txt"; }
 row() { # NAME
@@ -111,19 +105,7 @@ ratio() { python3 -c "import sys; print('ratio larkstack/baseline (%s): %.3f' % 
     "$(awk '/Requests\/sec/ {print $2}' "$work/$1.txt")" "$(awk '/Requests\/sec/ {print $2}' "$work/$2.txt")" "$3"; }
 # merge_rounds NAME N: NAME-1..N.txt (equal durations) → NAME.txt as `row` reads it: the mean
 # req/s and the worst round's p50 and p99.
-merge_rounds() {
-    python3 - "$work/$1" "$2" > "$work/$1.txt" <<'PY'
-import re, sys
-texts = [open(f"{sys.argv[1]}-{r}.txt").read() for r in range(1, int(sys.argv[2]) + 1)]
-def ms(v):
-    return next(float(v[: -len(u)]) * f for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)) if v.endswith(u))
-rps = sum(float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)) for t in texts) / len(texts)
-print(f"Requests/sec: {rps:.2f}")
-for q in ("50", "99"):
-    worst = max(ms(re.search(r"^\s+" + q + r"%\s+(\S+)", t, re.M).group(1)) for t in texts)
-    print(f"     {q}%  {worst:.2f}ms")
-PY
-}
+merge_rounds() { python3 bench/wrk_stats.py merge mean $(seq -f "$work/$1-%g.txt" "$2") > "$work/$1.txt"; }
 header() { printf '%-22s %12s %10s %10s  %s\n' server req/s p50_ms p99_ms errors; }
 count_chats() { sqlite3 "$work/data/larkstack.db" 'select count(*) from chats'; }
 size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
@@ -227,23 +209,8 @@ cluster)
     first=$!
     wrk -t1 -c"$half" -d"${secs}s" --latency -s bench/create_chat.lua http://127.0.0.1:$pg_port2/open-apis/im/v1/chats > "$work/pg-b.txt"
     wait "$first"
-    python3 - "$work/pg-a.txt" "$work/pg-b.txt" > "$work/postgres-2-nodes.txt" <<'PY'
-import re, sys
-rps, p50, p99 = 0.0, [], []
-for path in sys.argv[1:]:
-    text = open(path).read()
-    rps += float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    p50.append(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-    p99.append(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-def ms(v):
-    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if v.endswith(unit):
-            return float(v[: -len(unit)]) * f
-# Summed throughput; the slower node's percentiles.
-print(f"Requests/sec: {rps:.2f}")
-print(f"     50%  {max(map(ms, p50)):.2f}ms")
-print(f"     99%  {max(map(ms, p99)):.2f}ms")
-PY
+    # Summed throughput; the slower node's percentiles.
+    python3 bench/wrk_stats.py merge sum "$work/pg-a.txt" "$work/pg-b.txt" > "$work/postgres-2-nodes.txt"
     header; row baseline; row sqlite-1-node; row postgres-1-node; row postgres-2-nodes
     ratio sqlite-1-node baseline "create-chat, SQLite"
     ratio postgres-1-node baseline "create-chat, PostgreSQL x1 node"
@@ -375,28 +342,7 @@ compare-create|compare-get)
         BENCH_IDS="$work/ids-data.txt" wrk_run "baseline-$r" $baseline_port $path $script
         header | sed -n "$((r == 1 ? 1 : 2))p"; row "new-$r"; row "old-$r"; row "baseline-$r"
     done
-    python3 - "$work" "$rounds" <<'PY'
-import re, statistics, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
-def runs(name):
-    out = []
-    for r in range(1, rounds + 1):
-        text = open(f"{work}/{name}-{r}.txt").read()
-        p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)
-        ms = next(float(p99[: -len(u)]) * f for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)) if p99.endswith(u))
-        out.append((float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), ms))
-    return out
-new, old, base = runs("new"), runs("old"), runs("baseline")
-mean = lambda xs: statistics.fmean(xs)
-for name, xs in (("new", new), ("old", old)):
-    ratios = [x[0] / b[0] for x, b in zip(xs, base)]
-    print(f"{name}: mean {mean([x[0] for x in xs]):.0f} req/s, ratio to baseline {mean(ratios):.3f} "
-          f"(rounds {min(ratios):.3f}..{max(ratios):.3f}), p99 {mean([x[1] for x in xs]):.2f} ms "
-          f"= {mean([x[1] for x in xs]) / mean([b[1] for b in base]):.2f}x the baseline's")
-pairs = [n[0] / o[0] for n, o in zip(new, old)]
-print(f"new/old req/s: {mean([x[0] for x in new]) / mean([x[0] for x in old]):.3f} "
-      f"(per round {' '.join(f'{p:.2f}' for p in pairs)})")
-PY
+    python3 bench/wrk_stats.py compare "$work" "$rounds"
     ;;
 *) echo "unknown scenario $scenario (create | chats | cluster | events | longconn | compare-create | compare-get)" >&2; exit 2 ;;
 esac

@@ -405,11 +405,18 @@ impl ChatFactsCache {
         }
     }
 
+    /// After a fan-out: through `cursor` when this node fanned out what it read (`followed`),
+    /// else another node moved the cursor past events this one did not read: start over.
+    fn finish(&mut self, cursor: i64, followed: bool) {
+        self.seen = if followed { cursor } else { -1 };
+    }
+
     /// The chat's event `seq` may have changed it.
     fn changed(&mut self, chat_id: &str, seq: i64) {
         if self.chats.get(chat_id).is_some_and(|(fresh, _)| *fresh < seq) {
-            let (_, facts) = self.chats.remove(chat_id).expect("present");
-            self.bytes -= facts.weight() + chat_id.len();
+            if let Some((_, facts)) = self.chats.remove(chat_id) {
+                self.bytes -= entry_bytes(chat_id, &facts);
+            }
         }
     }
 
@@ -419,17 +426,22 @@ impl ChatFactsCache {
 
     fn put(&mut self, chat_id: &str, fresh_through: i64, facts: ChatFacts) -> Arc<ChatFacts> {
         let facts = Arc::new(facts);
-        let weight = facts.weight() + chat_id.len();
+        let weight = entry_bytes(chat_id, &facts);
         if self.bytes + weight > CHAT_FACTS_BYTES {
             self.chats.clear();
             self.bytes = 0;
         }
         self.bytes += weight;
         if let Some((_, old)) = self.chats.insert(chat_id.to_string(), (fresh_through, facts.clone())) {
-            self.bytes -= old.weight() + chat_id.len();
+            self.bytes -= entry_bytes(chat_id, &old);
         }
         facts
     }
+}
+
+/// What one entry of `ChatFactsCache` counts against `CHAT_FACTS_BYTES`.
+fn entry_bytes(chat_id: &str, facts: &ChatFacts) -> usize {
+    facts.weight() + chat_id.len()
 }
 
 /// The cursor the last prune of the outbox ran with, and when.
@@ -580,8 +592,7 @@ async fn fan_out(engine: &Arc<Engine>, ctx: &Ctx, dir: &Directory, cache: &mut C
         FanOut::Moved(cursor) => cursor,
     };
     engine.cursor.store(cursor, Ordering::Release);
-    // Moved: another node fanned out events this one did not read, so its chats start over.
-    cache.seen = if matches!(done, FanOut::Done) { cursor } else { -1 };
+    cache.finish(cursor, matches!(done, FanOut::Done));
     if let Some(lease_until_ms) = lease_until_ms {
         send_claimed(engine, ctx, claimed, lease_until_ms);
     }
@@ -854,7 +865,7 @@ mod tests {
         assert_eq!(cache.bytes, 0);
 
         cache.put("oc_1", 20, facts(&["cli_a"]));
-        cache.seen = 20;
+        cache.finish(20, true);
         cache.start(20);
         assert!(cache.get("oc_1").is_some(), "this node fanned out through 20 itself");
         cache.start(35);
@@ -865,7 +876,7 @@ mod tests {
     #[test]
     fn chat_facts_stay_within_their_byte_bound() {
         let mut cache = ChatFactsCache::default();
-        let one = facts(&["cli_a"]).weight() + "oc_00000000".len();
+        let one = entry_bytes("oc_00000000", &facts(&["cli_a"]));
         let fit = CHAT_FACTS_BYTES / one;
         for i in 0..fit + 10 {
             cache.put(&format!("oc_{i:08}"), 1, facts(&["cli_a"]));
