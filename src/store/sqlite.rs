@@ -209,7 +209,8 @@ impl SqliteStore {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let idle_wal = WalBound::new(&path, wal.one_checkpoint.clone());
+        let idle_wal = wal.shared();
+        conn.wal_hook(Some(note_wal_frames));
         let (tx, rx) = mpsc::unbounded_channel();
         let commit_seconds = super::latency_histogram();
         let timer = commit_seconds.clone();
@@ -283,39 +284,74 @@ impl SqliteStore {
     }
 }
 
-/// Keeps the WAL file bounded: truncating checkpoints when it has grown past
-/// `WAL_CHECKPOINT_BYTES` (run by the writer between commits, so no commit races it) and when
-/// writes have stopped (run by the checkpoint thread). `synchronous=FULL` stays: a checkpoint only
-/// moves committed frames into the database file, which SQLite fsyncs before truncating the WAL.
+/// Keeps the WAL bounded: the writer restarts it once it holds `WAL_CHECKPOINT_BYTES` of frames
+/// (between commits, so no commit races it), and the checkpoint thread truncates it to zero bytes
+/// when writes have stopped. `synchronous=FULL` stays: a checkpoint only moves committed frames
+/// into the database file, which SQLite fsyncs before the WAL starts over.
+///
+/// Under load the WAL is restarted, not truncated: the next commit writes it again from its first
+/// byte, over blocks the file already has (SQLite cuts the file to `JOURNAL_SIZE_LIMIT` then).
+/// Truncating made every bound a file truncation and the following megabytes new allocations,
+/// and the writer (every commit behind it) waited for both (issue 12).
 struct WalBound {
     wal: PathBuf,
     /// Held through every checkpoint: SQLite runs one at a time and fails a second at once, so
-    /// the writer's truncation waits for a background checkpoint instead of failing on it.
+    /// the writer's checkpoint waits for a background one instead of failing on it.
     one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>,
-    /// The size at which the next truncation is tried.
+    /// Commits so far; the checkpoint thread sees writes have stopped when it stands still.
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The WAL's size (in frames, as SQLite counts them) at which the next restart is tried.
     next_at: u64,
+}
+
+/// Bytes of one WAL frame: a page and its 24-byte header (the writer's pages are SQLite's default
+/// 4096 bytes; a larger page only makes the bound count in larger steps).
+const WAL_FRAME_BYTES: u64 = 4096 + 24;
+
+thread_local! {
+    /// Frames in the WAL after this thread's last commit (`note_wal_frames`): the WAL's logical
+    /// size, which its file's no longer tells once the WAL is restarted in place.
+    static WAL_FRAMES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// SQLite's WAL hook (it runs on the committing thread, after each commit).
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(frames.max(0) as u64);
+    Ok(())
 }
 
 impl WalBound {
     fn new(db: &Path, one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>) -> Self {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        WalBound { wal: wal.into(), one_checkpoint, next_at: WAL_CHECKPOINT_BYTES }
+        WalBound { wal: wal.into(), one_checkpoint, commits: Default::default(), next_at: WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES }
+    }
+
+    /// The same WAL and locks, for the checkpoint thread.
+    fn shared(&self) -> Self {
+        WalBound {
+            wal: self.wal.clone(),
+            one_checkpoint: self.one_checkpoint.clone(),
+            commits: self.commits.clone(),
+            next_at: self.next_at,
+        }
     }
 
     fn size(&self) -> u64 {
         std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// After a commit: truncates the WAL once it is large enough.
+    /// After a commit on the writer's connection (which has `note_wal_frames` as its WAL hook):
+    /// restarts the WAL once it is large enough.
     fn after_commit(&mut self, conn: &Connection) {
-        let size = self.size();
-        if size >= self.next_at {
-            if self.truncate(conn) {
-                self.next_at = WAL_CHECKPOINT_BYTES;
+        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frames = WAL_FRAMES.get();
+        if frames >= self.next_at {
+            if self.checkpoint(conn, "RESTART") {
+                self.next_at = WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES;
             } else {
                 // Readers hold old snapshots (a long export): try again after more growth.
-                self.next_at = size + WAL_CHECKPOINT_BYTES / 4;
+                self.next_at = frames + WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES / 4;
             }
         }
     }
@@ -323,9 +359,14 @@ impl WalBound {
     /// Copies the whole WAL into the database and truncates it to zero bytes; false when readers
     /// on old snapshots kept it from completing within `CHECKPOINT_WAIT`.
     fn truncate(&mut self, conn: &Connection) -> bool {
+        self.checkpoint(conn, "TRUNCATE")
+    }
+
+    /// A `TRUNCATE` or `RESTART` checkpoint: true when it completed within `CHECKPOINT_WAIT`.
+    fn checkpoint(&mut self, conn: &Connection, mode: &str) -> bool {
         let _one = self.one_checkpoint.lock();
         let _ = conn.busy_timeout(CHECKPOINT_WAIT);
-        let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        let outcome = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(0));
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
         match outcome {
             Ok(0) => true,
@@ -339,18 +380,20 @@ impl WalBound {
 }
 
 /// Copies the WAL into the database in the background, so most of a checkpoint's work is done
-/// before the writer truncates (PASSIVE never blocks the writer). When writes have stopped (the
-/// WAL did not change for a whole period), truncates it. Ends when the store is dropped.
+/// before the writer restarts it (PASSIVE never blocks the writer). When writes have stopped (no
+/// commit for a whole period), truncates it. Ends when the store is dropped.
 fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, mut wal: WalBound) {
-    let mut last_size = 0;
+    let mut last_commits = u64::MAX;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let size = wal.size();
-        if size > 0 && size == last_size {
-            wal.truncate(&conn);
-            last_size = wal.size();
+        let commits = wal.commits.load(std::sync::atomic::Ordering::Relaxed);
+        let idle = commits == last_commits;
+        last_commits = commits;
+        if idle {
+            if wal.size() > 0 {
+                wal.truncate(&conn);
+            }
             continue;
         }
-        last_size = size;
         let _one = wal.one_checkpoint.lock();
         let wal_frames: Result<(i64, i64, i64), _> =
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
