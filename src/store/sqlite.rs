@@ -54,7 +54,7 @@ const SEARCH_TEXT_MIGRATION: usize = 4;
 const MAX_BATCH: usize = 512;
 const READERS: usize = 4;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// WAL size at which the writer itself checkpoints and truncates the WAL between two commits.
+/// WAL size at which the writer itself checkpoints and restarts the WAL between two commits.
 /// Background PASSIVE checkpoints copy most frames before that, but under constant writes they
 /// never catch up with the end of the WAL, so SQLite never starts it over: without this the WAL
 /// grows without bound.
@@ -298,8 +298,9 @@ struct WalBound {
     /// Held through every checkpoint: SQLite runs one at a time and fails a second at once, so
     /// the writer's checkpoint waits for a background one instead of failing on it.
     one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>,
-    /// Commits so far; the checkpoint thread sees writes have stopped when it stands still.
-    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Batches begun plus batches committed (odd while one is in progress); the checkpoint
+    /// thread sees writes have stopped when it stands still at an even value.
+    batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The WAL's size (in frames, as SQLite counts them) at which the next restart is tried.
     next_at: u64,
 }
@@ -324,7 +325,7 @@ impl WalBound {
     fn new(db: &Path, one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>) -> Self {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        WalBound { wal: wal.into(), one_checkpoint, commits: Default::default(), next_at: WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES }
+        WalBound { wal: wal.into(), one_checkpoint, batches: Default::default(), next_at: WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES }
     }
 
     /// The same WAL and locks, for the checkpoint thread.
@@ -332,7 +333,7 @@ impl WalBound {
         WalBound {
             wal: self.wal.clone(),
             one_checkpoint: self.one_checkpoint.clone(),
-            commits: self.commits.clone(),
+            batches: self.batches.clone(),
             next_at: self.next_at,
         }
     }
@@ -341,10 +342,15 @@ impl WalBound {
         std::fs::metadata(&self.wal).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Before the writer begins a batch.
+    fn before_batch(&self) {
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// After a commit on the writer's connection (which has `note_wal_frames` as its WAL hook):
     /// restarts the WAL once it is large enough.
     fn after_commit(&mut self, conn: &Connection) {
-        self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let frames = WAL_FRAMES.get();
         if frames >= self.next_at {
             if self.checkpoint(conn, "RESTART") {
@@ -381,13 +387,14 @@ impl WalBound {
 
 /// Copies the WAL into the database in the background, so most of a checkpoint's work is done
 /// before the writer restarts it (PASSIVE never blocks the writer). When writes have stopped (no
-/// commit for a whole period), truncates it. Ends when the store is dropped.
+/// batch begun or committed for a whole period, none in progress: a long import is not idle),
+/// truncates it. Ends when the store is dropped.
 fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>, mut wal: WalBound) {
-    let mut last_commits = u64::MAX;
+    let mut last_batches = u64::MAX;
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let commits = wal.commits.load(std::sync::atomic::Ordering::Relaxed);
-        let idle = commits == last_commits;
-        last_commits = commits;
+        let batches = wal.batches.load(std::sync::atomic::Ordering::Relaxed);
+        let idle = batches == last_batches && batches.is_multiple_of(2);
+        last_batches = batches;
         if idle {
             if wal.size() > 0 {
                 wal.truncate(&conn);
@@ -414,6 +421,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<WriteOp>, commi
                 Err(_) => break,
             }
         }
+        wal.before_batch();
         commit_batch(&conn, &mut batch, &tail, &commit_seconds);
         wal.after_commit(&conn);
     }
