@@ -209,7 +209,8 @@ impl SqliteStore {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let idle_wal = wal.shared();
+        // The same WAL, lock and batch count, for the checkpoint thread.
+        let idle_wal = wal.clone();
         conn.wal_hook(Some(note_wal_frames));
         let (tx, rx) = mpsc::unbounded_channel();
         let commit_seconds = super::latency_histogram();
@@ -293,6 +294,7 @@ impl SqliteStore {
 /// byte, over blocks the file already has (SQLite cuts the file to `JOURNAL_SIZE_LIMIT` then).
 /// Truncating made every bound a file truncation and the following megabytes new allocations,
 /// and the writer (every commit behind it) waited for both (issue 12).
+#[derive(Clone)]
 struct WalBound {
     wal: PathBuf,
     /// Held through every checkpoint: SQLite runs one at a time and fails a second at once, so
@@ -301,7 +303,7 @@ struct WalBound {
     /// Batches begun plus batches committed (odd while one is in progress); the checkpoint
     /// thread sees writes have stopped when it stands still at an even value.
     batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The WAL's size (in frames, as SQLite counts them) at which the next restart is tried.
+    /// The WAL's size (in frames, as SQLite counts them) at which the writer next tries a restart.
     next_at: u64,
 }
 
@@ -326,16 +328,6 @@ impl WalBound {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         WalBound { wal: wal.into(), one_checkpoint, batches: Default::default(), next_at: WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES }
-    }
-
-    /// The same WAL and locks, for the checkpoint thread.
-    fn shared(&self) -> Self {
-        WalBound {
-            wal: self.wal.clone(),
-            one_checkpoint: self.one_checkpoint.clone(),
-            batches: self.batches.clone(),
-            next_at: self.next_at,
-        }
     }
 
     fn size(&self) -> u64 {
