@@ -67,6 +67,14 @@ const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(25
 /// Prepared statements each connection keeps (`prepare_cached`).
 const STATEMENT_CACHE: usize = 256;
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The writer's page cache (KiB; the readers keep 64 MiB). Once the outbox prune has freed pages,
+/// B-tree splits reuse them out of order, and SQLite swaps page numbers through a temporary one
+/// (the pending-byte page, 1 GiB into the file). At the end of each such commit the cache holds a
+/// page number past the database's end, and SQLite scans its whole hash table for pages to drop
+/// (`pcache1TruncateUnsafe`): at 64 MiB, a tenth of the writer's time under a create load once
+/// the prune ran (issue 12, measured with `perf`). The writer's hot pages are the tables' right edges; what else it touches is
+/// read through the memory map or the WAL.
+const WRITER_CACHE_KIB: i64 = 8 << 10;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -125,7 +133,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // FULL: the WAL is fsynced at every commit, so an acknowledged write survives power loss too.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // 64 MiB of page cache per connection: the writer keeps the hot end of the tables in memory.
+    // 64 MiB of page cache per connection (the writer's is smaller, `WRITER_CACHE_KIB`).
     conn.pragma_update(None, "cache_size", -65536)?;
     // Random reads of a large database through the OS page cache without a syscall each.
     conn.pragma_update(None, "mmap_size", 4i64 << 30)?;
@@ -199,6 +207,7 @@ impl SqliteStore {
         // The WAL and shared-memory files exist now (SQLite gives them the database's mode).
         private_files(data_dir, &path)?;
         migrate(&mut conn)?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         // Whatever WAL an earlier run left (a crash, a kill -9) goes into the database now. A
         // store of this process dropped just before may still be closing, or be in a checkpoint
         // of its own (SQLite then answers busy at once, without waiting): try for up to ~5 s.
