@@ -275,7 +275,9 @@ const HYPER_ERROR_MAX: usize = 256;
 /// the last [`HYPER_ERROR_MAX`] bytes are looked at, so large replies cost nothing.
 fn find_hyper_error(buf: &[u8]) -> Option<(usize, u16)> {
     let from = buf.len().saturating_sub(HYPER_ERROR_MAX);
-    (from..buf.len()).find_map(|i| hyper_error_status(&buf[i..]).map(|s| (i, s)))
+    // Only where the status line's prefix occurs: every reply's last bytes are searched.
+    memchr::memmem::find_iter(&buf[from..], HYPER_ERROR_PREFIX)
+        .find_map(|i| hyper_error_status(&buf[from + i..]).map(|s| (from + i, s)))
 }
 
 /// The envelope for a request hyper rejected while parsing it.
