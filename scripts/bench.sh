@@ -30,8 +30,9 @@
 #   LARKSTACK_BENCH_OLD_BIN=… scripts/bench.sh compare-create [seconds=5] [connections=64] [rounds=6]
 #   LARKSTACK_BENCH_OLD_BIN=… scripts/bench.sh compare-get [seconds=5] [connections=64] [stored_chats=1000000]
 #       this build against another larkstack binary (e.g. an earlier commit's), both served at once
-#       on fresh data dirs, in alternating short runs with the baseline (6 rounds); prints each
-#       round, each side's mean req/s, ratio to the baseline and p99, and new/old (issue 12)
+#       on fresh data dirs, in alternating short runs with the baseline (6 rounds; new and old swap
+#       places every round); prints each round, each side's mean req/s, ratio to the baseline
+#       and p99, and new/old (issue 12)
 #
 # The event tools are one Rust example, examples/bench_events.rs (single-threaded each, so they
 # take little from the server on a small machine). Built into $CARGO_TARGET_DIR (default target/).
@@ -337,8 +338,10 @@ compare-create|compare-get)
     fi
     echo "$what, ${conns} connections, ${rounds} rounds of ${secs}s each for this build (new), $old_bin (old) and the baseline, alternating"
     for r in $(seq "$rounds"); do
-        BENCH_IDS="$work/ids-data.txt" BENCH_TOKEN=$new_token wrk_run "new-$r" $larkstack_port $path $script
-        BENCH_IDS="$work/ids-old.txt" BENCH_TOKEN=$old_token wrk_run "old-$r" $old_port $path $script
+        # Which side goes first alternates by round, so that neither always follows the baseline.
+        run_new() { BENCH_IDS="$work/ids-data.txt" BENCH_TOKEN=$new_token wrk_run "new-$r" $larkstack_port $path $script; }
+        run_old() { BENCH_IDS="$work/ids-old.txt" BENCH_TOKEN=$old_token wrk_run "old-$r" $old_port $path $script; }
+        if (( r % 2 )); then run_new; run_old; else run_old; run_new; fi
         BENCH_IDS="$work/ids-data.txt" wrk_run "baseline-$r" $baseline_port $path $script
         header | sed -n "$((r == 1 ? 1 : 2))p"; row "new-$r"; row "old-$r"; row "baseline-$r"
     done
