@@ -337,11 +337,11 @@ compare-create|compare-get)
         what="get-chat over ${stored} stored chats" path=/ script=bench/random_chat.lua
     fi
     echo "$what, ${conns} connections, ${rounds} rounds of ${secs}s each for this build (new), $old_bin (old) and the baseline, alternating"
+    run_new() { BENCH_IDS="$work/ids-data.txt" BENCH_TOKEN=$new_token wrk_run "new-$1" $larkstack_port $path $script; }
+    run_old() { BENCH_IDS="$work/ids-old.txt" BENCH_TOKEN=$old_token wrk_run "old-$1" $old_port $path $script; }
     for r in $(seq "$rounds"); do
         # Which side goes first alternates by round, so that neither always follows the baseline.
-        run_new() { BENCH_IDS="$work/ids-data.txt" BENCH_TOKEN=$new_token wrk_run "new-$r" $larkstack_port $path $script; }
-        run_old() { BENCH_IDS="$work/ids-old.txt" BENCH_TOKEN=$old_token wrk_run "old-$r" $old_port $path $script; }
-        if (( r % 2 )); then run_new; run_old; else run_old; run_new; fi
+        if (( r % 2 )); then run_new $r; run_old $r; else run_old $r; run_new $r; fi
         BENCH_IDS="$work/ids-data.txt" wrk_run "baseline-$r" $baseline_port $path $script
         header | sed -n "$((r == 1 ? 1 : 2))p"; row "new-$r"; row "old-$r"; row "baseline-$r"
     done

@@ -69,11 +69,11 @@ const STATEMENT_CACHE: usize = 256;
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The writer's page cache (KiB; the readers keep 64 MiB). Once the outbox prune has freed pages,
 /// B-tree splits reuse them out of order, and SQLite swaps page numbers through a temporary one
-/// (the pending-byte page, 1 GiB into the file). At the end of each such commit the cache holds a
-/// page number past the database's end, and SQLite scans its whole hash table for pages to drop
-/// (`pcache1TruncateUnsafe`): at 64 MiB, a tenth of the writer's time under a create load once
-/// the prune ran (issue 12, measured with `perf`). The writer's hot pages are the tables' right edges; what else it touches is
-/// read through the memory map or the WAL.
+/// (the pending-byte page, 1 GiB into the file). In a database under 1 GiB that page lies past
+/// the end, so the commit then scans the cache's whole hash table for pages to drop
+/// (`pcache1TruncateUnsafe`): at 64 MiB that was 6–10 % of the writer's time under a create load
+/// once the prune ran (issue 12, measured with `perf`). The writer's hot pages are the tables'
+/// right edges; what else it touches is read through the memory map or the WAL.
 const WRITER_CACHE_KIB: i64 = 8 << 10;
 
 impl From<rusqlite::Error> for StoreError {
