@@ -319,6 +319,8 @@ struct WalBound {
 /// Bytes of one WAL frame: a page and its 24-byte header (the writer's pages are SQLite's default
 /// 4096 bytes; a larger page only makes the bound count in larger steps).
 const WAL_FRAME_BYTES: u64 = 4096 + 24;
+/// `WAL_CHECKPOINT_BYTES` in frames, the unit SQLite's WAL hook counts in.
+const WAL_CHECKPOINT_FRAMES: u64 = WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES;
 
 thread_local! {
     /// Frames in the WAL after this thread's last commit (`note_wal_frames`): the WAL's logical
@@ -336,7 +338,7 @@ impl WalBound {
     fn new(db: &Path, one_checkpoint: std::sync::Arc<parking_lot::Mutex<()>>) -> Self {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
-        WalBound { wal: wal.into(), one_checkpoint, batches: Default::default(), next_at: WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES }
+        WalBound { wal: wal.into(), one_checkpoint, batches: Default::default(), next_at: WAL_CHECKPOINT_FRAMES }
     }
 
     fn size(&self) -> u64 {
@@ -355,10 +357,10 @@ impl WalBound {
         let frames = WAL_FRAMES.get();
         if frames >= self.next_at {
             if self.checkpoint(conn, "RESTART") {
-                self.next_at = WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES;
+                self.next_at = WAL_CHECKPOINT_FRAMES;
             } else {
                 // Readers hold old snapshots (a long export): try again after more growth.
-                self.next_at = frames + WAL_CHECKPOINT_BYTES / WAL_FRAME_BYTES / 4;
+                self.next_at = frames + WAL_CHECKPOINT_FRAMES / 4;
             }
         }
     }
