@@ -26,10 +26,20 @@ pub fn secret_eq(given: &str, expected: &str) -> bool {
 /// What the journal shows instead of a secret: its first 4 characters (none for short ones),
 /// `…`, and the first 8 hex digits of its SHA-256, e.g. `t-8f…1a2b3c4d`. Enough to tell two
 /// tokens apart, not to use one.
+///
+/// Built in place, one allocation: the journal takes one for every call it records.
 pub fn fingerprint(secret: &str) -> String {
-    let shown = if secret.chars().count() >= 16 { secret.chars().take(4).collect::<String>() } else { String::new() };
-    let digest = Sha256::digest(secret.as_bytes());
-    format!("{shown}…{}", &hex::encode(&digest[..4]))
+    let mut digits = [0u8; 8];
+    hex::encode_to_slice(&Sha256::digest(secret.as_bytes())[..4], &mut digits).expect("8 digits for 4 bytes");
+    let shown = match secret.char_indices().nth(15) {
+        Some(_) => secret.char_indices().nth(4).map_or(secret, |(end, _)| &secret[..end]),
+        None => "",
+    };
+    let mut out = String::with_capacity(shown.len() + '…'.len_utf8() + digits.len());
+    out.push_str(shown);
+    out.push('…');
+    out.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
+    out
 }
 
 /// Whether a JSON field with this name carries a credential.
@@ -135,6 +145,10 @@ mod tests {
         assert_ne!(a, fingerprint("larkstackDemoSecret0000000000002"));
         assert_eq!(a, fingerprint("larkstackDemoSecret0000000000001"));
         assert!(fingerprint("short").starts_with('…'));
+        // The digits are the digest's first four bytes; the shown part counts characters.
+        assert_eq!(fingerprint("abc"), format!("…{}", &hex::encode(Sha256::digest(b"abc"))[..8]));
+        assert!(fingerprint("飞书飞书飞书飞书飞书飞书飞书飞书").starts_with("飞书飞书…"));
+        assert!(fingerprint("飞书飞书飞书飞书飞书飞书飞书").starts_with('…'));
     }
 
     #[test]
