@@ -53,44 +53,48 @@ struct HostPattern {
 impl HostPattern {
     fn parse(entry: &str) -> Option<HostPattern> {
         let (host, port) = split_host_port(entry)?;
+        let host = host.to_ascii_lowercase();
         match host.strip_prefix("*.") {
             Some(rest) if !rest.is_empty() => Some(HostPattern { host: rest.to_string(), subdomains: true, port }),
             _ => Some(HostPattern { host, subdomains: false, port }),
         }
     }
 
+    /// Whether `host` (any case) and `port` are accepted.
     fn matches(&self, host: &str, port: Option<u16>) -> bool {
         if self.port.is_some() && self.port != port {
             return false;
         }
+        let (host, name) = (host.as_bytes(), self.host.as_bytes());
         if self.subdomains {
-            host.len() > self.host.len() + 1
-                && host.ends_with(&self.host)
-                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+            host.len() > name.len() + 1
+                && host[host.len() - name.len()..].eq_ignore_ascii_case(name)
+                && host[host.len() - name.len() - 1] == b'.'
         } else {
-            host == self.host
+            host.eq_ignore_ascii_case(name)
         }
     }
 }
 
-/// `Host` value → (lowercase host without a trailing dot, port). `None` when it is not a host.
-fn split_host_port(value: &str) -> Option<(String, Option<u16>)> {
-    let value = value.trim().to_ascii_lowercase();
+/// `Host` value → (host without a trailing dot, in the case given; port). `None` when it is not
+/// a host. Borrowed: every request's `Host` goes through here.
+fn split_host_port(value: &str) -> Option<(&str, Option<u16>)> {
+    let value = value.trim();
     let (host, port) = if value.starts_with('[') {
         let end = value.find(']')?;
         let (host, rest) = value.split_at(end + 1);
         match rest {
-            "" => (host.to_string(), None),
-            _ => (host.to_string(), Some(rest.strip_prefix(':')?.parse().ok()?)),
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?.parse().ok()?)),
         }
     } else {
         match value.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host.to_string(), Some(port.parse().ok()?)),
+            Some((host, port)) if !host.contains(':') => (host, Some(port.parse().ok()?)),
             Some(_) => return None,
             None => (value, None),
         }
     };
-    let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+    let host = host.strip_suffix('.').unwrap_or(host);
     (!host.is_empty()).then_some((host, port))
 }
 
@@ -136,7 +140,7 @@ impl HostPolicy {
 
     fn allows(&self, value: &str) -> bool {
         let Some(allowed) = &self.allowed else { return true };
-        split_host_port(value).is_some_and(|(host, port)| allowed.iter().any(|p| p.matches(&host, port)))
+        split_host_port(value).is_some_and(|(host, port)| allowed.iter().any(|p| p.matches(host, port)))
     }
 
     /// The refused host of a request, if any: every `Host` header and an absolute-form target's
@@ -147,9 +151,9 @@ impl HostPolicy {
         if self.allowed.is_none() || req.uri().path() == "/healthz" {
             return None;
         }
-        let authority = req.uri().authority().map(|a| a.as_str().to_string());
-        let headers = req.headers().get_all(axum::http::header::HOST).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        authority.into_iter().chain(headers).find(|h| !self.allows(h))
+        let authority = req.uri().authority().map(|a| std::borrow::Cow::Borrowed(a.as_str()));
+        let headers = req.headers().get_all(axum::http::header::HOST).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
+        authority.into_iter().chain(headers).find(|h| !self.allows(h)).map(std::borrow::Cow::into_owned)
     }
 }
 
@@ -468,18 +472,18 @@ mod tests {
     #[test]
     fn loopback_names_on_any_port_by_default() {
         let p = policy(&[], "0.0.0.0:8080");
-        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1:1", "[::1]:9", "[::1]", "app.localhost:3000", "localhost."] {
+        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1:1", "[::1]:9", "[::1]", "app.localhost:3000", "localhost.", "App.LocalHost"] {
             assert!(p.allows(ok), "{ok}");
         }
-        for bad in ["evil.com", "evil.com:8080", "localhost.evil.com", "127.0.0.2", "0.0.0.0:8080", "", "[::1", "a:b:c"] {
+        for bad in ["evil.com", "evil.com:8080", "localhost.evil.com", "127.0.0.2", "0.0.0.0:8080", "", "[::1", "a:b:c", "é.localhos", "éalhost"] {
             assert!(!p.allows(bad), "{bad}");
         }
     }
 
     #[test]
     fn listen_ip_and_public_hosts() {
-        let p = policy(&["lark.example.com", "*.corp.test", "gw.test:8443"], "10.0.0.5:8080");
-        for ok in ["10.0.0.5:8080", "lark.example.com", "a.corp.test:1", "b.a.corp.test", "gw.test:8443"] {
+        let p = policy(&["Lark.Example.com", "*.CORP.test", "gw.test:8443"], "10.0.0.5:8080");
+        for ok in ["10.0.0.5:8080", "lark.example.com", "a.corp.test:1", "b.a.Corp.Test", "gw.test:8443"] {
             assert!(p.allows(ok), "{ok}");
         }
         for bad in ["corp.test", "gw.test", "gw.test:80", "example.com"] {

@@ -48,9 +48,9 @@ impl I18nNames {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestrictedModeSetting {
     pub status: bool,
-    pub screenshot_has_permission_setting: String,
-    pub download_has_permission_setting: String,
-    pub message_has_permission_setting: String,
+    pub screenshot_has_permission_setting: Setting,
+    pub download_has_permission_setting: Setting,
+    pub message_has_permission_setting: Setting,
 }
 
 impl Default for RestrictedModeSetting {
@@ -82,44 +82,44 @@ pub fn fold_case(s: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChatSettings {
     #[serde(default = "default_avatar", skip_serializing_if = "is_default_avatar")]
-    pub avatar: String,
+    pub avatar: Setting,
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     #[serde(default, skip_serializing_if = "I18nNames::is_empty")]
     pub i18n_names: I18nNames,
     #[serde(default = "group", skip_serializing_if = "is_group")]
-    pub chat_mode: String,
+    pub chat_mode: Setting,
     #[serde(default = "private", skip_serializing_if = "is_private")]
-    pub chat_type: String,
+    pub chat_type: Setting,
     #[serde(default = "chat", skip_serializing_if = "is_chat")]
-    pub group_message_type: String,
+    pub group_message_type: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub join_message_visibility: String,
+    pub join_message_visibility: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub leave_message_visibility: String,
+    pub leave_message_visibility: Setting,
     #[serde(default = "no_approval_required", skip_serializing_if = "is_no_approval_required")]
-    pub membership_approval: String,
+    pub membership_approval: Setting,
     #[serde(default, skip_serializing_if = "RestrictedModeSetting::is_default")]
     pub restricted_mode_setting: RestrictedModeSetting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub urgent_setting: String,
+    pub urgent_setting: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub video_conference_setting: String,
+    pub video_conference_setting: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub pin_manage_setting: String,
+    pub pin_manage_setting: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub edit_permission: String,
+    pub edit_permission: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub hide_member_count_setting: String,
+    pub hide_member_count_setting: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub add_member_permission: String,
+    pub add_member_permission: Setting,
     #[serde(default = "allowed", skip_serializing_if = "is_allowed")]
-    pub share_card_permission: String,
+    pub share_card_permission: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub at_all_permission: String,
+    pub at_all_permission: Setting,
     #[serde(default = "all_members", skip_serializing_if = "is_all_members")]
-    pub moderation_permission: String,
+    pub moderation_permission: Setting,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -159,10 +159,14 @@ impl ChatSettings {
     }
 }
 
+/// A setting's value: one of a few words, so a default is borrowed rather than allocated (every
+/// chat read fills in the ~16 settings its stored JSON leaves out, issue 12).
+pub type Setting = std::borrow::Cow<'static, str>;
+
 macro_rules! string_default {
     ($($make:ident / $test:ident = $value:expr;)*) => {$(
-        fn $make() -> String {
-            $value.to_string()
+        fn $make() -> Setting {
+            Setting::Borrowed($value)
         }
         fn $test(s: &str) -> bool {
             s == $value
@@ -378,16 +382,23 @@ pub(crate) const OWNER_OR_ALL: &[&str] = &["only_owner", "all_members"];
 pub(crate) const VISIBILITY: &[&str] = &["only_owner", "all_members", "not_anyone"];
 const ALLOW_OR_DENY: &[&str] = &["all_members", "not_anyone"];
 
-/// An optional enum field: absent → `default`, otherwise one of `allowed`.
-pub(crate) fn enum_field(field: &str, value: &Option<String>, allowed: &[&str], default: &str) -> Result<String, FeishuError> {
+/// An optional enum field: absent → `default`, otherwise one of `allowed` (as that word, not a copy).
+pub(crate) fn enum_field(
+    field: &str,
+    value: &Option<String>,
+    allowed: &'static [&'static str],
+    default: impl Into<Setting>,
+) -> Result<Setting, FeishuError> {
     match value.as_deref() {
-        None | Some("") => Ok(default.to_string()),
-        Some(v) if allowed.contains(&v) => Ok(v.to_string()),
-        Some(v) => Err(FeishuError::im_invalid_param(
-            field,
-            Some(v),
-            format!("must be one of: {}", allowed.join(", ")),
-        )),
+        None | Some("") => Ok(default.into()),
+        Some(v) => match allowed.iter().find(|a| **a == v) {
+            Some(word) => Ok(Setting::Borrowed(word)),
+            None => Err(FeishuError::im_invalid_param(
+                field,
+                Some(v),
+                format!("must be one of: {}", allowed.join(", ")),
+            )),
+        },
     }
 }
 
@@ -397,8 +408,8 @@ pub(crate) fn restricted_mode(
     base: &RestrictedModeSetting,
 ) -> Result<RestrictedModeSetting, FeishuError> {
     let input = input.unwrap_or_default();
-    let field = |name: &str, v: &Option<String>, current: &str| {
-        enum_field(&format!("restricted_mode_setting.{name}"), v, ALLOW_OR_DENY, current)
+    let field = |name: &str, v: &Option<String>, current: &Setting| {
+        enum_field(&format!("restricted_mode_setting.{name}"), v, ALLOW_OR_DENY, current.clone())
     };
     let setting = RestrictedModeSetting {
         status: input.status.unwrap_or(base.status),
@@ -727,7 +738,7 @@ pub fn plan_create_with<'d>(
         status: ChatStatus::Normal,
         created_at_ms: now_ms,
         settings: ChatSettings {
-            avatar: body.avatar.filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_AVATAR_KEY.to_string()),
+            avatar: body.avatar.filter(|a| !a.is_empty()).map_or(Setting::Borrowed(DEFAULT_AVATAR_KEY), Setting::Owned),
             name,
             description,
             i18n_names,
@@ -743,9 +754,9 @@ pub fn plan_create_with<'d>(
             pin_manage_setting: pin,
             edit_permission: edit,
             hide_member_count_setting: hide_count,
-            add_member_permission: "all_members".into(),
-            share_card_permission: "allowed".into(),
-            at_all_permission: "all_members".into(),
+            add_member_permission: all_members(),
+            share_card_permission: allowed(),
+            at_all_permission: all_members(),
             moderation_permission: "all_members".into(),
             labels,
             toolkit_ids,

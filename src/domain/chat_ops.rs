@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::chat::{
     enum_field, restricted_mode, review, Chat, ChatStatus, I18nNames, Invitation, Inviter, Owner, RestrictedModeInput,
-    LABEL_SCOPE, OWNER_OR_ALL, VISIBILITY,
+    Setting, LABEL_SCOPE, OWNER_OR_ALL, VISIBILITY,
 };
 use super::directory::{App, Directory, Tenant, User, UserIdType};
 use super::ids::{AppId, TenantKey, Uid};
@@ -239,7 +239,9 @@ pub fn apply_update(
     }
     let s = chat.settings.clone();
     let mut next = s.clone();
-    let keep = |v: &Option<String>, field: &str, allowed: &[&str], current: &str| enum_field(field, v, allowed, current);
+    let keep = |v: &Option<String>, field: &str, allowed: &'static [&'static str], current: &Setting| {
+        enum_field(field, v, allowed, current.clone())
+    };
     next.chat_type = keep(&body.chat_type, "chat_type", &["private", "public"], &s.chat_type)?;
     next.group_message_type = keep(&body.group_message_type, "group_message_type", &["chat", "thread"], &s.group_message_type)?;
     next.at_all_permission = keep(&body.at_all_permission, "at_all_permission", OWNER_OR_ALL, &s.at_all_permission)?;
@@ -281,18 +283,18 @@ pub fn apply_update(
             ))
         }
         (Some(a), _) => {
-            next.share_card_permission = paired(&a).to_string();
+            next.share_card_permission = Setting::Borrowed(paired(&a));
             next.add_member_permission = a;
         }
         (None, Some(sh)) => {
-            next.add_member_permission = if sh == "not_allowed" { "only_owner" } else { "all_members" }.to_string();
+            next.add_member_permission = Setting::Borrowed(if sh == "not_allowed" { "only_owner" } else { "all_members" });
             next.share_card_permission = sh;
         }
         (None, None) => {}
     }
     next.restricted_mode_setting = restricted_mode(body.restricted_mode_setting, &s.restricted_mode_setting)?;
     if let Some(avatar) = body.avatar.filter(|a| !a.is_empty()) {
-        next.avatar = avatar;
+        next.avatar = avatar.into();
     }
     if let Some(name) = body.name {
         next.name = name;

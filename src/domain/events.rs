@@ -222,8 +222,8 @@ pub fn chat_created(chat: &Chat, actor: Actor, at_ms: i64) -> DomainEvent {
         at_ms,
         body: EventBody::ChatCreated {
             name: chat.settings.name.clone(),
-            chat_mode: chat.settings.chat_mode.clone(),
-            chat_type: chat.settings.chat_type.clone(),
+            chat_mode: chat.settings.chat_mode.to_string(),
+            chat_type: chat.settings.chat_type.to_string(),
             owner: chat.owner.clone(),
             // Every member of a storable chat has a derived uid (`ChatRow::encode` refuses the
             // chat otherwise, and this event is committed only with it).
