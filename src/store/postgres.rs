@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{ChatRow, EventRow};
@@ -55,6 +56,10 @@ const SEARCH_TEXT_MIGRATION: usize = 2;
 /// Advisory lock keys. Migrations: one node at a time migrates the database.
 const MIGRATION_LOCK: i64 = 0x6c61_726b_0001;
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// How long a reset's TRUNCATE waits for one table's lock before it steps back (`Pg::clear`),
+/// and how many times it tries: a minute in all, far longer than any request holds a table.
+const TRUNCATE_LOCK_WAIT_MS: u64 = 50;
+const TRUNCATE_ATTEMPTS: u32 = 600;
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -279,10 +284,30 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
         insert_deliveries(self.0, rows, due_ms).await
     }
 
+    /// TRUNCATE locks its tables one after another, in list order, while a transaction in flight
+    /// locks them in its own order (a chat before its bots, say): the two could deadlock, and
+    /// PostgreSQL would then abort one of them, perhaps a client's request. So the TRUNCATE waits
+    /// for each lock only briefly; when one does not come, it gives back those it took (its
+    /// savepoint) and tries again, and the transaction in its way finishes meanwhile.
     async fn clear(&mut self, tokens: bool) -> Result<(), StoreError> {
         let tables = sql::STATE_TABLES.join(", ");
         let credentials = if tokens { format!(", {}", sql::CREDENTIAL_TABLES.join(", ")) } else { String::new() };
-        self.0.batch_execute(&format!("TRUNCATE {tables}{credentials}")).await?;
+        let truncate = format!(
+            "SAVEPOINT truncate; SET LOCAL lock_timeout = {TRUNCATE_LOCK_WAIT_MS}; TRUNCATE {tables}{credentials};
+             SET LOCAL lock_timeout = DEFAULT; RELEASE SAVEPOINT truncate"
+        );
+        let mut attempt = 1;
+        loop {
+            match self.0.batch_execute(&truncate).await {
+                Ok(()) => break,
+                Err(e) if attempt < TRUNCATE_ATTEMPTS && e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                    self.0.batch_execute("ROLLBACK TO SAVEPOINT truncate").await?;
+                    tokio::time::sleep(std::time::Duration::from_millis(TRUNCATE_LOCK_WAIT_MS)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         reset_event_seq(self.0).await
     }
 

@@ -301,3 +301,48 @@ async fn healthz_reports_failing_writes_until_a_write_succeeds() {
     let h = health().await;
     assert_eq!((h.status.as_u16(), h.body["data"]["status"].as_str()), (200, Some("ok")), "{}", h.body);
 }
+
+/// A reset while another transaction has read `chats` and goes on to `chat_bots` (the order every
+/// query takes them in). On PostgreSQL the reset's TRUNCATE, which takes `chat_bots` first, used
+/// to deadlock with it, and PostgreSQL aborted the reset (rarely, when a test's reset met a
+/// request in flight). Now the reset steps back until the transaction is done, and both succeed.
+#[tokio::test]
+async fn a_reset_waits_for_a_transaction_in_flight_instead_of_deadlocking() {
+    let app = TestApp::demo().await;
+    let t = app.token("demo-bot").await;
+    app.new_chat(&t, json!({"name": "before the reset"})).await;
+    let store = app.state.store.clone();
+    let reset = || tokio::spawn(async move { store.clear().await });
+    let remaining = match test_database() {
+        None => {
+            // SQLite's readers do not block its writer: the reset goes through at once.
+            let conn = rusqlite::Connection::open(app.data.path().join("larkstack.db")).unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            let chats: i64 = conn.query_row("SELECT count(*) FROM chats", [], |r| r.get(0)).unwrap();
+            assert_eq!(chats, 1);
+            reset().await.unwrap().expect("the reset");
+            let bots: i64 = conn.query_row("SELECT count(*) FROM chat_bots", [], |r| r.get(0)).unwrap();
+            assert_eq!(bots, 1, "the transaction reads the state it began with");
+            conn.execute_batch("COMMIT").unwrap();
+            conn.query_row("SELECT count(*) FROM chats", [], |r| r.get::<_, i64>(0)).unwrap()
+        }
+        Some(url) => {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(&format!("SET search_path = {}; BEGIN", schema_for(app.data.path()))).await.unwrap();
+            let chats: i64 = client.query_one("SELECT count(*) FROM chats", &[]).await.unwrap().get(0);
+            assert_eq!(chats, 1);
+            let reset = reset();
+            // Long enough for the TRUNCATE to hold `chat_bots` and wait for `chats`; shorter than
+            // PostgreSQL's deadlock check (deadlock_timeout, 1 s).
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let bots = client.query_one("SELECT count(*) FROM chat_bots", &[]).await.expect("no deadlock");
+            assert_eq!(bots.get::<_, i64>(0), 1);
+            assert!(!reset.is_finished(), "the reset waits for the transaction");
+            client.batch_execute("COMMIT").await.unwrap();
+            reset.await.unwrap().expect("the reset, once the transaction is done");
+            client.query_one("SELECT count(*) FROM chats", &[]).await.unwrap().get(0)
+        }
+    };
+    assert_eq!(remaining, 0);
+}
