@@ -18,20 +18,28 @@ unset LARKSTACK_DATABASE LARKSTACK_DATABASE_SCHEMA LARKSTACK_REDIS
 pg_admin="${LARKSTACK_TEST_PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
 redis="${LARKSTACK_TEST_REDIS:-redis://127.0.0.1:6379}"
 
-cargo build --locked --bin larkstack
+# step CMD…: runs CMD and says how long it took (CI should stay under 20 minutes in all).
+step() {
+    local started=$SECONDS
+    "$@"
+    echo "== took $((SECONDS - started)) s: $*"
+}
+
+step cargo build --locked --bin larkstack
 
 echo "== pass 1: SQLite (the embedded default)"
-cargo test --locked
-bash tests/sdk/run.sh
-bash tests/sdk-node/run.sh
-bash tests/browser/run.sh
-bash tests/fuzz/run.sh
+step cargo test --locked
+step bash tests/sdk/run.sh
+step bash tests/sdk-node/run.sh
+step bash tests/browser/run.sh
+step bash tests/fuzz/run.sh
 
 echo "== pass 2: PostgreSQL + Redis (every server on a schema of its own in a fresh database)"
 psql "$pg_admin" -v ON_ERROR_STOP=1 -qc "DROP DATABASE IF EXISTS larkstack_test WITH (FORCE)" -c "CREATE DATABASE larkstack_test"
 export LARKSTACK_DATABASE="${pg_admin%/*}/larkstack_test" LARKSTACK_REDIS="$redis"
-cargo test --locked --test it -- --skip multinode
-bash tests/sdk/run.sh
-bash tests/sdk-node/run.sh
-LARKSTACK_DATABASE_SCHEMA=browser bash tests/browser/run.sh
-LARKSTACK_DATABASE_SCHEMA=fuzz bash tests/fuzz/run.sh
+step cargo test --locked --test it -- --skip multinode
+step bash tests/sdk/run.sh
+step bash tests/sdk-node/run.sh
+LARKSTACK_DATABASE_SCHEMA=browser step bash tests/browser/run.sh
+LARKSTACK_DATABASE_SCHEMA=fuzz step bash tests/fuzz/run.sh
+echo "== all tests passed in $SECONDS s"

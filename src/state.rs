@@ -27,7 +27,7 @@ pub struct AppState {
     directory: RwLock<Arc<Directory>>,
     pub limits: RateLimits,
     /// Tokens seen by this node; tokens are immutable, so a cached one never goes stale.
-    pub token_cache: RwLock<HashMap<String, Arc<TokenRecord>>>,
+    pub token_cache: TokenCache,
     /// Create requests with a dedup key that are between validation and commit.
     pub creates_in_flight: Mutex<HashSet<DedupKey>>,
     pub body_limit: usize,
@@ -110,7 +110,7 @@ impl AppState {
             // …and the delivery engine woken by every write that may append events.
             store: Arc::new(crate::store::health::Tracked::notifying(store, deliveries.commit_signal())),
             directory: RwLock::new(Arc::new(directory)),
-            token_cache: RwLock::new(HashMap::new()),
+            token_cache: TokenCache::default(),
             creates_in_flight: Mutex::new(HashSet::new()),
             body_limit: config.body_limit,
             blob_quota_bytes: config.blob_quota_bytes,
@@ -132,6 +132,53 @@ impl AppState {
 
     pub fn replace_directory(&self, directory: Directory) {
         *self.directory.write() = Arc::new(directory);
+    }
+}
+
+/// The tokens this node has issued or looked up, by their text. Bounded by the live tokens: an
+/// insert sweeps out the expired ones once the cache has doubled since the last sweep, so it
+/// holds at most twice the live tokens (a few per app and tenant) and each sweep is paid for by
+/// as many inserts as it looks at.
+#[derive(Default)]
+pub struct TokenCache {
+    inner: RwLock<TokenCacheInner>,
+}
+
+#[derive(Default)]
+struct TokenCacheInner {
+    tokens: HashMap<String, Arc<TokenRecord>>,
+    /// How many tokens the last sweep left.
+    after_sweep: usize,
+}
+
+impl TokenCache {
+    /// Fewest tokens before a sweep is worth it.
+    const SWEEP_FROM: usize = 64;
+
+    pub fn get(&self, token: &str) -> Option<Arc<TokenRecord>> {
+        self.inner.read().tokens.get(token).cloned()
+    }
+
+    /// Keeps `record`; `now_ms` (larkstack clock) tells which tokens have expired.
+    pub fn insert(&self, record: Arc<TokenRecord>, now_ms: i64) {
+        let mut inner = self.inner.write();
+        if inner.tokens.len() >= Self::SWEEP_FROM.max(2 * inner.after_sweep) {
+            inner.tokens.retain(|_, r| r.expires_at_ms > now_ms);
+            inner.after_sweep = inner.tokens.len();
+        }
+        inner.tokens.insert(record.token.clone(), record);
+    }
+
+    pub fn clear(&self) {
+        *self.inner.write() = TokenCacheInner::default();
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -175,5 +222,40 @@ impl Drop for InFlight<'_> {
                 tokio::spawn(async move { redis.release(&key, &claim).await });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{AppId, TenantKey};
+    use crate::store::TokenKind;
+
+    fn token(n: i64, expires_at_ms: i64) -> Arc<TokenRecord> {
+        Arc::new(TokenRecord {
+            token: format!("t-{n}"),
+            kind: TokenKind::Tenant,
+            app_id: AppId("cli_a".into()),
+            tenant_key: TenantKey("tenant".into()),
+            issued_at_ms: 0,
+            expires_at_ms,
+        })
+    }
+
+    /// However many tokens come and expire, the cache keeps about the live ones: here 10 new
+    /// tokens a round, each living 5 rounds, so 60 at most are live (and 120 kept) at a time.
+    #[test]
+    fn the_token_cache_forgets_expired_tokens() {
+        let cache = TokenCache::default();
+        for round in 0..1000 {
+            for i in 0..10 {
+                cache.insert(token(round * 10 + i, round + 5), round);
+            }
+            assert!(cache.len() <= 120, "round {round}: {} tokens kept", cache.len());
+        }
+        assert!(cache.get("t-9999").is_some(), "a live token stays");
+        assert!(cache.get("t-0").is_none(), "an expired one goes");
+        cache.clear();
+        assert!(cache.is_empty());
     }
 }

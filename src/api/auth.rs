@@ -76,7 +76,7 @@ async fn issue(state: &AppState, app_id: &AppId, tenant: &TenantKey, kind: Token
     };
     // Reused while at least REISSUE_BEFORE_MS remain, i.e. expiring at or after now + that.
     let record = state.store.rotate_token(fresh, now + REISSUE_BEFORE_MS - 1).await?;
-    state.token_cache.write().insert(record.token.clone(), Arc::new(record.clone()));
+    state.token_cache.insert(Arc::new(record.clone()), now);
     Ok(record)
 }
 
@@ -242,13 +242,13 @@ pub async fn tenant_access_token(State(state): State<Arc<AppState>>, RawBody(bod
 
 /// The stored token if it exists and has not expired by the larkstack clock.
 pub(crate) async fn find_live_token(state: &AppState, token: &str) -> Result<Option<Arc<TokenRecord>>, ApiError> {
-    let cached = state.token_cache.read().get(token).cloned();
+    let cached = state.token_cache.get(token);
     let record = match cached {
         Some(r) => Some(r),
         None => {
             let found = state.store.find_token(token).await?.map(Arc::new);
             if let Some(r) = &found {
-                state.token_cache.write().insert(r.token.clone(), r.clone());
+                state.token_cache.insert(r.clone(), state.clock.now_ms());
             }
             found
         }

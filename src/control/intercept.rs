@@ -111,7 +111,7 @@ async fn caller_app(state: &AppState, bearer_token: Option<&str>, body: &[u8]) -
 /// Like `caller_app`, from what the handler has already looked up (no store read).
 fn cached_app(state: &AppState, bearer_token: Option<&str>, body: &[u8]) -> Option<String> {
     match bearer_token {
-        Some(token) => state.token_cache.read().get(token).map(|t| t.app_id.0.clone()),
+        Some(token) => state.token_cache.get(token).map(|t| t.app_id.0.clone()),
         None => app_id_in_body(body),
     }
 }

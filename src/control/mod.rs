@@ -312,7 +312,7 @@ pub(crate) async fn import(State(state): State<Arc<AppState>>, req: Request) -> 
     if let Some(text) = fixture {
         install_fixture(&state, text).await?;
     }
-    state.token_cache.write().clear();
+    state.token_cache.clear();
     state.limits.clear().await?;
     // A new outbox: fanned out from its start (at-least-once, like a restart).
     state.deliveries.reset();
