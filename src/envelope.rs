@@ -23,7 +23,7 @@ pub fn new_log_id(now_ms: i64) -> String {
     use chrono::{Datelike, Timelike};
     let ts = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     // Digits written into a fixed buffer: every request makes one, and `format!` with widths
-    // cost ~2 k instructions (issue 12). Years past 9999 keep their last four digits.
+    // cost ~2 k instructions (issue 12). A year past 9999 is written as 9999 (ids keep 34 characters).
     let mut id = [0u8; 34];
     let fields = [(ts.year().clamp(0, 9999) as u32, 4), (ts.month(), 2), (ts.day(), 2), (ts.hour(), 2), (ts.minute(), 2), (ts.second(), 2)];
     let mut end = 0;

@@ -757,7 +757,7 @@ pub fn plan_create_with<'d>(
             add_member_permission: all_members(),
             share_card_permission: allowed(),
             at_all_permission: all_members(),
-            moderation_permission: "all_members".into(),
+            moderation_permission: all_members(),
             labels,
             toolkit_ids,
             chat_tags,
