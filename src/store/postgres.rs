@@ -296,14 +296,12 @@ impl<C: GenericClient + Sync> Tx for Pg<'_, C> {
             "SAVEPOINT truncate; SET LOCAL lock_timeout = {TRUNCATE_LOCK_WAIT_MS}; TRUNCATE {tables}{credentials};
              SET LOCAL lock_timeout = DEFAULT; RELEASE SAVEPOINT truncate"
         );
-        let mut attempt = 1;
-        loop {
+        for attempt in 1..=TRUNCATE_ATTEMPTS {
             match self.0.batch_execute(&truncate).await {
                 Ok(()) => break,
                 Err(e) if attempt < TRUNCATE_ATTEMPTS && e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
                     self.0.batch_execute("ROLLBACK TO SAVEPOINT truncate").await?;
                     tokio::time::sleep(std::time::Duration::from_millis(TRUNCATE_LOCK_WAIT_MS)).await;
-                    attempt += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
